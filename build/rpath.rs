@@ -1,0 +1,16 @@
+//! Shared build script for every package that links libtorch (through a direct `torch-sys`
+//! dependency, which is what makes `DEP_TCH_LIBTORCH_LIB` visible here).
+//!
+//! It embeds the libtorch library directory as an rpath so that binaries and test executables run
+//! without LD_LIBRARY_PATH, and exposes the same directory as `OFA_LIBTORCH_LIB` so the program can
+//! find `libtorch_cuda.so` next to it at start-up.
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    match std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        Ok(dir) => {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+            println!("cargo:rustc-env=OFA_LIBTORCH_LIB={dir}");
+        }
+        Err(_) => println!("cargo:rustc-env=OFA_LIBTORCH_LIB="),
+    }
+}

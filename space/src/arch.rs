@@ -1,0 +1,224 @@
+//! `ArchConfig`: one subnet of a search space, in the reference's JSON form.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::SpaceError;
+use crate::space::{BlockSpec, SearchSpace, N_STAGES};
+
+/// A subnet: kernel size and expand ratio per elastic block (indexed by **supernet** block, entry
+/// `i` ↔ block `i + 1`), depth per stage, and the input resolution.
+///
+/// Serialises as `{"ks": [..], "e": [..], "d": [..], "r": R}`; deserialises the reference's forms
+/// too: `"r": [R]`, `"image_size": R` or `"resolution": R`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ArchConfig {
+    /// Kernel sizes, one per elastic block.
+    pub ks: Vec<u32>,
+    /// Expand ratios, one per elastic block.
+    pub e: Vec<u32>,
+    /// Depth of each elastic stage.
+    pub d: Vec<u32>,
+    /// Input resolution.
+    pub r: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Resolution {
+    One(u32),
+    List(Vec<u32>),
+}
+
+#[derive(Deserialize)]
+struct RawArch {
+    ks: Option<Vec<u32>>,
+    e: Option<Vec<u32>>,
+    d: Option<Vec<u32>>,
+    r: Option<Resolution>,
+    image_size: Option<u32>,
+    resolution: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for ArchConfig {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = RawArch::deserialize(de)?;
+        let need = |v: Option<Vec<u32>>, name: &str| {
+            v.ok_or_else(|| D::Error::custom(format!("missing field `{name}`")))
+        };
+        let r = match (raw.r, raw.image_size, raw.resolution) {
+            (Some(Resolution::One(r)), _, _) => r,
+            (Some(Resolution::List(l)), _, _) => match l.as_slice() {
+                [r] => *r,
+                _ => {
+                    return Err(D::Error::custom(format!(
+                        "`r` must be a number or a one-element list, got {l:?}"
+                    )))
+                }
+            },
+            (None, Some(r), _) | (None, None, Some(r)) => r,
+            (None, None, None) => {
+                return Err(D::Error::custom(
+                    "missing resolution: give `r`, `image_size` or `resolution`",
+                ))
+            }
+        };
+        Ok(ArchConfig { ks: need(raw.ks, "ks")?, e: need(raw.e, "e")?, d: need(raw.d, "d")?, r })
+    }
+}
+
+/// One active block of a subnet with its resolved widths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveBlock {
+    /// The supernet block's shape.
+    pub spec: BlockSpec,
+    /// Kernel size in use.
+    pub ks: u32,
+    /// Expand ratio in use (1 for the first block).
+    pub e: u32,
+    /// Middle width in use.
+    pub mid: u32,
+}
+
+impl ArchConfig {
+    /// Parse from JSON (any of the reference's forms).
+    pub fn from_json(s: &str) -> Result<ArchConfig, SpaceError> {
+        serde_json::from_str(s).map_err(|e| SpaceError::Json(e.to_string()))
+    }
+
+    /// Serialise to JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The largest subnet of a space at its largest resolution.
+    pub fn largest(space: &SearchSpace) -> ArchConfig {
+        let n = space.n_elastic_blocks();
+        ArchConfig {
+            ks: vec![space.max_ks(); n],
+            e: vec![space.max_expand(); n],
+            d: vec![space.max_depth() as u32; N_STAGES],
+            r: space.resolutions.iter().copied().max().unwrap_or(0),
+        }
+    }
+
+    /// The smallest subnet of a space at its smallest resolution.
+    pub fn smallest(space: &SearchSpace) -> ArchConfig {
+        let n = space.n_elastic_blocks();
+        let min = |l: &[u32]| l.iter().copied().min().unwrap_or(0);
+        ArchConfig {
+            ks: vec![min(&space.ks_list); n],
+            e: vec![min(&space.expand_ratio_list); n],
+            d: vec![min(&space.depth_list); N_STAGES],
+            r: min(&space.resolutions),
+        }
+    }
+
+    /// Check every entry against the space; the error names the first offending entry.
+    pub fn validate(&self, space: &SearchSpace) -> Result<(), SpaceError> {
+        let n = space.n_elastic_blocks();
+        for (field, len, want) in
+            [("ks", self.ks.len(), n), ("e", self.e.len(), n), ("d", self.d.len(), N_STAGES)]
+        {
+            if len != want {
+                return Err(SpaceError::InvalidArch(format!(
+                    "`{field}` has {len} entries, the space needs {want}"
+                )));
+            }
+        }
+        let check = |field: &str, values: &[u32], allowed: &[u32]| {
+            for (i, v) in values.iter().enumerate() {
+                if !allowed.contains(v) {
+                    return Err(SpaceError::InvalidArch(format!(
+                        "`{field}[{i}]` = {v} is not one of the space's choices {allowed:?}"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        check("ks", &self.ks, &space.ks_list)?;
+        check("e", &self.e, &space.expand_ratio_list)?;
+        check("d", &self.d, &space.depth_list)?;
+        if !space.resolutions.contains(&self.r) {
+            return Err(SpaceError::InvalidArch(format!(
+                "resolution {} is not in the space's resolutions {:?}",
+                self.r, space.resolutions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether elastic block `i` (0-based, i.e. supernet block `i + 1`) runs under this config.
+    pub fn is_active(&self, i: usize, max_depth: usize) -> bool {
+        (i % max_depth) < self.d[i / max_depth] as usize
+    }
+
+    /// The active blocks, block 0 first, with their resolved kernel, expand and middle width.
+    /// Assumes a config validated against `space` (lengths are checked by indexing).
+    pub fn active_blocks(&self, space: &SearchSpace) -> Vec<ActiveBlock> {
+        let md = space.max_depth();
+        space
+            .blocks()
+            .into_iter()
+            .filter(|b| b.index == 0 || self.is_active(b.index - 1, md))
+            .map(|b| {
+                if b.index == 0 {
+                    ActiveBlock { spec: b, ks: 3, e: 1, mid: b.max_mid }
+                } else {
+                    let e = self.e[b.index - 1];
+                    ActiveBlock { spec: b, ks: self.ks[b.index - 1], e, mid: b.mid(e) }
+                }
+            })
+            .collect()
+    }
+
+    /// The same network with the entries of skipped blocks set to the first choice, so that equal
+    /// networks compare equal.
+    pub fn canonical(&self, space: &SearchSpace) -> ArchConfig {
+        let md = space.max_depth();
+        let mut c = self.clone();
+        for i in 0..c.ks.len() {
+            if !self.is_active(i, md) {
+                c.ks[i] = space.ks_list[0];
+                c.e[i] = space.expand_ratio_list[0];
+            }
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_reference_json_forms() {
+        let base = r#""ks":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"e":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"d":[2,2,2,2,2]"#;
+        for tail in [r#""r":[160]"#, r#""r":160"#, r#""image_size":160"#, r#""resolution":160"#] {
+            let a = ArchConfig::from_json(&format!("{{{base},{tail}}}")).unwrap();
+            assert_eq!(a.r, 160);
+        }
+        let err = ArchConfig::from_json(&format!("{{{base}}}")).unwrap_err().to_string();
+        assert!(err.contains("missing resolution"), "{err}");
+        let err = ArchConfig::from_json(&format!("{{{base},\"r\":[1,2]}}")).unwrap_err();
+        assert!(err.to_string().contains("one-element"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_entry() {
+        let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+        let mut a = ArchConfig::largest(&s);
+        a.ks[4] = 4;
+        assert!(a.validate(&s).unwrap_err().to_string().contains("`ks[4]` = 4"));
+        let mut a = ArchConfig::largest(&s);
+        a.d[2] = 5;
+        assert!(a.validate(&s).unwrap_err().to_string().contains("`d[2]` = 5"));
+        let mut a = ArchConfig::largest(&s);
+        a.e.pop();
+        assert!(a.validate(&s).unwrap_err().to_string().contains("`e` has 19 entries"));
+        let mut a = ArchConfig::largest(&s);
+        a.r = 130;
+        assert!(a.validate(&s).unwrap_err().to_string().contains("resolution 130"));
+        ArchConfig::smallest(&s).validate(&s).unwrap();
+    }
+}

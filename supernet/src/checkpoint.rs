@@ -1,0 +1,338 @@
+//! Files: safetensors reading and atomic writing, supernet and subnet checkpoints with metadata,
+//! and PyTorch `.pth` reading.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use ofa_space::{ArchConfig, SearchSpace};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Result, SupernetError};
+use crate::subnet::{Subnet, SubnetConfig};
+use crate::supernet::Supernet;
+
+/// `format` metadata of a supernet checkpoint.
+pub const SUPERNET_FORMAT: &str = "ofa-supernet/1";
+/// `format` metadata of a subnet file.
+pub const SUBNET_FORMAT: &str = "ofa-subnet/1";
+
+/// Tensors and string metadata of one safetensors file.
+#[derive(Debug)]
+pub struct TensorFile {
+    /// Tensors by name (CPU).
+    pub tensors: HashMap<String, Tensor>,
+    /// `__metadata__` (empty when absent).
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn kind_of(d: Dtype) -> Option<Kind> {
+    Some(match d {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I8 => Kind::Int8,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+fn dtype_of(k: Kind) -> Option<Dtype> {
+    Some(match k {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int8 => Dtype::I8,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        _ => return None,
+    })
+}
+
+/// Read a safetensors file; errors name the file and what is wrong (truncated, corrupt header,
+/// unsupported dtype).
+pub fn read_safetensors(path: &Path) -> Result<TensorFile> {
+    let bytes = std::fs::read(path).map_err(|e| SupernetError::io(path, e))?;
+    parse_safetensors(&bytes, path)
+}
+
+/// Parse safetensors bytes (`path` is only for messages).
+pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<TensorFile> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        SupernetError::bad_file(path, format!("not a valid safetensors file ({e})"))
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        SupernetError::bad_file(path, format!("not a valid safetensors file ({e})"))
+    })?;
+    let metadata: BTreeMap<String, String> =
+        meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            SupernetError::bad_file(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()))
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+        tensors.insert(name, t);
+    }
+    Ok(TensorFile { tensors, metadata })
+}
+
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn to_raw(name: &str, t: &Tensor) -> Result<Raw> {
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let dtype = dtype_of(t.kind()).ok_or_else(|| {
+        SupernetError::BadInput(format!("tensor `{name}` has unsupported kind {:?}", t.kind()))
+    })?;
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    Ok(Raw { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+}
+
+/// Serialise tensors and metadata to safetensors bytes.
+pub fn safetensors_bytes(
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let raws = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), to_raw(n, t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
+        .map_err(|e| SupernetError::BadInput(format!("cannot serialise tensors: {e}")))
+}
+
+/// Write bytes atomically: a temporary file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| SupernetError::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| SupernetError::io(tmp.path(), e))?;
+    tmp.as_file().sync_all().map_err(|e| SupernetError::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| SupernetError::io(path, e.error))?;
+    Ok(())
+}
+
+/// Write tensors and metadata to a safetensors file atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    write_atomic(path, &safetensors_bytes(tensors, metadata)?)
+}
+
+/// SHA-256 (hex) of a byte string.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a supernet came from (stored as JSON in the checkpoint's `provenance`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// Dataset name or path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Recipe name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
+    /// Training phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Optimiser step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    /// Seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Free-form origin (e.g. `imported from X.pth`, `random init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// A loaded supernet checkpoint.
+#[derive(Debug)]
+pub struct SupernetCheckpoint {
+    /// The network.
+    pub net: Supernet,
+    /// Its provenance.
+    pub provenance: Provenance,
+    /// Free-form metrics JSON, if any.
+    pub metrics: Option<Value>,
+    /// SHA-256 of the file.
+    pub sha256: String,
+}
+
+impl Supernet {
+    /// Save with `__metadata__` (`format`, `space`, `provenance`, optional `metrics`).
+    pub fn save(&self, path: &Path, provenance: &Provenance, metrics: Option<&Value>) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> =
+            self.tensors().iter().map(|(s, t)| (s.name.clone(), t.shallow_clone())).collect();
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), SUPERNET_FORMAT.into());
+        meta.insert("space".into(), self.space().to_json());
+        meta.insert("provenance".into(), serde_json::to_string(provenance).unwrap_or_default());
+        if let Some(m) = metrics {
+            meta.insert("metrics".into(), m.to_string());
+        }
+        write_safetensors(path, &tensors, &meta)
+    }
+
+    /// Load a supernet checkpoint written by [`Supernet::save`], validating every tensor.
+    pub fn load(path: &Path, device: Device) -> Result<SupernetCheckpoint> {
+        let bytes = std::fs::read(path).map_err(|e| SupernetError::io(path, e))?;
+        let file = parse_safetensors(&bytes, path)?;
+        match file.metadata.get("format").map(String::as_str) {
+            Some(SUPERNET_FORMAT) => {}
+            Some(SUBNET_FORMAT) => {
+                return Err(SupernetError::bad_file(path, "this is a subnet, not a supernet checkpoint"))
+            }
+            Some(other) => {
+                return Err(SupernetError::bad_file(path, format!("unknown format `{other}` (expected {SUPERNET_FORMAT})")))
+            }
+            None => {
+                return Err(SupernetError::bad_file(
+                    path,
+                    "no `format` metadata: not an ofa supernet checkpoint (reference state_dicts are converted with `ofa import`)",
+                ))
+            }
+        }
+        let space_json = file
+            .metadata
+            .get("space")
+            .ok_or_else(|| SupernetError::bad_file(path, "metadata has no `space`"))?;
+        let space = SearchSpace::from_json(space_json)
+            .map_err(|e| SupernetError::bad_file(path, format!("metadata `space`: {e}")))?;
+        let provenance = file
+            .metadata
+            .get("provenance")
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default();
+        let metrics = file.metadata.get("metrics").and_then(|m| serde_json::from_str(m).ok());
+        let net = Supernet::from_tensors(&space, file.tensors, device)
+            .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
+        Ok(SupernetCheckpoint { net, provenance, metrics, sha256: sha256_hex(&bytes) })
+    }
+}
+
+/// A loaded subnet file.
+#[derive(Debug)]
+pub struct SubnetFile {
+    /// The network.
+    pub net: Subnet,
+    /// Its architecture, when the file records one.
+    pub arch: Option<ArchConfig>,
+    /// All metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Subnet {
+    /// Save with metadata `format`, `net_config`, `subnet_config`, plus `extra` (e.g. `arch`,
+    /// `space`, `predicted`, `source_supernet`).
+    pub fn save(&self, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
+        let mut meta = extra.clone();
+        meta.insert("format".into(), SUBNET_FORMAT.into());
+        meta.insert("net_config".into(), self.config().to_net_config().to_string());
+        meta.insert("subnet_config".into(), serde_json::to_string(self.config()).unwrap_or_default());
+        write_safetensors(path, &self.named_tensors(), &meta)
+    }
+
+    /// Load a subnet file: ours, or a reference subnet state_dict whose metadata holds
+    /// `net_config` (the reference `MobileNetV3.config`).
+    pub fn load(path: &Path, device: Device) -> Result<SubnetFile> {
+        let file = read_safetensors(path)?;
+        let config = if let Some(c) = file.metadata.get("subnet_config") {
+            serde_json::from_str::<SubnetConfig>(c)
+                .map_err(|e| SupernetError::bad_file(path, format!("metadata `subnet_config`: {e}")))?
+        } else if let Some(nc) = file.metadata.get("net_config") {
+            let v: Value = serde_json::from_str(nc)
+                .map_err(|e| SupernetError::bad_file(path, format!("metadata `net_config`: {e}")))?;
+            SubnetConfig::from_net_config(&v).map_err(|e| SupernetError::bad_file(path, e))?
+        } else {
+            return Err(SupernetError::bad_file(
+                path,
+                "not a subnet file: metadata has neither `subnet_config` nor `net_config`",
+            ));
+        };
+        let arch = file.metadata.get("arch").and_then(|a| ArchConfig::from_json(a).ok());
+        let net = Subnet::from_tensors(config, file.tensors, device)
+            .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
+        Ok(SubnetFile { net, arch, metadata: file.metadata })
+    }
+}
+
+/// Read the tensors of a PyTorch checkpoint (`torch.save`, zip + pickle, or legacy formats) in
+/// pure Rust; a top-level `state_dict` (or `model`) entry is unwrapped.
+pub fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
+    use pytorch_reader::{DType, PytorchReader};
+    let open = |key: Option<&str>| match key {
+        Some(k) => PytorchReader::with_top_level_key(path, k),
+        None => PytorchReader::new(path),
+    };
+    let reader = open(Some("state_dict"))
+        .or_else(|_| open(Some("model")))
+        .or_else(|_| open(None))
+        .map_err(|e| SupernetError::bad_file(path, format!("not a readable PyTorch checkpoint ({e})")))?;
+    let mut out = HashMap::new();
+    for (name, t) in reader.tensors() {
+        let kind = match t.dtype() {
+            DType::F32 => Kind::Float,
+            DType::F64 => Kind::Double,
+            DType::F16 => Kind::Half,
+            DType::BF16 => Kind::BFloat16,
+            DType::I64 => Kind::Int64,
+            DType::I32 => Kind::Int,
+            DType::I16 => Kind::Int16,
+            DType::I8 => Kind::Int8,
+            DType::U8 => Kind::Uint8,
+            DType::Bool => Kind::Bool,
+            other => {
+                return Err(SupernetError::bad_file(path, format!("tensor `{name}` has unsupported dtype {other:?}")))
+            }
+        };
+        let bytes = t.read().map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
+        let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+        out.insert(name.clone(), Tensor::f_from_data_size(&bytes, &shape, kind)?);
+    }
+    if out.is_empty() {
+        return Err(SupernetError::bad_file(path, "the checkpoint holds no tensors"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,175 @@
+//! Import of reference supernet state_dicts (safetensors or PyTorch `.pth`), in current or legacy
+//! naming, with the search space inferred from tensor shapes when no metadata says it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ofa_space::{make_divisible, SearchSpace, CHANNEL_DIVISIBLE};
+use tch::{Device, Tensor};
+
+use crate::checkpoint::{read_pth, read_safetensors, SUPERNET_FORMAT};
+use crate::error::{Result, SupernetError};
+use crate::supernet::Supernet;
+
+/// Overrides for what shapes cannot tell (or to force a value).
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Use this space (a preset or a full JSON) instead of inferring one.
+    pub space: Option<SearchSpace>,
+    /// Expand ratio choices (shapes only show the largest).
+    pub expand_ratio_list: Option<Vec<u32>>,
+    /// Depth choices (shapes only show the largest).
+    pub depth_list: Option<Vec<u32>>,
+    /// Resolutions of the space.
+    pub resolutions: Option<Vec<u32>>,
+    /// Name of the imported space.
+    pub name: Option<String>,
+}
+
+/// Read a reference supernet state_dict from `.pth`/`.pt` (zip + pickle) or `.safetensors`.
+pub fn read_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "safetensors" => {
+            let f = read_safetensors(path)?;
+            if f.metadata.get("format").map(String::as_str) == Some(SUPERNET_FORMAT) {
+                tracing::info!("{} is already an ofa supernet checkpoint", path.display());
+            }
+            Ok(f.tensors)
+        }
+        _ => read_pth(path),
+    }
+}
+
+/// Map legacy and current reference names to the current supernet naming:
+/// `.mobile_inverted_conv.` → `.conv.`, and for elastic blocks (N ≥ 1) the inner wrapper level
+/// (`{layer}.conv.conv.weight`, `{layer}.bn.bn.*`) added where a checkpoint omits it.
+pub fn normalize_names(map: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    map.into_iter()
+        .map(|(name, t)| {
+            let current = name.replace(".mobile_inverted_conv.", ".conv.");
+            let mut n = current.clone();
+            if let Some(rest) = current.strip_prefix("blocks.") {
+                let (idx, tail) = rest.split_once('.').unwrap_or((rest, ""));
+                let elastic = idx.parse::<usize>().is_ok_and(|i| i > 0);
+                if elastic {
+                    for layer in ["inverted_bottleneck", "depth_conv", "point_linear"] {
+                        let conv_short = format!("conv.{layer}.conv.weight");
+                        if tail == conv_short {
+                            n = format!("blocks.{idx}.conv.{layer}.conv.conv.weight");
+                        }
+                        let bn_short = format!("conv.{layer}.bn.");
+                        let bn_long = format!("conv.{layer}.bn.bn.");
+                        if tail.starts_with(&bn_short) && !tail.starts_with(&bn_long) {
+                            n = format!("blocks.{idx}.{bn_long}{}", &tail[bn_short.len()..]);
+                        }
+                    }
+                    // Matrices stored directly under depth_conv in some exports.
+                    if let Some(m) = tail.strip_prefix("conv.depth_conv.") {
+                        if m.ends_with("_matrix") && !m.starts_with("conv.") {
+                            n = format!("blocks.{idx}.conv.depth_conv.conv.{m}");
+                        }
+                    }
+                }
+            }
+            (n, t)
+        })
+        .collect()
+}
+
+fn dim(map: &HashMap<String, Tensor>, name: &str, d: usize) -> Result<u32> {
+    let t = map.get(name).ok_or_else(|| SupernetError::MissingTensor { name: name.into(), shape: vec![] })?;
+    t.size().get(d).map(|&x| x as u32).ok_or_else(|| SupernetError::BadInput(format!("tensor `{name}` has too few dimensions")))
+}
+
+/// Infer the search space of a (normalised) reference supernet state_dict from its shapes.
+pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Result<SearchSpace> {
+    let n_blocks = (1..)
+        .take_while(|i| map.contains_key(&format!("blocks.{i}.conv.point_linear.conv.conv.weight")))
+        .count();
+    if n_blocks == 0 || n_blocks % 5 != 0 {
+        return Err(SupernetError::BadInput(format!(
+            "cannot infer the space: found {n_blocks} elastic blocks, expected 5 stages of equal depth"
+        )));
+    }
+    let max_depth = n_blocks / 5;
+    let stem = dim(map, "first_conv.conv.weight", 0)?;
+    let in_channels = dim(map, "first_conv.conv.weight", 1)?;
+    let first_block = dim(map, "blocks.0.conv.point_linear.conv.weight", 0)?;
+    let mut widths = vec![first_block];
+    for s in 0..5 {
+        widths.push(dim(map, &format!("blocks.{}.conv.point_linear.conv.conv.weight", 1 + s * max_depth), 0)?);
+    }
+    let final_expand = dim(map, "final_expand_layer.conv.weight", 0)?;
+    let last_channel = dim(map, "feature_mix_layer.conv.weight", 0)?;
+    let n_classes = dim(map, "classifier.linear.weight", 0)?;
+    let max_ks = dim(map, "blocks.1.conv.depth_conv.conv.conv.weight", 2)?;
+    let max_mid = dim(map, "blocks.1.conv.inverted_bottleneck.conv.conv.weight", 0)?;
+    // Kernel choices from the transform matrices' names.
+    let mut ks: Vec<u32> = vec![max_ks];
+    let prefix = "blocks.1.conv.depth_conv.conv.";
+    for name in map.keys() {
+        if let Some(m) = name.strip_prefix(prefix).and_then(|m| m.strip_suffix("_matrix")) {
+            if let Some((a, b)) = m.split_once("to") {
+                for v in [a, b] {
+                    if let Ok(k) = v.parse::<u32>() {
+                        if !ks.contains(&k) {
+                            ks.push(k);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ks.sort_unstable();
+    // Width multiplier: the smallest multiple of 0.05 (then 0.01) that reproduces every width.
+    let base = SearchSpace::mobilenet_v3("x", 1.0, 1, vec![224]);
+    let all_widths: Vec<u32> = std::iter::once(stem).chain(widths.iter().copied()).chain([final_expand, last_channel]).collect();
+    let bases: Vec<u32> = std::iter::once(base.stem_base_width)
+        .chain(base.stages.iter().map(|s| s.base_width))
+        .chain([base.final_expand_base_width, base.last_channel_base_width])
+        .collect();
+    let fits = |wm: f64| bases.iter().zip(&all_widths).all(|(b, w)| make_divisible(f64::from(*b) * wm, CHANNEL_DIVISIBLE) == *w);
+    let width_mult = (1..=80)
+        .map(|i| f64::from(i) * 0.05)
+        .chain((1..=400).map(|i| f64::from(i) * 0.01))
+        .find(|wm| fits(*wm))
+        .ok_or_else(|| SupernetError::BadInput(format!("cannot infer width_mult from widths {all_widths:?}")))?;
+    let width_mult = (width_mult * 100.0).round() / 100.0;
+    let max_e = max_mid / widths[0];
+    let expand = opts.expand_ratio_list.clone().unwrap_or_else(|| {
+        if max_e == 6 { vec![3, 4, 6] } else { vec![max_e] }
+    });
+    let depth = opts.depth_list.clone().unwrap_or_else(|| {
+        if max_depth == 4 { vec![2, 3, 4] } else { (1..=max_depth as u32).collect() }
+    });
+    let resolutions = opts.resolutions.clone().unwrap_or_else(|| {
+        if n_classes == 1000 { (128..=224).step_by(4).collect() } else { (32..=48).step_by(4).collect() }
+    });
+    let name = opts.name.clone().unwrap_or_else(|| format!("imported-w{width_mult}"));
+    let mut space = SearchSpace::mobilenet_v3(&name, width_mult, n_classes, resolutions);
+    space.in_channels = in_channels;
+    space.ks_list = ks;
+    space.expand_ratio_list = expand;
+    space.depth_list = depth;
+    space.validate()?;
+    if space.max_expand() != max_e || space.max_depth() != max_depth || space.max_ks() != max_ks {
+        return Err(SupernetError::BadInput(format!(
+            "the given choices (max expand {}, max depth {}) do not match the checkpoint (max expand {max_e}, max depth {max_depth})",
+            space.max_expand(),
+            space.max_depth()
+        )));
+    }
+    Ok(space)
+}
+
+/// Import a reference supernet checkpoint: read, normalise names, infer (or take) the space,
+/// validate every tensor.
+pub fn import_supernet(path: &Path, opts: &ImportOptions, device: Device) -> Result<Supernet> {
+    let map = normalize_names(read_state_dict(path)?);
+    let space = match &opts.space {
+        Some(s) => s.clone(),
+        None => infer_space(&map, opts).map_err(|e| SupernetError::bad_file(path, e.to_string()))?,
+    };
+    Supernet::from_tensors(&space, map, device).map_err(|e| SupernetError::bad_file(path, e.to_string()))
+}

@@ -1,0 +1,429 @@
+//! A static subnet: the reference `MobileNetV3` built from a [`SubnetConfig`], with weights either
+//! sliced out of a supernet or loaded from a file.
+
+use std::collections::HashMap;
+
+use ofa_space::{se_width, Activation, ArchConfig, SearchSpace};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Result, SupernetError};
+use crate::layers::{BlockRun, BlockWeights, Bn, BnMode, BnParams, Head, Mode, Se, Stem};
+use crate::tensors::{deep_copy, MapSource, Role, TensorSource, TensorSpec};
+
+/// One MBConv block of a subnet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerConfig {
+    /// Input width.
+    pub in_ch: u32,
+    /// Middle (expanded) width.
+    pub mid: u32,
+    /// Output width.
+    pub out_ch: u32,
+    /// Depthwise kernel size.
+    pub ks: u32,
+    /// Depthwise stride.
+    pub stride: u32,
+    /// Expand ratio (1 = no inverted bottleneck, the first block).
+    pub expand_ratio: u32,
+    /// Activation.
+    pub act: Activation,
+    /// Squeeze-and-excitation.
+    pub se: bool,
+    /// Identity shortcut.
+    pub shortcut: bool,
+}
+
+/// Everything needed to build a static subnet (the reference `MobileNetV3.config`, typed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubnetConfig {
+    /// Input image channels.
+    pub in_channels: u32,
+    /// First conv width.
+    pub stem_width: u32,
+    /// The blocks, first block included.
+    pub blocks: Vec<LayerConfig>,
+    /// Final expand width.
+    pub final_expand_width: u32,
+    /// Feature mix width.
+    pub last_channel: u32,
+    /// Classes.
+    pub n_classes: u32,
+    /// BN momentum.
+    pub bn_momentum: f64,
+    /// BN epsilon.
+    pub bn_eps: f64,
+    /// Classifier dropout (training only).
+    pub dropout_rate: f64,
+}
+
+impl SubnetConfig {
+    /// The subnet `arch` selects in `space` (`arch` must be valid for `space`).
+    pub fn from_arch(space: &SearchSpace, arch: &ArchConfig) -> SubnetConfig {
+        let blocks = arch
+            .active_blocks(space)
+            .into_iter()
+            .map(|b| LayerConfig {
+                in_ch: b.spec.in_ch,
+                mid: b.mid,
+                out_ch: b.spec.out_ch,
+                ks: b.ks,
+                stride: b.spec.stride,
+                expand_ratio: b.e,
+                act: b.spec.act,
+                se: b.spec.se,
+                shortcut: b.spec.shortcut,
+            })
+            .collect();
+        SubnetConfig {
+            in_channels: space.in_channels,
+            stem_width: space.stem_width(),
+            blocks,
+            final_expand_width: space.final_expand_width(),
+            last_channel: space.last_channel(),
+            n_classes: space.n_classes,
+            bn_momentum: space.bn_momentum,
+            bn_eps: space.bn_eps,
+            dropout_rate: space.dropout_rate,
+        }
+    }
+
+    fn bn_params(&self) -> BnParams {
+        BnParams { momentum: self.bn_momentum, eps: self.bn_eps }
+    }
+
+    /// The reference `MobileNetV3.config` JSON (what `MobileNetV3.build_from_config` accepts).
+    pub fn to_net_config(&self) -> Value {
+        let conv = |cin: u32, cout: u32, k: u32, stride: u32, bn: bool, act: Option<&str>| {
+            json!({"name": "ConvLayer", "kernel_size": k, "stride": stride, "dilation": 1,
+                   "groups": 1, "bias": false, "has_shuffle": false, "use_se": false,
+                   "in_channels": cin, "out_channels": cout, "use_bn": bn, "act_func": act,
+                   "dropout_rate": 0, "ops_order": "weight_bn_act"})
+        };
+        let blocks: Vec<Value> = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let shortcut = if b.shortcut {
+                    json!({"name": "IdentityLayer", "in_channels": b.in_ch,
+                           "out_channels": b.out_ch, "use_bn": false, "act_func": null,
+                           "dropout_rate": 0, "ops_order": "weight_bn_act"})
+                } else {
+                    Value::Null
+                };
+                let mid = if b.expand_ratio == 1 { Value::Null } else { json!(b.mid) };
+                json!({"name": "ResidualBlock",
+                       "conv": {"name": "MBConvLayer", "in_channels": b.in_ch,
+                                "out_channels": b.out_ch, "kernel_size": b.ks, "stride": b.stride,
+                                "expand_ratio": b.expand_ratio, "mid_channels": mid,
+                                "act_func": b.act.reference_name(), "use_se": b.se,
+                                "groups": null},
+                       "shortcut": shortcut})
+            })
+            .collect();
+        let last_stage = self.blocks.last().map_or(self.stem_width, |b| b.out_ch);
+        json!({
+            "name": "MobileNetV3",
+            "bn": {"momentum": self.bn_momentum, "eps": self.bn_eps, "ws_eps": null},
+            "first_conv": conv(self.in_channels, self.stem_width, 3, 2, true, Some("h_swish")),
+            "blocks": blocks,
+            "final_expand_layer": conv(last_stage, self.final_expand_width, 1, 1, true, Some("h_swish")),
+            "feature_mix_layer": conv(self.final_expand_width, self.last_channel, 1, 1, false, Some("h_swish")),
+            "classifier": {"name": "LinearLayer", "in_features": self.last_channel,
+                           "out_features": self.n_classes, "bias": true, "use_bn": false,
+                           "act_func": null, "dropout_rate": self.dropout_rate,
+                           "ops_order": "weight_bn_act"},
+        })
+    }
+
+    /// Parse the reference `MobileNetV3.config` JSON.
+    pub fn from_net_config(v: &Value) -> std::result::Result<SubnetConfig, String> {
+        let u = |v: &Value, path: &str| -> std::result::Result<u32, String> {
+            v.pointer(path)
+                .and_then(Value::as_u64)
+                .map(|x| x as u32)
+                .ok_or_else(|| format!("net_config: `{path}` missing or not an integer"))
+        };
+        let act = |s: Option<&str>| match s {
+            Some("relu") => Ok(Activation::Relu),
+            Some("h_swish") => Ok(Activation::HSwish),
+            other => Err(format!("net_config: unsupported activation {other:?}")),
+        };
+        if v.get("name").and_then(Value::as_str) != Some("MobileNetV3") {
+            return Err("net_config: `name` is not \"MobileNetV3\"".into());
+        }
+        let raw_blocks =
+            v.get("blocks").and_then(Value::as_array).ok_or("net_config: `blocks` missing")?;
+        let mut blocks = Vec::with_capacity(raw_blocks.len());
+        for (i, b) in raw_blocks.iter().enumerate() {
+            let p = |f: &str| format!("/conv/{f}");
+            if b.get("conv").is_none() {
+                return Err(format!("net_config: block {i} has no `conv`"));
+            }
+            let in_ch = u(b, &p("in_channels"))?;
+            let e = u(b, &p("expand_ratio"))?;
+            let mid = match b.pointer(&p("mid_channels")).and_then(Value::as_u64) {
+                Some(m) => m as u32,
+                None => in_ch * e,
+            };
+            blocks.push(LayerConfig {
+                in_ch,
+                mid,
+                out_ch: u(b, &p("out_channels"))?,
+                ks: u(b, &p("kernel_size"))?,
+                stride: u(b, &p("stride"))?,
+                expand_ratio: e,
+                act: act(b.pointer(&p("act_func")).and_then(Value::as_str))?,
+                se: b.pointer(&p("use_se")).and_then(Value::as_bool).unwrap_or(false),
+                shortcut: b.get("shortcut").is_some_and(|s| !s.is_null()),
+            });
+        }
+        let f = |path: &str, d: f64| v.pointer(path).and_then(Value::as_f64).unwrap_or(d);
+        Ok(SubnetConfig {
+            in_channels: u(v, "/first_conv/in_channels")?,
+            stem_width: u(v, "/first_conv/out_channels")?,
+            blocks,
+            final_expand_width: u(v, "/final_expand_layer/out_channels")?,
+            last_channel: u(v, "/feature_mix_layer/out_channels")?,
+            n_classes: u(v, "/classifier/out_features")?,
+            bn_momentum: f("/bn/momentum", 0.1),
+            bn_eps: f("/bn/eps", 1e-5),
+            dropout_rate: f("/classifier/dropout_rate", 0.0),
+        })
+    }
+
+    /// The tensor list of this subnet in the reference subnet naming, in state_dict order.
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        let mut out = Vec::new();
+        let mut push = |name: String, shape: Vec<i64>, role: Role| {
+            out.push(TensorSpec { name, shape, role })
+        };
+        let i = |x: u32| i64::from(x);
+        let bn = |push: &mut dyn FnMut(String, Vec<i64>, Role), p: &str, c: i64| {
+            push(format!("{p}.weight"), vec![c], Role::BnWeight);
+            push(format!("{p}.bias"), vec![c], Role::BnBias);
+            push(format!("{p}.running_mean"), vec![c], Role::RunningMean);
+            push(format!("{p}.running_var"), vec![c], Role::RunningVar);
+            push(format!("{p}.num_batches_tracked"), vec![], Role::BatchCounter);
+        };
+        push("first_conv.conv.weight".into(), vec![i(self.stem_width), i(self.in_channels), 3, 3], Role::ConvWeight);
+        bn(&mut push, "first_conv.bn", i(self.stem_width));
+        for (j, b) in self.blocks.iter().enumerate() {
+            let p = format!("blocks.{j}.conv");
+            let (m, k) = (i(b.mid), i(b.ks));
+            if b.expand_ratio != 1 {
+                push(format!("{p}.inverted_bottleneck.conv.weight"), vec![m, i(b.in_ch), 1, 1], Role::ConvWeight);
+                bn(&mut push, &format!("{p}.inverted_bottleneck.bn"), m);
+            }
+            push(format!("{p}.depth_conv.conv.weight"), vec![m, 1, k, k], Role::ConvWeight);
+            bn(&mut push, &format!("{p}.depth_conv.bn"), m);
+            if b.se {
+                let s = i(se_width(b.mid));
+                push(format!("{p}.depth_conv.se.fc.reduce.weight"), vec![s, m, 1, 1], Role::ConvWeight);
+                push(format!("{p}.depth_conv.se.fc.reduce.bias"), vec![s], Role::ConvBias);
+                push(format!("{p}.depth_conv.se.fc.expand.weight"), vec![m, s, 1, 1], Role::ConvWeight);
+                push(format!("{p}.depth_conv.se.fc.expand.bias"), vec![m], Role::ConvBias);
+            }
+            push(format!("{p}.point_linear.conv.weight"), vec![i(b.out_ch), m, 1, 1], Role::ConvWeight);
+            bn(&mut push, &format!("{p}.point_linear.bn"), i(b.out_ch));
+        }
+        let last_stage = self.blocks.last().map_or(self.stem_width, |b| b.out_ch);
+        let fe = i(self.final_expand_width);
+        push("final_expand_layer.conv.weight".into(), vec![fe, i(last_stage), 1, 1], Role::ConvWeight);
+        bn(&mut push, "final_expand_layer.bn", fe);
+        push("feature_mix_layer.conv.weight".into(), vec![i(self.last_channel), fe, 1, 1], Role::ConvWeight);
+        push("classifier.linear.weight".into(), vec![i(self.n_classes), i(self.last_channel)], Role::LinearWeight);
+        push("classifier.linear.bias".into(), vec![i(self.n_classes)], Role::LinearBias);
+        out
+    }
+
+    /// Check internal consistency (widths chain, middle widths sane).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let mut cin = self.stem_width;
+        for (j, b) in self.blocks.iter().enumerate() {
+            if b.in_ch != cin {
+                return Err(format!("block {j} takes {} channels, the previous layer gives {cin}", b.in_ch));
+            }
+            if b.ks % 2 == 0 || b.ks == 0 || b.stride == 0 || b.mid == 0 {
+                return Err(format!("block {j}: kernel must be odd and stride and width positive"));
+            }
+            cin = b.out_ch;
+        }
+        Ok(())
+    }
+}
+
+/// A static subnet: stem, blocks, head.
+#[derive(Debug)]
+pub struct Subnet {
+    config: SubnetConfig,
+    pub(crate) stem: Stem,
+    pub(crate) blocks: Vec<(BlockRun, BlockWeights)>,
+    pub(crate) head: Head,
+}
+
+impl Subnet {
+    /// Assemble from parts (used by the supernet's slicing).
+    pub(crate) fn from_parts(
+        config: SubnetConfig,
+        stem: Stem,
+        blocks: Vec<(BlockRun, BlockWeights)>,
+        head: Head,
+    ) -> Subnet {
+        Subnet { config, stem, blocks, head }
+    }
+
+    /// Build from a config, taking tensors by reference subnet name from `source`, in the
+    /// order of [`SubnetConfig::tensor_specs`] (the order [`Subnet::named_tensors`] gives back).
+    pub fn build(config: SubnetConfig, source: &mut dyn TensorSource) -> Result<Subnet> {
+        config.validate().map_err(SupernetError::BadInput)?;
+        let specs = config.tensor_specs();
+        let taken = specs.iter().map(|s| source.take(s)).collect::<Result<Vec<_>>>()?;
+        let mut it = taken.into_iter();
+        let mut next = move || it.next().unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, Device::Cpu)));
+        let bn = |next: &mut dyn FnMut() -> Tensor| Bn {
+            weight: next(),
+            bias: next(),
+            running_mean: next(),
+            running_var: next(),
+            num_batches_tracked: next(),
+        };
+        let stem = Stem { conv: next(), bn: bn(&mut next) };
+        let mut blocks = Vec::with_capacity(config.blocks.len());
+        for b in &config.blocks {
+            let inverted_bottleneck = (b.expand_ratio != 1).then(|| (next(), bn(&mut next)));
+            let depth_conv = next();
+            let depth_bn = bn(&mut next);
+            let se = b.se.then(|| Se {
+                reduce_weight: next(),
+                reduce_bias: next(),
+                expand_weight: next(),
+                expand_bias: next(),
+            });
+            let point_linear = next();
+            let point_bn = bn(&mut next);
+            let run = BlockRun { stride: i64::from(b.stride), act: b.act, shortcut: b.shortcut };
+            blocks.push((run, BlockWeights { inverted_bottleneck, depth_conv, depth_bn, se, point_linear, point_bn }));
+        }
+        let head = Head {
+            final_expand: next(),
+            final_bn: bn(&mut next),
+            feature_mix: next(),
+            classifier_weight: next(),
+            classifier_bias: next(),
+        };
+        Ok(Subnet { config, stem, blocks, head })
+    }
+
+    /// Build from a name → tensor map (e.g. a loaded file); every tensor must be used.
+    pub fn from_tensors(config: SubnetConfig, map: HashMap<String, Tensor>, device: Device) -> Result<Subnet> {
+        let mut src = MapSource::new(map, device);
+        let net = Subnet::build(config, &mut src)?;
+        src.finish()?;
+        Ok(net)
+    }
+
+    /// The subnet's configuration.
+    pub fn config(&self) -> &SubnetConfig {
+        &self.config
+    }
+
+    /// Every tensor with its reference subnet name, in state_dict order (handles share storage).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let specs = self.config.tensor_specs();
+        let mut flat: Vec<Tensor> = Vec::with_capacity(specs.len());
+        let bn = |flat: &mut Vec<Tensor>, b: &Bn| {
+            for t in [&b.weight, &b.bias, &b.running_mean, &b.running_var, &b.num_batches_tracked] {
+                flat.push(t.shallow_clone());
+            }
+        };
+        flat.push(self.stem.conv.shallow_clone());
+        bn(&mut flat, &self.stem.bn);
+        for (_, w) in &self.blocks {
+            if let Some((c, b)) = &w.inverted_bottleneck {
+                flat.push(c.shallow_clone());
+                bn(&mut flat, b);
+            }
+            flat.push(w.depth_conv.shallow_clone());
+            bn(&mut flat, &w.depth_bn);
+            if let Some(se) = &w.se {
+                for t in [&se.reduce_weight, &se.reduce_bias, &se.expand_weight, &se.expand_bias] {
+                    flat.push(t.shallow_clone());
+                }
+            }
+            flat.push(w.point_linear.shallow_clone());
+            bn(&mut flat, &w.point_bn);
+        }
+        flat.push(self.head.final_expand.shallow_clone());
+        bn(&mut flat, &self.head.final_bn);
+        flat.push(self.head.feature_mix.shallow_clone());
+        flat.push(self.head.classifier_weight.shallow_clone());
+        flat.push(self.head.classifier_bias.shallow_clone());
+        specs.into_iter().map(|s| s.name).zip(flat).collect()
+    }
+
+    /// A deep copy with fresh, contiguous, detached storage.
+    pub fn deep_copy(&self) -> Subnet {
+        Subnet {
+            config: self.config.clone(),
+            stem: self.stem.map(deep_copy),
+            blocks: self.blocks.iter().map(|(r, w)| (*r, w.map(deep_copy))).collect(),
+            head: self.head.map(deep_copy),
+        }
+    }
+
+    /// Check an input batch: `[N, in_channels, H, W]` floating point.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        let s = x.size();
+        if s.len() != 4 || s[1] != i64::from(self.config.in_channels) || s[0] == 0 || s[2] == 0 || s[3] == 0 {
+            return Err(SupernetError::BadInput(format!(
+                "expected a non-empty input of shape [N, {}, H, W], got {s:?}",
+                self.config.in_channels
+            )));
+        }
+        if !matches!(x.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) {
+            return Err(SupernetError::BadInput(format!("expected a float input, got {:?}", x.kind())));
+        }
+        Ok(())
+    }
+
+    /// Forward pass in eval or train mode.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.check_input(x)?;
+        let mut bn = match mode {
+            Mode::Eval => BnMode::Eval,
+            Mode::Train => BnMode::Train,
+        };
+        Ok(self.forward_bn(x, &mut bn))
+    }
+
+    /// Forward pass with an explicit BN behaviour (no input checks).
+    pub fn forward_bn(&self, x: &Tensor, bn: &mut BnMode<'_>) -> Tensor {
+        let p = self.config.bn_params();
+        let mut h = self.stem.forward(x, p, bn);
+        for (run, w) in &self.blocks {
+            h = w.forward(&h, *run, p, bn);
+        }
+        self.head.forward(&h, p, self.config.dropout_rate, bn)
+    }
+
+    /// The BatchNorm layers in the order a forward pass calls them.
+    pub fn bns(&self) -> Vec<&Bn> {
+        let mut v = vec![&self.stem.bn];
+        for (_, w) in &self.blocks {
+            if let Some((_, b)) = &w.inverted_bottleneck {
+                v.push(b);
+            }
+            v.push(&w.depth_bn);
+            v.push(&w.point_bn);
+        }
+        v.push(&self.head.final_bn);
+        v
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> Device {
+        self.stem.conv.device()
+    }
+}

@@ -1,0 +1,336 @@
+//! The elastic OFA MobileNetV3 supernet.
+
+use std::collections::HashMap;
+
+use ofa_space::{
+    make_divisible, se_width, ActiveBlock, ArchConfig, BlockSpec, SearchSpace, CHANNEL_DIVISIBLE,
+};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::Result;
+use crate::layers::{BlockRun, BlockWeights, Bn, Head, Mode, Se, Stem};
+use crate::subnet::{Subnet, SubnetConfig};
+use crate::tensors::{InitSource, MapSource, Registry, Role, TensorSource, TensorSpec};
+
+/// One supernet block: its full-width tensors and, for elastic blocks, the kernel transforms.
+#[derive(Debug)]
+struct SupernetBlock {
+    spec: BlockSpec,
+    full: BlockWeights,
+    /// `(from, to, matrix [to², to²])`, largest `from` first.
+    transforms: Vec<(u32, u32, Tensor)>,
+}
+
+/// The elastic network. Every forward pass names its subnet explicitly ([`ArchConfig`]); there is
+/// no hidden active-subnet state.
+#[derive(Debug)]
+pub struct Supernet {
+    space: SearchSpace,
+    stem: Stem,
+    blocks: Vec<SupernetBlock>,
+    head: Head,
+    registry: Vec<(TensorSpec, Tensor)>,
+}
+
+impl Supernet {
+    /// A freshly initialised supernet (reference `he_fout` init), seeded.
+    pub fn new(space: &SearchSpace, seed: u64, device: Device) -> Result<Supernet> {
+        tch::manual_seed(seed as i64);
+        Supernet::build(space, &mut InitSource { device })
+    }
+
+    /// Build from a name → tensor map in the reference supernet naming; every tensor must be
+    /// present with the right shape and dtype, and none may be left over.
+    pub fn from_tensors(
+        space: &SearchSpace,
+        map: HashMap<String, Tensor>,
+        device: Device,
+    ) -> Result<Supernet> {
+        let mut src = MapSource::new(map, device);
+        let net = Supernet::build(space, &mut src)?;
+        src.finish()?;
+        Ok(net)
+    }
+
+    /// Build, taking every tensor from `source` under its reference supernet name.
+    pub fn build(space: &SearchSpace, source: &mut dyn TensorSource) -> Result<Supernet> {
+        space.validate()?;
+        let mut reg = Registry::new(source);
+        let i = i64::from;
+        let stem_w = i(space.stem_width());
+        let stem = Stem {
+            conv: reg.take(
+                "first_conv.conv.weight".into(),
+                &[stem_w, i(space.in_channels), 3, 3],
+                Role::ConvWeight,
+            )?,
+            bn: reg.bn("first_conv.bn", stem_w)?,
+        };
+        let mut blocks = Vec::new();
+        for spec in space.blocks() {
+            blocks.push(Self::build_block(&mut reg, space, spec)?);
+        }
+        let last_stage = i(*space.stage_widths().last().unwrap_or(&0));
+        let fe = i(space.final_expand_width());
+        let lc = i(space.last_channel());
+        let head = Head {
+            final_expand: reg.take(
+                "final_expand_layer.conv.weight".into(),
+                &[fe, last_stage, 1, 1],
+                Role::ConvWeight,
+            )?,
+            final_bn: reg.bn("final_expand_layer.bn", fe)?,
+            feature_mix: reg.take(
+                "feature_mix_layer.conv.weight".into(),
+                &[lc, fe, 1, 1],
+                Role::ConvWeight,
+            )?,
+            classifier_weight: reg.take(
+                "classifier.linear.weight".into(),
+                &[i(space.n_classes), lc],
+                Role::LinearWeight,
+            )?,
+            classifier_bias: reg.take(
+                "classifier.linear.bias".into(),
+                &[i(space.n_classes)],
+                Role::LinearBias,
+            )?,
+        };
+        let registry = reg.entries;
+        Ok(Supernet { space: space.clone(), stem, blocks, head, registry })
+    }
+
+    /// The reference names: the first block is a static layer (`.conv.weight`, `.bn.*`); elastic
+    /// blocks wrap one level deeper (`.conv.conv.weight`, `.bn.bn.*`).
+    fn build_block(reg: &mut Registry<'_>, space: &SearchSpace, spec: BlockSpec) -> Result<SupernetBlock> {
+        let i = i64::from;
+        let n = spec.index;
+        let elastic = n > 0;
+        let (cw, bw) = if elastic { ("conv.conv", "bn.bn") } else { ("conv", "bn") };
+        let p = format!("blocks.{n}.conv");
+        let (cin, m, cout, k) = (i(spec.in_ch), i(spec.max_mid), i(spec.out_ch), i(spec.max_ks));
+        let inverted_bottleneck = if elastic {
+            let w = reg.take(
+                format!("{p}.inverted_bottleneck.{cw}.weight"),
+                &[m, cin, 1, 1],
+                Role::ConvWeight,
+            )?;
+            Some((w, reg.bn(&format!("{p}.inverted_bottleneck.{bw}"), m)?))
+        } else {
+            None
+        };
+        let depth_conv =
+            reg.take(format!("{p}.depth_conv.{cw}.weight"), &[m, 1, k, k], Role::ConvWeight)?;
+        let mut transforms = Vec::new();
+        if elastic {
+            for (from, to) in space.kernel_transforms() {
+                let t2 = i(to * to);
+                let mat = reg.take(
+                    format!("{p}.depth_conv.conv.{from}to{to}_matrix"),
+                    &[t2, t2],
+                    Role::KernelTransform,
+                )?;
+                transforms.push((from, to, mat));
+            }
+        }
+        let depth_bn = reg.bn(&format!("{p}.depth_conv.{bw}"), m)?;
+        let se = if spec.se {
+            let s = i(se_width(spec.max_mid));
+            let q = format!("{p}.depth_conv.se.fc");
+            Some(Se {
+                reduce_weight: reg.take(format!("{q}.reduce.weight"), &[s, m, 1, 1], Role::ConvWeight)?,
+                reduce_bias: reg.take(format!("{q}.reduce.bias"), &[s], Role::ConvBias)?,
+                expand_weight: reg.take(format!("{q}.expand.weight"), &[m, s, 1, 1], Role::ConvWeight)?,
+                expand_bias: reg.take(format!("{q}.expand.bias"), &[m], Role::ConvBias)?,
+            })
+        } else {
+            None
+        };
+        let point_linear =
+            reg.take(format!("{p}.point_linear.{cw}.weight"), &[cout, m, 1, 1], Role::ConvWeight)?;
+        let point_bn = reg.bn(&format!("{p}.point_linear.{bw}"), cout)?;
+        Ok(SupernetBlock {
+            spec,
+            full: BlockWeights { inverted_bottleneck, depth_conv, depth_bn, se, point_linear, point_bn },
+            transforms,
+        })
+    }
+
+    /// The search space.
+    pub fn space(&self) -> &SearchSpace {
+        &self.space
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> Device {
+        self.stem.conv.device()
+    }
+
+    /// Every tensor with its spec (reference supernet name, shape, role), in build order. The
+    /// handles share storage with the network: in-place updates (optimiser steps) are seen by it.
+    pub fn tensors(&self) -> &[(TensorSpec, Tensor)] {
+        &self.registry
+    }
+
+    /// Total number of elements of trainable tensors.
+    pub fn num_params(&self) -> i64 {
+        self.registry.iter().filter(|(s, _)| s.role.trainable()).map(|(_, t)| t.numel() as i64).sum()
+    }
+
+    /// The depthwise kernel of block `b` for `m` channels and kernel size `k`: the centre of the
+    /// largest kernel, transformed step by step from large to small (`x · Mᵀ` on each flattened
+    /// centre), never cropped directly.
+    fn active_kernel(blk: &SupernetBlock, m: i64, k: u32) -> Tensor {
+        let mut w = blk.full.depth_conv.narrow(0, 0, m);
+        for (from, to, mat) in &blk.transforms {
+            if *from <= k {
+                break;
+            }
+            let off = i64::from(from / 2 - to / 2);
+            let t = i64::from(*to);
+            let centre = w.narrow(2, off, t).narrow(3, off, t).contiguous().reshape([m, t * t]);
+            w = centre.linear(mat, None::<Tensor>).reshape([m, 1, t, t]);
+        }
+        w
+    }
+
+    /// The tensors of one active block: views of the first channels (sharing storage and
+    /// gradients with the supernet) and the transformed kernel. The one slicing implementation
+    /// behind both the forward pass and extraction.
+    fn active_block(&self, b: &ActiveBlock) -> BlockWeights {
+        let blk = &self.blocks[b.spec.index];
+        if b.spec.index == 0 {
+            return blk.full.map(Tensor::shallow_clone);
+        }
+        let m = i64::from(b.mid);
+        let full = &blk.full;
+        BlockWeights {
+            inverted_bottleneck: full
+                .inverted_bottleneck
+                .as_ref()
+                .map(|(w, bn)| (w.narrow(0, 0, m), bn.narrow(m))),
+            depth_conv: Self::active_kernel(blk, m, b.ks),
+            depth_bn: full.depth_bn.narrow(m),
+            se: full.se.as_ref().map(|s| s.narrow(m, i64::from(se_width(b.mid)))),
+            point_linear: full.point_linear.narrow(1, 0, m),
+            point_bn: full.point_bn.map(Tensor::shallow_clone),
+        }
+    }
+
+    /// The subnet `arch` selects, as views of this supernet's tensors (no copy; gradients flow
+    /// back to the supernet and train-mode BN updates its running statistics).
+    pub fn view(&self, arch: &ArchConfig) -> Result<Subnet> {
+        arch.validate(&self.space)?;
+        let config = SubnetConfig::from_arch(&self.space, arch);
+        let blocks = arch
+            .active_blocks(&self.space)
+            .iter()
+            .map(|b| {
+                let run = BlockRun {
+                    stride: i64::from(b.spec.stride),
+                    act: b.spec.act,
+                    shortcut: b.spec.shortcut,
+                };
+                (run, self.active_block(b))
+            })
+            .collect();
+        Ok(Subnet::from_parts(
+            config,
+            self.stem.map(Tensor::shallow_clone),
+            blocks,
+            self.head.map(Tensor::shallow_clone),
+        ))
+    }
+
+    /// Cut out the subnet `arch` selects: the reference `get_active_subnet(preserve_weight=True)`,
+    /// with fresh, contiguous, detached tensors.
+    pub fn extract(&self, arch: &ArchConfig) -> Result<Subnet> {
+        Ok(tch::no_grad(|| self.view(arch).map(|v| v.deep_copy()))?)
+    }
+
+    /// Forward pass of the subnet `arch` selects.
+    pub fn forward(&self, x: &Tensor, arch: &ArchConfig, mode: Mode) -> Result<Tensor> {
+        self.view(arch)?.forward(x, mode)
+    }
+
+    /// Channel importance sorting (the reference `re_organize_middle_weights`) of every elastic
+    /// block, for `expand_ratio_stage` 0, 1, …: middle channels are reordered by the L1 norm of
+    /// their point-linear weights (descending, stable), keeping channels already trained at
+    /// larger stages in their band; then SE hidden units by the L1 norm of their expand weights.
+    /// At full width the network function is unchanged.
+    pub fn sort_channels(&self, expand_ratio_stage: usize) {
+        tch::no_grad(|| {
+            for blk in self.blocks.iter().skip(1) {
+                Self::sort_block(&self.space, blk, expand_ratio_stage);
+            }
+        })
+    }
+
+    fn sort_block(space: &SearchSpace, blk: &SupernetBlock, stage: usize) {
+        let w = &blk.full;
+        let imp = w.point_linear.abs().sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
+        if stage > 0 {
+            let mut expands = space.expand_ratio_list.clone();
+            expands.sort_unstable_by(|a, b| b.cmp(a));
+            let tw: Vec<i64> = expands
+                .iter()
+                .map(|e| i64::from(make_divisible(f64::from(blk.spec.in_ch * e), CHANNEL_DIVISIBLE)))
+                .collect();
+            let mut right = imp.size()[0];
+            let mut base = -(tw.len() as f64) * 1e5;
+            for &left in tw.iter().take(stage + 1) {
+                if right > left {
+                    let _ = imp.narrow(0, left, right - left).g_add_scalar_(base);
+                }
+                base += 1e5;
+                right = left;
+            }
+        }
+        let (_, idx) = imp.sort_stable(true, 0, true);
+        let permute = |t: &Tensor, dim: i64, idx: &Tensor| {
+            let sorted = t.index_select(dim, idx);
+            t.shallow_clone().copy_(&sorted);
+        };
+        let permute_bn = |bn: &Bn, idx: &Tensor| {
+            for t in [&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var] {
+                permute(t, 0, idx);
+            }
+        };
+        permute(&w.point_linear, 1, &idx);
+        permute_bn(&w.depth_bn, &idx);
+        permute(&w.depth_conv, 0, &idx);
+        if let Some(se) = &w.se {
+            permute(&se.expand_weight, 0, &idx);
+            permute(&se.expand_bias, 0, &idx);
+            permute(&se.reduce_weight, 1, &idx);
+            let se_imp = se.expand_weight.abs().sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
+            let (_, se_idx) = se_imp.sort_stable(true, 0, true);
+            permute(&se.expand_weight, 1, &se_idx);
+            permute(&se.reduce_weight, 0, &se_idx);
+            permute(&se.reduce_bias, 0, &se_idx);
+        }
+        if let Some((conv, bn)) = &w.inverted_bottleneck {
+            permute_bn(bn, &idx);
+            permute(conv, 0, &idx);
+        }
+    }
+
+    /// Copy every tensor's values from `other` (same space), e.g. to snapshot a teacher.
+    pub fn copy_from(&self, other: &Supernet) {
+        tch::no_grad(|| {
+            for ((_, dst), (_, src)) in self.registry.iter().zip(other.registry.iter()) {
+                dst.shallow_clone().copy_(src);
+            }
+        })
+    }
+
+    /// A deep copy (e.g. a frozen teacher).
+    pub fn deep_clone(&self) -> Result<Supernet> {
+        let map: HashMap<String, Tensor> = self
+            .registry
+            .iter()
+            .map(|(s, t)| (s.name.clone(), crate::tensors::deep_copy(t)))
+            .collect();
+        Supernet::from_tensors(&self.space, map, self.device())
+    }
+}
