@@ -264,13 +264,13 @@ pub struct SubnetFile {
 }
 
 impl Subnet {
-    /// Save with metadata `format`, `net_config`, `subnet_config`, plus `extra` (e.g. `arch`,
+    /// Save with metadata `format`, `net_config`, `ofa_subnet` (the typed config), plus `extra` (e.g. `arch`,
     /// `space`, `predicted`, `source_supernet`).
     pub fn save(&self, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
         let mut meta = extra.clone();
         meta.insert("format".into(), SUBNET_FORMAT.into());
         meta.insert("net_config".into(), self.config().to_net_config().to_string());
-        meta.insert("subnet_config".into(), serde_json::to_string(self.config()).unwrap_or_default());
+        meta.insert("ofa_subnet".into(), serde_json::to_string(self.config()).unwrap_or_default());
         write_safetensors(path, &self.named_tensors(), &meta)
     }
 
@@ -278,9 +278,9 @@ impl Subnet {
     /// `net_config` (the reference `MobileNetV3.config`).
     pub fn load(path: &Path, device: Device) -> Result<SubnetFile> {
         let file = read_safetensors(path)?;
-        let config = if let Some(c) = file.metadata.get("subnet_config") {
+        let config = if let Some(c) = file.metadata.get("ofa_subnet") {
             serde_json::from_str::<SubnetConfig>(c)
-                .map_err(|e| SupernetError::bad_file(path, format!("metadata `subnet_config`: {e}")))?
+                .map_err(|e| SupernetError::bad_file(path, format!("metadata `ofa_subnet`: {e}")))?
         } else if let Some(nc) = file.metadata.get("net_config") {
             let v: Value = serde_json::from_str(nc)
                 .map_err(|e| SupernetError::bad_file(path, format!("metadata `net_config`: {e}")))?;
@@ -288,10 +288,13 @@ impl Subnet {
         } else {
             return Err(SupernetError::bad_file(
                 path,
-                "not a subnet file: metadata has neither `subnet_config` nor `net_config`",
+                "not a subnet file: metadata has neither `ofa_subnet` nor `net_config`",
             ));
         };
-        let arch = file.metadata.get("arch").and_then(|a| ArchConfig::from_json(a).ok());
+        // Ours store `arch`; the reference fixtures call it `subnet_config`.
+        let arch = ["arch", "subnet_config"]
+            .iter()
+            .find_map(|k| file.metadata.get(*k).and_then(|a| ArchConfig::from_json(a).ok()));
         let net = Subnet::from_tensors(config, file.tensors, device)
             .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
         Ok(SubnetFile { net, arch, metadata: file.metadata })
