@@ -1,1 +1,81 @@
-fn main() {}
+//! `ofa`: Once-for-All neural architecture search — train once, specialise in seconds.
+//!
+//! This binary only parses arguments and reports; the work lives in the workspace crates.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Once-for-All: train one elastic network, then hand out the best subnet for any budget.
+#[derive(Debug, Parser)]
+#[command(name = "ofa", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Threads for libtorch's intra-op parallelism (default: libtorch's choice).
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Describe a supernet, subnet or reference checkpoint (and the devices available).
+    Inspect(cmd::inspect::Args),
+    /// Cut a subnet's weights out of a supernet.
+    Extract(cmd::extract::Args),
+    /// Run a supernet (with an arch) or a subnet on an input tensor.
+    Infer(cmd::infer::Args),
+    /// Convert a reference state_dict (.pth or .safetensors) to an ofa supernet checkpoint.
+    Import(cmd::import::Args),
+    /// Benchmarks (readable table, or one JSON object with --json).
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.verbose);
+    ofa_supernet::device::init();
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n.max(1));
+    }
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Extract(a) => cmd::extract::run(a),
+        Command::Infer(a) => cmd::infer::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(cmd::exit_code(&e))
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -63,7 +63,12 @@ impl<'de> Deserialize<'de> for ArchConfig {
                 ))
             }
         };
-        Ok(ArchConfig { ks: need(raw.ks, "ks")?, e: need(raw.e, "e")?, d: need(raw.d, "d")?, r })
+        Ok(ArchConfig {
+            ks: need(raw.ks, "ks")?,
+            e: need(raw.e, "e")?,
+            d: need(raw.d, "d")?,
+            r,
+        })
     }
 }
 
@@ -117,9 +122,11 @@ impl ArchConfig {
     /// Check every entry against the space; the error names the first offending entry.
     pub fn validate(&self, space: &SearchSpace) -> Result<(), SpaceError> {
         let n = space.n_elastic_blocks();
-        for (field, len, want) in
-            [("ks", self.ks.len(), n), ("e", self.e.len(), n), ("d", self.d.len(), N_STAGES)]
-        {
+        for (field, len, want) in [
+            ("ks", self.ks.len(), n),
+            ("e", self.e.len(), n),
+            ("d", self.d.len(), N_STAGES),
+        ] {
             if len != want {
                 return Err(SpaceError::InvalidArch(format!(
                     "`{field}` has {len} entries, the space needs {want}"
@@ -163,10 +170,20 @@ impl ArchConfig {
             .filter(|b| b.index == 0 || self.is_active(b.index - 1, md))
             .map(|b| {
                 if b.index == 0 {
-                    ActiveBlock { spec: b, ks: 3, e: 1, mid: b.max_mid }
+                    ActiveBlock {
+                        spec: b,
+                        ks: 3,
+                        e: 1,
+                        mid: b.max_mid,
+                    }
                 } else {
                     let e = self.e[b.index - 1];
-                    ActiveBlock { spec: b, ks: self.ks[b.index - 1], e, mid: b.mid(e) }
+                    ActiveBlock {
+                        spec: b,
+                        ks: self.ks[b.index - 1],
+                        e,
+                        mid: b.mid(e),
+                    }
                 }
             })
             .collect()
@@ -194,11 +211,18 @@ mod tests {
     #[test]
     fn accepts_reference_json_forms() {
         let base = r#""ks":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"e":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"d":[2,2,2,2,2]"#;
-        for tail in [r#""r":[160]"#, r#""r":160"#, r#""image_size":160"#, r#""resolution":160"#] {
+        for tail in [
+            r#""r":[160]"#,
+            r#""r":160"#,
+            r#""image_size":160"#,
+            r#""resolution":160"#,
+        ] {
             let a = ArchConfig::from_json(&format!("{{{base},{tail}}}")).unwrap();
             assert_eq!(a.r, 160);
         }
-        let err = ArchConfig::from_json(&format!("{{{base}}}")).unwrap_err().to_string();
+        let err = ArchConfig::from_json(&format!("{{{base}}}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing resolution"), "{err}");
         let err = ArchConfig::from_json(&format!("{{{base},\"r\":[1,2]}}")).unwrap_err();
         assert!(err.to_string().contains("one-element"), "{err}");
@@ -209,16 +233,32 @@ mod tests {
         let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
         let mut a = ArchConfig::largest(&s);
         a.ks[4] = 4;
-        assert!(a.validate(&s).unwrap_err().to_string().contains("`ks[4]` = 4"));
+        assert!(a
+            .validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("`ks[4]` = 4"));
         let mut a = ArchConfig::largest(&s);
         a.d[2] = 5;
-        assert!(a.validate(&s).unwrap_err().to_string().contains("`d[2]` = 5"));
+        assert!(a
+            .validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("`d[2]` = 5"));
         let mut a = ArchConfig::largest(&s);
         a.e.pop();
-        assert!(a.validate(&s).unwrap_err().to_string().contains("`e` has 19 entries"));
+        assert!(a
+            .validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("`e` has 19 entries"));
         let mut a = ArchConfig::largest(&s);
         a.r = 130;
-        assert!(a.validate(&s).unwrap_err().to_string().contains("resolution 130"));
+        assert!(a
+            .validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("resolution 130"));
         ArchConfig::smallest(&s).validate(&s).unwrap();
     }
 }

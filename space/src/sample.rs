@@ -88,6 +88,10 @@ mod tests {
             assert!(a.e.iter().all(|e| *e == 4 || *e == 6));
         }
         c.d = vec![5];
-        assert!(c.validate(&s).unwrap_err().to_string().contains("`d` choice 5"));
+        assert!(c
+            .validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("`d` choice 5"));
     }
 }

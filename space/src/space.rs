@@ -245,7 +245,10 @@ impl SearchSpace {
             ));
         }
         if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
-            return bad(format!("`width_mult` must be positive, got {}", self.width_mult));
+            return bad(format!(
+                "`width_mult` must be positive, got {}",
+                self.width_mult
+            ));
         }
         if self.in_channels == 0 || self.n_classes == 0 {
             return bad("`in_channels` and `n_classes` must be positive".into());
@@ -272,7 +275,11 @@ impl SearchSpace {
         if let Some(k) = self.ks_list.iter().find(|k| *k % 2 == 0) {
             return bad(format!("`ks_list` must hold odd kernel sizes, got {k}"));
         }
-        if self.stages.iter().any(|s| s.stride == 0 || s.base_width == 0) {
+        if self
+            .stages
+            .iter()
+            .any(|s| s.stride == 0 || s.base_width == 0)
+        {
             return bad("every stage needs a positive stride and width".into());
         }
         Ok(())
@@ -285,7 +292,10 @@ impl SearchSpace {
 
     /// Output width of each stage (index 0 = the first block).
     pub fn stage_widths(&self) -> Vec<u32> {
-        self.stages.iter().map(|s| self.scaled(s.base_width)).collect()
+        self.stages
+            .iter()
+            .map(|s| self.scaled(s.base_width))
+            .collect()
     }
 
     /// Final expand (1×1 conv) width.
@@ -402,13 +412,20 @@ mod tests {
     #[test]
     fn make_divisible_matches_reference() {
         // width_mult 1.0 and 1.2 from OFA-REFERENCE.md §1.
-        let w10: Vec<u32> = REF_BASE.iter().map(|&b| make_divisible(f64::from(b), 8)).collect();
+        let w10: Vec<u32> = REF_BASE
+            .iter()
+            .map(|&b| make_divisible(f64::from(b), 8))
+            .collect();
         assert_eq!(w10, vec![16, 16, 24, 40, 80, 112, 160, 960, 1280]);
-        let w12: Vec<u32> =
-            REF_BASE.iter().map(|&b| make_divisible(f64::from(b) * 1.2, 8)).collect();
+        let w12: Vec<u32> = REF_BASE
+            .iter()
+            .map(|&b| make_divisible(f64::from(b) * 1.2, 8))
+            .collect();
         assert_eq!(w12, vec![24, 24, 32, 48, 96, 136, 192, 1152, 1536]);
-        let w025: Vec<u32> =
-            REF_BASE.iter().map(|&b| make_divisible(f64::from(b) * 0.25, 8)).collect();
+        let w025: Vec<u32> = REF_BASE
+            .iter()
+            .map(|&b| make_divisible(f64::from(b) * 0.25, 8))
+            .collect();
         assert_eq!(w025, vec![8, 8, 8, 16, 24, 32, 40, 240, 320]);
     }
 
@@ -417,10 +434,19 @@ mod tests {
         let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
         let b = s.blocks();
         assert_eq!(b.len(), 21);
-        assert_eq!((b[1].in_ch, b[1].max_mid, b[1].out_ch, b[1].stride), (16, 96, 24, 2));
+        assert_eq!(
+            (b[1].in_ch, b[1].max_mid, b[1].out_ch, b[1].stride),
+            (16, 96, 24, 2)
+        );
         assert!(!b[1].shortcut && b[2].shortcut);
-        assert_eq!((b[13].in_ch, b[13].out_ch, b[13].stride, b[13].shortcut), (80, 112, 1, false));
-        assert_eq!(se_width(b[5].max_mid), make_divisible(f64::from(144 / 4), 8));
+        assert_eq!(
+            (b[13].in_ch, b[13].out_ch, b[13].stride, b[13].shortcut),
+            (80, 112, 1, false)
+        );
+        assert_eq!(
+            se_width(b[5].max_mid),
+            make_divisible(f64::from(144 / 4), 8)
+        );
         assert_eq!(s.kernel_transforms(), vec![(7, 5), (5, 3)]);
     }
 }

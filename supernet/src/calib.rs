@@ -37,7 +37,9 @@ where
         Ok(())
     })?;
     if count == 0 {
-        return Err(SupernetError::BadInput("BN recalibration got no images".into()));
+        return Err(SupernetError::BadInput(
+            "BN recalibration got no images".into(),
+        ));
     }
     tch::no_grad(|| {
         for (bn, s) in bns.iter().zip(sums) {

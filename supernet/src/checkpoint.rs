@@ -76,12 +76,19 @@ pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<TensorFile> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
         SupernetError::bad_file(path, format!("not a valid safetensors file ({e})"))
     })?;
-    let metadata: BTreeMap<String, String> =
-        meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata: BTreeMap<String, String> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
-            SupernetError::bad_file(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()))
+            SupernetError::bad_file(
+                path,
+                format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
+            )
         })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
@@ -114,12 +121,19 @@ impl View for &Raw {
 fn to_raw(name: &str, t: &Tensor) -> Result<Raw> {
     let t = t.detach().to_device(Device::Cpu).contiguous();
     let dtype = dtype_of(t.kind()).ok_or_else(|| {
-        SupernetError::BadInput(format!("tensor `{name}` has unsupported kind {:?}", t.kind()))
+        SupernetError::BadInput(format!(
+            "tensor `{name}` has unsupported kind {:?}",
+            t.kind()
+        ))
     })?;
     let numel = t.numel();
     let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
     t.f_copy_data_u8(&mut data, numel)?;
-    Ok(Raw { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+    Ok(Raw {
+        dtype,
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        data,
+    })
 }
 
 /// Serialise tensors and metadata to safetensors bytes.
@@ -143,9 +157,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| SupernetError::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| SupernetError::io(tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| SupernetError::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| SupernetError::io(path, e.error))?;
+    tmp.write_all(bytes)
+        .map_err(|e| SupernetError::io(tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| SupernetError::io(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| SupernetError::io(path, e.error))?;
     Ok(())
 }
 
@@ -202,13 +220,24 @@ pub struct SupernetCheckpoint {
 
 impl Supernet {
     /// Save with `__metadata__` (`format`, `space`, `provenance`, optional `metrics`).
-    pub fn save(&self, path: &Path, provenance: &Provenance, metrics: Option<&Value>) -> Result<()> {
-        let tensors: Vec<(String, Tensor)> =
-            self.tensors().iter().map(|(s, t)| (s.name.clone(), t.shallow_clone())).collect();
+    pub fn save(
+        &self,
+        path: &Path,
+        provenance: &Provenance,
+        metrics: Option<&Value>,
+    ) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> = self
+            .tensors()
+            .iter()
+            .map(|(s, t)| (s.name.clone(), t.shallow_clone()))
+            .collect();
         let mut meta = BTreeMap::new();
         meta.insert("format".into(), SUPERNET_FORMAT.into());
         meta.insert("space".into(), self.space().to_json());
-        meta.insert("provenance".into(), serde_json::to_string(provenance).unwrap_or_default());
+        meta.insert(
+            "provenance".into(),
+            serde_json::to_string(provenance).unwrap_or_default(),
+        );
         if let Some(m) = metrics {
             meta.insert("metrics".into(), m.to_string());
         }
@@ -245,10 +274,18 @@ impl Supernet {
             .get("provenance")
             .and_then(|p| serde_json::from_str(p).ok())
             .unwrap_or_default();
-        let metrics = file.metadata.get("metrics").and_then(|m| serde_json::from_str(m).ok());
+        let metrics = file
+            .metadata
+            .get("metrics")
+            .and_then(|m| serde_json::from_str(m).ok());
         let net = Supernet::from_tensors(&space, file.tensors, device)
             .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
-        Ok(SupernetCheckpoint { net, provenance, metrics, sha256: sha256_hex(&bytes) })
+        Ok(SupernetCheckpoint {
+            net,
+            provenance,
+            metrics,
+            sha256: sha256_hex(&bytes),
+        })
     }
 }
 
@@ -269,8 +306,14 @@ impl Subnet {
     pub fn save(&self, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
         let mut meta = extra.clone();
         meta.insert("format".into(), SUBNET_FORMAT.into());
-        meta.insert("net_config".into(), self.config().to_net_config().to_string());
-        meta.insert("ofa_subnet".into(), serde_json::to_string(self.config()).unwrap_or_default());
+        meta.insert(
+            "net_config".into(),
+            self.config().to_net_config().to_string(),
+        );
+        meta.insert(
+            "ofa_subnet".into(),
+            serde_json::to_string(self.config()).unwrap_or_default(),
+        );
         write_safetensors(path, &self.named_tensors(), &meta)
     }
 
@@ -282,8 +325,9 @@ impl Subnet {
             serde_json::from_str::<SubnetConfig>(c)
                 .map_err(|e| SupernetError::bad_file(path, format!("metadata `ofa_subnet`: {e}")))?
         } else if let Some(nc) = file.metadata.get("net_config") {
-            let v: Value = serde_json::from_str(nc)
-                .map_err(|e| SupernetError::bad_file(path, format!("metadata `net_config`: {e}")))?;
+            let v: Value = serde_json::from_str(nc).map_err(|e| {
+                SupernetError::bad_file(path, format!("metadata `net_config`: {e}"))
+            })?;
             SubnetConfig::from_net_config(&v).map_err(|e| SupernetError::bad_file(path, e))?
         } else {
             return Err(SupernetError::bad_file(
@@ -292,12 +336,18 @@ impl Subnet {
             ));
         };
         // Ours store `arch`; the reference fixtures call it `subnet_config`.
-        let arch = ["arch", "subnet_config"]
-            .iter()
-            .find_map(|k| file.metadata.get(*k).and_then(|a| ArchConfig::from_json(a).ok()));
+        let arch = ["arch", "subnet_config"].iter().find_map(|k| {
+            file.metadata
+                .get(*k)
+                .and_then(|a| ArchConfig::from_json(a).ok())
+        });
         let net = Subnet::from_tensors(config, file.tensors, device)
             .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
-        Ok(SubnetFile { net, arch, metadata: file.metadata })
+        Ok(SubnetFile {
+            net,
+            arch,
+            metadata: file.metadata,
+        })
     }
 }
 
@@ -312,7 +362,9 @@ pub fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
     let reader = open(Some("state_dict"))
         .or_else(|_| open(Some("model")))
         .or_else(|_| open(None))
-        .map_err(|e| SupernetError::bad_file(path, format!("not a readable PyTorch checkpoint ({e})")))?;
+        .map_err(|e| {
+            SupernetError::bad_file(path, format!("not a readable PyTorch checkpoint ({e})"))
+        })?;
     let mut out = HashMap::new();
     for (name, t) in reader.tensors() {
         let kind = match t.dtype() {
@@ -327,15 +379,69 @@ pub fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
             DType::U8 => Kind::Uint8,
             DType::Bool => Kind::Bool,
             other => {
-                return Err(SupernetError::bad_file(path, format!("tensor `{name}` has unsupported dtype {other:?}")))
+                return Err(SupernetError::bad_file(
+                    path,
+                    format!("tensor `{name}` has unsupported dtype {other:?}"),
+                ))
             }
         };
-        let bytes = t.read().map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
+        let bytes = t
+            .read()
+            .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
         let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-        out.insert(name.clone(), Tensor::f_from_data_size(&bytes, &shape, kind)?);
+        out.insert(
+            name.clone(),
+            Tensor::f_from_data_size(&bytes, &shape, kind)?,
+        );
     }
     if out.is_empty() {
-        return Err(SupernetError::bad_file(path, "the checkpoint holds no tensors"));
+        return Err(SupernetError::bad_file(
+            path,
+            "the checkpoint holds no tensors",
+        ));
     }
     Ok(out)
+}
+
+/// Any network file the CLI accepts as a model.
+#[derive(Debug)]
+pub enum Model {
+    /// A supernet (our checkpoint, or an imported reference state_dict).
+    Supernet(Box<SupernetCheckpoint>),
+    /// A static subnet.
+    Subnet(Box<SubnetFile>),
+}
+
+/// Open a supernet checkpoint, a subnet file, or a reference supernet state_dict (`.pth` or
+/// `.safetensors` without our metadata, imported in memory with an inferred space).
+pub fn open_model(path: &Path, device: Device) -> Result<Model> {
+    let is_safetensors = path.extension().and_then(|e| e.to_str()) == Some("safetensors");
+    if is_safetensors {
+        let bytes = std::fs::read(path).map_err(|e| SupernetError::io(path, e))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            SupernetError::bad_file(path, format!("not a valid safetensors file ({e})"))
+        })?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        match meta.get("format").map(String::as_str) {
+            Some(SUPERNET_FORMAT) => {
+                return Ok(Model::Supernet(Box::new(Supernet::load(path, device)?)))
+            }
+            Some(SUBNET_FORMAT) => return Ok(Model::Subnet(Box::new(Subnet::load(path, device)?))),
+            _ if meta.contains_key("net_config") => {
+                return Ok(Model::Subnet(Box::new(Subnet::load(path, device)?)))
+            }
+            _ => {}
+        }
+    }
+    let net = crate::import::import_supernet(path, &Default::default(), device)?;
+    let bytes = std::fs::read(path).map_err(|e| SupernetError::io(path, e))?;
+    Ok(Model::Supernet(Box::new(SupernetCheckpoint {
+        net,
+        provenance: Provenance {
+            source: Some(format!("reference state_dict {}", path.display())),
+            ..Default::default()
+        },
+        metrics: None,
+        sha256: sha256_hex(&bytes),
+    })))
 }

@@ -44,14 +44,21 @@ pub fn init() -> &'static CudaStatus {
             match open_global(&c) {
                 Ok(()) => {
                     tracing::debug!(lib = %c, "loaded the CUDA backend");
-                    return CudaStatus { loaded: Some(c), reason: None };
+                    return CudaStatus {
+                        loaded: Some(c),
+                        reason: None,
+                    };
                 }
+                Err(e) if e.contains("cannot open shared object file") && !c.starts_with('/') => {}
                 Err(e) => reason = Some(format!("{c}: {e}")),
             }
         }
         CudaStatus {
             loaded: None,
-            reason: Some(reason.unwrap_or_else(|| "libtorch_cuda.so not installed (CPU-only libtorch)".into())),
+            reason: Some(
+                reason
+                    .unwrap_or_else(|| "libtorch_cuda.so not installed (CPU-only libtorch)".into()),
+            ),
         }
     })
 }
@@ -62,7 +69,8 @@ fn open_global(path: &str) -> Result<(), String> {
     // SAFETY: loading libtorch_cuda runs its static initialisers, which only register the CUDA
     // backend with the already-loaded libtorch of the same build. The handle is leaked on
     // purpose: the library must stay loaded for the life of the process.
-    let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| e.to_string())?;
+    let lib =
+        unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| e.to_string())?;
     std::mem::forget(lib);
     Ok(())
 }
@@ -78,14 +86,20 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
         _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()),
     };
     let Some(idx) = idx else {
-        return Err(format!("unknown device `{s}` (expected cpu, cuda or cuda:N)"));
+        return Err(format!(
+            "unknown device `{s}` (expected cpu, cuda or cuda:N)"
+        ));
     };
     init();
     let n = tch::Cuda::device_count() as usize;
     if idx >= n {
         return Err(format!(
             "device `{s}` is not available: this machine has {n} CUDA device(s){}",
-            init().reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            init()
+                .reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ));
     }
     Ok(Device::Cuda(idx))

@@ -71,11 +71,17 @@ pub enum SupernetError {
 impl SupernetError {
     /// Build a [`SupernetError::BadFile`].
     pub fn bad_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        SupernetError::BadFile { path: path.into(), reason: reason.into() }
+        SupernetError::BadFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
     /// Build a [`SupernetError::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        SupernetError::Io { path: path.into(), source }
+        SupernetError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -28,7 +28,11 @@ pub struct ImportOptions {
 
 /// Read a reference supernet state_dict from `.pth`/`.pt` (zip + pickle) or `.safetensors`.
 pub fn read_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
         "safetensors" => {
             let f = read_safetensors(path)?;
@@ -78,8 +82,14 @@ pub fn normalize_names(map: HashMap<String, Tensor>) -> HashMap<String, Tensor> 
 }
 
 fn dim(map: &HashMap<String, Tensor>, name: &str, d: usize) -> Result<u32> {
-    let t = map.get(name).ok_or_else(|| SupernetError::MissingTensor { name: name.into(), shape: vec![] })?;
-    t.size().get(d).map(|&x| x as u32).ok_or_else(|| SupernetError::BadInput(format!("tensor `{name}` has too few dimensions")))
+    let t = map.get(name).ok_or_else(|| SupernetError::MissingTensor {
+        name: name.into(),
+        shape: vec![],
+    })?;
+    t.size()
+        .get(d)
+        .map(|&x| x as u32)
+        .ok_or_else(|| SupernetError::BadInput(format!("tensor `{name}` has too few dimensions")))
 }
 
 /// Infer the search space of a (normalised) reference supernet state_dict from its shapes.
@@ -98,7 +108,14 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     let first_block = dim(map, "blocks.0.conv.point_linear.conv.weight", 0)?;
     let mut widths = vec![first_block];
     for s in 0..5 {
-        widths.push(dim(map, &format!("blocks.{}.conv.point_linear.conv.conv.weight", 1 + s * max_depth), 0)?);
+        widths.push(dim(
+            map,
+            &format!(
+                "blocks.{}.conv.point_linear.conv.conv.weight",
+                1 + s * max_depth
+            ),
+            0,
+        )?);
     }
     let final_expand = dim(map, "final_expand_layer.conv.weight", 0)?;
     let last_channel = dim(map, "feature_mix_layer.conv.weight", 0)?;
@@ -109,7 +126,10 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     let mut ks: Vec<u32> = vec![max_ks];
     let prefix = "blocks.1.conv.depth_conv.conv.";
     for name in map.keys() {
-        if let Some(m) = name.strip_prefix(prefix).and_then(|m| m.strip_suffix("_matrix")) {
+        if let Some(m) = name
+            .strip_prefix(prefix)
+            .and_then(|m| m.strip_suffix("_matrix"))
+        {
             if let Some((a, b)) = m.split_once("to") {
                 for v in [a, b] {
                     if let Ok(k) = v.parse::<u32>() {
@@ -124,29 +144,56 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     ks.sort_unstable();
     // Width multiplier: the smallest multiple of 0.05 (then 0.01) that reproduces every width.
     let base = SearchSpace::mobilenet_v3("x", 1.0, 1, vec![224]);
-    let all_widths: Vec<u32> = std::iter::once(stem).chain(widths.iter().copied()).chain([final_expand, last_channel]).collect();
+    let all_widths: Vec<u32> = std::iter::once(stem)
+        .chain(widths.iter().copied())
+        .chain([final_expand, last_channel])
+        .collect();
     let bases: Vec<u32> = std::iter::once(base.stem_base_width)
         .chain(base.stages.iter().map(|s| s.base_width))
         .chain([base.final_expand_base_width, base.last_channel_base_width])
         .collect();
-    let fits = |wm: f64| bases.iter().zip(&all_widths).all(|(b, w)| make_divisible(f64::from(*b) * wm, CHANNEL_DIVISIBLE) == *w);
+    let fits = |wm: f64| {
+        bases
+            .iter()
+            .zip(&all_widths)
+            .all(|(b, w)| make_divisible(f64::from(*b) * wm, CHANNEL_DIVISIBLE) == *w)
+    };
     let width_mult = (1..=80)
         .map(|i| f64::from(i) * 0.05)
         .chain((1..=400).map(|i| f64::from(i) * 0.01))
         .find(|wm| fits(*wm))
-        .ok_or_else(|| SupernetError::BadInput(format!("cannot infer width_mult from widths {all_widths:?}")))?;
+        .ok_or_else(|| {
+            SupernetError::BadInput(format!(
+                "cannot infer width_mult from widths {all_widths:?}"
+            ))
+        })?;
     let width_mult = (width_mult * 100.0).round() / 100.0;
     let max_e = max_mid / widths[0];
     let expand = opts.expand_ratio_list.clone().unwrap_or_else(|| {
-        if max_e == 6 { vec![3, 4, 6] } else { vec![max_e] }
+        if max_e == 6 {
+            vec![3, 4, 6]
+        } else {
+            vec![max_e]
+        }
     });
     let depth = opts.depth_list.clone().unwrap_or_else(|| {
-        if max_depth == 4 { vec![2, 3, 4] } else { (1..=max_depth as u32).collect() }
+        if max_depth == 4 {
+            vec![2, 3, 4]
+        } else {
+            (1..=max_depth as u32).collect()
+        }
     });
     let resolutions = opts.resolutions.clone().unwrap_or_else(|| {
-        if n_classes == 1000 { (128..=224).step_by(4).collect() } else { (32..=48).step_by(4).collect() }
+        if n_classes == 1000 {
+            (128..=224).step_by(4).collect()
+        } else {
+            (32..=48).step_by(4).collect()
+        }
     });
-    let name = opts.name.clone().unwrap_or_else(|| format!("imported-w{width_mult}"));
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("imported-w{width_mult}"));
     let mut space = SearchSpace::mobilenet_v3(&name, width_mult, n_classes, resolutions);
     space.in_channels = in_channels;
     space.ks_list = ks;
@@ -169,7 +216,10 @@ pub fn import_supernet(path: &Path, opts: &ImportOptions, device: Device) -> Res
     let map = normalize_names(read_state_dict(path)?);
     let space = match &opts.space {
         Some(s) => s.clone(),
-        None => infer_space(&map, opts).map_err(|e| SupernetError::bad_file(path, e.to_string()))?,
+        None => {
+            infer_space(&map, opts).map_err(|e| SupernetError::bad_file(path, e.to_string()))?
+        }
     };
-    Supernet::from_tensors(&space, map, device).map_err(|e| SupernetError::bad_file(path, e.to_string()))
+    Supernet::from_tensors(&space, map, device)
+        .map_err(|e| SupernetError::bad_file(path, e.to_string()))
 }

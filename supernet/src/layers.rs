@@ -101,7 +101,10 @@ impl Bn {
             BnMode::Record(stats) => {
                 // The reference's set_running_statistics: mean over N, H, W in that order and
                 // the biased variance of the same, then an eval-mode batch_norm with them.
-                let mean = x.mean_dim(0, true, None).mean_dim(2, true, None).mean_dim(3, true, None);
+                let mean = x
+                    .mean_dim(0, true, None)
+                    .mean_dim(2, true, None)
+                    .mean_dim(3, true, None);
                 let centred = x - &mean;
                 let var = (&centred * &centred)
                     .mean_dim(0, true, None)
@@ -153,8 +156,12 @@ impl Se {
     /// `x · h_sigmoid(expand(relu(reduce(mean_hw(x)))))`
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.mean_dim(3, true, None).mean_dim(2, true, None);
-        let y = y.conv2d(&self.reduce_weight, Some(&self.reduce_bias), 1, 0, 1, 1).relu();
-        let y = y.conv2d(&self.expand_weight, Some(&self.expand_bias), 1, 0, 1, 1).hardsigmoid();
+        let y = y
+            .conv2d(&self.reduce_weight, Some(&self.reduce_bias), 1, 0, 1, 1)
+            .relu();
+        let y = y
+            .conv2d(&self.expand_weight, Some(&self.expand_bias), 1, 0, 1, 1)
+            .hardsigmoid();
         x * y
     }
 
@@ -244,7 +251,10 @@ impl BlockWeights {
     /// Every tensor, for deep copies.
     pub fn map(&self, f: impl Fn(&Tensor) -> Tensor + Copy) -> BlockWeights {
         BlockWeights {
-            inverted_bottleneck: self.inverted_bottleneck.as_ref().map(|(w, bn)| (f(w), bn.map(f))),
+            inverted_bottleneck: self
+                .inverted_bottleneck
+                .as_ref()
+                .map(|(w, bn)| (f(w), bn.map(f))),
             depth_conv: f(&self.depth_conv),
             depth_bn: self.depth_bn.map(f),
             se: self.se.as_ref().map(|s| s.map(f)),
@@ -266,7 +276,10 @@ pub struct Stem {
 impl Stem {
     /// Every tensor mapped (shallow or deep copies).
     pub fn map(&self, f: impl Fn(&Tensor) -> Tensor + Copy) -> Stem {
-        Stem { conv: f(&self.conv), bn: self.bn.map(f) }
+        Stem {
+            conv: f(&self.conv),
+            bn: self.bn.map(f),
+        }
     }
 
     /// Run the stem.
@@ -304,20 +317,20 @@ impl Head {
     }
 
     /// Run the head; `dropout` applies in training mode only.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        p: BnParams,
-        dropout: f64,
-        mode: &mut BnMode<'_>,
-    ) -> Tensor {
+    pub fn forward(&self, x: &Tensor, p: BnParams, dropout: f64, mode: &mut BnMode<'_>) -> Tensor {
         let train = mode.is_train();
         let h = x.conv2d(&self.final_expand, None::<Tensor>, 1, 0, 1, 1);
         let h = self.final_bn.forward(&h, p, mode).hardswish();
         let h = h.mean_dim(3, true, None).mean_dim(2, true, None);
-        let h = h.conv2d(&self.feature_mix, None::<Tensor>, 1, 0, 1, 1).hardswish();
+        let h = h
+            .conv2d(&self.feature_mix, None::<Tensor>, 1, 0, 1, 1)
+            .hardswish();
         let h = h.flatten(1, -1);
-        let h = if train && dropout > 0.0 { h.dropout(dropout, true) } else { h };
+        let h = if train && dropout > 0.0 {
+            h.dropout(dropout, true)
+        } else {
+            h
+        };
         h.linear(&self.classifier_weight, Some(&self.classifier_bias))
     }
 }

@@ -90,7 +90,10 @@ impl SubnetConfig {
     }
 
     fn bn_params(&self) -> BnParams {
-        BnParams { momentum: self.bn_momentum, eps: self.bn_eps }
+        BnParams {
+            momentum: self.bn_momentum,
+            eps: self.bn_eps,
+        }
     }
 
     /// The reference `MobileNetV3.config` JSON (what `MobileNetV3.build_from_config` accepts).
@@ -112,7 +115,11 @@ impl SubnetConfig {
                 } else {
                     Value::Null
                 };
-                let mid = if b.expand_ratio == 1 { Value::Null } else { json!(b.mid) };
+                let mid = if b.expand_ratio == 1 {
+                    Value::Null
+                } else {
+                    json!(b.mid)
+                };
                 json!({"name": "ResidualBlock",
                        "conv": {"name": "MBConvLayer", "in_channels": b.in_ch,
                                 "out_channels": b.out_ch, "kernel_size": b.ks, "stride": b.stride,
@@ -153,8 +160,10 @@ impl SubnetConfig {
         if v.get("name").and_then(Value::as_str) != Some("MobileNetV3") {
             return Err("net_config: `name` is not \"MobileNetV3\"".into());
         }
-        let raw_blocks =
-            v.get("blocks").and_then(Value::as_array).ok_or("net_config: `blocks` missing")?;
+        let raw_blocks = v
+            .get("blocks")
+            .and_then(Value::as_array)
+            .ok_or("net_config: `blocks` missing")?;
         let mut blocks = Vec::with_capacity(raw_blocks.len());
         for (i, b) in raw_blocks.iter().enumerate() {
             let p = |f: &str| format!("/conv/{f}");
@@ -175,7 +184,10 @@ impl SubnetConfig {
                 stride: u(b, &p("stride"))?,
                 expand_ratio: e,
                 act: act(b.pointer(&p("act_func")).and_then(Value::as_str))?,
-                se: b.pointer(&p("use_se")).and_then(Value::as_bool).unwrap_or(false),
+                se: b
+                    .pointer(&p("use_se"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
                 shortcut: b.get("shortcut").is_some_and(|s| !s.is_null()),
             });
         }
@@ -196,45 +208,96 @@ impl SubnetConfig {
     /// The tensor list of this subnet in the reference subnet naming, in state_dict order.
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
         let mut out = Vec::new();
-        let mut push = |name: String, shape: Vec<i64>, role: Role| {
-            out.push(TensorSpec { name, shape, role })
-        };
+        let mut push =
+            |name: String, shape: Vec<i64>, role: Role| out.push(TensorSpec { name, shape, role });
         let i = |x: u32| i64::from(x);
         let bn = |push: &mut dyn FnMut(String, Vec<i64>, Role), p: &str, c: i64| {
             push(format!("{p}.weight"), vec![c], Role::BnWeight);
             push(format!("{p}.bias"), vec![c], Role::BnBias);
             push(format!("{p}.running_mean"), vec![c], Role::RunningMean);
             push(format!("{p}.running_var"), vec![c], Role::RunningVar);
-            push(format!("{p}.num_batches_tracked"), vec![], Role::BatchCounter);
+            push(
+                format!("{p}.num_batches_tracked"),
+                vec![],
+                Role::BatchCounter,
+            );
         };
-        push("first_conv.conv.weight".into(), vec![i(self.stem_width), i(self.in_channels), 3, 3], Role::ConvWeight);
+        push(
+            "first_conv.conv.weight".into(),
+            vec![i(self.stem_width), i(self.in_channels), 3, 3],
+            Role::ConvWeight,
+        );
         bn(&mut push, "first_conv.bn", i(self.stem_width));
         for (j, b) in self.blocks.iter().enumerate() {
             let p = format!("blocks.{j}.conv");
             let (m, k) = (i(b.mid), i(b.ks));
             if b.expand_ratio != 1 {
-                push(format!("{p}.inverted_bottleneck.conv.weight"), vec![m, i(b.in_ch), 1, 1], Role::ConvWeight);
+                push(
+                    format!("{p}.inverted_bottleneck.conv.weight"),
+                    vec![m, i(b.in_ch), 1, 1],
+                    Role::ConvWeight,
+                );
                 bn(&mut push, &format!("{p}.inverted_bottleneck.bn"), m);
             }
-            push(format!("{p}.depth_conv.conv.weight"), vec![m, 1, k, k], Role::ConvWeight);
+            push(
+                format!("{p}.depth_conv.conv.weight"),
+                vec![m, 1, k, k],
+                Role::ConvWeight,
+            );
             bn(&mut push, &format!("{p}.depth_conv.bn"), m);
             if b.se {
                 let s = i(se_width(b.mid));
-                push(format!("{p}.depth_conv.se.fc.reduce.weight"), vec![s, m, 1, 1], Role::ConvWeight);
-                push(format!("{p}.depth_conv.se.fc.reduce.bias"), vec![s], Role::ConvBias);
-                push(format!("{p}.depth_conv.se.fc.expand.weight"), vec![m, s, 1, 1], Role::ConvWeight);
-                push(format!("{p}.depth_conv.se.fc.expand.bias"), vec![m], Role::ConvBias);
+                push(
+                    format!("{p}.depth_conv.se.fc.reduce.weight"),
+                    vec![s, m, 1, 1],
+                    Role::ConvWeight,
+                );
+                push(
+                    format!("{p}.depth_conv.se.fc.reduce.bias"),
+                    vec![s],
+                    Role::ConvBias,
+                );
+                push(
+                    format!("{p}.depth_conv.se.fc.expand.weight"),
+                    vec![m, s, 1, 1],
+                    Role::ConvWeight,
+                );
+                push(
+                    format!("{p}.depth_conv.se.fc.expand.bias"),
+                    vec![m],
+                    Role::ConvBias,
+                );
             }
-            push(format!("{p}.point_linear.conv.weight"), vec![i(b.out_ch), m, 1, 1], Role::ConvWeight);
+            push(
+                format!("{p}.point_linear.conv.weight"),
+                vec![i(b.out_ch), m, 1, 1],
+                Role::ConvWeight,
+            );
             bn(&mut push, &format!("{p}.point_linear.bn"), i(b.out_ch));
         }
         let last_stage = self.blocks.last().map_or(self.stem_width, |b| b.out_ch);
         let fe = i(self.final_expand_width);
-        push("final_expand_layer.conv.weight".into(), vec![fe, i(last_stage), 1, 1], Role::ConvWeight);
+        push(
+            "final_expand_layer.conv.weight".into(),
+            vec![fe, i(last_stage), 1, 1],
+            Role::ConvWeight,
+        );
         bn(&mut push, "final_expand_layer.bn", fe);
-        push("feature_mix_layer.conv.weight".into(), vec![i(self.last_channel), fe, 1, 1], Role::ConvWeight);
-        push("classifier.linear.weight".into(), vec![i(self.n_classes), i(self.last_channel)], Role::LinearWeight);
-        push("classifier.linear.bias".into(), vec![i(self.n_classes)], Role::LinearBias);
+        push(
+            "feature_mix_layer.conv.weight".into(),
+            vec![i(self.last_channel), fe, 1, 1],
+            Role::ConvWeight,
+        );
+        push(
+            "classifier.linear.weight".into(),
+            vec![i(self.n_classes), i(self.last_channel)],
+            Role::LinearWeight,
+        );
+        push(
+            "classifier.linear.bias".into(),
+            vec![i(self.n_classes)],
+            Role::LinearBias,
+        );
         out
     }
 
@@ -243,10 +306,15 @@ impl SubnetConfig {
         let mut cin = self.stem_width;
         for (j, b) in self.blocks.iter().enumerate() {
             if b.in_ch != cin {
-                return Err(format!("block {j} takes {} channels, the previous layer gives {cin}", b.in_ch));
+                return Err(format!(
+                    "block {j} takes {} channels, the previous layer gives {cin}",
+                    b.in_ch
+                ));
             }
             if b.ks % 2 == 0 || b.ks == 0 || b.stride == 0 || b.mid == 0 {
-                return Err(format!("block {j}: kernel must be odd and stride and width positive"));
+                return Err(format!(
+                    "block {j}: kernel must be odd and stride and width positive"
+                ));
             }
             cin = b.out_ch;
         }
@@ -271,7 +339,12 @@ impl Subnet {
         blocks: Vec<(BlockRun, BlockWeights)>,
         head: Head,
     ) -> Subnet {
-        Subnet { config, stem, blocks, head }
+        Subnet {
+            config,
+            stem,
+            blocks,
+            head,
+        }
     }
 
     /// Build from a config, taking tensors by reference subnet name from `source`, in the
@@ -279,9 +352,15 @@ impl Subnet {
     pub fn build(config: SubnetConfig, source: &mut dyn TensorSource) -> Result<Subnet> {
         config.validate().map_err(SupernetError::BadInput)?;
         let specs = config.tensor_specs();
-        let taken = specs.iter().map(|s| source.take(s)).collect::<Result<Vec<_>>>()?;
+        let taken = specs
+            .iter()
+            .map(|s| source.take(s))
+            .collect::<Result<Vec<_>>>()?;
         let mut it = taken.into_iter();
-        let mut next = move || it.next().unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, Device::Cpu)));
+        let mut next = move || {
+            it.next()
+                .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, Device::Cpu)))
+        };
         let bn = |next: &mut dyn FnMut() -> Tensor| Bn {
             weight: next(),
             bias: next(),
@@ -289,7 +368,10 @@ impl Subnet {
             running_var: next(),
             num_batches_tracked: next(),
         };
-        let stem = Stem { conv: next(), bn: bn(&mut next) };
+        let stem = Stem {
+            conv: next(),
+            bn: bn(&mut next),
+        };
         let mut blocks = Vec::with_capacity(config.blocks.len());
         for b in &config.blocks {
             let inverted_bottleneck = (b.expand_ratio != 1).then(|| (next(), bn(&mut next)));
@@ -303,8 +385,22 @@ impl Subnet {
             });
             let point_linear = next();
             let point_bn = bn(&mut next);
-            let run = BlockRun { stride: i64::from(b.stride), act: b.act, shortcut: b.shortcut };
-            blocks.push((run, BlockWeights { inverted_bottleneck, depth_conv, depth_bn, se, point_linear, point_bn }));
+            let run = BlockRun {
+                stride: i64::from(b.stride),
+                act: b.act,
+                shortcut: b.shortcut,
+            };
+            blocks.push((
+                run,
+                BlockWeights {
+                    inverted_bottleneck,
+                    depth_conv,
+                    depth_bn,
+                    se,
+                    point_linear,
+                    point_bn,
+                },
+            ));
         }
         let head = Head {
             final_expand: next(),
@@ -313,11 +409,20 @@ impl Subnet {
             classifier_weight: next(),
             classifier_bias: next(),
         };
-        Ok(Subnet { config, stem, blocks, head })
+        Ok(Subnet {
+            config,
+            stem,
+            blocks,
+            head,
+        })
     }
 
     /// Build from a name → tensor map (e.g. a loaded file); every tensor must be used.
-    pub fn from_tensors(config: SubnetConfig, map: HashMap<String, Tensor>, device: Device) -> Result<Subnet> {
+    pub fn from_tensors(
+        config: SubnetConfig,
+        map: HashMap<String, Tensor>,
+        device: Device,
+    ) -> Result<Subnet> {
         let mut src = MapSource::new(map, device);
         let net = Subnet::build(config, &mut src)?;
         src.finish()?;
@@ -334,7 +439,13 @@ impl Subnet {
         let specs = self.config.tensor_specs();
         let mut flat: Vec<Tensor> = Vec::with_capacity(specs.len());
         let bn = |flat: &mut Vec<Tensor>, b: &Bn| {
-            for t in [&b.weight, &b.bias, &b.running_mean, &b.running_var, &b.num_batches_tracked] {
+            for t in [
+                &b.weight,
+                &b.bias,
+                &b.running_mean,
+                &b.running_var,
+                &b.num_batches_tracked,
+            ] {
                 flat.push(t.shallow_clone());
             }
         };
@@ -348,7 +459,12 @@ impl Subnet {
             flat.push(w.depth_conv.shallow_clone());
             bn(&mut flat, &w.depth_bn);
             if let Some(se) = &w.se {
-                for t in [&se.reduce_weight, &se.reduce_bias, &se.expand_weight, &se.expand_bias] {
+                for t in [
+                    &se.reduce_weight,
+                    &se.reduce_bias,
+                    &se.expand_weight,
+                    &se.expand_bias,
+                ] {
                     flat.push(t.shallow_clone());
                 }
             }
@@ -368,7 +484,11 @@ impl Subnet {
         Subnet {
             config: self.config.clone(),
             stem: self.stem.map(deep_copy),
-            blocks: self.blocks.iter().map(|(r, w)| (*r, w.map(deep_copy))).collect(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|(r, w)| (*r, w.map(deep_copy)))
+                .collect(),
             head: self.head.map(deep_copy),
         }
     }
@@ -376,14 +496,25 @@ impl Subnet {
     /// Check an input batch: `[N, in_channels, H, W]` floating point.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
         let s = x.size();
-        if s.len() != 4 || s[1] != i64::from(self.config.in_channels) || s[0] == 0 || s[2] == 0 || s[3] == 0 {
+        if s.len() != 4
+            || s[1] != i64::from(self.config.in_channels)
+            || s[0] == 0
+            || s[2] == 0
+            || s[3] == 0
+        {
             return Err(SupernetError::BadInput(format!(
                 "expected a non-empty input of shape [N, {}, H, W], got {s:?}",
                 self.config.in_channels
             )));
         }
-        if !matches!(x.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) {
-            return Err(SupernetError::BadInput(format!("expected a float input, got {:?}", x.kind())));
+        if !matches!(
+            x.kind(),
+            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
+        ) {
+            return Err(SupernetError::BadInput(format!(
+                "expected a float input, got {:?}",
+                x.kind()
+            )));
         }
         Ok(())
     }

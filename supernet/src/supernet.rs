@@ -97,18 +97,37 @@ impl Supernet {
             )?,
         };
         let registry = reg.entries;
-        Ok(Supernet { space: space.clone(), stem, blocks, head, registry })
+        Ok(Supernet {
+            space: space.clone(),
+            stem,
+            blocks,
+            head,
+            registry,
+        })
     }
 
     /// The reference names: the first block is a static layer (`.conv.weight`, `.bn.*`); elastic
     /// blocks wrap one level deeper (`.conv.conv.weight`, `.bn.bn.*`).
-    fn build_block(reg: &mut Registry<'_>, space: &SearchSpace, spec: BlockSpec) -> Result<SupernetBlock> {
+    fn build_block(
+        reg: &mut Registry<'_>,
+        space: &SearchSpace,
+        spec: BlockSpec,
+    ) -> Result<SupernetBlock> {
         let i = i64::from;
         let n = spec.index;
         let elastic = n > 0;
-        let (cw, bw) = if elastic { ("conv.conv", "bn.bn") } else { ("conv", "bn") };
+        let (cw, bw) = if elastic {
+            ("conv.conv", "bn.bn")
+        } else {
+            ("conv", "bn")
+        };
         let p = format!("blocks.{n}.conv");
-        let (cin, m, cout, k) = (i(spec.in_ch), i(spec.max_mid), i(spec.out_ch), i(spec.max_ks));
+        let (cin, m, cout, k) = (
+            i(spec.in_ch),
+            i(spec.max_mid),
+            i(spec.out_ch),
+            i(spec.max_ks),
+        );
         let inverted_bottleneck = if elastic {
             let w = reg.take(
                 format!("{p}.inverted_bottleneck.{cw}.weight"),
@@ -119,8 +138,11 @@ impl Supernet {
         } else {
             None
         };
-        let depth_conv =
-            reg.take(format!("{p}.depth_conv.{cw}.weight"), &[m, 1, k, k], Role::ConvWeight)?;
+        let depth_conv = reg.take(
+            format!("{p}.depth_conv.{cw}.weight"),
+            &[m, 1, k, k],
+            Role::ConvWeight,
+        )?;
         let mut transforms = Vec::new();
         if elastic {
             for (from, to) in space.kernel_transforms() {
@@ -138,20 +160,38 @@ impl Supernet {
             let s = i(se_width(spec.max_mid));
             let q = format!("{p}.depth_conv.se.fc");
             Some(Se {
-                reduce_weight: reg.take(format!("{q}.reduce.weight"), &[s, m, 1, 1], Role::ConvWeight)?,
+                reduce_weight: reg.take(
+                    format!("{q}.reduce.weight"),
+                    &[s, m, 1, 1],
+                    Role::ConvWeight,
+                )?,
                 reduce_bias: reg.take(format!("{q}.reduce.bias"), &[s], Role::ConvBias)?,
-                expand_weight: reg.take(format!("{q}.expand.weight"), &[m, s, 1, 1], Role::ConvWeight)?,
+                expand_weight: reg.take(
+                    format!("{q}.expand.weight"),
+                    &[m, s, 1, 1],
+                    Role::ConvWeight,
+                )?,
                 expand_bias: reg.take(format!("{q}.expand.bias"), &[m], Role::ConvBias)?,
             })
         } else {
             None
         };
-        let point_linear =
-            reg.take(format!("{p}.point_linear.{cw}.weight"), &[cout, m, 1, 1], Role::ConvWeight)?;
+        let point_linear = reg.take(
+            format!("{p}.point_linear.{cw}.weight"),
+            &[cout, m, 1, 1],
+            Role::ConvWeight,
+        )?;
         let point_bn = reg.bn(&format!("{p}.point_linear.{bw}"), cout)?;
         Ok(SupernetBlock {
             spec,
-            full: BlockWeights { inverted_bottleneck, depth_conv, depth_bn, se, point_linear, point_bn },
+            full: BlockWeights {
+                inverted_bottleneck,
+                depth_conv,
+                depth_bn,
+                se,
+                point_linear,
+                point_bn,
+            },
             transforms,
         })
     }
@@ -174,7 +214,11 @@ impl Supernet {
 
     /// Total number of elements of trainable tensors.
     pub fn num_params(&self) -> i64 {
-        self.registry.iter().filter(|(s, _)| s.role.trainable()).map(|(_, t)| t.numel() as i64).sum()
+        self.registry
+            .iter()
+            .filter(|(s, _)| s.role.trainable())
+            .map(|(_, t)| t.numel() as i64)
+            .sum()
     }
 
     /// The depthwise kernel of block `b` for `m` channels and kernel size `k`: the centre of the
@@ -188,7 +232,11 @@ impl Supernet {
             }
             let off = i64::from(from / 2 - to / 2);
             let t = i64::from(*to);
-            let centre = w.narrow(2, off, t).narrow(3, off, t).contiguous().reshape([m, t * t]);
+            let centre = w
+                .narrow(2, off, t)
+                .narrow(3, off, t)
+                .contiguous()
+                .reshape([m, t * t]);
             w = centre.linear(mat, None::<Tensor>).reshape([m, 1, t, t]);
         }
         w
@@ -211,7 +259,10 @@ impl Supernet {
                 .map(|(w, bn)| (w.narrow(0, 0, m), bn.narrow(m))),
             depth_conv: Self::active_kernel(blk, m, b.ks),
             depth_bn: full.depth_bn.narrow(m),
-            se: full.se.as_ref().map(|s| s.narrow(m, i64::from(se_width(b.mid)))),
+            se: full
+                .se
+                .as_ref()
+                .map(|s| s.narrow(m, i64::from(se_width(b.mid)))),
             point_linear: full.point_linear.narrow(1, 0, m),
             point_bn: full.point_bn.map(Tensor::shallow_clone),
         }
@@ -268,13 +319,21 @@ impl Supernet {
 
     fn sort_block(space: &SearchSpace, blk: &SupernetBlock, stage: usize) {
         let w = &blk.full;
-        let imp = w.point_linear.abs().sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
+        let imp = w
+            .point_linear
+            .abs()
+            .sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
         if stage > 0 {
             let mut expands = space.expand_ratio_list.clone();
             expands.sort_unstable_by(|a, b| b.cmp(a));
             let tw: Vec<i64> = expands
                 .iter()
-                .map(|e| i64::from(make_divisible(f64::from(blk.spec.in_ch * e), CHANNEL_DIVISIBLE)))
+                .map(|e| {
+                    i64::from(make_divisible(
+                        f64::from(blk.spec.in_ch * e),
+                        CHANNEL_DIVISIBLE,
+                    ))
+                })
                 .collect();
             let mut right = imp.size()[0];
             let mut base = -(tw.len() as f64) * 1e5;
@@ -303,7 +362,10 @@ impl Supernet {
             permute(&se.expand_weight, 0, &idx);
             permute(&se.expand_bias, 0, &idx);
             permute(&se.reduce_weight, 1, &idx);
-            let se_imp = se.expand_weight.abs().sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
+            let se_imp =
+                se.expand_weight
+                    .abs()
+                    .sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
             let (_, se_idx) = se_imp.sort_stable(true, 0, true);
             permute(&se.expand_weight, 1, &se_idx);
             permute(&se.reduce_weight, 0, &se_idx);

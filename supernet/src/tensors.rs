@@ -35,13 +35,19 @@ pub enum Role {
 impl Role {
     /// Whether the optimiser updates it.
     pub fn trainable(self) -> bool {
-        !matches!(self, Role::RunningMean | Role::RunningVar | Role::BatchCounter)
+        !matches!(
+            self,
+            Role::RunningMean | Role::RunningVar | Role::BatchCounter
+        )
     }
 
     /// Whether weight decay applies (the reference: none on BN and biases; the kernel transform
     /// matrices do get it).
     pub fn weight_decay(self) -> bool {
-        matches!(self, Role::ConvWeight | Role::LinearWeight | Role::KernelTransform)
+        matches!(
+            self,
+            Role::ConvWeight | Role::LinearWeight | Role::KernelTransform
+        )
     }
 
     /// Element type.
@@ -124,17 +130,23 @@ impl MapSource {
         left.sort_by(|a, b| a.0.cmp(&b.0));
         match left.into_iter().next() {
             None => Ok(()),
-            Some((name, t)) => Err(SupernetError::UnknownTensor { name, shape: t.size() }),
+            Some((name, t)) => Err(SupernetError::UnknownTensor {
+                name,
+                shape: t.size(),
+            }),
         }
     }
 }
 
 impl TensorSource for MapSource {
     fn take(&mut self, spec: &TensorSpec) -> Result<Tensor> {
-        let t = self.map.remove(&spec.name).ok_or_else(|| SupernetError::MissingTensor {
-            name: spec.name.clone(),
-            shape: spec.shape.clone(),
-        })?;
+        let t = self
+            .map
+            .remove(&spec.name)
+            .ok_or_else(|| SupernetError::MissingTensor {
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+            })?;
         if t.size() != spec.shape {
             return Err(SupernetError::ShapeMismatch {
                 name: spec.name.clone(),
@@ -145,7 +157,10 @@ impl TensorSource for MapSource {
         let want = spec.role.kind();
         let ok = match want {
             Kind::Int64 => t.kind() == Kind::Int64,
-            _ => matches!(t.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double),
+            _ => matches!(
+                t.kind(),
+                Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
+            ),
         };
         if !ok {
             return Err(SupernetError::DtypeMismatch {
@@ -166,14 +181,25 @@ pub(crate) struct Registry<'a> {
 
 impl<'a> Registry<'a> {
     pub(crate) fn new(source: &'a mut dyn TensorSource) -> Self {
-        Registry { source, entries: Vec::new() }
+        Registry {
+            source,
+            entries: Vec::new(),
+        }
     }
 
     /// Take one tensor; trainable ones get `requires_grad`.
     pub(crate) fn take(&mut self, name: String, shape: &[i64], role: Role) -> Result<Tensor> {
-        let spec = TensorSpec { name, shape: shape.to_vec(), role };
+        let spec = TensorSpec {
+            name,
+            shape: shape.to_vec(),
+            role,
+        };
         let t = self.source.take(&spec)?;
-        let t = if role.trainable() { t.set_requires_grad(true) } else { t };
+        let t = if role.trainable() {
+            t.set_requires_grad(true)
+        } else {
+            t
+        };
         self.entries.push((spec, t.shallow_clone()));
         Ok(t)
     }

@@ -53,8 +53,13 @@ fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
     assert_eq!(a.size(), b.size(), "{what}: shape");
     let a = a.to_kind(Kind::Double);
     let b = b.to_kind(Kind::Double);
-    let excess = ((&a - &b).abs() - (b.abs() + 1.0) * tol).max().double_value(&[]);
-    assert!(excess <= 0.0, "{what}: differs beyond tolerance {tol} (by {excess:e})");
+    let excess = ((&a - &b).abs() - (b.abs() + 1.0) * tol)
+        .max()
+        .double_value(&[]);
+    assert!(
+        excess <= 0.0,
+        "{what}: differs beyond tolerance {tol} (by {excess:e})"
+    );
 }
 
 #[test]
@@ -64,7 +69,9 @@ fn supernet_logits_match_reference_for_all_configs() {
     assert_eq!(cs.len(), 8);
     for c in &cs {
         let io = read_safetensors(&fixtures().join(&c.io)).unwrap();
-        let y = net.forward(&io.tensors["input"], &c.arch, Mode::Eval).unwrap();
+        let y = net
+            .forward(&io.tensors["input"], &c.arch, Mode::Eval)
+            .unwrap();
         assert_close(&y, &io.tensors["logits_supernet"], 1e-4, &c.io);
     }
 }
@@ -135,14 +142,23 @@ fn importance_sorting_stage1_up_to_ties() {
     let net = load_supernet();
     net.sort_channels(1);
     let reference = read_safetensors(&fixtures().join("supernet_reorg_e1.safetensors")).unwrap();
-    let ours: HashMap<String, Tensor> =
-        net.tensors().iter().map(|(s, t)| (s.name.clone(), t.detach())).collect();
-    let orig: HashMap<String, Tensor> =
-        original.tensors().iter().map(|(s, t)| (s.name.clone(), t.detach())).collect();
+    let ours: HashMap<String, Tensor> = net
+        .tensors()
+        .iter()
+        .map(|(s, t)| (s.name.clone(), t.detach()))
+        .collect();
+    let orig: HashMap<String, Tensor> = original
+        .tensors()
+        .iter()
+        .map(|(s, t)| (s.name.clone(), t.detach()))
+        .collect();
     let blocks = s.blocks();
     for n in reorg_blocks(&s) {
         let p = format!("blocks.{n}.conv.point_linear.conv.conv.weight");
-        let imp = |t: &Tensor| t.abs().sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
+        let imp = |t: &Tensor| {
+            t.abs()
+                .sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float)
+        };
         let (a, r) = (imp(&ours[&p]), imp(&reference.tensors[&p]));
         // Bands: the channels of the e=4 width first, the rest after (stage 1).
         let m = a.size()[0];
@@ -158,7 +174,10 @@ fn importance_sorting_stage1_up_to_ties() {
         for (lo, hi) in [(0, tw1), (tw1, m)] {
             let band = a_off.narrow(0, lo, hi - lo);
             let diffs = band.narrow(0, 0, hi - lo - 1) - band.narrow(0, 1, hi - lo - 1);
-            assert!(diffs.min().double_value(&[]) >= 0.0, "block {n}: band {lo}..{hi} not sorted");
+            assert!(
+                diffs.min().double_value(&[]) >= 0.0,
+                "block {n}: band {lo}..{hi} not sorted"
+            );
             // The same channels as the reference in each band, up to the order of ties.
             let sorted = |t: &Tensor| t.narrow(0, lo, hi - lo).sort(0, true).0;
             assert!(
@@ -191,8 +210,12 @@ fn importance_sorting_stage1_up_to_ties() {
 fn pth_checkpoints_import_to_identical_tensors() {
     let reference = read_safetensors(&fixtures().join("supernet.safetensors")).unwrap();
     for file in ["supernet_current_naming.pth", "supernet_legacy_naming.pth"] {
-        let net = import_supernet(&fixtures().join(file), &ImportOptions::default(), Device::Cpu)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let net = import_supernet(
+            &fixtures().join(file),
+            &ImportOptions::default(),
+            Device::Cpu,
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(net.space().width_mult, 0.25, "{file}: inferred width");
         assert_eq!(net.space().n_classes, 10);
         assert_eq!(net.space().ks_list, vec![3, 5, 7]);

@@ -19,7 +19,9 @@ fn space() -> SearchSpace {
 }
 
 fn fixture_tensors() -> HashMap<String, Tensor> {
-    read_safetensors(&fixtures().join("supernet.safetensors")).unwrap().tensors
+    read_safetensors(&fixtures().join("supernet.safetensors"))
+        .unwrap()
+        .tensors
 }
 
 fn load() -> Supernet {
@@ -47,7 +49,10 @@ fn random_configs_supernet_equals_extracted_subnet() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for _ in 0..10 {
         let arch = sample(&s, &Choices::all(&s), &mut rng);
-        let x = Tensor::randn([2, 3, i64::from(arch.r), i64::from(arch.r)], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn(
+            [2, 3, i64::from(arch.r), i64::from(arch.r)],
+            (Kind::Float, Device::Cpu),
+        );
         let a = net.forward(&x, &arch, Mode::Eval).unwrap();
         let b = net.extract(&arch).unwrap().forward(&x, Mode::Eval).unwrap();
         assert!(max_abs_diff(&a, &b) <= 1e-5, "{arch:?}");
@@ -76,7 +81,11 @@ fn train_mode_bn_updates_only_the_first_channels() {
     let name = "blocks.1.conv.depth_conv.bn.bn.running_mean";
     let counter = "blocks.1.conv.depth_conv.bn.bn.num_batches_tracked";
     let get = |n: &str| {
-        net.tensors().iter().find(|(s, _)| s.name == n).map(|(_, t)| t.detach().copy()).unwrap()
+        net.tensors()
+            .iter()
+            .find(|(s, _)| s.name == n)
+            .map(|(_, t)| t.detach().copy())
+            .unwrap()
     };
     let before = get(name);
     let count_before = get(counter).int64_value(&[]);
@@ -86,12 +95,21 @@ fn train_mode_bn_updates_only_the_first_channels() {
     let m = i64::from(s.blocks()[1].mid(3));
     let max = before.size()[0];
     assert!(m < max);
-    assert!(max_abs_diff(&before.narrow(0, 0, m), &after.narrow(0, 0, m)) > 0.0, "first C updated");
-    assert_eq!(max_abs_diff(&before.narrow(0, m, max - m), &after.narrow(0, m, max - m)), 0.0);
+    assert!(
+        max_abs_diff(&before.narrow(0, 0, m), &after.narrow(0, 0, m)) > 0.0,
+        "first C updated"
+    );
+    assert_eq!(
+        max_abs_diff(&before.narrow(0, m, max - m), &after.narrow(0, m, max - m)),
+        0.0
+    );
     assert_eq!(get(counter).int64_value(&[]), count_before + 1);
     // Skipped blocks are untouched.
     let skipped = "blocks.4.conv.depth_conv.bn.bn.running_mean";
-    let before4 = read_safetensors(&fixtures().join("supernet.safetensors")).unwrap().tensors[skipped].copy();
+    let before4 = read_safetensors(&fixtures().join("supernet.safetensors"))
+        .unwrap()
+        .tensors[skipped]
+        .copy();
     assert_eq!(max_abs_diff(&before4, &get(skipped)), 0.0);
 }
 
@@ -121,13 +139,17 @@ fn bn_recalibration_reference_semantics() {
     let arch = sample(&s, &Choices::all(&s), &mut ChaCha8Rng::seed_from_u64(5));
     let sub = net.extract(&arch).unwrap();
     let r = i64::from(arch.r);
-    let batches: Vec<Tensor> =
-        (0..3).map(|i| Tensor::randn([5 + i, 3, r, r], (Kind::Float, Device::Cpu))).collect();
+    let batches: Vec<Tensor> = (0..3)
+        .map(|i| Tensor::randn([5 + i, 3, r, r], (Kind::Float, Device::Cpu)))
+        .collect();
     let n = recalibrate_bn(&sub, batches.iter().map(Tensor::shallow_clone)).unwrap();
     assert_eq!(n, 18);
     // The stem BN sees the stem conv output directly: check the weighted average by hand.
     let stem_w = &sub.named_tensors()[0].1;
-    let (mut sm, mut sv) = (Tensor::zeros([8], (Kind::Float, Device::Cpu)), Tensor::zeros([8], (Kind::Float, Device::Cpu)));
+    let (mut sm, mut sv) = (
+        Tensor::zeros([8], (Kind::Float, Device::Cpu)),
+        Tensor::zeros([8], (Kind::Float, Device::Cpu)),
+    );
     for b in &batches {
         let h = b.conv2d(stem_w, None::<Tensor>, 2, 1, 1, 1);
         let mean = h.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float);
@@ -143,10 +165,16 @@ fn bn_recalibration_reference_semantics() {
     recalibrate_bn(&view, batches.iter().map(Tensor::shallow_clone)).unwrap();
     let after = net.extract(&arch).unwrap().named_tensors();
     for ((name, a), (_, b)) in after.iter().zip(sub.named_tensors().iter()) {
-        assert!(max_abs_diff(a, b) < 1e-5, "{name}: view and subnet recalibration differ");
+        assert!(
+            max_abs_diff(a, b) < 1e-5,
+            "{name}: view and subnet recalibration differ"
+        );
     }
     let empty: Vec<Tensor> = Vec::new();
-    assert!(matches!(recalibrate_bn(&sub, empty), Err(SupernetError::BadInput(_))));
+    assert!(matches!(
+        recalibrate_bn(&sub, empty),
+        Err(SupernetError::BadInput(_))
+    ));
 }
 
 #[test]
@@ -155,11 +183,23 @@ fn supernet_checkpoint_round_trip_and_init() {
     let s = space();
     let net = Supernet::new(&s, 1, Device::Cpu).unwrap();
     // he_fout init: conv std √(2 / (k·k·out)); BN γ = 1.
-    let w = &net.tensors().iter().find(|(sp, _)| sp.name == "final_expand_layer.conv.weight").unwrap().1;
+    let w = &net
+        .tensors()
+        .iter()
+        .find(|(sp, _)| sp.name == "final_expand_layer.conv.weight")
+        .unwrap()
+        .1;
     let std = w.std(true).double_value(&[]);
-    assert!((std - (2.0f64 / 240.0).sqrt()).abs() < 0.01, "init std {std}");
+    assert!(
+        (std - (2.0f64 / 240.0).sqrt()).abs() < 0.01,
+        "init std {std}"
+    );
     let path = dir.path().join("s.safetensors");
-    let prov = Provenance { source: Some("test".into()), seed: Some(1), ..Default::default() };
+    let prov = Provenance {
+        source: Some("test".into()),
+        seed: Some(1),
+        ..Default::default()
+    };
     net.save(&path, &prov, None).unwrap();
     let back = Supernet::load(&path, Device::Cpu).unwrap();
     assert_eq!(back.provenance, prov);
@@ -193,7 +233,11 @@ fn reference_subnet_files_load_from_their_net_config() {
 
 // ---------------------------------------------------------------- bad input
 
-fn write_variant(dir: &Path, name: &str, edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> PathBuf {
+fn write_variant(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut HashMap<String, Tensor>),
+) -> PathBuf {
     let mut t = fixture_tensors();
     edit(&mut t);
     let v: Vec<(String, Tensor)> = t.into_iter().collect();
@@ -216,51 +260,79 @@ fn bad_checkpoints_give_typed_errors_naming_the_tensor() {
         t.remove("blocks.3.conv.depth_conv.conv.7to5_matrix");
     });
     let e = Supernet::load(&p, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("missing tensor `blocks.3.conv.depth_conv.conv.7to5_matrix`"), "{e}");
+    assert!(
+        e.contains("missing tensor `blocks.3.conv.depth_conv.conv.7to5_matrix`"),
+        "{e}"
+    );
 
     let p = write_variant(d, "unknown.safetensors", |t| {
-        t.insert("blocks.99.extra".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu)));
+        t.insert(
+            "blocks.99.extra".into(),
+            Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+        );
     });
     let e = Supernet::load(&p, Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("unknown tensor `blocks.99.extra`"), "{e}");
 
     let p = write_variant(d, "shape.safetensors", |t| {
-        t.insert("classifier.linear.bias".into(), Tensor::zeros([11], (Kind::Float, Device::Cpu)));
+        t.insert(
+            "classifier.linear.bias".into(),
+            Tensor::zeros([11], (Kind::Float, Device::Cpu)),
+        );
     });
     let e = Supernet::load(&p, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("`classifier.linear.bias` has shape [11], expected [10]"), "{e}");
+    assert!(
+        e.contains("`classifier.linear.bias` has shape [11], expected [10]"),
+        "{e}"
+    );
 
     let p = write_variant(d, "dtype.safetensors", |t| {
-        t.insert("first_conv.bn.running_mean".into(), Tensor::zeros([8], (Kind::Int64, Device::Cpu)));
+        t.insert(
+            "first_conv.bn.running_mean".into(),
+            Tensor::zeros([8], (Kind::Int64, Device::Cpu)),
+        );
     });
     let e = Supernet::load(&p, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("`first_conv.bn.running_mean` has dtype Int64"), "{e}");
+    assert!(
+        e.contains("`first_conv.bn.running_mean` has dtype Int64"),
+        "{e}"
+    );
 
     // Truncated and corrupted files.
     let bytes = std::fs::read(&ok).unwrap();
     let trunc = d.join("trunc.safetensors");
     std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
     let e = Supernet::load(&trunc, Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("trunc.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("trunc.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
     let mut bad = bytes.clone();
     for b in bad.iter_mut().skip(8).take(40) {
         *b = b'#';
     }
     let corrupt = d.join("corrupt.safetensors");
     std::fs::write(&corrupt, &bad).unwrap();
-    let e = Supernet::load(&corrupt, Device::Cpu).unwrap_err().to_string();
+    let e = Supernet::load(&corrupt, Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a valid safetensors"), "{e}");
     std::fs::write(&corrupt, b"abc").unwrap();
     assert!(Supernet::load(&corrupt, Device::Cpu).is_err());
-    let e = Supernet::load(&d.join("nope.safetensors"), Device::Cpu).unwrap_err().to_string();
+    let e = Supernet::load(&d.join("nope.safetensors"), Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nope.safetensors"), "{e}");
     // A reference state_dict without metadata points the user at `ofa import`.
-    let e = Supernet::load(&fixtures().join("supernet.safetensors"), Device::Cpu).unwrap_err().to_string();
+    let e = Supernet::load(&fixtures().join("supernet.safetensors"), Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("ofa import"), "{e}");
     // Garbage .pth.
     let pth = d.join("x.pth");
     std::fs::write(&pth, b"PK\x03\x04 not really a zip").unwrap();
-    let e = ofa_supernet::import::import_supernet(&pth, &Default::default(), Device::Cpu).unwrap_err();
+    let e =
+        ofa_supernet::import::import_supernet(&pth, &Default::default(), Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("x.pth"), "{e}");
 }
 
@@ -275,13 +347,25 @@ fn invalid_archs_and_inputs_are_errors_not_panics() {
     assert!(e.contains("`ks[0]` = 4"), "{e}");
     let mut a = ArchConfig::smallest(&s);
     a.d[1] = 5;
-    assert!(net.extract(&a).unwrap_err().to_string().contains("`d[1]` = 5"));
+    assert!(net
+        .extract(&a)
+        .unwrap_err()
+        .to_string()
+        .contains("`d[1]` = 5"));
     let mut a = ArchConfig::smallest(&s);
     a.ks.truncate(19);
-    assert!(net.forward(&x, &a, Mode::Eval).unwrap_err().to_string().contains("`ks` has 19 entries"));
+    assert!(net
+        .forward(&x, &a, Mode::Eval)
+        .unwrap_err()
+        .to_string()
+        .contains("`ks` has 19 entries"));
     let mut a = ArchConfig::smallest(&s);
     a.r = 224;
-    assert!(net.extract(&a).unwrap_err().to_string().contains("resolution 224"));
+    assert!(net
+        .extract(&a)
+        .unwrap_err()
+        .to_string()
+        .contains("resolution 224"));
     let a = ArchConfig::smallest(&s);
     let bad = Tensor::randn([1, 1, 32, 32], (Kind::Float, Device::Cpu));
     let e = net.forward(&bad, &a, Mode::Eval).unwrap_err().to_string();

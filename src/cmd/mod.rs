@@ -1,0 +1,43 @@
+//! One module per subcommand, plus the helpers they share.
+
+pub mod bench;
+pub mod extract;
+pub mod import;
+pub mod infer;
+pub mod inspect;
+
+use std::path::Path;
+
+use anyhow::Context;
+use ofa_space::{ArchConfig, SearchSpace};
+use ofa_supernet::SupernetError;
+
+/// 2 for internal (libtorch) failures, 1 for everything the user can fix.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<SupernetError>() {
+        Some(SupernetError::Torch(_)) => 2,
+        _ => 1,
+    }
+}
+
+/// Read an arch JSON file (any of the reference's forms).
+pub fn read_arch(path: &Path) -> anyhow::Result<ArchConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ArchConfig::from_json(&text).with_context(|| format!("{}: not a valid arch", path.display()))
+}
+
+/// A preset name or a SearchSpace JSON file.
+pub fn read_space(spec: &str) -> anyhow::Result<SearchSpace> {
+    if Path::new(spec).is_file() {
+        let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read {spec}"))?;
+        return SearchSpace::from_json(&text)
+            .with_context(|| format!("{spec}: not a valid search space"));
+    }
+    Ok(SearchSpace::preset(spec)?)
+}
+
+/// Parse a device name.
+pub fn device(s: &str) -> anyhow::Result<tch::Device> {
+    ofa_supernet::device::parse_device(s).map_err(anyhow::Error::msg)
+}

@@ -1,0 +1,290 @@
+//! End-to-end tests of the `ofa` binary, driven as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ofa_supernet::checkpoint::read_safetensors;
+use serde_json::Value;
+use tch::Kind;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ofa-tiny")
+}
+
+fn ofa(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ofa"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "ofa {args:?} panicked: {stderr}"
+    );
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ofa(args);
+    assert!(
+        out.status.success(),
+        "ofa {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs, expects exit code 1 and returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = ofa(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "ofa {args:?}: {stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn arch_of(index: usize) -> String {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("subnets.json")).unwrap())
+            .unwrap();
+    let c = &v[index];
+    serde_json::json!({"ks": c["ks"], "e": c["e"], "d": c["d"], "r": [c["resolution"]]}).to_string()
+}
+
+fn max_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+#[test]
+fn import_extract_infer_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sup = d.join("supernet.safetensors");
+    ok(&[
+        "import",
+        s(&fixtures().join("supernet_current_naming.pth")),
+        "--out",
+        s(&sup),
+    ]);
+    let info: Value = serde_json::from_str(&ok(&["inspect", s(&sup), "--json"])).unwrap();
+    assert_eq!(info["kind"], "supernet");
+    assert_eq!(info["tensors"], 475);
+    assert_eq!(info["space"]["width_mult"], 0.25);
+    // MACs of the largest subnet at 48 px equal the reference's count.
+    let largest = &info["subnets"][0]["by_resolution"];
+    let at48 = largest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resolution"] == 48)
+        .unwrap();
+    assert_eq!(at48["macs"], 5196896);
+
+    let arch = d.join("arch.json");
+    std::fs::write(&arch, arch_of(3)).unwrap();
+    let sub = d.join("subnet.safetensors");
+    let nc = d.join("net.config.json");
+    ok(&[
+        "extract",
+        "--supernet",
+        s(&sup),
+        "--arch",
+        s(&arch),
+        "--out",
+        s(&sub),
+        "--net-config",
+        s(&nc),
+    ]);
+    // Same tensors as the reference's get_active_subnet.
+    let ours = read_safetensors(&sub).unwrap();
+    let reference = read_safetensors(&fixtures().join("subnet_3.safetensors")).unwrap();
+    assert_eq!(ours.tensors.len(), reference.tensors.len());
+    for (name, r) in &reference.tensors {
+        let t = ours
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("missing {name}"));
+        assert!(max_diff(t, r) <= 1e-5, "{name}");
+    }
+    // The net.config JSON is the reference's.
+    let ref_nc: Value = serde_json::from_str(&reference.metadata["net_config"]).unwrap();
+    let mut our_nc: Value = serde_json::from_str(&std::fs::read_to_string(&nc).unwrap()).unwrap();
+    // Training dropout is not in a state_dict: the import keeps the reference default (0.1), the
+    // fixture was built with 0.
+    assert_eq!(our_nc["classifier"]["dropout_rate"], 0.1);
+    our_nc["classifier"]["dropout_rate"] = ref_nc["classifier"]["dropout_rate"].clone();
+    assert!(our_nc == ref_nc, "net.config differs from the reference's");
+
+    // Subnet and supernet + arch give the reference logits.
+    let io = fixtures().join("io_3.safetensors");
+    let expected = read_safetensors(&io).unwrap();
+    let out = d.join("logits.safetensors");
+    ok(&[
+        "infer",
+        "--model",
+        s(&sub),
+        "--input",
+        s(&io),
+        "--out",
+        s(&out),
+    ]);
+    let got = read_safetensors(&out).unwrap();
+    assert!(max_diff(&got.tensors["logits"], &expected.tensors["logits_subnet"]) < 1e-4);
+    ok(&[
+        "infer",
+        "--model",
+        s(&sup),
+        "--arch",
+        s(&arch),
+        "--input",
+        s(&io),
+        "--out",
+        s(&out),
+    ]);
+    let got = read_safetensors(&out).unwrap();
+    assert!(max_diff(&got.tensors["logits"], &expected.tensors["logits_supernet"]) < 1e-4);
+    // A reference state_dict works directly as a model too.
+    let legacy = fixtures().join("supernet_legacy_naming.pth");
+    ok(&[
+        "infer",
+        "--model",
+        s(&legacy),
+        "--arch",
+        s(&arch),
+        "--input",
+        s(&io),
+        "--out",
+        s(&out),
+    ]);
+    let sub_info: Value = serde_json::from_str(&ok(&["inspect", s(&sub), "--json"])).unwrap();
+    assert_eq!(sub_info["kind"], "subnet");
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("subnets.json")).unwrap())
+            .unwrap();
+    assert_eq!(sub_info["macs"], cases[3]["macs"]);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sup = fixtures().join("supernet.safetensors");
+    let io = fixtures().join("io_1.safetensors");
+    let out = d.join("o.safetensors");
+    let arch = d.join("arch.json");
+
+    let e = fails(&[
+        "extract",
+        "--supernet",
+        s(&sup),
+        "--arch",
+        s(&d.join("nope.json")),
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("nope.json"), "{e}");
+
+    std::fs::write(&arch, arch_of(1).replace("[3,3,3,", "[4,3,3,")).unwrap();
+    let e = fails(&[
+        "extract",
+        "--supernet",
+        s(&sup),
+        "--arch",
+        s(&arch),
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("`ks[0]` = 4"), "{e}");
+
+    std::fs::write(&arch, "{\"ks\": [3], ").unwrap();
+    let e = fails(&[
+        "extract",
+        "--supernet",
+        s(&sup),
+        "--arch",
+        s(&arch),
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("not a valid arch"), "{e}");
+
+    std::fs::write(&arch, arch_of(1)).unwrap();
+    let e = fails(&[
+        "infer",
+        "--model",
+        s(&sup),
+        "--input",
+        s(&io),
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("--arch"), "{e}");
+    let e = fails(&[
+        "infer",
+        "--model",
+        s(&sup),
+        "--arch",
+        s(&arch),
+        "--input",
+        s(&sup),
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("no tensor named `input`"), "{e}");
+    let e = fails(&[
+        "infer",
+        "--model",
+        s(&sup),
+        "--arch",
+        s(&arch),
+        "--input",
+        s(&io),
+        "--out",
+        s(&out),
+        "--device",
+        "cuda:7",
+    ]);
+    assert!(e.contains("cuda:7"), "{e}");
+
+    let bytes = std::fs::read(&sup).unwrap();
+    let trunc = d.join("trunc.safetensors");
+    std::fs::write(&trunc, &bytes[..1000]).unwrap();
+    let e = fails(&["inspect", s(&trunc)]);
+    assert!(e.contains("trunc.safetensors"), "{e}");
+    let e = fails(&["import", s(&d.join("missing.pth")), "--out", s(&out)]);
+    assert!(e.contains("missing.pth"), "{e}");
+    assert!(!out.exists(), "nothing written on failure");
+    let e = fails(&["frobnicate"]);
+    assert!(e.contains("frobnicate"), "{e}");
+}
+
+#[test]
+fn devices_and_bench_json() {
+    let v: Value = serde_json::from_str(&ok(&["inspect", "--devices", "--json"])).unwrap();
+    assert!(v["devices"]["cpu"]["threads"].as_i64().unwrap() >= 1);
+    assert!(v["devices"]["cuda_available"].is_boolean());
+    let b: Value = serde_json::from_str(&ok(&[
+        "bench",
+        "extract",
+        "--space",
+        "ofa-mbv3-tiny",
+        "--repeats",
+        "3",
+        "--forward-repeats",
+        "1",
+        "--resolution",
+        "32",
+        "--batch",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(b["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(b["forward_largest"]["median_ms"].as_f64().unwrap() > 0.0);
+}
