@@ -1,5 +1,7 @@
 //! End-to-end tests of the `ofa` binary, driven as a user would.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

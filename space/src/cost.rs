@@ -66,6 +66,7 @@ pub fn cost_at(space: &SearchSpace, arch: &ArchConfig, r: u32) -> Cost {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

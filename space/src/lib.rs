@@ -5,6 +5,21 @@
 //! - [`ArchConfig`]: one subnet, reference-JSON compatible, validated against a space.
 //! - [`Choices`] and [`sample`]: seeded uniform sampling from any subset of choices.
 //! - [`cost`]: analytic MACs and params equal to the reference's counts.
+//!
+//! ```
+//! use ofa_space::{cost, ArchConfig, SearchSpace};
+//!
+//! let space = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+//! let arch = ArchConfig::from_json(
+//!     r#"{"ks": [7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7],
+//!         "e":  [6,6,6,6,6,6,6,6,6,6,6,6,6,6,6,6,6,6,6,6],
+//!         "d":  [4,4,4,4,4], "image_size": 224}"#,
+//! ).unwrap();
+//! arch.validate(&space).unwrap();
+//! let c = cost(&space, &arch);
+//! assert_eq!(format!("{:.1}M MACs", c.macs as f64 / 1e6), "566.2M MACs");
+//! assert_eq!(format!("{:.2}M params", c.params as f64 / 1e6), "7.66M params");
+//! ```
 
 #![warn(missing_docs)]
 

@@ -68,6 +68,7 @@ pub fn sample<R: Rng + ?Sized>(space: &SearchSpace, choices: &Choices, rng: &mut
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rand::SeedableRng;

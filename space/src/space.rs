@@ -367,11 +367,9 @@ impl SearchSpace {
         });
         let mut cin = widths[0];
         let max_e = self.max_expand();
-        for stage in 1..=N_STAGES {
-            let st = &self.stages[stage];
+        for (stage, (st, &cout)) in self.stages.iter().zip(&widths).enumerate().skip(1) {
             for pos in 0..self.max_depth() {
                 let stride = if pos == 0 { st.stride } else { 1 };
-                let cout = widths[stage];
                 out.push(BlockSpec {
                     index: out.len(),
                     stage,
@@ -406,6 +404,7 @@ impl SearchSpace {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -296,7 +296,7 @@ impl Supernet {
     /// Cut out the subnet `arch` selects: the reference `get_active_subnet(preserve_weight=True)`,
     /// with fresh, contiguous, detached tensors.
     pub fn extract(&self, arch: &ArchConfig) -> Result<Subnet> {
-        Ok(tch::no_grad(|| self.view(arch).map(|v| v.deep_copy()))?)
+        tch::no_grad(|| self.view(arch).map(|v| v.deep_copy()))
     }
 
     /// Forward pass of the subnet `arch` selects.

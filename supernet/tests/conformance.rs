@@ -1,5 +1,7 @@
 //! Conformance against the reference implementation's outputs (`tests/fixtures/ofa-tiny`).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

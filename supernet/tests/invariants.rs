@@ -1,5 +1,7 @@
 //! Invariants of the supernet, checkpoints round trips, BN recalibration and bad input.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
