@@ -1,0 +1,372 @@
+//! Datasets in their real on-disk formats, decoded into memory: MNIST-style IDX (Fashion-MNIST,
+//! MNIST; raw or gzip) and CIFAR-10 binary batches. Every error names the file at fault.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+/// Why a dataset could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file that is not what it should be (wrong magic, truncated, inconsistent).
+    #[error("{path}: {reason}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file or folder that is missing or unreadable.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A dataset directory that does not hold a known format.
+    #[error("{path}: {reason}")]
+    UnknownFormat {
+        /// The directory.
+        path: PathBuf,
+        /// What was looked for.
+        reason: String,
+    },
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> DataError {
+    DataError::BadFile {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// One split held in memory: images `[N, C, H, W]` uint8 and labels `[N]` int64, on the CPU.
+#[derive(Debug)]
+pub struct Split {
+    /// `[N, C, H, W]`, uint8.
+    pub images: Tensor,
+    /// `[N]`, int64.
+    pub labels: Tensor,
+}
+
+impl Split {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    /// Whether the split is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The examples at `idx`, in that order.
+    pub fn select(&self, idx: &[i64]) -> Split {
+        let i = Tensor::from_slice(idx);
+        Split {
+            images: self.images.index_select(0, &i),
+            labels: self.labels.index_select(0, &i),
+        }
+    }
+
+    /// A deterministic held-out split: `n_val` examples chosen by a seeded permutation become the
+    /// validation split, the rest (in their original order) the training split.
+    pub fn split_validation(&self, n_val: usize, seed: u64) -> (Split, Split) {
+        let n = self.len();
+        let n_val = n_val.min(n);
+        let mut perm: Vec<i64> = (0..n as i64).collect();
+        perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let mut val: Vec<i64> = perm[..n_val].to_vec();
+        let mut train: Vec<i64> = perm[n_val..].to_vec();
+        val.sort_unstable();
+        train.sort_unstable();
+        (self.select(&train), self.select(&val))
+    }
+
+    /// Move to a device (images stay uint8).
+    pub fn to_device(&self, device: Device) -> Split {
+        Split {
+            images: self.images.to_device(device),
+            labels: self.labels.to_device(device),
+        }
+    }
+}
+
+/// A dataset: a training split, the test split where the format has one, and its shape.
+#[derive(Debug)]
+pub struct Dataset {
+    /// Format and origin, e.g. `fashion-mnist (/usr/share/datasets/fashion-mnist)`.
+    pub name: String,
+    /// Training images.
+    pub train: Split,
+    /// Test images, where the format has them.
+    pub test: Option<Split>,
+    /// Number of classes.
+    pub n_classes: usize,
+    /// Image channels (1 grayscale, 3 RGB).
+    pub channels: usize,
+}
+
+/// Where the Debian package `dataset-fashion-mnist` puts the data.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| bad(path, format!("corrupt or truncated gzip data ({e})")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Read an IDX file of unsigned bytes (raw or gzip): its dimensions and data.
+pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let bytes = read_maybe_gz(path)?;
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err(bad(path, "not an IDX file (wrong magic number)"));
+    }
+    if bytes[2] != 0x08 {
+        return Err(bad(
+            path,
+            format!(
+                "IDX element type 0x{:02x} is not unsigned byte (0x08)",
+                bytes[2]
+            ),
+        ));
+    }
+    let ndims = bytes[3] as usize;
+    let header = 4 + 4 * ndims;
+    if ndims == 0 || bytes.len() < header {
+        return Err(bad(path, "truncated IDX header"));
+    }
+    let dims: Vec<usize> = (0..ndims)
+        .map(|i| {
+            let o = 4 + 4 * i;
+            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+        })
+        .collect();
+    let want = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let got = bytes.len() - header;
+    match want {
+        Some(w) if w == got => {}
+        Some(w) if w > got => {
+            return Err(bad(
+                path,
+                format!("truncated: dimensions {dims:?} need {w} bytes, the file has {got}"),
+            ))
+        }
+        Some(w) => {
+            return Err(bad(
+                path,
+                format!("{} trailing bytes after {w} bytes of data", got - w),
+            ))
+        }
+        None => return Err(bad(path, format!("dimensions {dims:?} overflow"))),
+    }
+    Ok((dims, bytes[header..].to_vec()))
+}
+
+fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [format!("{stem}.gz"), stem.to_string()]
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
+fn idx_split(dir: &Path, prefix: &str) -> Result<Option<Split>, DataError> {
+    let (Some(ip), Some(lp)) = (
+        find(dir, &format!("{prefix}-images-idx3-ubyte")),
+        find(dir, &format!("{prefix}-labels-idx1-ubyte")),
+    ) else {
+        return Ok(None);
+    };
+    let (idims, images) = read_idx(&ip)?;
+    let (ldims, labels) = read_idx(&lp)?;
+    if idims.len() != 3 {
+        return Err(bad(
+            &ip,
+            format!("expected 3 dimensions [N, H, W], got {idims:?}"),
+        ));
+    }
+    if ldims.len() != 1 {
+        return Err(bad(&lp, format!("expected 1 dimension [N], got {ldims:?}")));
+    }
+    if idims[0] != ldims[0] {
+        return Err(bad(
+            &lp,
+            format!(
+                "{} labels for {} images in {}",
+                ldims[0],
+                idims[0],
+                ip.display()
+            ),
+        ));
+    }
+    if idims[0] == 0 {
+        return Err(bad(&ip, "holds no images"));
+    }
+    let (n, h, w) = (idims[0] as i64, idims[1] as i64, idims[2] as i64);
+    let images = Tensor::from_slice(&images).reshape([n, 1, h, w]);
+    let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+    Ok(Some(Split {
+        images,
+        labels: Tensor::from_slice(&labels),
+    }))
+}
+
+/// Load an MNIST-style IDX dataset directory (`train-images-idx3-ubyte[.gz]`,
+/// `train-labels-idx1-ubyte[.gz]`, and the `t10k-*` test files when present).
+pub fn load_idx_dir(dir: &Path) -> Result<Dataset, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    let train = idx_split(dir, "train")?.ok_or_else(|| DataError::UnknownFormat {
+        path: dir.to_path_buf(),
+        reason: "no train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] pair".into(),
+    })?;
+    let test = idx_split(dir, "t10k")?;
+    let n_classes = classes(&train, test.as_ref());
+    Ok(Dataset {
+        name: format!("idx ({})", dir.display()),
+        train,
+        test,
+        n_classes,
+        channels: 1,
+    })
+}
+
+fn classes(train: &Split, test: Option<&Split>) -> usize {
+    let mut m = train.labels.max().int64_value(&[]);
+    if let Some(t) = test {
+        m = m.max(t.labels.max().int64_value(&[]));
+    }
+    (m + 1) as usize
+}
+
+const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
+
+fn cifar_file(path: &Path) -> Result<Split, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
+        return Err(bad(
+            path,
+            format!(
+                "{} bytes is not a whole number of CIFAR-10 records ({CIFAR_RECORD} bytes each)",
+                bytes.len()
+            ),
+        ));
+    }
+    let n = bytes.len() / CIFAR_RECORD;
+    let mut labels = Vec::with_capacity(n);
+    let mut images = Vec::with_capacity(n * (CIFAR_RECORD - 1));
+    for (i, rec) in bytes.chunks_exact(CIFAR_RECORD).enumerate() {
+        if rec[0] > 9 {
+            return Err(bad(
+                path,
+                format!("record {i} has label {} (CIFAR-10 labels are 0–9)", rec[0]),
+            ));
+        }
+        labels.push(i64::from(rec[0]));
+        images.extend_from_slice(&rec[1..]);
+    }
+    Ok(Split {
+        images: Tensor::from_slice(&images).reshape([n as i64, 3, 32, 32]),
+        labels: Tensor::from_slice(&labels),
+    })
+}
+
+fn concat(splits: Vec<Split>) -> Split {
+    let images: Vec<&Tensor> = splits.iter().map(|s| &s.images).collect();
+    let labels: Vec<&Tensor> = splits.iter().map(|s| &s.labels).collect();
+    Split {
+        images: Tensor::cat(&images, 0),
+        labels: Tensor::cat(&labels, 0),
+    }
+}
+
+/// Load the CIFAR-10 binary version (`data_batch_1.bin` … `data_batch_5.bin`, `test_batch.bin`);
+/// whichever training batches exist are used, in order.
+pub fn load_cifar10_dir(dir: &Path) -> Result<Dataset, DataError> {
+    let batches: Vec<PathBuf> = (1..=5)
+        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+        .filter(|p| p.is_file())
+        .collect();
+    if batches.is_empty() {
+        return Err(DataError::UnknownFormat {
+            path: dir.to_path_buf(),
+            reason: "no data_batch_N.bin files (CIFAR-10 binary version)".into(),
+        });
+    }
+    let train = concat(
+        batches
+            .iter()
+            .map(|p| cifar_file(p))
+            .collect::<Result<_, _>>()?,
+    );
+    let test_path = dir.join("test_batch.bin");
+    let test = if test_path.is_file() {
+        Some(cifar_file(&test_path)?)
+    } else {
+        None
+    };
+    Ok(Dataset {
+        name: format!("cifar-10 ({})", dir.display()),
+        train,
+        test,
+        n_classes: 10,
+        channels: 3,
+    })
+}
+
+/// Load whatever known format `dir` holds (IDX or CIFAR-10 binary).
+pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    if find(dir, "train-images-idx3-ubyte").is_some() {
+        return load_idx_dir(dir);
+    }
+    if dir.join("data_batch_1.bin").is_file() {
+        return load_cifar10_dir(dir);
+    }
+    Err(DataError::UnknownFormat {
+        path: dir.to_path_buf(),
+        reason: "neither MNIST-style IDX files (train-images-idx3-ubyte[.gz]) nor CIFAR-10 binary batches (data_batch_1.bin)".into(),
+    })
+}
+
+/// Normalise uint8 images to float: `(x / 255 − mean) / std` per channel.
+pub fn normalize(images: &Tensor, mean: &[f64], std: &[f64]) -> Tensor {
+    let c = images.size()[1];
+    let dev = images.device();
+    let m = Tensor::from_slice(mean)
+        .to_kind(Kind::Float)
+        .to_device(dev)
+        .reshape([1, c, 1, 1]);
+    let s = Tensor::from_slice(std)
+        .to_kind(Kind::Float)
+        .to_device(dev)
+        .reshape([1, c, 1, 1]);
+    (images.to_kind(Kind::Float) / 255.0 - m) / s
+}
