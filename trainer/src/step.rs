@@ -1,0 +1,178 @@
+//! One progressive-shrinking training step with the reference semantics: teacher soft labels once
+//! per batch, then for each sampled subnet a forward pass on the same batch with
+//! `kd_ratio · CE(student, softmax(teacher)) + label-smoothed CE(student, y)`, gradients
+//! accumulated, one SGD (Nesterov) step; plus the cosine learning-rate schedule with warm-up.
+
+use ofa_space::ArchConfig;
+use ofa_supernet::{Mode, Result, Supernet};
+use tch::{Kind, Tensor};
+
+/// `mean_i Σ_c −target[i, c] · log_softmax(logits)[i, c]` (the reference's
+/// `cross_entropy_loss_with_soft_target`).
+pub fn soft_cross_entropy(logits: &Tensor, target: &Tensor) -> Tensor {
+    (-target * logits.log_softmax(1, Kind::Float))
+        .sum_dim_intlist(1, false, Kind::Float)
+        .mean(Kind::Float)
+}
+
+/// Cross-entropy against labels smoothed to `1 − ε` on the true class and `ε / n` everywhere.
+pub fn label_smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, epsilon: f64) -> Tensor {
+    let n = logits.size()[1];
+    let one_hot = labels.one_hot(n).to_kind(Kind::Float);
+    let soft = one_hot * (1.0 - epsilon) + epsilon / n as f64;
+    soft_cross_entropy(logits, &soft)
+}
+
+/// Learning rate at iteration `step` (0-based) of a phase of `total` iterations whose first
+/// `warmup` iterations ramp linearly from 0 to `base`; afterwards cosine decay to 0 over the rest.
+pub fn lr_at(step: u64, total: u64, warmup: u64, base: f64) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64;
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    0.5 * base * (1.0 + (std::f64::consts::PI * t / span).cos())
+}
+
+/// SGD with Nesterov momentum (PyTorch semantics, dampening 0), weight decay only on the
+/// tensors whose role asks for it (not on BN and biases). Momentum buffers are kept by name so a
+/// run can save and restore them exactly.
+#[derive(Debug)]
+pub struct Sgd {
+    /// Momentum factor.
+    pub momentum: f64,
+    /// Weight decay (L2) for conv/linear weights and the kernel transform matrices.
+    pub weight_decay: f64,
+    /// One buffer per supernet tensor (same order as `Supernet::tensors`), created lazily.
+    buffers: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    /// An optimiser for `net`.
+    pub fn new(net: &Supernet, momentum: f64, weight_decay: f64) -> Sgd {
+        Sgd {
+            momentum,
+            weight_decay,
+            buffers: net.tensors().iter().map(|_| None).collect(),
+        }
+    }
+
+    /// Clear every gradient.
+    pub fn zero_grad(&self, net: &Supernet) {
+        for (spec, t) in net.tensors() {
+            if spec.role.trainable() {
+                let mut g = t.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+        }
+    }
+
+    /// One update with learning rate `lr`; tensors without a gradient (not used by any subnet of
+    /// the step) are left alone, like PyTorch does.
+    pub fn step(&mut self, net: &Supernet, lr: f64) {
+        tch::no_grad(|| {
+            for ((spec, p), buf) in net.tensors().iter().zip(self.buffers.iter_mut()) {
+                if !spec.role.trainable() {
+                    continue;
+                }
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let mut d = if spec.role.weight_decay() && self.weight_decay != 0.0 {
+                    &g + p * self.weight_decay
+                } else {
+                    g.shallow_clone()
+                };
+                if self.momentum != 0.0 {
+                    let b = match buf.take() {
+                        None => d.copy(),
+                        Some(b) => b * self.momentum + &d,
+                    };
+                    d = &d + &b * self.momentum;
+                    *buf = Some(b);
+                }
+                let _ = p.shallow_clone().g_sub_(&(d * lr));
+            }
+        })
+    }
+
+    /// The momentum buffers by tensor name (for checkpoints).
+    pub fn state(&self, net: &Supernet) -> Vec<(String, Tensor)> {
+        net.tensors()
+            .iter()
+            .zip(&self.buffers)
+            .filter_map(|((s, _), b)| {
+                b.as_ref()
+                    .map(|b| (format!("momentum.{}", s.name), b.shallow_clone()))
+            })
+            .collect()
+    }
+}
+
+/// Settings of one step.
+#[derive(Debug, Clone)]
+pub struct StepConfig {
+    /// Weight of the distillation loss (0 disables the teacher).
+    pub kd_ratio: f64,
+    /// Label smoothing ε.
+    pub label_smoothing: f64,
+}
+
+/// What a step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean total loss over the step's subnets.
+    pub loss: f64,
+    /// Mean top-1 of the step's subnets on the batch (fraction).
+    pub top1: f64,
+}
+
+/// One training step: soft labels from `teacher` (its largest subnet at the batch's resolution,
+/// train-mode BN under no-grad, as the reference), then forward/backward of every arch in
+/// `archs` on the same batch, gradients accumulated, one optimiser step with learning rate `lr`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    net: &Supernet,
+    teacher: Option<&Supernet>,
+    opt: &mut Sgd,
+    x: &Tensor,
+    y: &Tensor,
+    archs: &[ArchConfig],
+    cfg: &StepConfig,
+    lr: f64,
+) -> Result<StepStats> {
+    opt.zero_grad(net);
+    let soft = match teacher {
+        Some(t) if cfg.kd_ratio > 0.0 => {
+            let mut full = ArchConfig::largest(t.space());
+            full.r = archs.first().map_or(full.r, |a| a.r);
+            Some(tch::no_grad(|| t.forward(x, &full, Mode::Train))?.softmax(1, Kind::Float))
+        }
+        _ => None,
+    };
+    let (mut loss_sum, mut top1_sum) = (0.0, 0.0);
+    for arch in archs {
+        let out = net.forward(x, arch, Mode::Train)?;
+        let mut loss = label_smoothed_cross_entropy(&out, y, cfg.label_smoothing);
+        if let Some(s) = &soft {
+            loss += soft_cross_entropy(&out, s) * cfg.kd_ratio;
+        }
+        loss.backward();
+        loss_sum += loss.double_value(&[]);
+        let correct = out
+            .argmax(1, false)
+            .eq_tensor(y)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float);
+        top1_sum += correct.double_value(&[]);
+    }
+    opt.step(net, lr);
+    let n = archs.len().max(1) as f64;
+    Ok(StepStats {
+        loss: loss_sum / n,
+        top1: top1_sum / n,
+    })
+}
