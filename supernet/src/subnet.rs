@@ -35,6 +35,17 @@ pub struct LayerConfig {
     pub shortcut: bool,
 }
 
+impl LayerConfig {
+    /// How to run the block (what its weights do not say).
+    pub fn run(&self) -> BlockRun {
+        BlockRun {
+            stride: i64::from(self.stride),
+            act: self.act,
+            shortcut: self.shortcut,
+        }
+    }
+}
+
 /// Everything needed to build a static subnet (the reference `MobileNetV3.config`, typed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubnetConfig {
@@ -385,11 +396,7 @@ impl Subnet {
             });
             let point_linear = next();
             let point_bn = bn(&mut next);
-            let run = BlockRun {
-                stride: i64::from(b.stride),
-                act: b.act,
-                shortcut: b.shortcut,
-            };
+            let run = b.run();
             blocks.push((
                 run,
                 BlockWeights {

@@ -8,7 +8,7 @@ use ofa_space::{
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
-use crate::layers::{BlockRun, BlockWeights, Bn, Head, Mode, Se, Stem};
+use crate::layers::{BlockWeights, Bn, Head, Mode, Se, Stem};
 use crate::subnet::{Subnet, SubnetConfig};
 use crate::tensors::{InitSource, MapSource, Registry, Role, TensorSource, TensorSpec};
 
@@ -276,14 +276,8 @@ impl Supernet {
         let blocks = arch
             .active_blocks(&self.space)
             .iter()
-            .map(|b| {
-                let run = BlockRun {
-                    stride: i64::from(b.spec.stride),
-                    act: b.spec.act,
-                    shortcut: b.spec.shortcut,
-                };
-                (run, self.active_block(b))
-            })
+            .zip(&config.blocks)
+            .map(|(b, layer)| (layer.run(), self.active_block(b)))
             .collect();
         Ok(Subnet::from_parts(
             config,
