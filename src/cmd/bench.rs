@@ -77,8 +77,16 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
     let choices = Choices::all(&space);
     let largest = ArchConfig::largest(&space);
     let smallest = ArchConfig::smallest(&space);
-    for _ in 0..3 {
-        net.extract(&largest)?;
+    // Warm up libtorch's allocator and dispatcher on every kind of arch (a different seed from
+    // the timed random archs): the first extractions of new tensor shapes are several times slower.
+    let mut warm_rng = ChaCha8Rng::seed_from_u64(u64::MAX);
+    for i in 0..20 {
+        let arch = match i % 4 {
+            0 => largest.clone(),
+            1 => smallest.clone(),
+            _ => sample(&space, &choices, &mut warm_rng),
+        };
+        net.extract(&arch)?;
     }
     let mut all = Vec::new();
     let mut rows = serde_json::Map::new();
