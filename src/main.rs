@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a supernet by progressive shrinking (resumable).
+    Train(cmd::train::Args),
     /// Describe a supernet, subnet or reference checkpoint (and the devices available).
     Inspect(cmd::inspect::Args),
     /// Cut a subnet's weights out of a supernet.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         tch::set_num_threads(n.max(1));
     }
     let result = match cli.command {
+        Command::Train(a) => cmd::train::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Extract(a) => cmd::extract::run(a),
         Command::Infer(a) => cmd::infer::run(a),

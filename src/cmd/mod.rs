@@ -5,6 +5,7 @@ pub mod extract;
 pub mod import;
 pub mod infer;
 pub mod inspect;
+pub mod train;
 
 use std::path::Path;
 
@@ -16,7 +17,10 @@ use ofa_supernet::SupernetError;
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<SupernetError>() {
         Some(SupernetError::Torch(_)) => 2,
-        _ => 1,
+        _ => match e.downcast_ref::<ofa_trainer::run::TrainError>() {
+            Some(ofa_trainer::run::TrainError::Net(SupernetError::Torch(_))) => 2,
+            _ => 1,
+        },
     }
 }
 

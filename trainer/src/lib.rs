@@ -7,5 +7,10 @@
 
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod data;
+pub mod eval;
+pub mod loader;
+pub mod recipe;
+pub mod run;
 pub mod step;

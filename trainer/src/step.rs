@@ -48,13 +48,27 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    /// An optimiser for `net`.
+    /// An optimiser for `net`. Every trainable tensor gets a defined (zero) gradient, so a tensor
+    /// that no subnet of a step uses still receives its momentum and weight-decay update, as with
+    /// the reference's `optimizer.zero_grad()` (gradients zeroed, not dropped); this also makes an
+    /// optimiser restored from a checkpoint behave exactly like the one that was saved.
     pub fn new(net: &Supernet, momentum: f64, weight_decay: f64) -> Sgd {
-        Sgd {
+        let mut zero = Tensor::zeros([], (Kind::Float, net.device()));
+        for (spec, t) in net.tensors() {
+            if spec.role.trainable() && !t.grad().defined() {
+                zero += t.sum(Kind::Float) * 0.0;
+            }
+        }
+        if zero.requires_grad() {
+            zero.backward();
+        }
+        let opt = Sgd {
             momentum,
             weight_decay,
             buffers: net.tensors().iter().map(|_| None).collect(),
-        }
+        };
+        opt.zero_grad(net);
+        opt
     }
 
     /// Clear every gradient.
@@ -69,8 +83,7 @@ impl Sgd {
         }
     }
 
-    /// One update with learning rate `lr`; tensors without a gradient (not used by any subnet of
-    /// the step) are left alone, like PyTorch does.
+    /// One update with learning rate `lr` (tensors without a gradient are left alone).
     pub fn step(&mut self, net: &Supernet, lr: f64) {
         tch::no_grad(|| {
             for ((spec, p), buf) in net.tensors().iter().zip(self.buffers.iter_mut()) {
@@ -97,6 +110,19 @@ impl Sgd {
                 let _ = p.shallow_clone().g_sub_(&(d * lr));
             }
         })
+    }
+
+    /// Restore momentum buffers saved by [`Sgd::state`] (entries `momentum.<tensor name>`).
+    pub fn load_state(
+        &mut self,
+        net: &Supernet,
+        state: &std::collections::HashMap<String, Tensor>,
+    ) {
+        for ((spec, p), buf) in net.tensors().iter().zip(self.buffers.iter_mut()) {
+            if let Some(b) = state.get(&format!("momentum.{}", spec.name)) {
+                *buf = Some(b.to_device(p.device()).to_kind(p.kind()));
+            }
+        }
     }
 
     /// The momentum buffers by tensor name (for checkpoints).

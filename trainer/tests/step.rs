@@ -119,3 +119,16 @@ fn training_steps_learn_and_are_deterministic() {
         );
     }
 }
+
+#[test]
+fn a_new_optimiser_gives_every_trainable_tensor_a_zero_gradient() {
+    let s = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
+    let net = Supernet::new(&s, 0, Device::Cpu).unwrap();
+    let _opt = Sgd::new(&net, 0.9, 0.01);
+    for (spec, t) in net.tensors() {
+        if spec.role.trainable() {
+            assert!(t.grad().defined(), "{} has no gradient", spec.name);
+            assert_eq!(t.grad().abs().sum(Kind::Float).double_value(&[]), 0.0);
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `ofa train`: progressive shrinking from a recipe, resumable.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use ofa_trainer::recipe::Recipe;
+use ofa_trainer::run::{resume, train, Outcome, TrainOptions};
+
+/// Arguments of `ofa train`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Built-in recipe (paper, fmnist, fmnist-quick, smoke) or a recipe TOML file.
+    #[arg(long, required_unless_present = "resume")]
+    recipe: Option<String>,
+    /// Dataset directory (IDX or CIFAR-10 binary); default: the recipe's.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Run directory to create.
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Stop (checkpoint saved) after this many steps in total; resume later.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Print the resolved recipe and exit.
+    #[arg(long)]
+    print_recipe: bool,
+}
+
+/// Run `ofa train`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.print_recipe {
+        let Some(name) = &a.recipe else {
+            bail!("--print-recipe needs --recipe")
+        };
+        print!("{}", Recipe::load(name)?.to_toml());
+        return Ok(());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let opts = TrainOptions {
+        data: a.data,
+        device: super::device(&a.device)?,
+        progress: std::io::stderr().is_terminal(),
+        stop,
+        stop_after: a.stop_after,
+    };
+    let (dir, outcome) = match (&a.resume, &a.recipe, &a.out) {
+        (Some(dir), _, _) => (dir.clone(), resume(dir, opts)?),
+        (None, Some(name), Some(out)) => (out.clone(), train(Recipe::load(name)?, out, opts)?),
+        _ => bail!("give --recipe and --out, or --resume RUN"),
+    };
+    match outcome {
+        Outcome::Finished => eprintln!(
+            "done: {} holds supernet.safetensors, calibration.safetensors, card.json",
+            dir.display()
+        ),
+        Outcome::Interrupted { global_step } => eprintln!(
+            "stopped after step {global_step}; continue with: ofa train --resume {}",
+            dir.display()
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Image transforms on uint8 batches: the training augmentation (random-resized-crop to the batch's
+//! resolution, horizontal flip, colour jitter, normalisation) and the eval transform (resize, centre
+//! crop, normalisation). Every random choice comes from the caller's seeded generator, so a batch
+//! is a pure function of (images, seed).
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Augmentation and normalisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Random-resized-crop area range (fraction of the image).
+    #[serde(default = "default_scale")]
+    pub crop_scale: (f64, f64),
+    /// Random horizontal flip with probability 0.5.
+    #[serde(default = "default_true")]
+    pub flip: bool,
+    /// Brightness jitter: factor uniform in `[1 − b, 1 + b]` (reference: 32/255).
+    #[serde(default)]
+    pub brightness: f64,
+    /// Saturation jitter: factor uniform in `[1 − s, 1 + s]` (RGB only; reference: 0.5).
+    #[serde(default)]
+    pub saturation: f64,
+    /// Eval transform: resize to `ceil(r / crop)`, then centre-crop `r` (reference: 0.875).
+    #[serde(default = "default_crop")]
+    pub eval_crop: f64,
+    /// Per-channel mean after scaling to [0, 1] (one value is broadcast).
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation.
+    pub std: Vec<f64>,
+}
+
+fn default_scale() -> (f64, f64) {
+    (0.08, 1.0)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_crop() -> f64 {
+    0.875
+}
+
+impl AugmentConfig {
+    /// ImageNet statistics and the reference's augmentation.
+    pub fn imagenet() -> AugmentConfig {
+        AugmentConfig {
+            crop_scale: default_scale(),
+            flip: true,
+            brightness: 32.0 / 255.0,
+            saturation: 0.5,
+            eval_crop: 0.875,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
+    }
+
+    fn stats(&self, c: i64, device: tch::Device) -> (Tensor, Tensor) {
+        let pick = |v: &[f64]| -> Vec<f32> {
+            (0..c as usize)
+                .map(|i| *v.get(i).or(v.first()).unwrap_or(&0.0) as f32)
+                .collect()
+        };
+        let m = Tensor::from_slice(&pick(&self.mean))
+            .to_device(device)
+            .reshape([1, c, 1, 1]);
+        let s = Tensor::from_slice(&pick(&self.std))
+            .to_device(device)
+            .reshape([1, c, 1, 1]);
+        (m, s)
+    }
+
+    /// Scale uint8 images to [0, 1] and normalise.
+    pub fn normalize(&self, x: &Tensor) -> Tensor {
+        let (m, s) = self.stats(x.size()[1], x.device());
+        (x.to_kind(Kind::Float) / 255.0 - m) / s
+    }
+}
+
+/// torchvision's RandomResizedCrop parameters `(top, left, height, width)` for an `h × w` image.
+fn crop_params<R: Rng>(h: i64, w: i64, scale: (f64, f64), rng: &mut R) -> (i64, i64, i64, i64) {
+    let area = (h * w) as f64;
+    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(scale.0..=scale.1);
+        let ratio = rng.random_range(lr0..=lr1).exp();
+        let cw = (target * ratio).sqrt().round() as i64;
+        let ch = (target / ratio).sqrt().round() as i64;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            return (
+                rng.random_range(0..=h - ch),
+                rng.random_range(0..=w - cw),
+                ch,
+                cw,
+            );
+        }
+    }
+    // Fallback: the whole image (centre crop of it at a clamped ratio is the image itself for
+    // square inputs).
+    (0, 0, h, w)
+}
+
+fn resize(x: &Tensor, h: i64, w: i64) -> Tensor {
+    x.upsample_bilinear2d([h, w], false, None, None)
+}
+
+/// Training augmentation of a uint8 batch `[B, C, H, W]` to float `[B, C, r, r]`.
+pub fn train_batch<R: Rng>(images: &Tensor, r: i64, cfg: &AugmentConfig, rng: &mut R) -> Tensor {
+    let s = images.size();
+    let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let x = images.to_kind(Kind::Float) / 255.0;
+    let mut out = Vec::with_capacity(b as usize);
+    for i in 0..b {
+        let (top, left, ch, cw) = crop_params(h, w, cfg.crop_scale, rng);
+        let mut img = resize(
+            &x.narrow(0, i, 1).narrow(2, top, ch).narrow(3, left, cw),
+            r,
+            r,
+        );
+        if cfg.flip && rng.random_bool(0.5) {
+            img = img.flip([3]);
+        }
+        if cfg.brightness > 0.0 {
+            let f = rng.random_range(1.0 - cfg.brightness..=1.0 + cfg.brightness);
+            img = (img * f).clamp(0.0, 1.0);
+        }
+        if cfg.saturation > 0.0 && c == 3 {
+            let f = rng.random_range(1.0 - cfg.saturation..=1.0 + cfg.saturation);
+            let gray = (img.narrow(1, 0, 1) * 0.299
+                + img.narrow(1, 1, 1) * 0.587
+                + img.narrow(1, 2, 1) * 0.114)
+                .expand([1, 3, r, r], false);
+            img = (&img * f + gray * (1.0 - f)).clamp(0.0, 1.0);
+        }
+        out.push(img);
+    }
+    let x = Tensor::cat(&out, 0);
+    let (m, sd) = cfg.stats(c, x.device());
+    (x - m) / sd
+}
+
+/// Eval transform of a uint8 batch: resize the short side to `ceil(r / eval_crop)`, centre-crop
+/// `r`, normalise.
+pub fn eval_batch(images: &Tensor, r: i64, cfg: &AugmentConfig) -> Tensor {
+    let s = images.size();
+    let (h, w) = (s[2], s[3]);
+    let target = ((r as f64) / cfg.eval_crop).ceil() as i64;
+    let (nh, nw) = if h <= w {
+        (target, (w * target + h / 2) / h)
+    } else {
+        ((h * target + w / 2) / w, target)
+    };
+    let x = images.to_kind(Kind::Float) / 255.0;
+    let x = if (nh, nw) == (h, w) {
+        x
+    } else {
+        resize(&x, nh, nw)
+    };
+    let x = x.narrow(2, (nh - r) / 2, r).narrow(3, (nw - r) / 2, r);
+    let (m, sd) = cfg.stats(s[1], x.device());
+    (x - m) / sd
+}
+
+/// Adapt the channel count: grayscale repeated to RGB, or RGB averaged to grayscale.
+pub fn match_channels(x: &Tensor, want: i64) -> Tensor {
+    let c = x.size()[1];
+    if c == want {
+        x.shallow_clone()
+    } else if c == 1 {
+        x.expand([-1, want, -1, -1], false).contiguous()
+    } else {
+        x.mean_dim(1, true, None)
+            .expand([-1, want, -1, -1], false)
+            .contiguous()
+    }
+}

@@ -1,0 +1,618 @@
+//! A training run: the phase schedule of a recipe over a dataset, in a run directory that survives
+//! interruption (atomic rolling checkpoints holding weights, teacher, momentum buffers and
+//! counters; every random draw derives from (seed, phase, step), so a resumed run continues
+//! exactly), with metrics and the final supernet package.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ofa_space::{sample, ArchConfig, Choices, SearchSpace, N_STAGES};
+use ofa_supernet::checkpoint::{read_safetensors, write_atomic, write_safetensors};
+use ofa_supernet::{Provenance, Supernet, SupernetError};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tch::{Device, Tensor};
+
+use crate::data::{load_dir, DataError, Split};
+use crate::eval::{calibrate, subset, top1};
+use crate::loader::{mix, BatchPlan, Loader};
+use crate::recipe::{Recipe, RecipeError};
+use crate::step::{lr_at, train_step, Sgd, StepConfig};
+
+/// `format` of a run checkpoint.
+pub const RUN_FORMAT: &str = "ofa-run/1";
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Recipe problems.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    /// Dataset problems.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Network or checkpoint problems.
+    #[error(transparent)]
+    Net(#[from] SupernetError),
+    /// Space problems.
+    #[error(transparent)]
+    Space(#[from] ofa_space::SpaceError),
+    /// Run directory problems.
+    #[error("{path}: {reason}")]
+    Run {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn run_err(path: &Path, reason: impl Into<String>) -> TrainError {
+    TrainError::Run {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Where a run stands (saved in every checkpoint).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Phase being trained (== number of phases when done).
+    pub phase: usize,
+    /// Steps done in that phase.
+    pub step: u64,
+    /// Steps done in the whole run.
+    pub global_step: u64,
+    /// Phase-end validation tables so far.
+    pub tables: Vec<Value>,
+    /// Seconds of training so far (over all sessions).
+    pub elapsed_s: f64,
+}
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every phase done; the package is in the run directory.
+    Finished,
+    /// Stopped on request (Ctrl-C) after saving a checkpoint.
+    Interrupted {
+        /// Steps done so far.
+        global_step: u64,
+    },
+}
+
+/// Everything a run needs besides its recipe.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Dataset directory (default: the recipe's).
+    pub data: Option<PathBuf>,
+    /// Compute device.
+    pub device: Device,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Set to stop after the current step (checkpoint first).
+    pub stop: Arc<AtomicBool>,
+    /// Stop (as if interrupted) after this many global steps; for tests and time-boxed runs.
+    pub stop_after: Option<u64>,
+}
+
+struct Ctx {
+    recipe: Recipe,
+    space: SearchSpace,
+    dir: PathBuf,
+    train: Split,
+    val: Split,
+    test: Option<Split>,
+    calib: Split,
+    dataset: String,
+    opts: TrainOptions,
+}
+
+/// The space a recipe trains, given the dataset's class count.
+pub fn resolve_space(recipe: &Recipe, n_classes: usize) -> Result<SearchSpace, TrainError> {
+    let mut space = if Path::new(&recipe.space).is_file() {
+        let text = std::fs::read_to_string(&recipe.space)
+            .map_err(|e| run_err(Path::new(&recipe.space), e.to_string()))?;
+        SearchSpace::from_json(&text)?
+    } else {
+        SearchSpace::preset(&recipe.space)?
+    };
+    space.n_classes = recipe.n_classes.unwrap_or(n_classes as u32);
+    space.dropout_rate = recipe.train.dropout;
+    if let Some(r) = &recipe.resolutions {
+        space.resolutions = r.clone();
+    }
+    space.validate()?;
+    for p in &recipe.phases {
+        let c = Choices {
+            ks: p.ks.clone(),
+            e: p.expand.clone(),
+            d: p.depth.clone(),
+            r: space.resolutions.clone(),
+        };
+        c.validate(&space).map_err(|e| {
+            TrainError::Recipe(RecipeError::Invalid {
+                origin: recipe.name.clone(),
+                message: format!("phase `{}`: {e}", p.name),
+            })
+        })?;
+    }
+    Ok(space)
+}
+
+/// Start a new run of `recipe` in `dir` (created; must not hold a run already).
+pub fn train(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
+    if dir.join("recipe.toml").exists() {
+        return Err(run_err(
+            dir,
+            "already holds a run: resume it with --resume, or choose another --out",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| run_err(dir, e.to_string()))?;
+    let mut opts = opts;
+    if opts.data.is_none() {
+        opts.data = Some(PathBuf::from(&recipe.data));
+    }
+    let ctx = Ctx::new(recipe, dir, opts)?;
+    write_atomic(&dir.join("recipe.toml"), ctx.recipe.to_toml().as_bytes())?;
+    let meta = json!({"data": ctx.dataset, "device": format!("{:?}", ctx.opts.device)});
+    write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
+    tch::manual_seed(ctx.recipe.train.seed as i64);
+    let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?;
+    ctx.run(net, None, RunState::default())
+}
+
+/// Continue the run in `dir` from its last checkpoint (or from the start if it has none).
+pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
+    let text = std::fs::read_to_string(dir.join("recipe.toml"))
+        .map_err(|_| run_err(dir, "not a run directory (no recipe.toml)"))?;
+    let recipe = Recipe::from_toml(&text, &dir.join("recipe.toml").display().to_string())?;
+    let mut opts = opts;
+    if opts.data.is_none() {
+        let saved: Option<String> = std::fs::read_to_string(dir.join("run.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["data"].as_str().map(str::to_string));
+        opts.data = Some(PathBuf::from(saved.unwrap_or_else(|| recipe.data.clone())));
+    }
+    let ctx = Ctx::new(recipe, dir, opts)?;
+    let ck = dir.join("checkpoint.safetensors");
+    if !ck.exists() {
+        tch::manual_seed(ctx.recipe.train.seed as i64);
+        let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?;
+        return ctx.run(net, None, RunState::default());
+    }
+    let (net, teacher, state, momentum) = ctx.load_checkpoint(&ck)?;
+    ctx.run_from(net, teacher, state, Some(momentum))
+}
+
+impl Ctx {
+    fn new(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Ctx, TrainError> {
+        let data_dir = opts
+            .data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&recipe.data));
+        let ds = load_dir(&data_dir)?;
+        let space = resolve_space(&recipe, ds.n_classes)?;
+        let v = &recipe.validation;
+        if ds.train.len() <= v.holdout {
+            return Err(run_err(
+                &data_dir,
+                format!(
+                    "{} training images cannot spare a holdout of {}",
+                    ds.train.len(),
+                    v.holdout
+                ),
+            ));
+        }
+        let (train, val) = ds.train.split_validation(v.holdout, recipe.train.seed);
+        let calib = subset(
+            &train,
+            v.calibration_images.min(train.len()),
+            mix(&[recipe.train.seed, 7]),
+        );
+        Ok(Ctx {
+            space,
+            dir: dir.to_path_buf(),
+            train,
+            val,
+            test: ds.test,
+            calib,
+            dataset: data_dir.display().to_string(),
+            recipe,
+            opts,
+        })
+    }
+
+    fn plan(&self, phase: usize) -> BatchPlan {
+        BatchPlan {
+            seed: self.recipe.train.seed,
+            phase: phase as u64,
+            batch_size: self.recipe.train.batch_size,
+            resolutions: self.space.resolutions.clone(),
+            channels: i64::from(self.space.in_channels),
+            augment: self.recipe.augment.clone(),
+        }
+    }
+
+    fn run(
+        &self,
+        net: Supernet,
+        teacher: Option<Supernet>,
+        state: RunState,
+    ) -> Result<Outcome, TrainError> {
+        self.run_from(net, teacher, state, None)
+    }
+
+    fn run_from(
+        &self,
+        net: Supernet,
+        mut teacher: Option<Supernet>,
+        mut state: RunState,
+        mut momentum: Option<HashMap<String, Tensor>>,
+    ) -> Result<Outcome, TrainError> {
+        let t = &self.recipe.train;
+        let cfg = StepConfig {
+            kd_ratio: t.kd_ratio,
+            label_smoothing: t.label_smoothing,
+        };
+        let session_start = Instant::now();
+        let elapsed_before = state.elapsed_s;
+        while state.phase < self.recipe.phases.len() {
+            let pi = state.phase;
+            let phase = &self.recipe.phases[pi];
+            let plan = self.plan(pi);
+            let nb = plan.batches_per_epoch(self.train.len());
+            let total = phase.total_steps(nb);
+            let warmup = phase.warmup(nb);
+            if state.step == 0 {
+                if let Some(stage) = phase.sort_channels {
+                    tracing::info!(phase = %phase.name, stage, "channel importance sorting");
+                    net.sort_channels(stage);
+                }
+            }
+            // A fresh optimiser per phase (each reference phase is its own run); restored
+            // momentum when resuming mid-phase.
+            let mut opt = Sgd::new(&net, t.momentum, t.weight_decay);
+            if let Some(m) = momentum.take() {
+                opt.load_state(&net, &m);
+            }
+            let choices = Choices {
+                ks: phase.ks.clone(),
+                e: phase.expand.clone(),
+                d: phase.depth.clone(),
+                r: self.space.resolutions.clone(),
+            };
+            let bar = self.bar(total, state.step, &phase.name, pi);
+            let mut loader =
+                Loader::new(&self.train, &plan, state.step, total, t.workers, t.prefetch);
+            let mut window = (0.0f64, 0.0f64, 0usize, Instant::now(), 0usize);
+            let use_teacher = if pi > 0 { teacher.as_ref() } else { None };
+            while state.step < total {
+                let Some(batch) = loader.next() else { break };
+                let step = state.step;
+                tch::manual_seed(mix(&[t.seed, pi as u64, step, 4]) as i64);
+                let archs: Vec<ArchConfig> = (0..phase.subnets_per_step)
+                    .map(|k| {
+                        let mut rng =
+                            ChaCha8Rng::seed_from_u64(mix(&[t.seed, pi as u64, step, 5, k as u64]));
+                        let mut a = sample(&self.space, &choices, &mut rng);
+                        a.r = batch.resolution;
+                        a
+                    })
+                    .collect();
+                let lr = lr_at(step, total, warmup, phase.lr);
+                let x = batch.x.to_device(self.opts.device);
+                let y = batch.y.to_device(self.opts.device);
+                let stats = train_step(&net, use_teacher, &mut opt, &x, &y, &archs, &cfg, lr)?;
+                state.step += 1;
+                state.global_step += 1;
+                window.0 += stats.loss;
+                window.1 += stats.top1;
+                window.2 += 1;
+                window.4 += x.size()[0] as usize;
+                bar.set_position(state.step);
+                bar.set_message(format!("loss {:.3} lr {:.4}", stats.loss, lr));
+                if state.step % t.log_every.max(1) == 0 || state.step == total {
+                    let secs = window.3.elapsed().as_secs_f64().max(1e-9);
+                    self.log(&json!({
+                        "kind": "step", "phase": phase.name, "step": state.step, "global_step": state.global_step,
+                        "loss": window.0 / window.2 as f64, "top1": window.1 / window.2 as f64, "lr": lr,
+                        "images_per_s": window.4 as f64 / secs, "data_wait_s": loader.waited().as_secs_f64(),
+                        "elapsed_s": elapsed_before + session_start.elapsed().as_secs_f64(),
+                    }))?;
+                    window = (0.0, 0.0, 0, Instant::now(), 0);
+                }
+                let stop_now = self.opts.stop.load(Ordering::SeqCst)
+                    || self.opts.stop_after.is_some_and(|s| state.global_step >= s);
+                if state.step < total
+                    && (state.global_step % t.checkpoint_every.max(1) == 0 || stop_now)
+                {
+                    state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
+                    self.save_checkpoint(&net, teacher.as_ref(), Some(&opt), &state)?;
+                }
+                if stop_now && state.step < total {
+                    bar.abandon();
+                    return Ok(Outcome::Interrupted {
+                        global_step: state.global_step,
+                    });
+                }
+            }
+            drop(loader);
+            bar.finish();
+            if pi == 0 {
+                // The trained full network becomes the teacher.
+                teacher = Some(net.deep_clone()?);
+            }
+            let table = self.validate(&net, pi)?;
+            self.log(&json!({"kind": "validation", "phase": phase.name, "rows": table}))?;
+            print_table(&phase.name, &table);
+            state
+                .tables
+                .push(json!({"phase": phase.name, "rows": table}));
+            state.phase += 1;
+            state.step = 0;
+            state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
+            self.save_checkpoint(&net, teacher.as_ref(), None, &state)?;
+            let stop_now = self.opts.stop.load(Ordering::SeqCst)
+                || self.opts.stop_after.is_some_and(|s| state.global_step >= s);
+            if stop_now && state.phase < self.recipe.phases.len() {
+                return Ok(Outcome::Interrupted {
+                    global_step: state.global_step,
+                });
+            }
+        }
+        self.write_package(&net, &state)?;
+        Ok(Outcome::Finished)
+    }
+
+    fn bar(&self, total: u64, pos: u64, name: &str, pi: usize) -> ProgressBar {
+        if !self.opts.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total).with_position(pos);
+        let style = ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{}/{} {name}", pi + 1, self.recipe.phases.len()));
+        bar
+    }
+
+    fn log(&self, v: &Value) -> Result<(), TrainError> {
+        let path = self.dir.join("metrics.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| run_err(&path, e.to_string()))?;
+        writeln!(f, "{v}").map_err(|e| run_err(&path, e.to_string()))
+    }
+
+    /// min / mid / max subnets of a phase's choices at the smallest and largest resolution, each
+    /// after BN recalibration, scored on the validation split.
+    fn validate(&self, net: &Supernet, pi: usize) -> Result<Vec<Value>, TrainError> {
+        let phase = &self.recipe.phases[pi];
+        let n = self.space.n_elastic_blocks();
+        let pick = |l: &[u32], which: usize| {
+            let mut v = l.to_vec();
+            v.sort_unstable();
+            match which {
+                0 => v[0],
+                1 => v[v.len() / 2],
+                _ => v[v.len() - 1],
+            }
+        };
+        let res = &self.space.resolutions;
+        let rs = [
+            *res.iter().min().unwrap_or(&32),
+            *res.iter().max().unwrap_or(&32),
+        ];
+        let v = &self.recipe.validation;
+        let mut rows = Vec::new();
+        for (which, label) in [(0, "min"), (1, "mid"), (2, "max")] {
+            for &r in rs.iter() {
+                let arch = ArchConfig {
+                    ks: vec![pick(&phase.ks, which); n],
+                    e: vec![pick(&phase.expand, which); n],
+                    d: vec![pick(&phase.depth, which); N_STAGES],
+                    r,
+                };
+                let sub = net.extract(&arch)?;
+                calibrate(
+                    &sub,
+                    &self.calib,
+                    r,
+                    &self.recipe.augment,
+                    v.batch_size,
+                    self.recipe.train.seed,
+                )?;
+                let acc = top1(
+                    &sub,
+                    &self.val,
+                    r,
+                    &self.recipe.augment,
+                    v.batch_size,
+                    v.images,
+                )?;
+                let mut row = json!({"subnet": label, "resolution": r, "val_top1": acc * 100.0});
+                if pi + 1 == self.recipe.phases.len() {
+                    if let Some(test) = &self.test {
+                        let t = top1(
+                            &sub,
+                            test,
+                            r,
+                            &self.recipe.augment,
+                            v.batch_size,
+                            usize::MAX,
+                        )?;
+                        row["test_top1"] = json!(t * 100.0);
+                    }
+                }
+                rows.push(row);
+                if rs[0] == rs[1] {
+                    break;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn save_checkpoint(
+        &self,
+        net: &Supernet,
+        teacher: Option<&Supernet>,
+        opt: Option<&Sgd>,
+        state: &RunState,
+    ) -> Result<(), TrainError> {
+        let mut tensors: Vec<(String, Tensor)> = net
+            .tensors()
+            .iter()
+            .map(|(s, t)| (format!("net.{}", s.name), t.shallow_clone()))
+            .collect();
+        if let Some(te) = teacher {
+            tensors.extend(
+                te.tensors()
+                    .iter()
+                    .map(|(s, t)| (format!("teacher.{}", s.name), t.shallow_clone())),
+            );
+        }
+        if let Some(o) = opt {
+            tensors.extend(o.state(net));
+        }
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), RUN_FORMAT.to_string());
+        meta.insert("space".to_string(), self.space.to_json());
+        meta.insert(
+            "state".to_string(),
+            serde_json::to_string(state).unwrap_or_default(),
+        );
+        write_safetensors(&self.dir.join("checkpoint.safetensors"), &tensors, &meta)?;
+        Ok(())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn load_checkpoint(
+        &self,
+        path: &Path,
+    ) -> Result<
+        (
+            Supernet,
+            Option<Supernet>,
+            RunState,
+            HashMap<String, Tensor>,
+        ),
+        TrainError,
+    > {
+        let f = read_safetensors(path)?;
+        if f.metadata.get("format").map(String::as_str) != Some(RUN_FORMAT) {
+            return Err(run_err(
+                path,
+                format!("not a run checkpoint (format {RUN_FORMAT} expected)"),
+            ));
+        }
+        let state: RunState = f
+            .metadata
+            .get("state")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| run_err(path, "metadata has no readable `state`"))?;
+        let (mut netm, mut teachm, mut mom) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for (k, t) in f.tensors {
+            if let Some(n) = k.strip_prefix("net.") {
+                netm.insert(n.to_string(), t);
+            } else if let Some(n) = k.strip_prefix("teacher.") {
+                teachm.insert(n.to_string(), t);
+            } else {
+                mom.insert(k, t);
+            }
+        }
+        let device = self.opts.device;
+        let net = Supernet::from_tensors(&self.space, netm, device)?;
+        let teacher = if teachm.is_empty() {
+            None
+        } else {
+            Some(Supernet::from_tensors(&self.space, teachm, device)?)
+        };
+        Ok((net, teacher, state, mom))
+    }
+
+    fn write_package(&self, net: &Supernet, state: &RunState) -> Result<(), TrainError> {
+        let prov = Provenance {
+            dataset: Some(self.dataset.clone()),
+            recipe: Some(self.recipe.name.clone()),
+            phase: self.recipe.phases.last().map(|p| p.name.clone()),
+            step: Some(state.global_step),
+            seed: Some(self.recipe.train.seed),
+            source: Some("ofa train".into()),
+        };
+        let metrics = json!({"tables": state.tables});
+        net.save(
+            &self.dir.join("supernet.safetensors"),
+            &prov,
+            Some(&metrics),
+        )?;
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "ofa-calibration/1".to_string());
+        meta.insert(
+            "augment".to_string(),
+            serde_json::to_string(&self.recipe.augment).unwrap_or_default(),
+        );
+        write_safetensors(
+            &self.dir.join("calibration.safetensors"),
+            &[
+                ("images".to_string(), self.calib.images.shallow_clone()),
+                ("labels".to_string(), self.calib.labels.shallow_clone()),
+            ],
+            &meta,
+        )?;
+        let card = json!({
+            "name": self.recipe.name,
+            "space": self.space,
+            "dataset": self.dataset,
+            "recipe": self.recipe,
+            "steps": state.global_step,
+            "train_seconds": state.elapsed_s,
+            "validation": state.tables,
+            "files": {"supernet": "supernet.safetensors", "calibration": "calibration.safetensors"},
+        });
+        write_atomic(
+            &self.dir.join("card.json"),
+            serde_json::to_string_pretty(&card)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+fn print_table(phase: &str, rows: &[Value]) {
+    let mut s = format!(
+        "phase {phase}: top-1 after BN recalibration\n  {:<6} {:>10} {:>10}",
+        "subnet", "resolution", "val %"
+    );
+    let has_test = rows.iter().any(|r| r.get("test_top1").is_some());
+    if has_test {
+        s.push_str(&format!(" {:>10}", "test %"));
+    }
+    for r in rows {
+        s.push_str(&format!(
+            "\n  {:<6} {:>10} {:>10.2}",
+            r["subnet"].as_str().unwrap_or("?"),
+            r["resolution"],
+            r["val_top1"].as_f64().unwrap_or(0.0)
+        ));
+        if let Some(t) = r.get("test_top1").and_then(Value::as_f64) {
+            s.push_str(&format!(" {t:>10.2}"));
+        }
+    }
+    eprintln!("{s}");
+}

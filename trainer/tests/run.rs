@@ -1,0 +1,202 @@
+//! Whole runs of the `smoke` recipe on a small synthetic IDX dataset: every phase, the package,
+//! exact resume, and bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ofa_supernet::checkpoint::read_safetensors;
+use ofa_supernet::Supernet;
+use ofa_trainer::recipe::Recipe;
+use ofa_trainer::run::{resume, train, Outcome, TrainOptions};
+use serde_json::Value;
+use tch::Device;
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// 160 training and 40 test 28×28 images whose brightness pattern depends on the label.
+fn dataset(dir: &Path) {
+    for (prefix, n) in [("train", 160u32), ("t10k", 40)] {
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let label = (i % 4) as u8;
+            labels.push(label);
+            for p in 0..28 * 28u32 {
+                let row = p / 28;
+                let on = row / 7 == u32::from(label);
+                images.push(if on {
+                    200
+                } else {
+                    ((p * 7 + i * 13) % 50) as u8
+                });
+            }
+        }
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            idx(&[n, 28, 28], &images),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx(&[n], &labels),
+        )
+        .unwrap();
+    }
+}
+
+fn opts(data: &Path, stop_after: Option<u64>) -> TrainOptions {
+    TrainOptions {
+        data: Some(data.to_path_buf()),
+        device: Device::Cpu,
+        progress: false,
+        stop: Arc::new(AtomicBool::new(false)),
+        stop_after,
+    }
+}
+
+fn weights(dir: &Path) -> Vec<(String, tch::Tensor)> {
+    let ck = Supernet::load(&dir.join("supernet.safetensors"), Device::Cpu).unwrap();
+    ck.net
+        .tensors()
+        .iter()
+        .map(|(s, t)| (s.name.clone(), t.detach()))
+        .collect()
+}
+
+#[test]
+fn smoke_runs_every_phase_and_resumes_exactly() {
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    dataset(&data);
+
+    // Uninterrupted.
+    let a = tmp.path().join("a");
+    assert_eq!(
+        train(Recipe::load("smoke").unwrap(), &a, opts(&data, None)).unwrap(),
+        Outcome::Finished
+    );
+    for f in [
+        "recipe.toml",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "supernet.safetensors",
+        "calibration.safetensors",
+        "card.json",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let lines: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let phases: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["kind"] == "validation")
+        .map(|l| l["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["full", "kernel", "depth-1", "depth-2", "width-1", "width-2"]
+    );
+    assert_eq!(lines.iter().filter(|l| l["kind"] == "step").count(), 13);
+    assert!(lines
+        .iter()
+        .all(|l| l["kind"] != "step" || l["loss"].as_f64().unwrap().is_finite()));
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["steps"], 13);
+    let last = &card["validation"][5]["rows"];
+    assert_eq!(last.as_array().unwrap().len(), 3);
+    assert!(last[2]["test_top1"].is_number());
+    let calib = read_safetensors(&a.join("calibration.safetensors")).unwrap();
+    assert_eq!(calib.tensors["images"].size(), vec![32, 1, 28, 28]);
+
+    // Interrupted mid-phase (after step 4, inside "kernel") and mid-way again, then resumed.
+    let b = tmp.path().join("b");
+    let out = train(Recipe::load("smoke").unwrap(), &b, opts(&data, Some(4))).unwrap();
+    assert_eq!(out, Outcome::Interrupted { global_step: 4 });
+    assert_eq!(
+        resume(&b, opts(&data, Some(9))).unwrap(),
+        Outcome::Interrupted { global_step: 9 }
+    );
+    assert_eq!(resume(&b, opts(&data, None)).unwrap(), Outcome::Finished);
+    for ((na, ta), (nb, tb)) in weights(&a).iter().zip(weights(&b).iter()) {
+        assert_eq!(na, nb);
+        assert!(
+            ta.equal(tb),
+            "{na} differs between the uninterrupted and the resumed run"
+        );
+    }
+
+    // A run directory is not overwritten.
+    let e = train(Recipe::load("smoke").unwrap(), &a, opts(&data, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already holds a run"), "{e}");
+}
+
+#[test]
+fn bad_data_and_recipes_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = train(
+        Recipe::load("smoke").unwrap(),
+        &tmp.path().join("r1"),
+        opts(&tmp.path().join("nope"), None),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nope"), "{e}");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    dataset(&data);
+    let f = data.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() - 10]).unwrap();
+    let e = train(
+        Recipe::load("smoke").unwrap(),
+        &tmp.path().join("r2"),
+        opts(&data, None),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("train-images-idx3-ubyte") && e.contains("truncated"),
+        "{e}"
+    );
+
+    let smoke = Recipe::builtin_toml("smoke").unwrap();
+    let e = Recipe::from_toml(&smoke.replace("[train]", "[train]\nbogus = 1"), "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("x.toml") && e.contains("bogus"), "{e}");
+    let e = Recipe::from_toml(&smoke.replace("lr = 0.05", "lr = -1"), "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lr must be positive"), "{e}");
+    let e = Recipe::load("no-such-recipe").unwrap_err().to_string();
+    assert!(
+        e.contains("no-such-recipe") && e.contains("fmnist-quick"),
+        "{e}"
+    );
+    for name in ["paper", "fmnist", "fmnist-quick", "smoke"] {
+        let r = Recipe::load(name).unwrap();
+        assert_eq!(
+            Recipe::from_toml(&r.to_toml(), name).unwrap(),
+            r,
+            "{name} round trip"
+        );
+    }
+}
