@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use ofa_space::{sample, ArchConfig, Choices};
-use ofa_supernet::{Mode, Supernet};
+use ofa_supernet::{channels_last, Layout, Mode, Supernet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -20,6 +20,61 @@ pub struct Args {
 enum What {
     /// Subnet extraction time (largest, smallest, random archs) and eval forward time.
     Extract(ExtractArgs),
+    /// Training throughput: full steps (teacher + sampled subnets, KD + label smoothing, SGD).
+    Train(TrainArgs),
+}
+
+/// Arguments of `ofa bench train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Search space (preset name or SearchSpace JSON file); random weights.
+    #[arg(long, default_value = "ofa-mbv3-w1.0")]
+    space: String,
+    /// Override the space's width multiplier.
+    #[arg(long)]
+    width_mult: Option<f64>,
+    /// Override the number of classes.
+    #[arg(long)]
+    n_classes: Option<u32>,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch: i64,
+    /// Input resolution.
+    #[arg(long, default_value_t = 128)]
+    resolution: u32,
+    /// Subnets sampled per step.
+    #[arg(long, default_value_t = 1)]
+    subnets_per_step: usize,
+    /// Timed steps (after 5 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// fp32 or bf16 (mixed precision).
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: PrecisionArg,
+    /// Keep NCHW weights and inputs (the trainer uses channels-last).
+    #[arg(long)]
+    nchw: bool,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    Fp32,
+    Bf16,
+}
+
+impl From<PrecisionArg> for ofa_trainer::step::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => ofa_trainer::step::Precision::Fp32,
+            PrecisionArg::Bf16 => ofa_trainer::step::Precision::Bf16,
+        }
+    }
 }
 
 /// Arguments of `ofa bench extract`.
@@ -63,6 +118,7 @@ fn time_ms(f: impl FnOnce()) -> f64 {
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.what {
         What::Extract(e) => extract(e),
+        What::Train(t) => train(t),
     }
 }
 
@@ -175,5 +231,126 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
         f["median_ms"].as_f64().unwrap_or(0.0),
         f["images_per_s"].as_f64().unwrap_or(0.0)
     );
+    Ok(())
+}
+
+/// Peak resident memory of this process in MiB (Linux), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    use ofa_trainer::step::{train_step, Sgd, StepConfig, StepTime};
+    anyhow::ensure!(
+        a.steps > 0 && a.batch > 0 && a.subnets_per_step > 0,
+        "steps, batch and subnets must be positive"
+    );
+    let device = super::device(&a.device)?;
+    let mut space = super::read_space(&a.space)?;
+    if let Some(w) = a.width_mult {
+        space.width_mult = w;
+    }
+    if let Some(n) = a.n_classes {
+        space.n_classes = n;
+    }
+    space.resolutions = vec![a.resolution];
+    space.validate()?;
+    let net = Supernet::new(&space, 0, device)?;
+    let teacher = net.deep_clone()?;
+    let cfg = StepConfig {
+        kd_ratio: 1.0,
+        label_smoothing: 0.1,
+        precision: a.precision.into(),
+    };
+    let r = i64::from(a.resolution);
+    let x = Tensor::randn(
+        [a.batch, i64::from(space.in_channels), r, r],
+        (Kind::Float, device),
+    );
+    // The trainer's layout: channels-last weights and inputs (unless --nchw).
+    let (net, teacher, x) = if a.nchw {
+        (net, teacher, x)
+    } else {
+        (
+            net.to_layout(Layout::ChannelsLast)?,
+            teacher.to_layout(Layout::ChannelsLast)?,
+            channels_last(&x),
+        )
+    };
+    let mut opt = Sgd::new(&net, 0.9, 3e-5);
+    let y = Tensor::randint(i64::from(space.n_classes), [a.batch], (Kind::Int64, device));
+    let choices = Choices::all(&space);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut ms = Vec::with_capacity(a.steps);
+    let mut total = StepTime::default();
+    const WARMUP: usize = 5;
+    for i in 0..a.steps + WARMUP {
+        let archs: Vec<ArchConfig> = (0..a.subnets_per_step)
+            .map(|_| sample(&space, &choices, &mut rng))
+            .collect();
+        let t = Instant::now();
+        let st = train_step(&net, Some(&teacher), &mut opt, &x, &y, &archs, &cfg, 0.01)?;
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        if i >= WARMUP {
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            total.teacher += st.time.teacher;
+            total.forward += st.time.forward;
+            total.backward += st.time.backward;
+            total.optimizer += st.time.optimizer;
+        }
+    }
+    let st = stats(ms);
+    let median = st["median_ms"].as_f64().unwrap_or(f64::NAN);
+    let n = a.steps as f64;
+    let out = json!({
+        "benchmark": "train",
+        "space": space.name, "width_mult": space.width_mult, "n_classes": space.n_classes,
+        "batch": a.batch, "resolution": a.resolution, "subnets_per_step": a.subnets_per_step,
+        "device": a.device, "threads": tch::get_num_threads(), "precision": format!("{:?}", a.precision).to_lowercase(), "layout": if a.nchw { "nchw" } else { "channels_last" },
+        "images_per_s": a.batch as f64 / (median / 1e3),
+        "step_ms": st,
+        "breakdown_ms": {"teacher_forward": total.teacher / n * 1e3, "student_forward": total.forward / n * 1e3,
+                         "backward": total.backward / n * 1e3, "optimizer": total.optimizer / n * 1e3},
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    println!(
+        "training steps, {} (width {}, {} classes), batch {} at r={}, {} subnet(s)/step, {} threads, {:?}, {}",
+        space.name, space.width_mult, space.n_classes, a.batch, a.resolution, a.subnets_per_step, tch::get_num_threads(),
+        a.precision, if a.nchw { "NCHW" } else { "channels-last" }
+    );
+    println!(
+        "images/s     {:.1}",
+        out["images_per_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "step median  {:.1} ms (p10 {:.1}, p90 {:.1})",
+        median,
+        st["p10_ms"].as_f64().unwrap_or(0.0),
+        st["p90_ms"].as_f64().unwrap_or(0.0)
+    );
+    for k in [
+        "teacher_forward",
+        "student_forward",
+        "backward",
+        "optimizer",
+    ] {
+        println!(
+            "  {:<16} {:>8.1} ms",
+            k,
+            out["breakdown_ms"][k].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(m) = peak_rss_mib() {
+        println!("peak memory  {m:.0} MiB");
+    }
     Ok(())
 }

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Run directory to create.
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "print_recipe"], conflicts_with = "resume")]
     out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long)]

@@ -500,6 +500,47 @@ impl Subnet {
         }
     }
 
+    /// The same network with its convolution and linear weights cast to `kind` (the casts keep
+    /// their autograd link to the original weights); BatchNorm stays in float32. Used for bf16
+    /// mixed-precision training: run it on an input of `kind`.
+    pub fn cast_weights(&self, kind: Kind) -> Subnet {
+        let c = |t: &Tensor| t.to_kind(kind);
+        let keep = Tensor::shallow_clone;
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|(r, w)| {
+                let weights = BlockWeights {
+                    inverted_bottleneck: w
+                        .inverted_bottleneck
+                        .as_ref()
+                        .map(|(t, bn)| (c(t), bn.map(keep))),
+                    depth_conv: c(&w.depth_conv),
+                    depth_bn: w.depth_bn.map(keep),
+                    se: w.se.as_ref().map(|s| s.map(c)),
+                    point_linear: c(&w.point_linear),
+                    point_bn: w.point_bn.map(keep),
+                };
+                (*r, weights)
+            })
+            .collect();
+        Subnet {
+            config: self.config.clone(),
+            stem: Stem {
+                conv: c(&self.stem.conv),
+                bn: self.stem.bn.map(keep),
+            },
+            blocks,
+            head: Head {
+                final_expand: c(&self.head.final_expand),
+                final_bn: self.head.final_bn.map(keep),
+                feature_mix: c(&self.head.feature_mix),
+                classifier_weight: c(&self.head.classifier_weight),
+                classifier_bias: c(&self.head.classifier_bias),
+            },
+        }
+    }
+
     /// Check an input batch: `[N, in_channels, H, W]` floating point.
     pub fn check_input(&self, x: &Tensor) -> Result<()> {
         let s = x.size();

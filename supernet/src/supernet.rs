@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::Result;
 use crate::layers::{BlockWeights, Bn, Head, Mode, Se, Stem};
 use crate::subnet::{Subnet, SubnetConfig};
-use crate::tensors::{InitSource, MapSource, Registry, Role, TensorSource, TensorSpec};
+use crate::tensors::{InitSource, Layout, MapSource, Registry, Role, TensorSource, TensorSpec};
 
 /// One supernet block: its full-width tensors and, for elastic blocks, the kernel transforms.
 #[derive(Debug)]
@@ -30,6 +30,7 @@ pub struct Supernet {
     blocks: Vec<SupernetBlock>,
     head: Head,
     registry: Vec<(TensorSpec, Tensor)>,
+    layout: Layout,
 }
 
 impl Supernet {
@@ -54,8 +55,17 @@ impl Supernet {
 
     /// Build, taking every tensor from `source` under its reference supernet name.
     pub fn build(space: &SearchSpace, source: &mut dyn TensorSource) -> Result<Supernet> {
+        Supernet::build_with_layout(space, source, Layout::Contiguous)
+    }
+
+    /// [`Supernet::build`] with a choice of weight memory layout.
+    pub fn build_with_layout(
+        space: &SearchSpace,
+        source: &mut dyn TensorSource,
+        layout: Layout,
+    ) -> Result<Supernet> {
         space.validate()?;
-        let mut reg = Registry::new(source);
+        let mut reg = Registry::new(source, layout);
         let i = i64::from;
         let stem_w = i(space.stem_width());
         let stem = Stem {
@@ -103,6 +113,7 @@ impl Supernet {
             blocks,
             head,
             registry,
+            layout,
         })
     }
 
@@ -380,13 +391,26 @@ impl Supernet {
         })
     }
 
-    /// A deep copy (e.g. a frozen teacher).
+    /// A deep copy (e.g. a frozen teacher), in the same layout.
     pub fn deep_clone(&self) -> Result<Supernet> {
+        self.to_layout(self.layout)
+    }
+
+    /// A deep copy with its 4-D weights in `layout`.
+    pub fn to_layout(&self, layout: Layout) -> Result<Supernet> {
         let map: HashMap<String, Tensor> = self
             .registry
             .iter()
             .map(|(s, t)| (s.name.clone(), crate::tensors::deep_copy(t)))
             .collect();
-        Supernet::from_tensors(&self.space, map, self.device())
+        let mut src = MapSource::new(map, self.device());
+        let net = Supernet::build_with_layout(&self.space, &mut src, layout)?;
+        src.finish()?;
+        Ok(net)
+    }
+
+    /// The layout of the 4-D weights.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 }

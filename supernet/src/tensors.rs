@@ -176,13 +176,15 @@ impl TensorSource for MapSource {
 /// Builds a network's tensors in order, recording each with its spec (the network's registry).
 pub(crate) struct Registry<'a> {
     source: &'a mut dyn TensorSource,
+    layout: Layout,
     pub(crate) entries: Vec<(TensorSpec, Tensor)>,
 }
 
 impl<'a> Registry<'a> {
-    pub(crate) fn new(source: &'a mut dyn TensorSource) -> Self {
+    pub(crate) fn new(source: &'a mut dyn TensorSource, layout: Layout) -> Self {
         Registry {
             source,
+            layout,
             entries: Vec::new(),
         }
     }
@@ -195,6 +197,11 @@ impl<'a> Registry<'a> {
             role,
         };
         let t = self.source.take(&spec)?;
+        let t = if spec.shape.len() == 4 && self.layout == Layout::ChannelsLast {
+            channels_last(&t)
+        } else {
+            t
+        };
         let t = if role.trainable() {
             t.set_requires_grad(true)
         } else {
@@ -225,4 +232,24 @@ pub fn deep_copy(t: &Tensor) -> Tensor {
     let out = Tensor::empty(t.size(), (t.kind(), t.device()));
     tch::no_grad(|| out.shallow_clone().copy_(t));
     out
+}
+
+/// Memory layout of a network's 4-D weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Row-major NCHW (what files store; extraction always produces this).
+    #[default]
+    Contiguous,
+    /// NHWC strides under NCHW shape (PyTorch's `channels_last`): with channels-last inputs,
+    /// oneDNN convolutions skip their layout reorders (faster training on CPU).
+    ChannelsLast,
+}
+
+/// The same values with channels-last strides (4-D tensors; others are returned as they are).
+pub fn channels_last(t: &Tensor) -> Tensor {
+    if t.dim() == 4 {
+        t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    } else {
+        t.shallow_clone()
+    }
 }

@@ -130,6 +130,9 @@ impl Loader {
             let plan = plan.clone();
             handles.push(std::thread::spawn(move || {
                 let _guard = tch::no_grad_guard();
+                // Intra-op threads are per OS thread: keep augmentation to one core so it does
+                // not oversubscribe the cores the training thread uses.
+                tch::set_num_threads(1);
                 let mut step = start + w;
                 while step < end {
                     if tx.send(plan.batch(&mine, step)).is_err() {

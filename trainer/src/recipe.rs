@@ -67,6 +67,10 @@ pub struct TrainSettings {
     /// Batches each worker keeps ready.
     #[serde(default = "d_prefetch")]
     pub prefetch: usize,
+    /// Arithmetic: `fp32`, or `bf16` (mixed precision: bf16 convolutions, float32 master
+    /// weights, BN statistics and optimiser).
+    #[serde(default)]
+    pub precision: crate::step::Precision,
 }
 
 fn d_momentum() -> f64 {

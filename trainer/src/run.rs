@@ -13,14 +13,14 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace, N_STAGES};
 use ofa_supernet::checkpoint::{read_safetensors, write_atomic, write_safetensors};
-use ofa_supernet::{Provenance, Supernet, SupernetError};
+use ofa_supernet::{channels_last, Layout, Provenance, Supernet, SupernetError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::{Device, Tensor};
 
-use crate::data::{load_dir, DataError, Split};
+use crate::data::{load_any, DataError, Split};
 use crate::eval::{calibrate, subset, top1};
 use crate::loader::{mix, BatchPlan, Loader};
 use crate::recipe::{Recipe, RecipeError};
@@ -165,7 +165,8 @@ pub fn train(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Outcome, 
     let meta = json!({"data": ctx.dataset, "device": format!("{:?}", ctx.opts.device)});
     write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
     tch::manual_seed(ctx.recipe.train.seed as i64);
-    let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?;
+    let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?
+        .to_layout(Layout::ChannelsLast)?;
     ctx.run(net, None, RunState::default())
 }
 
@@ -186,7 +187,8 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
     let ck = dir.join("checkpoint.safetensors");
     if !ck.exists() {
         tch::manual_seed(ctx.recipe.train.seed as i64);
-        let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?;
+        let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?
+            .to_layout(Layout::ChannelsLast)?;
         return ctx.run(net, None, RunState::default());
     }
     let (net, teacher, state, momentum) = ctx.load_checkpoint(&ck)?;
@@ -199,7 +201,15 @@ impl Ctx {
             .data
             .clone()
             .unwrap_or_else(|| PathBuf::from(&recipe.data));
-        let ds = load_dir(&data_dir)?;
+        // Image folders are decoded once at the size the eval transform needs.
+        let max_r = resolve_space(&recipe, 1)?
+            .resolutions
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(224);
+        let folder_size = (f64::from(max_r) / recipe.augment.eval_crop).ceil() as u32;
+        let ds = load_any(&data_dir, folder_size, false)?;
         let space = resolve_space(&recipe, ds.n_classes)?;
         let v = &recipe.validation;
         if ds.train.len() <= v.holdout {
@@ -262,6 +272,7 @@ impl Ctx {
         let cfg = StepConfig {
             kd_ratio: t.kd_ratio,
             label_smoothing: t.label_smoothing,
+            precision: t.precision,
         };
         let session_start = Instant::now();
         let elapsed_before = state.elapsed_s;
@@ -309,7 +320,7 @@ impl Ctx {
                     })
                     .collect();
                 let lr = lr_at(step, total, warmup, phase.lr);
-                let x = batch.x.to_device(self.opts.device);
+                let x = channels_last(&batch.x.to_device(self.opts.device));
                 let y = batch.y.to_device(self.opts.device);
                 let stats = train_step(&net, use_teacher, &mut opt, &x, &y, &archs, &cfg, lr)?;
                 state.step += 1;
@@ -419,6 +430,7 @@ impl Ctx {
         ];
         let v = &self.recipe.validation;
         let mut rows = Vec::new();
+        let mut seen: Vec<(ArchConfig, Value)> = Vec::new();
         for (which, label) in [(0, "min"), (1, "mid"), (2, "max")] {
             for &r in rs.iter() {
                 let arch = ArchConfig {
@@ -427,6 +439,16 @@ impl Ctx {
                     d: vec![pick(&phase.depth, which); N_STAGES],
                     r,
                 };
+                // min, mid and max coincide where a phase has one choice: measure once.
+                if let Some(prev) = seen.iter().find(|(a, _)| *a == arch).map(|(_, row)| row) {
+                    let mut row: Value = prev.clone();
+                    row["subnet"] = json!(label);
+                    rows.push(row);
+                    if rs[0] == rs[1] {
+                        break;
+                    }
+                    continue;
+                }
                 let sub = net.extract(&arch)?;
                 calibrate(
                     &sub,
@@ -458,6 +480,7 @@ impl Ctx {
                         row["test_top1"] = json!(t * 100.0);
                     }
                 }
+                seen.push((arch, row.clone()));
                 rows.push(row);
                 if rs[0] == rs[1] {
                     break;
@@ -536,11 +559,13 @@ impl Ctx {
             }
         }
         let device = self.opts.device;
-        let net = Supernet::from_tensors(&self.space, netm, device)?;
+        // Training runs on channels-last weights (faster oneDNN convolutions); files are NCHW.
+        let cl = Layout::ChannelsLast;
+        let net = Supernet::from_tensors(&self.space, netm, device)?.to_layout(cl)?;
         let teacher = if teachm.is_empty() {
             None
         } else {
-            Some(Supernet::from_tensors(&self.space, teachm, device)?)
+            Some(Supernet::from_tensors(&self.space, teachm, device)?.to_layout(cl)?)
         };
         Ok((net, teacher, state, mom))
     }

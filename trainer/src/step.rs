@@ -3,6 +3,8 @@
 //! `kd_ratio · CE(student, softmax(teacher)) + label-smoothed CE(student, y)`, gradients
 //! accumulated, one SGD (Nesterov) step; plus the cosine learning-rate schedule with warm-up.
 
+use std::time::Instant;
+
 use ofa_space::ArchConfig;
 use ofa_supernet::{Mode, Result, Supernet};
 use tch::{Kind, Tensor};
@@ -145,6 +147,33 @@ pub struct StepConfig {
     pub kd_ratio: f64,
     /// Label smoothing ε.
     pub label_smoothing: f64,
+    /// Arithmetic of the forward and backward passes.
+    pub precision: Precision,
+}
+
+/// Arithmetic of training passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 everywhere.
+    #[default]
+    Fp32,
+    /// Convolutions and linear layers in bfloat16 (weights cast from float32 master copies,
+    /// which the optimiser updates); BatchNorm statistics, losses and the optimiser in float32.
+    Bf16,
+}
+
+/// Train-mode forward of one subnet in the given precision; float32 logits.
+fn run(net: &Supernet, arch: &ArchConfig, x: &Tensor, precision: Precision) -> Result<Tensor> {
+    match precision {
+        Precision::Fp32 => net.forward(x, arch, Mode::Train),
+        Precision::Bf16 => {
+            let view = net.view(arch)?.cast_weights(Kind::BFloat16);
+            Ok(view
+                .forward(&x.to_kind(Kind::BFloat16), Mode::Train)?
+                .to_kind(Kind::Float))
+        }
+    }
 }
 
 /// What a step measured.
@@ -154,6 +183,21 @@ pub struct StepStats {
     pub loss: f64,
     /// Mean top-1 of the step's subnets on the batch (fraction).
     pub top1: f64,
+    /// Where the step's time went, in seconds.
+    pub time: StepTime,
+}
+
+/// Wall-clock time of each part of a step, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTime {
+    /// Teacher forward (soft labels).
+    pub teacher: f64,
+    /// Student forward passes and losses.
+    pub forward: f64,
+    /// Backward passes.
+    pub backward: f64,
+    /// Zeroing gradients and the optimiser update.
+    pub optimizer: f64,
 }
 
 /// One training step: soft labels from `teacher` (its largest subnet at the batch's resolution,
@@ -170,22 +214,32 @@ pub fn train_step(
     cfg: &StepConfig,
     lr: f64,
 ) -> Result<StepStats> {
+    let mut time = StepTime::default();
+    let mut t0 = Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot += t0.elapsed().as_secs_f64();
+        t0 = Instant::now();
+    };
     opt.zero_grad(net);
+    lap(&mut time.optimizer);
     let soft = match teacher {
         Some(t) if cfg.kd_ratio > 0.0 => {
             let mut full = ArchConfig::largest(t.space());
             full.r = archs.first().map_or(full.r, |a| a.r);
-            Some(tch::no_grad(|| t.forward(x, &full, Mode::Train))?.softmax(1, Kind::Float))
+            let logits = tch::no_grad(|| run(t, &full, x, cfg.precision))?;
+            Some(logits.softmax(1, Kind::Float))
         }
         _ => None,
     };
+    lap(&mut time.teacher);
     let (mut loss_sum, mut top1_sum) = (0.0, 0.0);
     for arch in archs {
-        let out = net.forward(x, arch, Mode::Train)?;
+        let out = run(net, arch, x, cfg.precision)?;
         let mut loss = label_smoothed_cross_entropy(&out, y, cfg.label_smoothing);
         if let Some(s) = &soft {
             loss += soft_cross_entropy(&out, s) * cfg.kd_ratio;
         }
+        lap(&mut time.forward);
         loss.backward();
         loss_sum += loss.double_value(&[]);
         let correct = out
@@ -194,11 +248,14 @@ pub fn train_step(
             .to_kind(Kind::Float)
             .mean(Kind::Float);
         top1_sum += correct.double_value(&[]);
+        lap(&mut time.backward);
     }
     opt.step(net, lr);
+    lap(&mut time.optimizer);
     let n = archs.len().max(1) as f64;
     Ok(StepStats {
         loss: loss_sum / n,
         top1: top1_sum / n,
+        time,
     })
 }

@@ -136,3 +136,41 @@ fn fashion_mnist_from_the_debian_package() {
     let (tr, va) = ds.train.split_validation(10000, 0);
     assert_eq!((tr.len(), va.len()), (50000, 10000));
 }
+
+#[test]
+fn image_folders_decode_resize_and_name_bad_files() {
+    use ofa_trainer::data::load_any;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (split, n) in [("train", 3u8), ("test", 1)] {
+        for (ci, class) in ["cat", "dog"].iter().enumerate() {
+            let cdir = d.join(split).join(class);
+            std::fs::create_dir_all(&cdir).unwrap();
+            for i in 0..n {
+                // 40×20 images: red channel encodes the class.
+                let img = image::RgbImage::from_fn(40, 20, |x, _| {
+                    image::Rgb([100 * ci as u8 + 10, i * 20, x as u8])
+                });
+                img.save(cdir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let ds = load_any(d, 16, false).unwrap();
+    assert_eq!(ds.train.images.size(), vec![6, 3, 16, 16]);
+    assert_eq!(ds.test.as_ref().unwrap().len(), 2);
+    assert_eq!(ds.n_classes, 2);
+    assert_eq!(ds.train.labels.int64_value(&[3]), 1);
+    assert_eq!(
+        ds.train.images.int64_value(&[4, 0, 5, 5]),
+        110,
+        "class 1 red value"
+    );
+    // Bad image and empty class are named.
+    std::fs::write(d.join("train/dog/bad.png"), b"not a png").unwrap();
+    let e = load_any(d, 16, false).unwrap_err().to_string();
+    assert!(e.contains("bad.png") && e.contains("cannot decode"), "{e}");
+    std::fs::remove_file(d.join("train/dog/bad.png")).unwrap();
+    std::fs::create_dir_all(d.join("train/empty")).unwrap();
+    let e = load_any(d, 16, false).unwrap_err().to_string();
+    assert!(e.contains("empty") && e.contains("no .png/.jpg"), "{e}");
+}

@@ -9,49 +9,15 @@ use std::sync::Arc;
 
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_supernet::Supernet;
+use ofa_trainer::data::write_synthetic_idx;
 use ofa_trainer::recipe::Recipe;
 use ofa_trainer::run::{resume, train, Outcome, TrainOptions};
 use serde_json::Value;
 use tch::Device;
 
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
-
-/// 160 training and 40 test 28×28 images whose brightness pattern depends on the label.
+/// 160 training and 40 test images, 4 learnable classes.
 fn dataset(dir: &Path) {
-    for (prefix, n) in [("train", 160u32), ("t10k", 40)] {
-        let mut images = Vec::new();
-        let mut labels = Vec::new();
-        for i in 0..n {
-            let label = (i % 4) as u8;
-            labels.push(label);
-            for p in 0..28 * 28u32 {
-                let row = p / 28;
-                let on = row / 7 == u32::from(label);
-                images.push(if on {
-                    200
-                } else {
-                    ((p * 7 + i * 13) % 50) as u8
-                });
-            }
-        }
-        std::fs::write(
-            dir.join(format!("{prefix}-images-idx3-ubyte")),
-            idx(&[n, 28, 28], &images),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            idx(&[n], &labels),
-        )
-        .unwrap();
-    }
+    write_synthetic_idx(dir, 160, 40, 4).unwrap();
 }
 
 fn opts(data: &Path, stop_after: Option<u64>) -> TrainOptions {

@@ -80,6 +80,7 @@ fn run(steps: usize) -> (Vec<f64>, Supernet) {
     let cfg = StepConfig {
         kd_ratio: 1.0,
         label_smoothing: 0.1,
+        precision: Default::default(),
     };
     let mut losses = Vec::new();
     for step in 0..steps {

@@ -1,0 +1,135 @@
+//! `ofa train` as a user runs it: killed with SIGKILL mid-run and resumed, the final weights
+//! equal those of an uninterrupted run with the same seed and thread count.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ofa_supernet::checkpoint::read_safetensors;
+use ofa_trainer::data::write_synthetic_idx;
+
+fn ofa() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ofa"));
+    c.args(["--threads", "1"]);
+    c
+}
+
+fn run_ok(c: &mut Command) {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn global_step(run: &Path) -> Option<u64> {
+    let f = read_safetensors(&run.join("checkpoint.safetensors")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(f.metadata.get("state")?).ok()?;
+    state["global_step"].as_u64()
+}
+
+#[test]
+fn kill_9_then_resume_equals_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_synthetic_idx(&data, 160, 40, 4).unwrap();
+    // The smoke recipe with a longer first phase, so there is time to kill it mid-way.
+    let recipe = tmp.path().join("longer.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/recipes/smoke.toml"),
+    )
+    .unwrap()
+    .replacen("steps = 3", "steps = 40", 1)
+    .replace("checkpoint_every = 2", "checkpoint_every = 3");
+    std::fs::write(&recipe, text).unwrap();
+    let (r, d) = (recipe.to_str().unwrap(), data.to_str().unwrap());
+
+    let a = tmp.path().join("a");
+    run_ok(ofa().args([
+        "train",
+        "--recipe",
+        r,
+        "--data",
+        d,
+        "--out",
+        a.to_str().unwrap(),
+    ]));
+
+    let b = tmp.path().join("b");
+    let mut child = ofa()
+        .args([
+            "train",
+            "--recipe",
+            r,
+            "--data",
+            d,
+            "--out",
+            b.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while global_step(&b).is_none_or(|s| s < 6) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed_at = global_step(&b).unwrap();
+    assert!(killed_at < 49, "killed too late ({killed_at})");
+    assert!(!b.join("supernet.safetensors").exists());
+    run_ok(ofa().args(["train", "--resume", b.to_str().unwrap()]));
+
+    let wa = read_safetensors(&a.join("supernet.safetensors"))
+        .unwrap()
+        .tensors;
+    let wb = read_safetensors(&b.join("supernet.safetensors"))
+        .unwrap()
+        .tensors;
+    assert_eq!(wa.len(), wb.len());
+    for (name, t) in &wa {
+        assert!(
+            t.equal(&wb[name]),
+            "{name} differs after kill -9 and resume (killed at step {killed_at})"
+        );
+    }
+}
+
+#[test]
+fn train_cli_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ofa()
+        .args([
+            "train",
+            "--recipe",
+            "nope",
+            "--out",
+            tmp.path().join("r").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let out = ofa()
+        .args(["train", "--resume", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
+    let out = ofa()
+        .args(["train", "--recipe", "smoke", "--print-recipe"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("name = \"smoke\""));
+}
