@@ -289,4 +289,23 @@ fn devices_and_bench_json() {
     .unwrap();
     assert!(b["median_ms"].as_f64().unwrap() > 0.0);
     assert!(b["forward_largest"]["median_ms"].as_f64().unwrap() > 0.0);
+    let t: Value = serde_json::from_str(&ok(&[
+        "bench",
+        "train",
+        "--space",
+        "ofa-mbv3-tiny",
+        "--batch",
+        "4",
+        "--resolution",
+        "32",
+        "--steps",
+        "2",
+        "--subnets-per-step",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(t["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(t["breakdown_ms"]["backward"].as_f64().unwrap() > 0.0);
+    assert_eq!(t["layout"], "channels_last");
 }

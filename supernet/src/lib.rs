@@ -27,4 +27,4 @@ pub use error::{Result, SupernetError};
 pub use layers::Mode;
 pub use subnet::{LayerConfig, Subnet, SubnetConfig};
 pub use supernet::Supernet;
-pub use tensors::{channels_last, Layout, Role, TensorSpec};
+pub use tensors::{channels_last, InitScheme, Layout, Role, TensorSpec};

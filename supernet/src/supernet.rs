@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 use crate::error::Result;
 use crate::layers::{BlockWeights, Bn, Head, Mode, Se, Stem};
 use crate::subnet::{Subnet, SubnetConfig};
-use crate::tensors::{InitSource, Layout, MapSource, Registry, Role, TensorSource, TensorSpec};
+use crate::tensors::{
+    InitScheme, InitSource, Layout, MapSource, Registry, Role, TensorSource, TensorSpec,
+};
 
 /// One supernet block: its full-width tensors and, for elastic blocks, the kernel transforms.
 #[derive(Debug)]
@@ -36,8 +38,18 @@ pub struct Supernet {
 impl Supernet {
     /// A freshly initialised supernet (reference `he_fout` init), seeded.
     pub fn new(space: &SearchSpace, seed: u64, device: Device) -> Result<Supernet> {
+        Supernet::new_with(space, seed, device, InitScheme::HeFout)
+    }
+
+    /// A freshly initialised supernet with a choice of convolution initialisation, seeded.
+    pub fn new_with(
+        space: &SearchSpace,
+        seed: u64,
+        device: Device,
+        scheme: InitScheme,
+    ) -> Result<Supernet> {
         tch::manual_seed(seed as i64);
-        Supernet::build(space, &mut InitSource { device })
+        Supernet::build(space, &mut InitSource { device, scheme })
     }
 
     /// Build from a name → tensor map in the reference supernet naming; every tensor must be

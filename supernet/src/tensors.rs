@@ -83,6 +83,20 @@ pub trait TensorSource {
 pub struct InitSource {
     /// Target device.
     pub device: Device,
+    /// How convolution weights are drawn.
+    pub scheme: InitScheme,
+}
+
+/// Initialisation of convolution weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitScheme {
+    /// The reference's `he_fout`: N(0, √(2 / (k·k·out))).
+    #[default]
+    HeFout,
+    /// PyTorch's default for `nn.Conv2d`: U(±1/√fan_in), fan_in = in/groups · k · k. On short
+    /// runs (Fashion-MNIST) it learns markedly faster than he_fout.
+    FanInUniform,
 }
 
 impl TensorSource for InitSource {
@@ -90,10 +104,16 @@ impl TensorSource for InitSource {
         let opts = (spec.role.kind(), self.device);
         let s = spec.shape.as_slice();
         let t = match spec.role {
-            Role::ConvWeight => {
-                let n = (s[0] * s[2] * s[3]) as f64;
-                Tensor::empty(s, opts).normal_(0.0, (2.0 / n).sqrt())
-            }
+            Role::ConvWeight => match self.scheme {
+                InitScheme::HeFout => {
+                    let n = (s[0] * s[2] * s[3]) as f64;
+                    Tensor::empty(s, opts).normal_(0.0, (2.0 / n).sqrt())
+                }
+                InitScheme::FanInUniform => {
+                    let bound = 1.0 / ((s[1] * s[2] * s[3]) as f64).sqrt();
+                    Tensor::empty(s, opts).uniform_(-bound, bound)
+                }
+            },
             Role::LinearWeight => {
                 let stdv = 1.0 / (s[1] as f64).sqrt();
                 Tensor::empty(s, opts).uniform_(-stdv, stdv)

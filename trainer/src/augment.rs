@@ -105,38 +105,69 @@ fn resize(x: &Tensor, h: i64, w: i64) -> Tensor {
     x.upsample_bilinear2d([h, w], false, None, None)
 }
 
-/// Training augmentation of a uint8 batch `[B, C, H, W]` to float `[B, C, r, r]`.
+/// Training augmentation of a uint8 batch `[B, C, H, W]` to float `[B, C, r, r]`: every image's
+/// crop (and flip) becomes one affine map, and the whole batch is resampled by a single bilinear
+/// `grid_sampler` call.
 pub fn train_batch<R: Rng>(images: &Tensor, r: i64, cfg: &AugmentConfig, rng: &mut R) -> Tensor {
     let s = images.size();
     let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let x = images.to_kind(Kind::Float) / 255.0;
-    let mut out = Vec::with_capacity(b as usize);
-    for i in 0..b {
+    let mut theta = Vec::with_capacity(b as usize * 6);
+    let mut bright = Vec::with_capacity(b as usize);
+    let mut sat = Vec::with_capacity(b as usize);
+    for _ in 0..b {
         let (top, left, ch, cw) = crop_params(h, w, cfg.crop_scale, rng);
-        let mut img = resize(
-            &x.narrow(0, i, 1).narrow(2, top, ch).narrow(3, left, cw),
-            r,
-            r,
-        );
-        if cfg.flip && rng.random_bool(0.5) {
-            img = img.flip([3]);
-        }
-        if cfg.brightness > 0.0 {
-            let f = rng.random_range(1.0 - cfg.brightness..=1.0 + cfg.brightness);
-            img = (img * f).clamp(0.0, 1.0);
-        }
-        if cfg.saturation > 0.0 && c == 3 {
-            let f = rng.random_range(1.0 - cfg.saturation..=1.0 + cfg.saturation);
-            let gray = (img.narrow(1, 0, 1) * 0.299
-                + img.narrow(1, 1, 1) * 0.587
-                + img.narrow(1, 2, 1) * 0.114)
-                .expand([1, 3, r, r], false);
-            img = (&img * f + gray * (1.0 - f)).clamp(0.0, 1.0);
-        }
-        out.push(img);
+        let flip = if cfg.flip && rng.random_bool(0.5) {
+            -1.0
+        } else {
+            1.0
+        };
+        // Output coordinates in [-1, 1] map to the crop's extent in the input's [-1, 1] frame.
+        let (sx, sy) = (cw as f64 / w as f64, ch as f64 / h as f64);
+        let tx = (2.0 * left as f64 + cw as f64) / w as f64 - 1.0;
+        let ty = (2.0 * top as f64 + ch as f64) / h as f64 - 1.0;
+        theta.extend_from_slice(&[
+            (sx * flip) as f32,
+            0.0,
+            tx as f32,
+            0.0,
+            sy as f32,
+            ty as f32,
+        ]);
+        bright.push(if cfg.brightness > 0.0 {
+            rng.random_range(1.0 - cfg.brightness..=1.0 + cfg.brightness) as f32
+        } else {
+            1.0
+        });
+        sat.push(if cfg.saturation > 0.0 && c == 3 {
+            rng.random_range(1.0 - cfg.saturation..=1.0 + cfg.saturation) as f32
+        } else {
+            1.0
+        });
     }
-    let x = Tensor::cat(&out, 0);
-    let (m, sd) = cfg.stats(c, x.device());
+    let device = images.device();
+    let theta = Tensor::from_slice(&theta)
+        .reshape([b, 2, 3])
+        .to_device(device);
+    let grid = Tensor::affine_grid_generator(&theta, [b, c, r, r], false);
+    let x = images.to_kind(Kind::Float) / 255.0;
+    let mut x = x.grid_sampler(&grid, 0, 1, false);
+    if cfg.brightness > 0.0 {
+        let f = Tensor::from_slice(&bright)
+            .to_device(device)
+            .reshape([b, 1, 1, 1]);
+        x = (x * f).clamp(0.0, 1.0);
+    }
+    if cfg.saturation > 0.0 && c == 3 {
+        let f = Tensor::from_slice(&sat)
+            .to_device(device)
+            .reshape([b, 1, 1, 1]);
+        let gray =
+            (x.narrow(1, 0, 1) * 0.299 + x.narrow(1, 1, 1) * 0.587 + x.narrow(1, 2, 1) * 0.114)
+                .expand([b, 3, r, r], false);
+        let blended: Tensor = &x * &f + gray * (1.0 - &f);
+        x = blended.clamp(0.0, 1.0);
+    }
+    let (m, sd) = cfg.stats(c, device);
     (x - m) / sd
 }
 

@@ -71,6 +71,10 @@ pub struct TrainSettings {
     /// weights, BN statistics and optimiser).
     #[serde(default)]
     pub precision: crate::step::Precision,
+    /// Convolution initialisation: `he_fout` (the reference) or `fan_in_uniform` (PyTorch's
+    /// default; learns faster on short runs).
+    #[serde(default)]
+    pub init: ofa_supernet::InitScheme,
 }
 
 fn d_momentum() -> f64 {

@@ -165,8 +165,13 @@ pub fn train(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Outcome, 
     let meta = json!({"data": ctx.dataset, "device": format!("{:?}", ctx.opts.device)});
     write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
     tch::manual_seed(ctx.recipe.train.seed as i64);
-    let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?
-        .to_layout(Layout::ChannelsLast)?;
+    let net = Supernet::new_with(
+        &ctx.space,
+        ctx.recipe.train.seed,
+        ctx.opts.device,
+        ctx.recipe.train.init,
+    )?
+    .to_layout(Layout::ChannelsLast)?;
     ctx.run(net, None, RunState::default())
 }
 
@@ -187,8 +192,13 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
     let ck = dir.join("checkpoint.safetensors");
     if !ck.exists() {
         tch::manual_seed(ctx.recipe.train.seed as i64);
-        let net = Supernet::new(&ctx.space, ctx.recipe.train.seed, ctx.opts.device)?
-            .to_layout(Layout::ChannelsLast)?;
+        let net = Supernet::new_with(
+            &ctx.space,
+            ctx.recipe.train.seed,
+            ctx.opts.device,
+            ctx.recipe.train.init,
+        )?
+        .to_layout(Layout::ChannelsLast)?;
         return ctx.run(net, None, RunState::default());
     }
     let (net, teacher, state, momentum) = ctx.load_checkpoint(&ck)?;
