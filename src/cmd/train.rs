@@ -15,7 +15,8 @@ pub struct Args {
     /// Built-in recipe (paper, fmnist, fmnist-quick, smoke) or a recipe TOML file.
     #[arg(long, required_unless_present = "resume")]
     recipe: Option<String>,
-    /// Dataset directory (IDX or CIFAR-10 binary); default: the recipe's.
+    /// Dataset directory: MNIST-style IDX, CIFAR-10 binary batches or an image folder
+    /// (`class/*.png|jpg`); default: the recipe's.
     #[arg(long)]
     data: Option<PathBuf>,
     /// cpu, cuda or cuda:N.

@@ -311,6 +311,10 @@ impl Ctx {
                 d: phase.depth.clone(),
                 r: self.space.resolutions.clone(),
             };
+            tracing::info!(
+                phase = %phase.name, steps = total, from = state.step, warmup, lr = phase.lr,
+                subnets = phase.subnets_per_step, "phase start"
+            );
             let bar = self.bar(total, state.step, &phase.name, pi);
             let mut loader =
                 Loader::new(&self.train, &plan, state.step, total, t.workers, t.prefetch);
