@@ -107,6 +107,56 @@ fn kill_9_then_resume_equals_an_uninterrupted_run() {
 }
 
 #[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_synthetic_idx(&data, 160, 40, 4).unwrap();
+    let recipe = tmp.path().join("longer.toml");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/recipes/smoke.toml"),
+    )
+    .unwrap()
+    .replacen("steps = 3", "steps = 400", 1)
+    .replace("checkpoint_every = 2", "checkpoint_every = 1000");
+    std::fs::write(&recipe, text).unwrap();
+    let run = tmp.path().join("run");
+    let child = ofa()
+        .args([
+            "train",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(["--out", run.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training has started (metrics are logged every step in this recipe).
+    let t0 = Instant::now();
+    while !run.join("metrics.jsonl").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("continue with: ofa train --resume"), "{err}");
+    let step = global_step(&run).expect("a checkpoint was saved on Ctrl-C");
+    assert!(step >= 1 && step < 400, "{step}");
+}
+
+#[test]
 fn train_cli_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ofa()
