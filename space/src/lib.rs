@@ -5,6 +5,7 @@
 //! - [`ArchConfig`]: one subnet, reference-JSON compatible, validated against a space.
 //! - [`Choices`] and [`sample`]: seeded uniform sampling from any subset of choices.
 //! - [`cost`]: analytic MACs and params equal to the reference's counts.
+//! - [`latency`]: latency lookup-table keys in the reference's style.
 //!
 //! ```
 //! use ofa_space::{cost, ArchConfig, SearchSpace};
@@ -26,6 +27,7 @@
 mod arch;
 pub mod cost;
 mod error;
+pub mod latency;
 mod sample;
 mod space;
 
