@@ -1,0 +1,191 @@
+//! Latency lookup tables.
+//!
+//! JSON format (`latency/<hardware>.json`):
+//! ```json
+//! {"format": "ofa-latency-table/1",
+//!  "meta": {"device": "Samsung Note10 (TF-Lite)", "batch": 1, "threads": null,
+//!           "libraries": {...}, "date": "...", "source": "..."},
+//!  "tables": {"160": {"Conv-input:160x160x3-output:80x80x24": {"count": 498, "mean": 0.4955, "std": 0.0102}, ...},
+//!             "176": {...}}}
+//! ```
+//! Keys are those of [`ofa_space::latency::layer_keys`]; values are milliseconds. A subnet's
+//! predicted latency is the sum of the `mean` of its layers at its resolution.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ofa_space::latency::layer_keys;
+use ofa_space::{ArchConfig, SearchSpace};
+use serde::{Deserialize, Serialize};
+
+/// `format` of a latency table file.
+pub const FORMAT: &str = "ofa-latency-table/1";
+
+/// One measured layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Number of measurements.
+    pub count: u64,
+    /// Mean time, ms.
+    pub mean: f64,
+    /// Standard deviation, ms.
+    pub std: f64,
+}
+
+/// Where and how a table was measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Device description.
+    pub device: String,
+    /// Batch size of the measurements.
+    #[serde(default)]
+    pub batch: Option<u32>,
+    /// Threads used.
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Library versions.
+    #[serde(default)]
+    pub libraries: BTreeMap<String, String>,
+    /// Measurement date.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// Origin (e.g. the imported files).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// A latency lookup table: per resolution, per layer key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyTable {
+    /// [`FORMAT`].
+    pub format: String,
+    /// Provenance.
+    pub meta: Meta,
+    /// Resolution → layer key → entry.
+    pub tables: BTreeMap<u32, BTreeMap<String, Entry>>,
+}
+
+/// Why a table cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum LatencyError {
+    /// Unreadable or malformed file.
+    #[error("{path}: {reason}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The table has no entry for a resolution.
+    #[error(
+        "the latency table has no entries for resolution {resolution} (it covers {available:?})"
+    )]
+    MissingResolution {
+        /// Asked-for resolution.
+        resolution: u32,
+        /// Resolutions present.
+        available: Vec<u32>,
+    },
+    /// A layer of the arch is not in the table.
+    #[error("the latency table has no entry `{key}` (needed by arch {arch})")]
+    MissingLayer {
+        /// The key.
+        key: String,
+        /// The arch, as JSON.
+        arch: String,
+    },
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> LatencyError {
+    LatencyError::BadFile {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl LatencyTable {
+    /// Import the reference's `{R}_lookup_table.yaml` files from a directory (one file per
+    /// resolution).
+    pub fn import_reference_dir(dir: &Path, device: &str) -> Result<LatencyTable, LatencyError> {
+        let rd = std::fs::read_dir(dir).map_err(|e| bad(dir, e.to_string()))?;
+        let mut tables = BTreeMap::new();
+        for entry in rd.filter_map(Result::ok) {
+            let p = entry.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(r) = name
+                .strip_suffix("_lookup_table.yaml")
+                .and_then(|r| r.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&p).map_err(|e| bad(&p, e.to_string()))?;
+            let t: BTreeMap<String, Entry> = serde_norway::from_str(&text)
+                .map_err(|e| bad(&p, format!("not a reference lookup table ({e})")))?;
+            if let Some((k, e)) = t
+                .iter()
+                .find(|(_, e)| !(e.mean.is_finite() && e.mean >= 0.0))
+            {
+                return Err(bad(&p, format!("entry `{k}` has mean {}", e.mean)));
+            }
+            tables.insert(r, t);
+        }
+        if tables.is_empty() {
+            return Err(bad(dir, "no {R}_lookup_table.yaml files"));
+        }
+        Ok(LatencyTable {
+            format: FORMAT.to_string(),
+            meta: Meta {
+                device: device.to_string(),
+                batch: Some(1),
+                source: Some(format!("imported from {}", dir.display())),
+                ..Meta::default()
+            },
+            tables,
+        })
+    }
+
+    /// Read a JSON table.
+    pub fn load(path: &Path) -> Result<LatencyTable, LatencyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
+        let t: LatencyTable = serde_json::from_str(&text)
+            .map_err(|e| bad(path, format!("not a latency table ({e})")))?;
+        if t.format != FORMAT {
+            return Err(bad(
+                path,
+                format!("format `{}`, expected `{FORMAT}`", t.format),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// JSON text of the table.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Predicted latency (ms) of `arch` at its resolution: the sum of its layers' means.
+    pub fn predict(&self, space: &SearchSpace, arch: &ArchConfig) -> Result<f64, LatencyError> {
+        let table = self
+            .tables
+            .get(&arch.r)
+            .ok_or_else(|| LatencyError::MissingResolution {
+                resolution: arch.r,
+                available: self.tables.keys().copied().collect(),
+            })?;
+        let mut total = 0.0;
+        for (_, key) in layer_keys(space, arch) {
+            match table.get(&key) {
+                Some(e) => total += e.mean,
+                None => {
+                    return Err(LatencyError::MissingLayer {
+                        key,
+                        arch: arch.to_json(),
+                    })
+                }
+            }
+        }
+        Ok(total)
+    }
+}
