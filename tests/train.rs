@@ -23,6 +23,23 @@ fn run_ok(c: &mut Command) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// The smoke recipe with a longer first phase (so there is time to stop it mid-way) and the given
+/// checkpoint interval, written into `dir`; returns its path.
+fn longer_smoke(dir: &Path, first_phase_steps: u32, checkpoint_every: u32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/recipes/smoke.toml"),
+    )
+    .unwrap()
+    .replacen("steps = 3", &format!("steps = {first_phase_steps}"), 1)
+    .replace(
+        "checkpoint_every = 2",
+        &format!("checkpoint_every = {checkpoint_every}"),
+    );
+    let path = dir.join("longer.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn global_step(run: &Path) -> Option<u64> {
     let f = read_safetensors(&run.join("checkpoint.safetensors")).ok()?;
     let state: serde_json::Value = serde_json::from_str(f.metadata.get("state")?).ok()?;
@@ -35,15 +52,7 @@ fn kill_9_then_resume_equals_an_uninterrupted_run() {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     write_synthetic_idx(&data, 160, 40, 4).unwrap();
-    // The smoke recipe with a longer first phase, so there is time to kill it mid-way.
-    let recipe = tmp.path().join("longer.toml");
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/recipes/smoke.toml"),
-    )
-    .unwrap()
-    .replacen("steps = 3", "steps = 40", 1)
-    .replace("checkpoint_every = 2", "checkpoint_every = 3");
-    std::fs::write(&recipe, text).unwrap();
+    let recipe = longer_smoke(tmp.path(), 40, 3);
     let (r, d) = (recipe.to_str().unwrap(), data.to_str().unwrap());
 
     let a = tmp.path().join("a");
@@ -112,14 +121,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     write_synthetic_idx(&data, 160, 40, 4).unwrap();
-    let recipe = tmp.path().join("longer.toml");
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/recipes/smoke.toml"),
-    )
-    .unwrap()
-    .replacen("steps = 3", "steps = 400", 1)
-    .replace("checkpoint_every = 2", "checkpoint_every = 1000");
-    std::fs::write(&recipe, text).unwrap();
+    let recipe = longer_smoke(tmp.path(), 400, 1000);
     let run = tmp.path().join("run");
     let child = ofa()
         .args([

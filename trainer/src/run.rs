@@ -164,15 +164,8 @@ pub fn train(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Outcome, 
     write_atomic(&dir.join("recipe.toml"), ctx.recipe.to_toml().as_bytes())?;
     let meta = json!({"data": ctx.dataset, "device": format!("{:?}", ctx.opts.device)});
     write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
-    tch::manual_seed(ctx.recipe.train.seed as i64);
-    let net = Supernet::new_with(
-        &ctx.space,
-        ctx.recipe.train.seed,
-        ctx.opts.device,
-        ctx.recipe.train.init,
-    )?
-    .to_layout(Layout::ChannelsLast)?;
-    ctx.run(net, None, RunState::default())
+    let net = ctx.fresh_net()?;
+    ctx.run_from(net, None, RunState::default(), None)
 }
 
 /// Continue the run in `dir` from its last checkpoint (or from the start if it has none).
@@ -191,15 +184,8 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
     let ctx = Ctx::new(recipe, dir, opts)?;
     let ck = dir.join("checkpoint.safetensors");
     if !ck.exists() {
-        tch::manual_seed(ctx.recipe.train.seed as i64);
-        let net = Supernet::new_with(
-            &ctx.space,
-            ctx.recipe.train.seed,
-            ctx.opts.device,
-            ctx.recipe.train.init,
-        )?
-        .to_layout(Layout::ChannelsLast)?;
-        return ctx.run(net, None, RunState::default());
+        let net = ctx.fresh_net()?;
+        return ctx.run_from(net, None, RunState::default(), None);
     }
     let (net, teacher, state, momentum) = ctx.load_checkpoint(&ck)?;
     ctx.run_from(net, teacher, state, Some(momentum))
@@ -262,13 +248,11 @@ impl Ctx {
         }
     }
 
-    fn run(
-        &self,
-        net: Supernet,
-        teacher: Option<Supernet>,
-        state: RunState,
-    ) -> Result<Outcome, TrainError> {
-        self.run_from(net, teacher, state, None)
+    /// A freshly initialised supernet in the training layout (channels-last weights).
+    fn fresh_net(&self) -> Result<Supernet, TrainError> {
+        let t = &self.recipe.train;
+        let net = Supernet::new_with(&self.space, t.seed, self.opts.device, t.init)?;
+        Ok(net.to_layout(Layout::ChannelsLast)?)
     }
 
     fn run_from(
