@@ -2,7 +2,7 @@
 //! SE convolutions and linear layers; no BN, activations, pooling or additions) and
 //! `count_parameters` (every trainable parameter of the extracted subnet).
 
-use crate::arch::ArchConfig;
+use crate::arch::{ActiveBlock, ArchConfig};
 use crate::space::{conv_out, se_width, SearchSpace};
 
 /// Cost of one subnet.
@@ -21,48 +21,81 @@ pub fn cost(space: &SearchSpace, arch: &ArchConfig) -> Cost {
 
 /// MACs and params of `arch` at resolution `r`.
 pub fn cost_at(space: &SearchSpace, arch: &ArchConfig, r: u32) -> Cost {
+    let mut total = stem_cost(space, r);
+    let mut f = conv_out(r, 2);
+    for b in arch.active_blocks(space) {
+        total += block_cost(space, &b, f);
+        f = conv_out(f, b.spec.stride);
+    }
+    total + head_cost(space, f)
+}
+
+/// The first 3×3 stride-2 conv and its BN at input resolution `r`.
+pub fn stem_cost(space: &SearchSpace, r: u32) -> Cost {
     let u = u64::from;
-    let mut macs = 0u64;
-    let mut params = 0u64;
-    // first conv 3×3 stride 2, BN.
     let stem = u(space.stem_width());
     let cin = u(space.in_channels);
-    let mut f = conv_out(r, 2);
-    macs += cin * 9 * stem * u(f * f);
-    params += cin * 9 * stem + 2 * stem;
-    for b in arch.active_blocks(space) {
-        let (ci, m, co, k) = (u(b.spec.in_ch), u(b.mid), u(b.spec.out_ch), u(b.ks));
-        let f_in = u(f * f);
-        f = conv_out(f, b.spec.stride);
-        let f_out = u(f * f);
-        if b.spec.index > 0 {
-            // inverted bottleneck 1×1 + BN
-            macs += ci * m * f_in;
-            params += ci * m + 2 * m;
-        }
-        // depthwise k×k + BN
-        macs += k * k * m * f_out;
-        params += k * k * m + 2 * m;
-        if b.spec.se {
-            let s = u(se_width(b.mid));
-            macs += 2 * m * s;
-            params += 2 * m * s + s + m;
-        }
-        // point linear 1×1 + BN
-        macs += m * co * f_out;
-        params += m * co + 2 * co;
+    let f = u(conv_out(r, 2));
+    Cost {
+        macs: cin * 9 * stem * f * f,
+        params: cin * 9 * stem + 2 * stem,
     }
+}
+
+/// One MBConv block (block 0 included: it has no expansion conv) whose input is `f_in`×`f_in`.
+pub fn block_cost(_space: &SearchSpace, b: &ActiveBlock, f_in: u32) -> Cost {
+    let u = u64::from;
+    let (ci, m, co, k) = (u(b.spec.in_ch), u(b.mid), u(b.spec.out_ch), u(b.ks));
+    let fi = u(f_in) * u(f_in);
+    let f = u(conv_out(f_in, b.spec.stride));
+    let fo = f * f;
+    let mut c = Cost { macs: 0, params: 0 };
+    if b.spec.index > 0 {
+        // inverted bottleneck 1×1 + BN
+        c.macs += ci * m * fi;
+        c.params += ci * m + 2 * m;
+    }
+    // depthwise k×k + BN
+    c.macs += k * k * m * fo;
+    c.params += k * k * m + 2 * m;
+    if b.spec.se {
+        let s = u(se_width(b.mid));
+        c.macs += 2 * m * s;
+        c.params += 2 * m * s + s + m;
+    }
+    // point linear 1×1 + BN
+    c.macs += m * co * fo;
+    c.params += m * co + 2 * co;
+    c
+}
+
+/// Final expand conv + BN on the `f`×`f` last feature map, feature mix and classifier.
+pub fn head_cost(space: &SearchSpace, f: u32) -> Cost {
+    let u = u64::from;
     let last_stage = u(*space.stage_widths().last().unwrap_or(&0));
     let fe = u(space.final_expand_width());
     let lc = u(space.last_channel());
     let nc = u(space.n_classes);
-    macs += last_stage * fe * u(f * f);
-    params += last_stage * fe + 2 * fe;
-    macs += fe * lc;
-    params += fe * lc;
-    macs += lc * nc;
-    params += lc * nc + nc;
-    Cost { macs, params }
+    Cost {
+        macs: last_stage * fe * u(f) * u(f) + fe * lc + lc * nc,
+        params: last_stage * fe + 2 * fe + fe * lc + lc * nc + nc,
+    }
+}
+
+impl std::ops::Add for Cost {
+    type Output = Cost;
+    fn add(self, o: Cost) -> Cost {
+        Cost {
+            macs: self.macs + o.macs,
+            params: self.params + o.params,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Cost {
+    fn add_assign(&mut self, o: Cost) {
+        *self = *self + o;
+    }
 }
 
 #[cfg(test)]

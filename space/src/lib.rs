@@ -26,6 +26,7 @@
 
 mod arch;
 pub mod cost;
+pub mod encoding;
 mod error;
 pub mod latency;
 mod sample;
@@ -33,8 +34,9 @@ mod space;
 
 pub use arch::{ActiveBlock, ArchConfig};
 pub use cost::{cost, Cost};
+pub use encoding::Encoding;
 pub use error::SpaceError;
-pub use sample::{sample, Choices};
+pub use sample::{crossover, mutate, sample, Choices};
 pub use space::{
     conv_out, make_divisible, se_width, Activation, BlockSpec, SearchSpace, StageSpec,
     CHANNEL_DIVISIBLE, N_STAGES,

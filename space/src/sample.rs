@@ -67,6 +67,43 @@ pub fn sample<R: Rng + ?Sized>(space: &SearchSpace, choices: &Choices, rng: &mut
     ArchConfig { ks, e, d, r }
 }
 
+/// Mutate `arch` in place like the reference's evolution finder: each block's kernel and expand
+/// ratio are redrawn together with probability `prob`, then each stage's depth, then the
+/// resolution. `choices` must have been validated.
+pub fn mutate<R: Rng + ?Sized>(arch: &mut ArchConfig, choices: &Choices, prob: f64, rng: &mut R) {
+    let pick = |l: &[u32], rng: &mut R| *l.choose(rng).unwrap_or(&l[0]);
+    for i in 0..arch.ks.len() {
+        if rng.random::<f64>() < prob {
+            arch.ks[i] = pick(&choices.ks, rng);
+            arch.e[i] = pick(&choices.e, rng);
+        }
+    }
+    for i in 0..arch.d.len() {
+        if rng.random::<f64>() < prob {
+            arch.d[i] = pick(&choices.d, rng);
+        }
+    }
+    if rng.random::<f64>() < prob {
+        arch.r = pick(&choices.r, rng);
+    }
+}
+
+/// Uniform crossover: every gene (each kernel, expand, depth, and the resolution) from either
+/// parent with equal probability.
+pub fn crossover<R: Rng + ?Sized>(a: &ArchConfig, b: &ArchConfig, rng: &mut R) -> ArchConfig {
+    let mut mix = |x: &[u32], y: &[u32]| -> Vec<u32> {
+        x.iter()
+            .zip(y)
+            .map(|(x, y)| if rng.random::<bool>() { *x } else { *y })
+            .collect()
+    };
+    let ks = mix(&a.ks, &b.ks);
+    let e = mix(&a.e, &b.e);
+    let d = mix(&a.d, &b.d);
+    let r = if rng.random::<bool>() { a.r } else { b.r };
+    ArchConfig { ks, e, d, r }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -88,6 +125,22 @@ mod tests {
             let a = sample(&s, &c, &mut ChaCha8Rng::seed_from_u64(rand::random()));
             assert!(a.e.iter().all(|e| *e == 4 || *e == 6));
         }
+        // mutation and crossover stay inside the choices
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut m = a.clone();
+        for _ in 0..20 {
+            mutate(&mut m, &c, 0.5, &mut rng);
+            m.validate(&s).unwrap();
+            assert!(m.e.iter().all(|e| *e == 4 || *e == 6));
+        }
+        assert_ne!(m, a);
+        let x = crossover(&a, &m, &mut rng);
+        for i in 0..20 {
+            assert!(x.ks[i] == a.ks[i] || x.ks[i] == m.ks[i]);
+        }
+        let mut same = a.clone();
+        mutate(&mut same, &c, 0.0, &mut rng);
+        assert_eq!(same, a);
         c.d = vec![5];
         assert!(c
             .validate(&s)

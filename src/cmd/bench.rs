@@ -22,6 +22,8 @@ enum What {
     Extract(ExtractArgs),
     /// Training throughput: full steps (teacher + sampled subnets, KD + label smoothing, SGD).
     Train(TrainArgs),
+    /// Accuracy-predictor throughput (encode + predict) and efficiency predictors.
+    Predict(super::bench_predict::Args),
 }
 
 /// Arguments of `ofa bench train`.
@@ -101,7 +103,7 @@ pub struct ExtractArgs {
 }
 
 /// Median and spread of timings in milliseconds.
-fn stats(mut ms: Vec<f64>) -> Value {
+pub(crate) fn stats(mut ms: Vec<f64>) -> Value {
     ms.sort_by(f64::total_cmp);
     let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
     json!({"median_ms": q(0.5), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": ms[0],
@@ -119,6 +121,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     match a.what {
         What::Extract(e) => extract(e),
         What::Train(t) => train(t),
+        What::Predict(p) => super::bench_predict::run(p),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the helpers they share.
 
 pub mod bench;
+pub mod bench_predict;
 pub mod extract;
 pub mod import;
 pub mod infer;

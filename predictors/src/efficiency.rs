@@ -1,0 +1,483 @@
+//! Efficiency predictors behind one trait: analytic MACs and parameters, and latency from a lookup
+//! table.
+//!
+//! All three are *additive* over a subnet's layers: a fixed part that depends on the resolution only
+//! (first conv, block 0, head) plus one term per active elastic block that depends on the block,
+//! its kernel, its expand ratio and the resolution (the feature size at every block is a function
+//! of the resolution alone, because only the first block of a stage strides and it always runs).
+//! [`Additive`] compiles that structure into flat arrays once, so predicting one arch is ~20 adds
+//! with no allocation, and the exact minimum over any choice subset is a small dynamic programme
+//! (used by the search to state the smallest achievable value of an infeasible constraint).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use ofa_space::conv_out;
+use ofa_space::cost::{block_cost, head_cost, stem_cost};
+use ofa_space::latency::{block_key, first_conv_key, head_keys};
+use ofa_space::{ActiveBlock, ArchConfig, Choices, SearchSpace};
+
+use crate::latency::{LatencyError, LatencyTable};
+
+/// What an efficiency predictor measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Latency in milliseconds (from a lookup table).
+    LatencyMs,
+    /// Multiply-accumulates, millions.
+    MacsM,
+    /// Trainable parameters, millions.
+    ParamsM,
+}
+
+impl Metric {
+    /// The name used in JSON and on the command line (`latency_ms`, `macs_m`, `params_m`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::LatencyMs => "latency_ms",
+            Metric::MacsM => "macs_m",
+            Metric::ParamsM => "params_m",
+        }
+    }
+
+    /// Unit for display.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::LatencyMs => "ms",
+            Metric::MacsM => "M MACs",
+            Metric::ParamsM => "M params",
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an efficiency prediction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EfficiencyError {
+    /// The arch's resolution is not covered.
+    #[error("{metric}: resolution {resolution} is not covered (covered: {covered:?})")]
+    Resolution {
+        /// Which predictor.
+        metric: Metric,
+        /// Asked resolution.
+        resolution: u32,
+        /// What it covers.
+        covered: Vec<u32>,
+    },
+    /// A choice value the compiled table does not know.
+    #[error("{metric}: `{field}` = {value} is not a choice of the space")]
+    Choice {
+        /// Which predictor.
+        metric: Metric,
+        /// `ks` or `e`.
+        field: &'static str,
+        /// The value.
+        value: u32,
+    },
+    /// The lookup table lacks a layer this arch needs.
+    #[error(transparent)]
+    Latency(#[from] LatencyError),
+}
+
+/// An efficiency predictor: one number per architecture, lower is better.
+pub trait Efficiency: Send + Sync {
+    /// What it predicts.
+    fn metric(&self) -> Metric;
+    /// The predicted value for `arch` (which must fit the predictor's space).
+    fn predict(&self, arch: &ArchConfig) -> Result<f64, EfficiencyError>;
+    /// The additive structure, when the predictor has one (enables exact minima).
+    fn additive(&self) -> Option<&Additive> {
+        None
+    }
+}
+
+/// A compiled additive cost model (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Additive {
+    metric: Metric,
+    n_blocks: usize,
+    max_depth: usize,
+    ks: Vec<u32>,
+    e: Vec<u32>,
+    resolutions: Vec<u32>,
+    /// Per resolution index.
+    fixed: Vec<f64>,
+    /// `[((block · |ks| + k) · |e| + e) · |R| + r]`; NaN where a table lacks the entry.
+    block: Vec<f64>,
+    /// Keys of the NaN entries (`fixed` slots use `usize::MAX - r`), for error messages.
+    missing: HashMap<usize, String>,
+}
+
+impl Additive {
+    /// Analytic MACs (millions) for `space`, as [`ofa_space::cost`] counts them.
+    pub fn macs(space: &SearchSpace) -> Additive {
+        Self::analytic(space, Metric::MacsM, |c| c.macs as f64 / 1e6)
+    }
+
+    /// Analytic parameters (millions) for `space`.
+    pub fn params(space: &SearchSpace) -> Additive {
+        Self::analytic(space, Metric::ParamsM, |c| c.params as f64 / 1e6)
+    }
+
+    fn analytic(space: &SearchSpace, metric: Metric, v: fn(ofa_space::Cost) -> f64) -> Additive {
+        Self::compile(space, &space.resolutions, metric, |part| {
+            Ok(match part {
+                Part::Fixed {
+                    r,
+                    block0,
+                    f_block0,
+                    f_head,
+                } => {
+                    let c = stem_cost(space, r)
+                        + block_cost(space, &block0, f_block0)
+                        + head_cost(space, f_head);
+                    v(c)
+                }
+                Part::Block { block, f, .. } => v(block_cost(space, &block, f)),
+            })
+        })
+    }
+
+    /// Latency (ms) from a lookup table, over the resolutions the table covers. Entries the table
+    /// lacks are remembered and reported, with the arch that needs them, by [`Additive::predict`].
+    pub fn latency(space: &SearchSpace, table: &LatencyTable) -> Additive {
+        let covered: Vec<u32> = space
+            .resolutions
+            .iter()
+            .copied()
+            .filter(|r| table.tables.contains_key(r))
+            .collect();
+        Self::compile(space, &covered, Metric::LatencyMs, |part| {
+            let lookup = |r: u32, key: String| -> Result<f64, String> {
+                table
+                    .tables
+                    .get(&r)
+                    .and_then(|t| t.get(&key))
+                    .map(|e| e.mean)
+                    .ok_or(key)
+            };
+            match part {
+                Part::Fixed {
+                    r,
+                    block0,
+                    f_block0,
+                    f_head,
+                } => {
+                    let mut total = lookup(r, first_conv_key(space, r))?;
+                    total += lookup(r, block_key(&block0, f_block0))?;
+                    for (_, k) in head_keys(space, f_head) {
+                        total += lookup(r, k)?;
+                    }
+                    Ok(total)
+                }
+                Part::Block { block, f, r } => lookup(r, block_key(&block, f)),
+            }
+        })
+    }
+
+    fn compile(
+        space: &SearchSpace,
+        resolutions: &[u32],
+        metric: Metric,
+        mut value: impl FnMut(Part) -> Result<f64, String>,
+    ) -> Additive {
+        let blocks = space.blocks();
+        let n_blocks = space.n_elastic_blocks();
+        let (nk, ne, nr) = (
+            space.ks_list.len(),
+            space.expand_ratio_list.len(),
+            resolutions.len(),
+        );
+        let mut fixed = vec![f64::NAN; nr];
+        let mut block = vec![f64::NAN; n_blocks * nk * ne * nr];
+        let mut missing = HashMap::new();
+        for (ri, &r) in resolutions.iter().enumerate() {
+            // feature size at the input of every block
+            let mut f = conv_out(r, 2);
+            let mut f_in = Vec::with_capacity(blocks.len());
+            for b in &blocks {
+                f_in.push(f);
+                f = conv_out(f, b.stride);
+            }
+            let b0 = blocks[0];
+            let block0 = ActiveBlock {
+                spec: b0,
+                ks: 3,
+                e: 1,
+                mid: b0.max_mid,
+            };
+            match value(Part::Fixed {
+                r,
+                block0,
+                f_block0: f_in[0],
+                f_head: f,
+            }) {
+                Ok(v) => fixed[ri] = v,
+                Err(key) => {
+                    missing.insert(usize::MAX - ri, key);
+                }
+            }
+            for spec in &blocks[1..] {
+                let i = spec.index - 1;
+                for (ki, &ks) in space.ks_list.iter().enumerate() {
+                    for (ei, &e) in space.expand_ratio_list.iter().enumerate() {
+                        let ab = ActiveBlock {
+                            spec: *spec,
+                            ks,
+                            e,
+                            mid: spec.mid(e),
+                        };
+                        let slot = ((i * nk + ki) * ne + ei) * nr + ri;
+                        match value(Part::Block {
+                            block: ab,
+                            f: f_in[spec.index],
+                            r,
+                        }) {
+                            Ok(v) => block[slot] = v,
+                            Err(key) => {
+                                missing.insert(slot, key);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Additive {
+            metric,
+            n_blocks,
+            max_depth: space.max_depth(),
+            ks: space.ks_list.clone(),
+            e: space.expand_ratio_list.clone(),
+            resolutions: resolutions.to_vec(),
+            fixed,
+            block,
+            missing,
+        }
+    }
+}
+
+/// One part of a network handed to [`Additive::compile`]'s value function.
+enum Part {
+    /// Everything that does not depend on the elastic choices, at resolution `r`.
+    Fixed {
+        r: u32,
+        block0: ActiveBlock,
+        f_block0: u32,
+        f_head: u32,
+    },
+    /// One elastic block with its choices, input `f`×`f`, at resolution `r`.
+    Block { block: ActiveBlock, f: u32, r: u32 },
+}
+
+impl Additive {
+    /// What it predicts.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The resolutions it covers.
+    pub fn resolutions(&self) -> &[u32] {
+        &self.resolutions
+    }
+
+    fn r_index(&self, r: u32) -> Result<usize, EfficiencyError> {
+        self.resolutions
+            .iter()
+            .position(|x| *x == r)
+            .ok_or_else(|| EfficiencyError::Resolution {
+                metric: self.metric,
+                resolution: r,
+                covered: self.resolutions.clone(),
+            })
+    }
+
+    fn slot(&self, i: usize, ks: u32, e: u32, ri: usize) -> Result<usize, EfficiencyError> {
+        let find = |l: &[u32], v: u32, field| {
+            l.iter()
+                .position(|x| *x == v)
+                .ok_or(EfficiencyError::Choice {
+                    metric: self.metric,
+                    field,
+                    value: v,
+                })
+        };
+        let ki = find(&self.ks, ks, "ks")?;
+        let ei = find(&self.e, e, "e")?;
+        let (nk, ne, nr) = (self.ks.len(), self.e.len(), self.resolutions.len());
+        Ok(((i * nk + ki) * ne + ei) * nr + ri)
+    }
+
+    fn missing_error(&self, slot: usize, arch: &ArchConfig) -> EfficiencyError {
+        EfficiencyError::Latency(LatencyError::MissingLayer {
+            key: self.missing.get(&slot).cloned().unwrap_or_default(),
+            arch: arch.to_json(),
+        })
+    }
+
+    /// Predicted value of `arch` (whose lists must have the space's lengths).
+    pub fn predict(&self, arch: &ArchConfig) -> Result<f64, EfficiencyError> {
+        let ri = self.r_index(arch.r)?;
+        let mut total = self.fixed[ri];
+        if total.is_nan() {
+            return Err(self.missing_error(usize::MAX - ri, arch));
+        }
+        for i in 0..self.n_blocks.min(arch.ks.len()) {
+            if arch.is_active(i, self.max_depth) {
+                let slot = self.slot(i, arch.ks[i], arch.e[i], ri)?;
+                let v = self.block[slot];
+                if v.is_nan() {
+                    return Err(self.missing_error(slot, arch));
+                }
+                total += v;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The exact minimum of `Σ wⱼ · modelⱼ(arch)` over the archs allowed by `choices`, with the
+    /// arch reaching it (`None` when no allowed arch has every entry it needs). All models must
+    /// come from the same space.
+    pub fn minimize(terms: &[(&Additive, f64)], choices: &Choices) -> Option<(f64, ArchConfig)> {
+        let first = terms.first()?.0;
+        let (n, md) = (first.n_blocks, first.max_depth);
+        let mut best: Option<(f64, ArchConfig)> = None;
+        for &r in &choices.r {
+            let ris: Option<Vec<usize>> = terms
+                .iter()
+                .map(|(m, _)| m.resolutions.iter().position(|x| *x == r))
+                .collect();
+            let Some(ris) = ris else { continue };
+            let mut total: f64 = terms
+                .iter()
+                .zip(&ris)
+                .map(|((m, w), ri)| w * m.fixed[*ri])
+                .sum();
+            let mut ks = vec![choices.ks[0]; n];
+            let mut e = vec![choices.e[0]; n];
+            let mut d = Vec::new();
+            // best (ks, e) of each block
+            let mut block_best = vec![(f64::INFINITY, 0u32, 0u32); n];
+            for (i, bb) in block_best.iter_mut().enumerate() {
+                for &k in &choices.ks {
+                    for &x in &choices.e {
+                        let v: Option<f64> = terms
+                            .iter()
+                            .zip(&ris)
+                            .map(|((m, w), ri)| m.slot(i, k, x, *ri).ok().map(|s| w * m.block[s]))
+                            .sum();
+                        if let Some(v) = v.filter(|v| !v.is_nan()) {
+                            if v < bb.0 {
+                                *bb = (v, k, x);
+                            }
+                        }
+                    }
+                }
+            }
+            for stage in 0..n / md {
+                let mut stage_best = (f64::INFINITY, 0u32);
+                for &depth in &choices.d {
+                    let v: f64 = (0..depth as usize)
+                        .map(|j| block_best[stage * md + j].0)
+                        .sum();
+                    if v < stage_best.0 {
+                        stage_best = (v, depth);
+                    }
+                }
+                total += stage_best.0;
+                d.push(stage_best.1);
+                for j in 0..stage_best.1 as usize {
+                    let (_, k, x) = block_best[stage * md + j];
+                    ks[stage * md + j] = k;
+                    e[stage * md + j] = x;
+                }
+            }
+            if total.is_finite() && best.as_ref().is_none_or(|b| total < b.0) {
+                best = Some((total, ArchConfig { ks, e, d, r }));
+            }
+        }
+        best
+    }
+}
+
+impl Efficiency for Additive {
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+    fn predict(&self, arch: &ArchConfig) -> Result<f64, EfficiencyError> {
+        Additive::predict(self, arch)
+    }
+    fn additive(&self) -> Option<&Additive> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ofa_space::{cost, sample};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn analytic_tables_equal_the_direct_count() {
+        for preset in ["ofa-mbv3-w1.0", "ofa-mbv3-w1.2", "ofa-mbv3-small32"] {
+            let s = SearchSpace::preset(preset).unwrap();
+            let (macs, params) = (Additive::macs(&s), Additive::params(&s));
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            for _ in 0..200 {
+                let a = sample(&s, &Choices::all(&s), &mut rng);
+                let c = cost(&s, &a);
+                assert!((macs.predict(&a).unwrap() - c.macs as f64 / 1e6).abs() < 1e-9);
+                assert!((params.predict(&a).unwrap() - c.params as f64 / 1e6).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn minimum_is_the_smallest_arch_for_macs_and_no_sample_beats_it() {
+        let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+        let macs = Additive::macs(&s);
+        let all = Choices::all(&s);
+        let (v, a) = Additive::minimize(&[(&macs, 1.0)], &all).unwrap();
+        assert_eq!(a.canonical(&s), ArchConfig::smallest(&s).canonical(&s));
+        assert!((macs.predict(&a).unwrap() - v).abs() < 1e-9);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for _ in 0..500 {
+            assert!(macs.predict(&sample(&s, &all, &mut rng)).unwrap() >= v);
+        }
+        // restricted choices are honoured
+        let mut c = all.clone();
+        c.r = vec![160];
+        c.d = vec![3, 4];
+        let (_, a) = Additive::minimize(&[(&macs, 1.0)], &c).unwrap();
+        assert_eq!(a.r, 160);
+        assert!(a.d.iter().all(|d| *d == 3));
+    }
+
+    #[test]
+    fn unknown_choice_and_resolution_are_errors() {
+        let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+        let macs = Additive::macs(&s);
+        let mut a = ArchConfig::largest(&s);
+        a.r = 1000;
+        assert!(macs
+            .predict(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("resolution 1000"));
+        let mut a = ArchConfig::largest(&s);
+        a.ks[0] = 9;
+        assert!(macs
+            .predict(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("`ks` = 9"));
+    }
+}

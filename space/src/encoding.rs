@@ -1,0 +1,239 @@
+//! One-hot encodings of architectures for accuracy predictors.
+//!
+//! Two layouts exist in the reference:
+//! - **library** (`nas/accuracy_predictor/arch_encoder.py`): resolution one-hot over the space's
+//!   resolution list first, then per elastic block a kernel one-hot, then per block an expand
+//!   one-hot;
+//! - **tutorial** (`tutorial/accuracy_predictor.py`, the published pretrained w1.2 predictor,
+//!   128 dims): 20 × 3 kernel one-hots, 20 × 3 expand one-hots, then 8 resolution slots
+//!   `(r − 112) / 16`.
+//!
+//! In both, a skipped block has all-zero kernel and expand one-hots and depth is not encoded. An
+//! encoding is described by data ([`Encoding`], stored in predictor files) so that a predictor can
+//! say which space it was made for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::ArchConfig;
+use crate::error::SpaceError;
+use crate::space::SearchSpace;
+
+/// Where the resolution one-hot sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Resolution, kernels, expands (the reference library).
+    ResolutionFirst,
+    /// Kernels, expands, resolution (the reference tutorial).
+    ResolutionLast,
+}
+
+/// A one-hot encoding of architectures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encoding {
+    /// Order of the parts.
+    pub layout: Layout,
+    /// Elastic blocks encoded.
+    pub n_blocks: usize,
+    /// Blocks per stage (block `i` is active iff `i % max_depth < d[i / max_depth]`).
+    pub max_depth: usize,
+    /// Kernel choices, in one-hot order.
+    pub ks: Vec<u32>,
+    /// Expand choices, in one-hot order.
+    pub e: Vec<u32>,
+    /// Resolution slots, in one-hot order.
+    pub resolutions: Vec<u32>,
+}
+
+/// Most hot entries an arch can have (20 kernels + 20 expands + 1 resolution for the reference).
+pub const MAX_HOT: usize = 64;
+
+impl Encoding {
+    /// The reference library's encoding for `space`.
+    pub fn library(space: &SearchSpace) -> Encoding {
+        Encoding {
+            layout: Layout::ResolutionFirst,
+            n_blocks: space.n_elastic_blocks(),
+            max_depth: space.max_depth(),
+            ks: space.ks_list.clone(),
+            e: space.expand_ratio_list.clone(),
+            resolutions: space.resolutions.clone(),
+        }
+    }
+
+    /// The reference tutorial's 128-dimensional encoding (w1.2 ImageNet predictor).
+    pub fn tutorial() -> Encoding {
+        Encoding {
+            layout: Layout::ResolutionLast,
+            n_blocks: 20,
+            max_depth: 4,
+            ks: vec![3, 5, 7],
+            e: vec![3, 4, 6],
+            resolutions: (0..8).map(|i| 112 + 16 * i).collect(),
+        }
+    }
+
+    /// Input dimension.
+    pub fn dim(&self) -> usize {
+        self.n_blocks * (self.ks.len() + self.e.len()) + self.resolutions.len()
+    }
+
+    /// Whether archs of `space` can be encoded: same block structure, choices and resolutions
+    /// covered. The error says what differs.
+    pub fn check_space(&self, space: &SearchSpace) -> Result<(), SpaceError> {
+        let mismatch = |what: String| Err(SpaceError::InvalidArch(what));
+        if self.n_blocks != space.n_elastic_blocks() || self.max_depth != space.max_depth() {
+            return mismatch(format!(
+                "the encoding is for {} blocks of depth {}, the space `{}` has {} of depth {}",
+                self.n_blocks,
+                self.max_depth,
+                space.name,
+                space.n_elastic_blocks(),
+                space.max_depth()
+            ));
+        }
+        for (name, mine, theirs) in [
+            ("kernel", &self.ks, &space.ks_list),
+            ("expand", &self.e, &space.expand_ratio_list),
+        ] {
+            if let Some(v) = theirs.iter().find(|v| !mine.contains(v)) {
+                return mismatch(format!(
+                    "{name} choice {v} of the space `{}` is not encoded (encoded: {mine:?})",
+                    space.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hot indices of `arch`, ascending within each part, into `out` (cleared first).
+    pub fn hot_into(&self, arch: &ArchConfig, out: &mut Vec<u32>) -> Result<(), SpaceError> {
+        out.clear();
+        let nk = self.ks.len();
+        let ne = self.e.len();
+        let nr = self.resolutions.len();
+        let (r_off, k_off) = match self.layout {
+            Layout::ResolutionFirst => (0, nr),
+            Layout::ResolutionLast => (self.n_blocks * (nk + ne), 0),
+        };
+        let e_off = k_off + self.n_blocks * nk;
+        if arch.ks.len() != self.n_blocks
+            || arch.e.len() != self.n_blocks
+            || arch.d.len() * self.max_depth != self.n_blocks
+        {
+            return Err(SpaceError::InvalidArch(format!(
+                "the encoding needs {} blocks in {} stages, the arch has {} kernels, {} expands, {} depths",
+                self.n_blocks,
+                self.n_blocks / self.max_depth.max(1),
+                arch.ks.len(),
+                arch.e.len(),
+                arch.d.len()
+            )));
+        }
+        let ri = self
+            .resolutions
+            .iter()
+            .position(|r| *r == arch.r)
+            .ok_or_else(|| {
+                SpaceError::InvalidArch(format!(
+                    "resolution {} is not encoded (encoded: {:?})",
+                    arch.r, self.resolutions
+                ))
+            })?;
+        if self.layout == Layout::ResolutionFirst {
+            out.push((r_off + ri) as u32);
+        }
+        let mut es = Vec::with_capacity(self.n_blocks);
+        for i in 0..self.n_blocks {
+            if !arch.is_active(i, self.max_depth) {
+                continue;
+            }
+            let k = self
+                .ks
+                .iter()
+                .position(|v| *v == arch.ks[i])
+                .ok_or_else(|| {
+                    SpaceError::InvalidArch(format!("`ks[{i}]` = {} is not encoded", arch.ks[i]))
+                })?;
+            let e = self.e.iter().position(|v| *v == arch.e[i]).ok_or_else(|| {
+                SpaceError::InvalidArch(format!("`e[{i}]` = {} is not encoded", arch.e[i]))
+            })?;
+            out.push((k_off + i * nk + k) as u32);
+            es.push((e_off + i * ne + e) as u32);
+        }
+        out.extend(es);
+        if self.layout == Layout::ResolutionLast {
+            out.push((r_off + ri) as u32);
+        }
+        Ok(())
+    }
+
+    /// Dense 0/1 feature vector of `arch`.
+    pub fn dense(&self, arch: &ArchConfig) -> Result<Vec<f32>, SpaceError> {
+        let mut hot = Vec::with_capacity(MAX_HOT);
+        self.hot_into(arch, &mut hot)?;
+        let mut v = vec![0.0; self.dim()];
+        for h in hot {
+            v[h as usize] = 1.0;
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_layout_puts_the_resolution_first_and_zeroes_skipped_blocks() {
+        let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+        let enc = Encoding::library(&s);
+        assert_eq!(enc.dim(), s.resolutions.len() + 120);
+        let mut a = ArchConfig::smallest(&s);
+        a.r = s.resolutions[1];
+        let mut hot = Vec::new();
+        enc.hot_into(&a, &mut hot).unwrap();
+        // 1 resolution + 2 active blocks per stage × (kernel + expand)
+        assert_eq!(hot.len(), 1 + 2 * 10);
+        assert_eq!(hot[0], 1);
+        let nr = s.resolutions.len() as u32;
+        assert_eq!(hot[1], nr); // block 0, kernel 3
+        assert_eq!(hot[2], nr + 3); // block 1, kernel 3
+        assert_eq!(hot[3], nr + 4 * 3); // block 4 (stage 1), kernel 3
+                                        // changing a skipped block changes nothing
+        let mut b = a.clone();
+        b.ks[3] = 7;
+        b.e[3] = 6;
+        assert_eq!(enc.dense(&a).unwrap(), enc.dense(&b).unwrap());
+        b.ks[0] = 7;
+        assert_ne!(enc.dense(&a).unwrap(), enc.dense(&b).unwrap());
+    }
+
+    #[test]
+    fn tutorial_layout_matches_the_documented_indices() {
+        // index rules from reference-data/README.md
+        let enc = Encoding::tutorial();
+        assert_eq!(enc.dim(), 128);
+        let a = ArchConfig {
+            ks: vec![5; 20],
+            e: vec![6; 20],
+            d: vec![4, 4, 4, 4, 4],
+            r: 192,
+        };
+        let mut hot = Vec::new();
+        enc.hot_into(&a, &mut hot).unwrap();
+        assert_eq!(hot.len(), 41);
+        assert_eq!(hot[0], 1);
+        assert_eq!(hot[20], 60 + 2);
+        assert_eq!(*hot.last().unwrap(), 120 + (192 - 112) / 16);
+        let mut bad = a.clone();
+        bad.r = 200;
+        assert!(enc
+            .hot_into(&bad, &mut hot)
+            .unwrap_err()
+            .to_string()
+            .contains("resolution 200"));
+    }
+}
