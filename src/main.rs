@@ -34,6 +34,8 @@ enum Command {
     Infer(cmd::infer::Args),
     /// Convert a reference state_dict (.pth or .safetensors) to an ofa supernet checkpoint.
     Import(cmd::import::Args),
+    /// Accuracy predictor: build a dataset of measured subnets, fit, evaluate.
+    Predictor(cmd::predictor::Args),
     /// Benchmarks (readable table, or one JSON object with --json).
     Bench(cmd::bench::Args),
 }
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Extract(a) => cmd::extract::run(a),
         Command::Infer(a) => cmd::infer::run(a),
         Command::Import(a) => cmd::import::run(a),
+        Command::Predictor(a) => cmd::predictor::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     match result {

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod import;
 pub mod infer;
 pub mod inspect;
+pub mod predictor;
 pub mod train;
 
 use std::path::Path;

@@ -1,9 +1,9 @@
 //! `ofa-trainer`: progressive-shrinking training of the OFA supernet.
 //!
-//! Work in progress (issue "Trainer"): so far the dataset readers ([`data`]): MNIST-style IDX
-//! (Fashion-MNIST, MNIST; raw or gzip) and CIFAR-10 binary batches, with a deterministic
-//! held-out validation split. Augmentation, recipes, the phase schedule and run directories are
-//! still to come.
+//! Datasets ([`data`]: IDX, CIFAR-10 binary, image folders) and augmentation ([`augment`]) fed by
+//! worker threads ([`loader`]); recipes as data ([`recipe`]); one training step with distillation
+//! ([`step`]); the resumable run directory and its final package ([`run`]); opening a package and
+//! measuring subnets ([`package`], [`eval`]).
 
 #![warn(missing_docs)]
 
@@ -11,6 +11,7 @@ pub mod augment;
 pub mod data;
 pub mod eval;
 pub mod loader;
+pub mod package;
 pub mod recipe;
 pub mod run;
 pub mod step;

@@ -115,6 +115,59 @@ struct Ctx {
     opts: TrainOptions,
 }
 
+/// The data of a run, split as the run splits it.
+#[derive(Debug)]
+pub struct Splits {
+    /// Training images (the holdout removed).
+    pub train: Split,
+    /// The held-out validation split (taken from train, seeded).
+    pub val: Split,
+    /// The test split, where the format has one.
+    pub test: Option<Split>,
+    /// The BN-recalibration subset of `train`.
+    pub calib: Split,
+    /// Classes in the dataset.
+    pub n_classes: usize,
+}
+
+/// Load `data_dir` and split it exactly as a run of `recipe` does (same holdout, same seed), so
+/// that a package's held-out split can be rebuilt later.
+pub fn load_splits(recipe: &Recipe, data_dir: &Path) -> Result<Splits, TrainError> {
+    // Image folders are decoded once at the size the eval transform needs.
+    let max_r = resolve_space(recipe, 1)?
+        .resolutions
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(224);
+    let folder_size = (f64::from(max_r) / recipe.augment.eval_crop).ceil() as u32;
+    let ds = load_any(data_dir, folder_size, false)?;
+    let v = &recipe.validation;
+    if ds.train.len() <= v.holdout {
+        return Err(run_err(
+            data_dir,
+            format!(
+                "{} training images cannot spare a holdout of {}",
+                ds.train.len(),
+                v.holdout
+            ),
+        ));
+    }
+    let (train, val) = ds.train.split_validation(v.holdout, recipe.train.seed);
+    let calib = subset(
+        &train,
+        v.calibration_images.min(train.len()),
+        mix(&[recipe.train.seed, 7]),
+    );
+    Ok(Splits {
+        train,
+        val,
+        test: ds.test,
+        calib,
+        n_classes: ds.n_classes,
+    })
+}
+
 /// The space a recipe trains, given the dataset's class count.
 pub fn resolve_space(recipe: &Recipe, n_classes: usize) -> Result<SearchSpace, TrainError> {
     let mut space = if Path::new(&recipe.space).is_file() {
@@ -197,39 +250,15 @@ impl Ctx {
             .data
             .clone()
             .unwrap_or_else(|| PathBuf::from(&recipe.data));
-        // Image folders are decoded once at the size the eval transform needs.
-        let max_r = resolve_space(&recipe, 1)?
-            .resolutions
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(224);
-        let folder_size = (f64::from(max_r) / recipe.augment.eval_crop).ceil() as u32;
-        let ds = load_any(&data_dir, folder_size, false)?;
-        let space = resolve_space(&recipe, ds.n_classes)?;
-        let v = &recipe.validation;
-        if ds.train.len() <= v.holdout {
-            return Err(run_err(
-                &data_dir,
-                format!(
-                    "{} training images cannot spare a holdout of {}",
-                    ds.train.len(),
-                    v.holdout
-                ),
-            ));
-        }
-        let (train, val) = ds.train.split_validation(v.holdout, recipe.train.seed);
-        let calib = subset(
-            &train,
-            v.calibration_images.min(train.len()),
-            mix(&[recipe.train.seed, 7]),
-        );
+        let sp = load_splits(&recipe, &data_dir)?;
+        let space = resolve_space(&recipe, sp.n_classes)?;
+        let (train, val, calib) = (sp.train, sp.val, sp.calib);
         Ok(Ctx {
             space,
             dir: dir.to_path_buf(),
             train,
             val,
-            test: ds.test,
+            test: sp.test,
             calib,
             dataset: data_dir.display().to_string(),
             recipe,

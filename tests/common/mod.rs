@@ -1,0 +1,57 @@
+//! Helpers shared by the end-to-end tests: the `ofa` binary and a freshly trained smoke package.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ofa_trainer::data::write_synthetic_idx;
+
+/// The `ofa` binary with one intra-op thread.
+pub fn ofa() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ofa"));
+    c.args(["--threads", "1"]);
+    c
+}
+
+/// Run and require success without a panic; returns stdout.
+pub fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{c:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run and require exit code 1 with a message containing `needle` and no panic.
+pub fn fails_with(c: &mut Command, needle: &str) -> Output {
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{c:?}: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    out
+}
+
+/// Train the smoke recipe on synthetic IDX data in `dir`; returns the package folder.
+pub fn smoke_package(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_synthetic_idx(&data, 160, 40, 4).unwrap();
+    let run = dir.join("pkg");
+    run_ok(ofa().args([
+        "train",
+        "--recipe",
+        "smoke",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    run
+}
+
+/// Path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
