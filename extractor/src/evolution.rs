@@ -1,0 +1,346 @@
+//! Constrained evolutionary search with the reference's defaults and semantics (population 100,
+//! 500 generations, parents = top 25 %, 50 % of children by mutation with per-gene probability
+//! 0.1, the rest by uniform crossover, resolution mutated too), and what its users missed:
+//!
+//! - every child gets a bounded number of attempts, and an infeasible constraint is an error that
+//!   states the smallest achievable value, found by a directed search ([`minimum`]);
+//! - archs are deduplicated (as canonical archs) over the whole run, so the population cannot
+//!   collapse onto one network;
+//! - one seeded RNG drives every draw on one thread, accuracy is predicted per generation in one
+//!   batch (parallel inside the predictor, with chunking that depends on the batch only), so a
+//!   result depends on the seed alone, not on the thread count.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use ofa_predictors::{Additive, Efficiency};
+use ofa_space::{crossover, mutate, sample, ArchConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problem;
+use crate::ExtractError;
+
+/// Evolution settings (defaults: the reference's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvolutionConfig {
+    /// Population size.
+    pub population: usize,
+    /// Generations.
+    pub generations: usize,
+    /// Fraction of the population kept as parents.
+    pub parent_ratio: f64,
+    /// Fraction of the children made by mutation (the rest by crossover).
+    pub mutation_ratio: f64,
+    /// Per-gene mutation probability.
+    pub mutate_prob: f64,
+    /// Draws allowed per child before it is given up.
+    pub max_attempts: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for EvolutionConfig {
+    fn default() -> EvolutionConfig {
+        EvolutionConfig {
+            population: 100,
+            generations: 500,
+            parent_ratio: 0.25,
+            mutation_ratio: 0.5,
+            mutate_prob: 0.1,
+            max_attempts: 100,
+            seed: 0,
+        }
+    }
+}
+
+impl EvolutionConfig {
+    /// Check the settings.
+    pub fn validate(&self) -> Result<(), ExtractError> {
+        let bad = |m: &str| Err(ExtractError::Config(m.to_string()));
+        if self.population < 2 {
+            return bad("population must be at least 2");
+        }
+        if !(self.parent_ratio > 0.0 && self.parent_ratio <= 1.0) {
+            return bad("parent_ratio must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.mutation_ratio) || !(0.0..=1.0).contains(&self.mutate_prob) {
+            return bad("mutation_ratio and mutate_prob must be in [0, 1]");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A scored architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// The arch (canonical).
+    pub arch: ArchConfig,
+    /// Predicted accuracy.
+    pub accuracy: f64,
+    /// Efficiency metrics by name (`latency_ms`, `macs_m`, `params_m`).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What a search returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    /// The best feasible arch found.
+    pub best: Scored,
+    /// Distinct archs whose accuracy was predicted.
+    pub evaluated: usize,
+    /// Children given up after `max_attempts` draws.
+    pub abandoned_children: usize,
+    /// Best accuracy after each generation.
+    pub history: Vec<f64>,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Score `arch` fully (accuracy given).
+pub(crate) fn scored(
+    problem: &Problem<'_>,
+    arch: ArchConfig,
+    accuracy: f64,
+) -> Result<Scored, ExtractError> {
+    let metrics = problem
+        .metrics(&arch)?
+        .into_iter()
+        .map(|(m, v)| (m.name().to_string(), v))
+        .collect();
+    Ok(Scored {
+        arch,
+        accuracy,
+        metrics,
+    })
+}
+
+/// The smallest value of `predictor` over the problem's choices, and an arch reaching it: exact
+/// for additive predictors (MACs, params, lookup-table latency), otherwise coordinate descent from
+/// the smallest arch of every resolution.
+pub fn minimum(
+    problem: &Problem<'_>,
+    predictor: &dyn Efficiency,
+) -> Result<(f64, ArchConfig), ExtractError> {
+    if let Some(a) = predictor.additive() {
+        return Additive::minimize(&[(a, 1.0)], &problem.choices).ok_or_else(|| {
+            ExtractError::Constraint(format!(
+                "{} covers none of the searched resolutions {:?}",
+                predictor.metric(),
+                problem.choices.r
+            ))
+        });
+    }
+    descend(problem, |a| {
+        predictor.predict(a).map_err(ExtractError::from)
+    })
+}
+
+/// Coordinate descent on `f` over every gene, from the smallest arch at each resolution.
+fn descend(
+    problem: &Problem<'_>,
+    f: impl Fn(&ArchConfig) -> Result<f64, ExtractError>,
+) -> Result<(f64, ArchConfig), ExtractError> {
+    let c = &problem.choices;
+    let min = |l: &[u32]| l.iter().copied().min().unwrap_or(0);
+    let n = problem.space.n_elastic_blocks();
+    let mut best: Option<(f64, ArchConfig)> = None;
+    for &r in &c.r {
+        let mut a = ArchConfig {
+            ks: vec![min(&c.ks); n],
+            e: vec![min(&c.e); n],
+            d: vec![min(&c.d); n / problem.space.max_depth().max(1)],
+            r,
+        };
+        let mut v = f(&a)?;
+        loop {
+            let mut improved = false;
+            for gene in 0..(2 * n + a.d.len()) {
+                let options: &[u32] = if gene < n {
+                    &c.ks
+                } else if gene < 2 * n {
+                    &c.e
+                } else {
+                    &c.d
+                };
+                for &o in options {
+                    let mut b = a.clone();
+                    match gene {
+                        g if g < n => b.ks[g] = o,
+                        g if g < 2 * n => b.e[g - n] = o,
+                        g => b.d[g - 2 * n] = o,
+                    }
+                    let w = f(&b)?;
+                    if w < v {
+                        (a, v, improved) = (b, w, true);
+                    }
+                }
+            }
+            if !improved {
+                break;
+            }
+        }
+        if best.as_ref().is_none_or(|(bv, _)| v < *bv) {
+            best = Some((v, a));
+        }
+    }
+    best.ok_or_else(|| ExtractError::Constraint("no resolution to search".into()))
+}
+
+/// A feasible arch to start from, or the error that says why none exists (with the smallest
+/// achievable value of every constrained metric).
+pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, ExtractError> {
+    let mut minima = Vec::new();
+    let mut candidates = Vec::new();
+    for b in &problem.bounds {
+        let (v, a) = minimum(problem, b.predictor)?;
+        minima.push((b.predictor.metric(), b.max, v));
+        candidates.push(a);
+    }
+    let infeasible = |together: bool| ExtractError::Infeasible {
+        together,
+        minima: minima.clone(),
+    };
+    if minima.iter().any(|(_, max, v)| v > max) {
+        return Err(infeasible(false));
+    }
+    // Every bound can be met alone; look for an arch that meets all of them: weighted sums of
+    // the normalised metrics (exact minima for additive predictors), then descent on the
+    // violation.
+    let additive: Option<Vec<(&Additive, f64)>> = problem
+        .bounds
+        .iter()
+        .map(|b| b.predictor.additive().map(|a| (a, 1.0 / b.max)))
+        .collect();
+    if let Some(terms) = additive {
+        for emphasis in 0..=terms.len() {
+            for scale in [1.0, 4.0, 16.0] {
+                let mut t = terms.clone();
+                if emphasis < t.len() {
+                    t[emphasis].1 *= scale;
+                }
+                if let Some((_, a)) = Additive::minimize(&t, &problem.choices) {
+                    candidates.push(a);
+                }
+            }
+        }
+    }
+    for a in &candidates {
+        if problem.feasible(a)? {
+            return Ok(a.canonical(problem.space));
+        }
+    }
+    let (v, a) = descend(problem, |a| {
+        let mut violation = 0.0;
+        for b in &problem.bounds {
+            violation += (b.predictor.predict(a)? / b.max - 1.0).max(0.0);
+        }
+        Ok(violation)
+    })?;
+    if v == 0.0 {
+        return Ok(a.canonical(problem.space));
+    }
+    Err(infeasible(true))
+}
+
+/// Run the evolutionary search.
+pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResult, ExtractError> {
+    cfg.validate()?;
+    problem
+        .choices
+        .validate(problem.space)
+        .map_err(|e| ExtractError::Constraint(format!("choices: {e}")))?;
+    let start = Instant::now();
+    let space = problem.space;
+    let seed_arch = feasible_seed(problem)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut seen: HashSet<ArchConfig> = HashSet::new();
+    let mut abandoned = 0usize;
+
+    // Initial population: the feasible seed, random feasible archs, then mutants of those.
+    let mut init = vec![seed_arch.clone()];
+    seen.insert(seed_arch);
+    let budget = cfg.population * cfg.max_attempts;
+    let mut tries = 0;
+    while init.len() < cfg.population && tries < budget {
+        tries += 1;
+        let a = sample(space, &problem.choices, &mut rng).canonical(space);
+        if !seen.contains(&a) && problem.feasible(&a)? {
+            seen.insert(a.clone());
+            init.push(a);
+        }
+    }
+    tries = 0;
+    while init.len() < cfg.population && tries < budget {
+        tries += 1;
+        let mut a = init[rng.random_range(0..init.len())].clone();
+        mutate(&mut a, &problem.choices, 0.5, &mut rng);
+        let a = a.canonical(space);
+        if !seen.contains(&a) && problem.feasible(&a)? {
+            seen.insert(a.clone());
+            init.push(a);
+        }
+    }
+    let accs = problem.accuracy.predict(&init)?;
+    let mut population: Vec<(f64, ArchConfig)> = accs.into_iter().zip(init).collect();
+
+    let n_parents = ((cfg.parent_ratio * cfg.population as f64).round() as usize).max(1);
+    let n_mutants = (cfg.mutation_ratio * cfg.population as f64).round() as usize;
+    let n_cross = cfg.population - n_mutants.min(cfg.population);
+    let mut history = Vec::with_capacity(cfg.generations);
+    for _ in 0..cfg.generations {
+        // stable sort: ties keep their order, so the run is reproducible
+        population.sort_by(|a, b| b.0.total_cmp(&a.0));
+        population.truncate(n_parents);
+        let parents: Vec<ArchConfig> = population.iter().map(|p| p.1.clone()).collect();
+        let mut children = Vec::with_capacity(n_mutants + n_cross);
+        for kind in std::iter::repeat_n(true, n_mutants).chain(std::iter::repeat_n(false, n_cross))
+        {
+            let mut found = false;
+            for _ in 0..cfg.max_attempts {
+                let child = if kind {
+                    let mut c = parents[rng.random_range(0..parents.len())].clone();
+                    mutate(&mut c, &problem.choices, cfg.mutate_prob, &mut rng);
+                    c
+                } else {
+                    let a = &parents[rng.random_range(0..parents.len())];
+                    let b = &parents[rng.random_range(0..parents.len())];
+                    crossover(a, b, &mut rng)
+                };
+                let child = child.canonical(space);
+                if !seen.contains(&child) && problem.feasible(&child)? {
+                    seen.insert(child.clone());
+                    children.push(child);
+                    found = true;
+                    break;
+                }
+            }
+            abandoned += usize::from(!found);
+        }
+        let accs = problem.accuracy.predict(&children)?;
+        population.extend(accs.into_iter().zip(children));
+        history.push(
+            population
+                .iter()
+                .map(|p| p.0)
+                .fold(f64::NEG_INFINITY, f64::max),
+        );
+    }
+    population.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (acc, arch) = population
+        .into_iter()
+        .next()
+        .ok_or_else(|| ExtractError::Config("empty population".into()))?;
+    Ok(SearchResult {
+        best: scored(problem, arch, acc)?,
+        evaluated: seen.len(),
+        abandoned_children: abandoned,
+        history,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

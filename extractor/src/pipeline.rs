@@ -1,0 +1,1 @@
+//! Extraction pipeline (filled in below).

@@ -1,0 +1,1 @@
+//! Front plots (placeholder, filled in below).

@@ -1,0 +1,251 @@
+//! Search behaviour: determinism (seed, thread count), bounds, infeasibility with the smallest
+//! achievable value, input validation, Pareto dominance; predictors behind traits (fakes).
+
+#![allow(clippy::unwrap_used)]
+
+use ofa_extractor::{
+    evolve, pareto, AccuracyModel, Bound, Constraints, EvolutionConfig, ExtractError, ParetoConfig,
+    Problem,
+};
+use ofa_predictors::{AccuracyPredictor, Additive, Efficiency};
+use ofa_space::{ArchConfig, Choices, Encoding, SearchSpace};
+use tch::Tensor;
+
+/// A fake accuracy: more MACs, more accuracy, with diminishing returns, plus a kernel bonus.
+struct Fake(Additive);
+
+impl AccuracyModel for Fake {
+    fn predict(&self, archs: &[ArchConfig]) -> Result<Vec<f64>, ExtractError> {
+        archs
+            .iter()
+            .map(|a| {
+                let m = self.0.predict(a)?;
+                Ok(0.5 + 0.05 * m.ln() + 0.001 * a.ks.iter().sum::<u32>() as f64)
+            })
+            .collect()
+    }
+}
+
+fn random_predictor(space: &SearchSpace) -> AccuracyPredictor {
+    tch::manual_seed(3);
+    let enc = Encoding::library(space);
+    let dim = enc.dim() as i64;
+    let l = |o: i64, i: i64| {
+        (
+            Tensor::randn([o, i], tch::kind::FLOAT_CPU) * 0.1,
+            Tensor::randn([o], tch::kind::FLOAT_CPU) * 0.1,
+        )
+    };
+    let layers = [l(64, dim), l(64, 64), l(64, 64)];
+    let out = Tensor::randn([1, 64], tch::kind::FLOAT_CPU) * 0.1;
+    AccuracyPredictor::from_layers(enc, &layers, &out, None, 0.7).unwrap()
+}
+
+fn small_cfg(seed: u64) -> EvolutionConfig {
+    EvolutionConfig {
+        population: 40,
+        generations: 30,
+        seed,
+        ..EvolutionConfig::default()
+    }
+}
+
+#[test]
+fn evolution_is_deterministic_bounded_and_independent_of_threads() {
+    let space = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+    let macs = Additive::macs(&space);
+    let params = Additive::params(&space);
+    let acc = random_predictor(&space);
+    let problem = Problem {
+        space: &space,
+        choices: Choices::all(&space),
+        accuracy: &acc,
+        bounds: vec![Bound {
+            predictor: &macs,
+            max: 200.0,
+        }],
+        report: vec![&params],
+    };
+    let run = |threads: usize, seed: u64| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| evolve(&problem, &small_cfg(seed)).unwrap())
+    };
+    let a = run(1, 7);
+    let b = run(2, 7);
+    let c = run(2, 7);
+    assert_eq!(a.best, b.best);
+    assert_eq!(a.history, b.history);
+    assert_eq!(b.best, c.best);
+    assert!(a.best.metrics["macs_m"] <= 200.0);
+    assert!(a.best.metrics.contains_key("params_m"));
+    // the best never gets worse and is the predicted value of its arch
+    assert!(a.history.windows(2).all(|w| w[1] >= w[0]));
+    let again = acc.predict(&a.best.arch).unwrap();
+    assert!((f64::from(again) - a.best.accuracy).abs() < 1e-6);
+    // distinct archs: 40 initial + 40 children × 30 generations at most, no repeats
+    assert!(
+        a.evaluated <= 40 + 40 * 30 && a.evaluated > 40 * 20,
+        "{}",
+        a.evaluated
+    );
+    let d = run(2, 8);
+    assert_ne!(a.history, d.history);
+}
+
+#[test]
+fn infeasible_constraints_state_the_smallest_achievable_value() {
+    let space = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+    let macs = Additive::macs(&space);
+    let params = Additive::params(&space);
+    let fake = Fake(Additive::macs(&space));
+    let choices = Choices::all(&space);
+    let (min_macs, _) = Additive::minimize(&[(&macs, 1.0)], &choices).unwrap();
+    let problem = Problem {
+        space: &space,
+        choices: choices.clone(),
+        accuracy: &fake,
+        bounds: vec![Bound {
+            predictor: &macs,
+            max: 10.0,
+        }],
+        report: vec![],
+    };
+    let t = std::time::Instant::now();
+    let err = evolve(&problem, &EvolutionConfig::default()).unwrap_err();
+    assert!(
+        t.elapsed().as_secs() < 5,
+        "an infeasible search must fail fast"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("macs_m ≤ 10"), "{msg}");
+    assert!(msg.contains(&format!("{min_macs:.4}")), "{msg}");
+    // just above the minimum: feasible, and the answer respects it
+    let problem = Problem {
+        bounds: vec![Bound {
+            predictor: &macs,
+            max: min_macs * 1.01,
+        }],
+        ..problem
+    };
+    let r = evolve(&problem, &small_cfg(0)).unwrap();
+    assert!(r.best.metrics["macs_m"] <= min_macs * 1.01);
+    // two bounds that can each be met alone but not together
+    let (min_params, _) = Additive::minimize(&[(&params, 1.0)], &choices).unwrap();
+    let (big_macs, _) = Additive::minimize(&[(&macs, -1.0)], &choices).unwrap();
+    let _ = big_macs;
+    let problem = Problem {
+        bounds: vec![
+            Bound {
+                predictor: &macs,
+                max: min_macs * 1.001,
+            },
+            Bound {
+                predictor: &params,
+                max: min_params * 1.5,
+            },
+        ],
+        ..problem
+    };
+    match evolve(&problem, &small_cfg(0)) {
+        Ok(r) => {
+            assert!(r.best.metrics["macs_m"] <= min_macs * 1.001);
+            assert!(r.best.metrics["params_m"] <= min_params * 1.5);
+        }
+        Err(e) => assert!(e.to_string().contains("together"), "{e}"),
+    }
+}
+
+#[test]
+fn constraints_are_validated() {
+    for (c, needle) in [
+        (
+            Constraints {
+                latency_ms: Some(-1.0),
+                ..Default::default()
+            },
+            "latency_ms",
+        ),
+        (
+            Constraints {
+                macs_m: Some(0.0),
+                ..Default::default()
+            },
+            "macs_m",
+        ),
+        (
+            Constraints {
+                params_m: Some(f64::NAN),
+                ..Default::default()
+            },
+            "params_m",
+        ),
+        (
+            Constraints {
+                macs_m: Some(f64::INFINITY),
+                ..Default::default()
+            },
+            "macs_m",
+        ),
+    ] {
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(needle) && e.contains("positive finite"), "{e}");
+    }
+    Constraints {
+        macs_m: Some(100.0),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let bad = EvolutionConfig {
+        population: 1,
+        ..EvolutionConfig::default()
+    };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn pareto_front_is_not_dominated_by_any_evaluated_arch() {
+    let space = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+    let macs = Additive::macs(&space);
+    let acc = random_predictor(&space);
+    let problem = Problem {
+        space: &space,
+        choices: Choices::all(&space),
+        accuracy: &acc,
+        bounds: vec![],
+        report: vec![],
+    };
+    let cfg = ParetoConfig {
+        population: 40,
+        generations: 25,
+        ..ParetoConfig::default()
+    };
+    let front = pareto(&problem, &macs, &cfg).unwrap();
+    assert!(front.points.len() >= 5, "{}", front.points.len());
+    assert_eq!(front.evaluated, front.archive.len());
+    for p in &front.points {
+        let (a, c) = (p.accuracy, p.metrics["macs_m"]);
+        for &(a2, c2) in &front.archive {
+            assert!(
+                !(a2 >= a && c2 <= c && (a2 > a || c2 < c)),
+                "({a}, {c}) dominated by ({a2}, {c2})"
+            );
+        }
+    }
+    // sorted by cost and by accuracy
+    assert!(front
+        .points
+        .windows(2)
+        .all(|w| w[0].metrics["macs_m"] < w[1].metrics["macs_m"] && w[0].accuracy < w[1].accuracy));
+    let budget = front.points[front.points.len() / 2].metrics["macs_m"];
+    let b = front.best_within(budget).unwrap();
+    assert!(b.metrics["macs_m"] <= budget);
+    let csv = front.to_csv();
+    assert_eq!(csv.lines().count(), front.points.len() + 1);
+    // deterministic
+    let again = pareto(&problem, &macs, &cfg).unwrap();
+    assert_eq!(again.points, front.points);
+}
