@@ -91,9 +91,20 @@ install_fmnist() {
   fi
 }
 
+install_font() {
+  # Text in PNG plots (Pareto fronts) is drawn with DejaVu Sans.
+  if [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    return
+  fi
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing the Debian package fonts-dejavu-core (plot labels)"
+    apt_install fonts-dejavu-core || log "WARNING: could not install fonts-dejavu-core; PNG plots will be skipped (SVG still written)"
+  fi
+}
+
 case "${1:-all}" in
   libtorch) install_libtorch ;;
-  data) install_fmnist ;;
-  all) install_libtorch; install_fmnist ;;
+  data) install_fmnist; install_font ;;
+  all) install_libtorch; install_fmnist; install_font ;;
   *) log "usage: setup.sh [all|libtorch|data]"; exit 2 ;;
 esac

@@ -34,6 +34,8 @@ enum Command {
     Infer(cmd::infer::Args),
     /// Convert a reference state_dict (.pth or .safetensors) to an ofa supernet checkpoint.
     Import(cmd::import::Args),
+    /// Find the best subnet for a budget (or the Pareto front) from predictors alone.
+    Search(cmd::search::Args),
     /// Accuracy predictor: build a dataset of measured subnets, fit, evaluate.
     Predictor(cmd::predictor::Args),
     /// Benchmarks (readable table, or one JSON object with --json).
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Extract(a) => cmd::extract::run(a),
         Command::Infer(a) => cmd::infer::run(a),
         Command::Import(a) => cmd::import::run(a),
+        Command::Search(a) => cmd::search::run(a),
         Command::Predictor(a) => cmd::predictor::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

@@ -5,18 +5,22 @@
 //! - every child gets a bounded number of attempts, and an infeasible constraint is an error that
 //!   states the smallest achievable value, found by a directed search ([`minimum`]);
 //! - archs are deduplicated (as canonical archs) over the whole run, so the population cannot
-//!   collapse onto one network;
+//!   collapse onto one network; a child that repeats an evaluated arch is mutated once more (a
+//!   short walk away from what is known) rather than redrawn, an infeasible one is redrawn;
+//! - the winner is polished by hill climbing over its one-gene neighbours (a few batches);
 //! - one seeded RNG drives every draw on one thread, accuracy is predicted per generation in one
 //!   batch (parallel inside the predictor, with chunking that depends on the batch only), so a
 //!   result depends on the seed alone, not on the thread count.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet as HashSet;
 use std::time::Instant;
 
 use ofa_predictors::{Additive, Efficiency};
-use ofa_space::{crossover, mutate, sample, ArchConfig};
+use ofa_space::{crossover, mutate, sample, ArchConfig, Choices};
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand_xoshiro::Xoshiro256PlusPlus as SearchRng;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
@@ -38,6 +42,8 @@ pub struct EvolutionConfig {
     pub mutate_prob: f64,
     /// Draws allowed per child before it is given up.
     pub max_attempts: usize,
+    /// Hill-climbing rounds on the winner (0 = the reference's plain evolution).
+    pub refine_rounds: usize,
     /// Seed.
     pub seed: u64,
 }
@@ -51,6 +57,7 @@ impl Default for EvolutionConfig {
             mutation_ratio: 0.5,
             mutate_prob: 0.1,
             max_attempts: 100,
+            refine_rounds: 10,
             seed: 0,
         }
     }
@@ -96,10 +103,14 @@ pub struct SearchResult {
     pub evaluated: usize,
     /// Children given up after `max_attempts` draws.
     pub abandoned_children: usize,
+    /// Children drawn in all (accepted, duplicates and infeasible ones).
+    pub draws: usize,
     /// Best accuracy after each generation.
     pub history: Vec<f64>,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// Of which in the accuracy predictor.
+    pub predict_seconds: f64,
 }
 
 /// Score `arch` fully (accuracy given).
@@ -248,6 +259,53 @@ pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, ExtractError> 
     Err(infeasible(true))
 }
 
+/// Every arch that differs from `a` in one gene: one block's (kernel, expand), one stage's depth,
+/// or the resolution.
+fn neighbours(a: &ArchConfig, c: &Choices) -> Vec<ArchConfig> {
+    let mut out = Vec::new();
+    for i in 0..a.ks.len() {
+        for &k in &c.ks {
+            for &e in &c.e {
+                if (k, e) != (a.ks[i], a.e[i]) {
+                    let mut n = a.clone();
+                    n.ks[i] = k;
+                    n.e[i] = e;
+                    out.push(n);
+                }
+            }
+        }
+    }
+    for i in 0..a.d.len() {
+        for &d in &c.d {
+            if d != a.d[i] {
+                let mut n = a.clone();
+                n.d[i] = d;
+                out.push(n);
+            }
+        }
+    }
+    for &r in &c.r {
+        if r != a.r {
+            let mut n = a.clone();
+            n.r = r;
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// [`ArchConfig::canonical`] in place (skipped blocks set to the first choice of the space).
+fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
+    let md = problem.space.max_depth();
+    let (k0, e0) = (problem.space.ks_list[0], problem.space.expand_ratio_list[0]);
+    for i in 0..a.ks.len() {
+        if !a.is_active(i, md) {
+            a.ks[i] = k0;
+            a.e[i] = e0;
+        }
+    }
+}
+
 /// Run the evolutionary search.
 pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResult, ExtractError> {
     cfg.validate()?;
@@ -258,9 +316,10 @@ pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResu
     let start = Instant::now();
     let space = problem.space;
     let seed_arch = feasible_seed(problem)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut seen: HashSet<ArchConfig> = HashSet::new();
+    let mut rng = SearchRng::seed_from_u64(cfg.seed);
+    let mut seen: HashSet<ArchConfig> = HashSet::default();
     let mut abandoned = 0usize;
+    let mut draws = 0usize;
 
     // Initial population: the feasible seed, random feasible archs, then mutants of those.
     let mut init = vec![seed_arch.clone()];
@@ -286,7 +345,10 @@ pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResu
             init.push(a);
         }
     }
+    let mut predict_seconds = 0.0;
+    let t = Instant::now();
     let accs = problem.accuracy.predict(&init)?;
+    predict_seconds += t.elapsed().as_secs_f64();
     let mut population: Vec<(f64, ArchConfig)> = accs.into_iter().zip(init).collect();
 
     let n_parents = ((cfg.parent_ratio * cfg.population as f64).round() as usize).max(1);
@@ -301,19 +363,29 @@ pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResu
         let mut children = Vec::with_capacity(n_mutants + n_cross);
         for kind in std::iter::repeat_n(true, n_mutants).chain(std::iter::repeat_n(false, n_cross))
         {
-            let mut found = false;
-            for _ in 0..cfg.max_attempts {
-                let child = if kind {
+            let draw = |rng: &mut SearchRng| {
+                if kind {
                     let mut c = parents[rng.random_range(0..parents.len())].clone();
-                    mutate(&mut c, &problem.choices, cfg.mutate_prob, &mut rng);
+                    mutate(&mut c, &problem.choices, cfg.mutate_prob, rng);
                     c
                 } else {
                     let a = &parents[rng.random_range(0..parents.len())];
                     let b = &parents[rng.random_range(0..parents.len())];
-                    crossover(a, b, &mut rng)
-                };
-                let child = child.canonical(space);
-                if !seen.contains(&child) && problem.feasible(&child)? {
+                    crossover(a, b, rng)
+                }
+            };
+            let mut child = draw(&mut rng);
+            let mut found = false;
+            for _ in 0..cfg.max_attempts {
+                draws += 1;
+                canonicalize(&mut child, problem);
+                if !problem.feasible(&child)? {
+                    // infeasible: start again from the parents
+                    child = draw(&mut rng);
+                } else if seen.contains(&child) {
+                    // already evaluated: walk on from it with one more mutation
+                    mutate(&mut child, &problem.choices, cfg.mutate_prob, &mut rng);
+                } else {
                     seen.insert(child.clone());
                     children.push(child);
                     found = true;
@@ -322,7 +394,9 @@ pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResu
             }
             abandoned += usize::from(!found);
         }
+        let t = Instant::now();
         let accs = problem.accuracy.predict(&children)?;
+        predict_seconds += t.elapsed().as_secs_f64();
         population.extend(accs.into_iter().zip(children));
         history.push(
             population
@@ -332,15 +406,42 @@ pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResu
         );
     }
     population.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (acc, arch) = population
+    let (mut acc, mut arch) = population
         .into_iter()
         .next()
         .ok_or_else(|| ExtractError::Config("empty population".into()))?;
+    // Polish the winner: best-improvement hill climbing over its one-gene neighbours (one batch
+    // of ~200 per round), so the answer is at least a local optimum.
+    let t = Instant::now();
+    for _ in 0..cfg.refine_rounds {
+        let mut next = Vec::new();
+        for n in neighbours(&arch, &problem.choices) {
+            let mut n = n;
+            canonicalize(&mut n, problem);
+            if n != arch && problem.feasible(&n)? {
+                next.push(n);
+            }
+        }
+        next.sort_by(|a, b| (&a.ks, &a.e, &a.d, a.r).cmp(&(&b.ks, &b.e, &b.d, b.r)));
+        next.dedup();
+        let accs = problem.accuracy.predict(&next)?;
+        let best = accs.iter().zip(&next).max_by(|a, b| a.0.total_cmp(b.0));
+        match best {
+            Some((a, n)) if *a > acc => {
+                seen.insert(n.clone());
+                (acc, arch) = (*a, n.clone());
+            }
+            _ => break,
+        }
+    }
+    predict_seconds += t.elapsed().as_secs_f64();
     Ok(SearchResult {
         best: scored(problem, arch, acc)?,
         evaluated: seen.len(),
         abandoned_children: abandoned,
+        draws,
         history,
         seconds: start.elapsed().as_secs_f64(),
+        predict_seconds,
     })
 }

@@ -7,13 +7,13 @@
 //! into an archive, and the returned front is the set of archive members no other evaluated arch
 //! dominates.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 use std::time::Instant;
 
 use ofa_predictors::Efficiency;
 use ofa_space::{crossover, mutate, sample, ArchConfig};
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand_xoshiro::Xoshiro256PlusPlus as SearchRng;
 use serde::{Deserialize, Serialize};
 
 use crate::evolution::{feasible_seed, minimum, scored, Scored};
@@ -172,8 +172,8 @@ pub fn pareto(
         .map_err(|e| ExtractError::Constraint(format!("choices: {e}")))?;
     let start = Instant::now();
     let space = problem.space;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut seen: HashSet<ArchConfig> = HashSet::new();
+    let mut rng = SearchRng::seed_from_u64(cfg.seed);
+    let mut seen: HashSet<ArchConfig> = HashSet::default();
     let mut archive: Vec<Ind> = Vec::new();
 
     // Start from both ends: the cheapest arch (directed) and the largest feasible, then random.
@@ -230,7 +230,7 @@ pub fn pareto(
         let crowd = crowding(&pop, &rank);
         let better =
             |a: usize, b: usize| rank[a] < rank[b] || (rank[a] == rank[b] && crowd[a] > crowd[b]);
-        let tournament = |rng: &mut ChaCha8Rng| {
+        let tournament = |rng: &mut SearchRng| {
             let a = rng.random_range(0..pop.len());
             let b = rng.random_range(0..pop.len());
             if better(b, a) {

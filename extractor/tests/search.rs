@@ -7,7 +7,7 @@ use ofa_extractor::{
     evolve, pareto, AccuracyModel, Bound, Constraints, EvolutionConfig, ExtractError, ParetoConfig,
     Problem,
 };
-use ofa_predictors::{AccuracyPredictor, Additive, Efficiency};
+use ofa_predictors::{AccuracyPredictor, Additive};
 use ofa_space::{ArchConfig, Choices, Encoding, SearchSpace};
 use tch::Tensor;
 

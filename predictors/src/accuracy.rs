@@ -4,9 +4,10 @@
 //! Linear to one output, plus a fixed `base_acc`. Output and targets are top-1 as a fraction.
 //!
 //! Fast path for search: the first layer of a one-hot input is the bias plus a sum of ~41 weight
-//! columns (no dense input, no multiply); the hidden layers run as blocked f32 GEMMs (`gemm`
-//! crate, AVX-512/AVX2 kernels picked at run time) over chunks of at most [`CHUNK`] archs spread
-//! over rayon. Chunk boundaries depend on the batch size only, so results do not depend on the
+//! columns (no dense input, no multiply); the hidden layers run through a register-tiled kernel
+//! (AVX-512 or AVX2 + FMA picked at run time, no packing, so small batches are as fast per arch as
+//! large ones) over chunks of archs spread over rayon. Each prediction is computed in the same
+//! order in any batch and any chunk, so results are bit-identical whatever the batch or the
 //! thread count.
 //!
 //! File: safetensors with the reference library's names (`layers.{i}.0.weight|bias`,
@@ -30,16 +31,21 @@ pub const FORMAT: &str = "ofa-accuracy-predictor/1";
 /// Most archs per GEMM chunk (bigger chunks amortise packing the weights: 1024 measured best).
 pub const CHUNK: usize = 1024;
 
-/// Chunk size for a batch of `n`: small batches (a search generation) are still split so that
-/// several threads share them. It depends on `n` only, never on the thread count.
+/// Chunk size for a batch of `n`: one chunk per thread, at most [`CHUNK`]. Every prediction is
+/// computed in the same order whatever its chunk (see [`crate::kernel`]), so chunking can follow
+/// the thread count without changing any result.
 fn chunk_for(n: usize) -> usize {
-    n.div_ceil(16).clamp(32, CHUNK)
+    n.div_ceil(rayon::current_num_threads().max(1))
+        .clamp(1, CHUNK)
 }
 
 /// A dense layer, weights `[out][in]` row-major (PyTorch layout).
 #[derive(Debug, Clone)]
 struct Dense {
+    /// `[out][in]`, as stored.
     w: Vec<f32>,
+    /// `[in][out]`, as the kernel reads it.
+    wt: Vec<f32>,
     b: Vec<f32>,
     n_in: usize,
     n_out: usize,
@@ -99,6 +105,7 @@ impl AccuracyPredictor {
             }
             hidden.push(Dense {
                 w: to_vec(w)?,
+                wt: to_vec(&w.tr())?,
                 b: to_vec(b)?,
                 n_in,
                 n_out: s[0] as usize,
@@ -361,34 +368,7 @@ fn relu(v: &mut [f32]) {
     }
 }
 
-/// `y[m × out] += x[m × in] · dᵀ` with the `gemm` crate, single-threaded (rayon parallelises over
-/// chunks above).
-#[allow(unsafe_code)]
+/// `y[m × out] += x[m × in] · dᵀ` (single-threaded; rayon parallelises over chunks above).
 fn linear_acc(x: &[f32], d: &Dense, y: &mut [f32], m: usize) {
-    assert!(x.len() >= m * d.n_in && y.len() >= m * d.n_out && d.w.len() == d.n_in * d.n_out);
-    // SAFETY: the three buffers hold at least the m×in, in×out and m×out elements addressed by the
-    // strides below (checked above); dst does not alias the inputs (distinct Vecs).
-    unsafe {
-        gemm::gemm(
-            m,
-            d.n_out,
-            d.n_in,
-            y.as_mut_ptr(),
-            1,
-            d.n_out as isize,
-            true,
-            x.as_ptr(),
-            1,
-            d.n_in as isize,
-            d.w.as_ptr(),
-            d.n_in as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    crate::kernel::matmul_acc(x, &d.wt, y, m, d.n_in, d.n_out);
 }

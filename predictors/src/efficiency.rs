@@ -105,6 +105,9 @@ pub struct Additive {
     max_depth: usize,
     ks: Vec<u32>,
     e: Vec<u32>,
+    /// Value → position in `ks` / `e` (`u8::MAX`: not a choice), for values below 64 (the space validation bounds them).
+    ks_index: [u8; 64],
+    e_index: [u8; 64],
     resolutions: Vec<u32>,
     /// Per resolution index.
     fixed: Vec<f64>,
@@ -254,12 +257,25 @@ impl Additive {
             max_depth: space.max_depth(),
             ks: space.ks_list.clone(),
             e: space.expand_ratio_list.clone(),
+            ks_index: index_table(&space.ks_list),
+            e_index: index_table(&space.expand_ratio_list),
             resolutions: resolutions.to_vec(),
             fixed,
             block,
             missing,
         }
     }
+}
+
+/// Value → position for small choice values (the space validation keeps kernel sizes and expand ratios below 64).
+fn index_table(values: &[u32]) -> [u8; 64] {
+    let mut t = [u8::MAX; 64];
+    for (i, v) in values.iter().enumerate() {
+        if let Some(slot) = t.get_mut(*v as usize) {
+            *slot = i as u8;
+        }
+    }
+    t
 }
 
 /// One part of a network handed to [`Additive::compile`]'s value function.
@@ -298,17 +314,17 @@ impl Additive {
     }
 
     fn slot(&self, i: usize, ks: u32, e: u32, ri: usize) -> Result<usize, EfficiencyError> {
-        let find = |l: &[u32], v: u32, field| {
-            l.iter()
-                .position(|x| *x == v)
-                .ok_or(EfficiencyError::Choice {
-                    metric: self.metric,
-                    field,
-                    value: v,
-                })
+        let find = |l: &[u8; 64], v: u32, field| match l.get(v as usize).copied().unwrap_or(u8::MAX)
+        {
+            u8::MAX => Err(EfficiencyError::Choice {
+                metric: self.metric,
+                field,
+                value: v,
+            }),
+            i => Ok(usize::from(i)),
         };
-        let ki = find(&self.ks, ks, "ks")?;
-        let ei = find(&self.e, e, "e")?;
+        let ki = find(&self.ks_index, ks, "ks")?;
+        let ei = find(&self.e_index, e, "e")?;
         let (nk, ne, nr) = (self.ks.len(), self.e.len(), self.resolutions.len());
         Ok(((i * nk + ki) * ne + ei) * nr + ri)
     }

@@ -60,11 +60,15 @@ fn tutorial_predictor_reproduces_the_reference() {
         let single = f64::from(p.predict(a).unwrap());
         assert!((single - want).abs() < 1e-6, "{single} vs {want}");
     }
-    // a long batch (many chunks, several threads) gives the same numbers in the same places
-    let many: Vec<ArchConfig> = (0..1000).map(|i| archs[i % archs.len()].clone()).collect();
+    // every prediction is computed in the same order in any batch: a long batch (many chunks,
+    // several threads) and one-by-one give bit-identical numbers
+    let many: Vec<ArchConfig> = (0..3000).map(|i| archs[i % archs.len()].clone()).collect();
     let out = p.predict_batch(&many).unwrap();
     for (i, v) in out.iter().enumerate() {
-        assert!((v - batch[i % archs.len()]).abs() < 1e-6);
+        assert_eq!(*v, batch[i % archs.len()]);
+    }
+    for (a, b) in archs.iter().zip(&batch) {
+        assert_eq!(p.predict(a).unwrap(), *b);
     }
     // our file format round-trips it exactly
     let dir = tempfile::tempdir().unwrap();

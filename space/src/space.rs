@@ -275,6 +275,16 @@ impl SearchSpace {
         if let Some(k) = self.ks_list.iter().find(|k| *k % 2 == 0) {
             return bad(format!("`ks_list` must hold odd kernel sizes, got {k}"));
         }
+        if let Some(v) = self
+            .ks_list
+            .iter()
+            .chain(&self.expand_ratio_list)
+            .find(|v| **v >= 64)
+        {
+            return bad(format!(
+                "kernel sizes and expand ratios must be below 64, got {v}"
+            ));
+        }
         if self
             .stages
             .iter()

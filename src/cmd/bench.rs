@@ -24,6 +24,8 @@ enum What {
     Train(TrainArgs),
     /// Accuracy-predictor throughput (encode + predict) and efficiency predictors.
     Predict(super::bench_predict::Args),
+    /// Evolutionary search time (reference defaults, MLP of the reference's size).
+    Search(super::bench_search::Args),
 }
 
 /// Arguments of `ofa bench train`.
@@ -122,6 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Extract(e) => extract(e),
         What::Train(t) => train(t),
         What::Predict(p) => super::bench_predict::run(p),
+        What::Search(s) => super::bench_search::run(s),
     }
 }
 

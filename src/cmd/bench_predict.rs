@@ -29,7 +29,7 @@ pub struct Args {
     json: bool,
 }
 
-fn random_predictor() -> anyhow::Result<AccuracyPredictor> {
+pub(crate) fn random_predictor() -> anyhow::Result<AccuracyPredictor> {
     tch::manual_seed(0);
     let layer = |o: i64, i: i64| {
         (

@@ -2,11 +2,13 @@
 
 pub mod bench;
 pub mod bench_predict;
+pub mod bench_search;
 pub mod extract;
 pub mod import;
 pub mod infer;
 pub mod inspect;
 pub mod predictor;
+pub mod search;
 pub mod train;
 
 use std::path::Path;
