@@ -36,6 +36,8 @@ enum Command {
     Import(cmd::import::Args),
     /// Find the best subnet for a budget (or the Pareto front) from predictors alone.
     Search(cmd::search::Args),
+    /// Build a latency lookup table on this machine, or validate one (`ofa profile validate`).
+    Profile(cmd::profile::Args),
     /// Accuracy predictor: build a dataset of measured subnets, fit, evaluate.
     Predictor(cmd::predictor::Args),
     /// Benchmarks (readable table, or one JSON object with --json).
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Infer(a) => cmd::infer::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Search(a) => cmd::search::run(a),
+        Command::Profile(a) => cmd::profile::run(a),
         Command::Predictor(a) => cmd::predictor::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

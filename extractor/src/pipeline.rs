@@ -100,6 +100,14 @@ impl Specialiser {
                     t.tables.keys().collect::<Vec<_>>()
                 )));
             }
+            let missing = a.missing_keys();
+            if let Some(first) = missing.first() {
+                return Err(ExtractError::Constraint(format!(
+                    "latency table `{name}` ({}) lacks {} layer(s) the space needs, e.g. `{first}`",
+                    path.display(),
+                    missing.len()
+                )));
+            }
             latency.insert(name.clone(), a);
         }
         Ok(Specialiser {

@@ -147,7 +147,8 @@ impl Additive {
         })
     }
 
-    /// Latency (ms) from a lookup table, over the resolutions the table covers. Entries the table
+    /// Latency (ms) from a lookup table, over the resolutions the table covers (with the table's
+    /// linear correction, which keeps the model additive: `a · Σ + b`). Entries the table
     /// lacks are remembered and reported, with the arch that needs them, by [`Additive::predict`].
     pub fn latency(space: &SearchSpace, table: &LatencyTable) -> Additive {
         let covered: Vec<u32> = space
@@ -156,6 +157,7 @@ impl Additive {
             .copied()
             .filter(|r| table.tables.contains_key(r))
             .collect();
+        let (a, b) = table.meta.correction.map_or((1.0, 0.0), |c| (c.a, c.b));
         Self::compile(space, &covered, Metric::LatencyMs, |part| {
             let lookup = |r: u32, key: String| -> Result<f64, String> {
                 table
@@ -177,9 +179,9 @@ impl Additive {
                     for (_, k) in head_keys(space, f_head) {
                         total += lookup(r, k)?;
                     }
-                    Ok(total)
+                    Ok(a * total + b)
                 }
-                Part::Block { block, f, r } => lookup(r, block_key(&block, f)),
+                Part::Block { block, f, r } => Ok(a * lookup(r, block_key(&block, f))?),
             }
         })
     }
@@ -295,6 +297,14 @@ impl Additive {
     /// What it predicts.
     pub fn metric(&self) -> Metric {
         self.metric
+    }
+
+    /// Lookup-table keys the space needs and the table lacks (sorted).
+    pub fn missing_keys(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.missing.values().map(String::as_str).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// The resolutions it covers.

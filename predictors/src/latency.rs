@@ -52,6 +52,19 @@ pub struct Meta {
     /// Origin (e.g. the imported files).
     #[serde(default)]
     pub source: Option<String>,
+    /// Whole-network correction fitted by `ofa profile validate --write-correction`: a subnet's
+    /// latency is `a · Σ layers + b` (ms). Absent: the plain sum, as the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
+}
+
+/// A linear correction of the per-layer sum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Correction {
+    /// Scale.
+    pub a: f64,
+    /// Offset, ms.
+    pub b: f64,
 }
 
 /// A latency lookup table: per resolution, per layer key.
@@ -165,7 +178,8 @@ impl LatencyTable {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Predicted latency (ms) of `arch` at its resolution: the sum of its layers' means.
+    /// Predicted latency (ms) of `arch` at its resolution: the sum of its layers' means (with the
+    /// table's correction, if it has one).
     pub fn predict(&self, space: &SearchSpace, arch: &ArchConfig) -> Result<f64, LatencyError> {
         let table = self
             .tables
@@ -186,6 +200,9 @@ impl LatencyTable {
                 }
             }
         }
-        Ok(total)
+        Ok(match self.meta.correction {
+            Some(c) => c.a * total + c.b,
+            None => total,
+        })
     }
 }

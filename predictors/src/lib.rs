@@ -17,6 +17,7 @@ pub mod fit;
 mod kernel;
 pub mod latency;
 pub mod metrics;
+pub mod profile;
 
 pub use accuracy::AccuracyPredictor;
 pub use efficiency::{Additive, Efficiency, EfficiencyError, Metric};

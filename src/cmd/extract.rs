@@ -1,42 +1,137 @@
-//! `ofa extract`: cut a subnet's weights out of a supernet.
+//! `ofa extract`: the specialisation pipeline on a package (search → cut → recalibrate BN →
+//! write), or a bare cut of a given arch out of a supernet checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use ofa_extractor::pipeline::{extract, EvalRequest, ExtractRequest};
 use ofa_supernet::checkpoint::{open_model, write_atomic, Model};
 use tch::Device;
 
 /// Arguments of `ofa extract`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Supernet checkpoint (or a reference supernet state_dict, .pth or .safetensors).
+    /// A supernet package: search if no --arch is given, cut the weights, recalibrate BN, write
+    /// DIR/subnet.safetensors, DIR/net.config.json and DIR/report.json.
+    #[arg(
+        long,
+        required_unless_present = "supernet",
+        conflicts_with = "supernet"
+    )]
+    package: Option<PathBuf>,
+    /// Or a bare supernet checkpoint (or a reference state_dict, .pth or .safetensors): cut the
+    /// weights of --arch into the file --out, nothing else.
     #[arg(long)]
-    supernet: PathBuf,
+    supernet: Option<PathBuf>,
     /// The subnet: `{"ks": [..], "e": [..], "d": [..], "r": R}` (reference forms accepted).
-    #[arg(long)]
-    arch: PathBuf,
-    /// Where to write the subnet (safetensors, reference subnet naming).
+    #[arg(long, required_unless_present = "package")]
+    arch: Option<PathBuf>,
+    /// With --package: the output folder; with --supernet: the subnet file.
     #[arg(long)]
     out: PathBuf,
-    /// Also write the reference `net.config` JSON here.
+    /// With --supernet: also write the reference `net.config` JSON here.
     #[arg(long)]
     net_config: Option<PathBuf>,
+    #[command(flatten)]
+    budget: super::search::Budget,
+    /// Images for BN recalibration (at most the package's; reference 2000).
+    #[arg(long, default_value_t = 2000)]
+    calibration_images: usize,
+    /// Also measure top-1 (held-out split, or --eval-split test) and the latency on this machine.
+    #[arg(long)]
+    eval: bool,
+    /// Split for --eval.
+    #[arg(long, value_enum, default_value = "val")]
+    eval_split: EvalSplit,
+    /// Images evaluated by --eval.
+    #[arg(long, default_value_t = 10_000)]
+    eval_images: usize,
+    /// Dataset folder for --eval (default: the one named in the package's card).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EvalSplit {
+    Val,
+    Test,
+}
+
+fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let arch = a.arch.as_deref().map(super::read_arch).transpose()?;
+    let hardware = match &a.budget.hardware {
+        Some(h) => Some(h.clone()),
+        None if a.budget.max_latency_ms.is_some() => {
+            // the only table of the package, if there is exactly one
+            let spec = ofa_extractor::pipeline::Specialiser::from_package(dir)?;
+            a.budget.hardware(&spec)
+        }
+        None => None,
+    };
+    let req = ExtractRequest {
+        arch,
+        constraints: a.budget.constraints(),
+        hardware,
+        search: a.budget.evolution(),
+        calibration_images: a.calibration_images,
+        eval: a.eval.then(|| EvalRequest {
+            data: a.data.clone(),
+            test_split: matches!(a.eval_split, EvalSplit::Test),
+            images: a.eval_images,
+            latency_repeats: 30,
+        }),
+    };
+    let report = extract(dir, &req, &a.out, super::device(&a.device)?)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    eprintln!(
+        "wrote {}/{{subnet.safetensors, net.config.json, report.json}}",
+        a.out.display()
+    );
+    println!("arch      {}", report.arch.to_json());
+    if let Some(p) = &report.predicted {
+        println!("predicted {p}");
+    }
+    if let Some(m) = &report.measured {
+        println!("measured  {m}");
+    }
+    let steps: Vec<String> = report
+        .times
+        .iter()
+        .map(|(k, v)| format!("{} {:.3}", k.trim_end_matches("_s"), v))
+        .collect();
+    println!("seconds   {}", steps.join(", "));
+    Ok(())
 }
 
 /// Run `ofa extract`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let arch = super::read_arch(&a.arch)?;
-    let ck = match open_model(&a.supernet, Device::Cpu)? {
+    if let Some(dir) = &a.package {
+        return package(&a, dir);
+    }
+    let (Some(supernet), Some(arch_path)) = (&a.supernet, &a.arch) else {
+        bail!("give --package, or --supernet with --arch");
+    };
+    let arch = super::read_arch(arch_path)?;
+    let ck = match open_model(supernet, Device::Cpu)? {
         Model::Supernet(ck) => ck,
         Model::Subnet(_) => bail!(
             "{} is a subnet; extraction needs a supernet",
-            a.supernet.display()
+            supernet.display()
         ),
     };
     arch.validate(ck.net.space())
-        .with_context(|| format!("{} does not fit the supernet", a.arch.display()))?;
+        .with_context(|| format!("{} does not fit the supernet", arch_path.display()))?;
     let t0 = Instant::now();
     let sub = ck.net.extract(&arch)?;
     let took = t0.elapsed();

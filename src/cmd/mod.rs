@@ -8,6 +8,7 @@ pub mod import;
 pub mod infer;
 pub mod inspect;
 pub mod predictor;
+pub mod profile;
 pub mod search;
 pub mod train;
 

@@ -587,6 +587,40 @@ impl Subnet {
         self.head.forward(&h, p, self.config.dropout_rate, bn)
     }
 
+    /// The eval-mode forward as a sequence of steps, one per latency-table key of the subnet
+    /// (first conv, every block, final expand, pooling, feature mix, classifier), so a profiler
+    /// can time each layer on the real input of the previous one. Composing them gives
+    /// [`Subnet::forward`] in eval mode.
+    #[allow(clippy::type_complexity)]
+    pub fn eval_steps(&self) -> Vec<Box<dyn Fn(&Tensor) -> Tensor + '_>> {
+        let p = self.config.bn_params();
+        let mut steps: Vec<Box<dyn Fn(&Tensor) -> Tensor + '_>> = Vec::new();
+        steps.push(Box::new(move |x| {
+            self.stem.forward(x, p, &mut BnMode::Eval)
+        }));
+        for (run, w) in &self.blocks {
+            let run = *run;
+            steps.push(Box::new(move |x| w.forward(x, run, p, &mut BnMode::Eval)));
+        }
+        let h = &self.head;
+        steps.push(Box::new(move |x| {
+            let y = x.conv2d(&h.final_expand, None::<Tensor>, 1, 0, 1, 1);
+            h.final_bn.forward(&y, p, &mut BnMode::Eval).hardswish()
+        }));
+        steps.push(Box::new(|x| {
+            x.mean_dim(3, true, None).mean_dim(2, true, None)
+        }));
+        steps.push(Box::new(move |x| {
+            x.conv2d(&h.feature_mix, None::<Tensor>, 1, 0, 1, 1)
+                .hardswish()
+                .flatten(1, -1)
+        }));
+        steps.push(Box::new(move |x| {
+            x.linear(&h.classifier_weight, Some(&h.classifier_bias))
+        }));
+        steps
+    }
+
     /// The BatchNorm layers in the order a forward pass calls them.
     pub fn bns(&self) -> Vec<&Bn> {
         let mut v = vec![&self.stem.bn];

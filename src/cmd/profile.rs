@@ -1,0 +1,211 @@
+//! `ofa profile`: build a latency lookup table on this machine (resumable), or validate one
+//! against whole subnets.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use ofa_predictors::latency::Correction;
+use ofa_predictors::profile::{profile, validate, ProfileOptions};
+use ofa_predictors::LatencyTable;
+use ofa_supernet::Supernet;
+
+/// Arguments of `ofa profile`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    validate: Option<Sub>,
+    #[command(flatten)]
+    source: Source,
+    /// Output table (default with --package: PACKAGE/latency/<--name>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Hardware name of the table in the package (default: cpu, or cuda for a CUDA device).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Time random whole subnets and compare with a table's predictions (MAPE, Spearman ρ, and a
+    /// fitted linear correction).
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct Source {
+    /// Supernet package (or use --space for random weights: latency does not depend on them).
+    #[arg(long)]
+    package: Option<PathBuf>,
+    /// Search space (preset or JSON file), random weights.
+    #[arg(long, conflicts_with = "package")]
+    space: Option<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Images per forward.
+    #[arg(long, default_value_t = 1)]
+    batch: i64,
+    /// Timed runs per layer (or per subnet when validating).
+    #[arg(long, default_value_t = 20)]
+    repeats: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Resolutions (comma-separated; default: the space's).
+    #[arg(long, value_delimiter = ',')]
+    resolutions: Option<Vec<u32>>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The table to check.
+    #[arg(long)]
+    table: PathBuf,
+    /// Random subnets timed.
+    #[arg(long, default_value_t = 30)]
+    samples: usize,
+    /// Seed of the subnets.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Store the fitted correction in the table, so that predictions use it.
+    #[arg(long)]
+    write_correction: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open(s: &Source) -> anyhow::Result<(Supernet, ProfileOptions)> {
+    let device = super::device(&s.device)?;
+    let net = match (&s.package, &s.space) {
+        (Some(p), _) => {
+            Supernet::load(&p.join("supernet.safetensors"), device)
+                .with_context(|| format!("{}: not a supernet package", p.display()))?
+                .net
+        }
+        (None, Some(sp)) => Supernet::new(&super::read_space(sp)?, 0, device)?,
+        (None, None) => bail!("give --package or --space"),
+    };
+    if s.batch < 1 || s.repeats == 0 {
+        bail!("--batch and --repeats must be positive");
+    }
+    let opts = ProfileOptions {
+        batch: s.batch,
+        warmup: s.warmup,
+        repeats: s.repeats,
+        device,
+        resolutions: s.resolutions.clone(),
+    };
+    if let Some(rs) = &opts.resolutions {
+        if let Some(r) = rs.iter().find(|r| !net.space().resolutions.contains(r)) {
+            bail!(
+                "resolution {r} is not in the space's resolutions {:?}",
+                net.space().resolutions
+            );
+        }
+    }
+    Ok((net, opts))
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let b = if std::io::stderr().is_terminal() {
+        ProgressBar::new(len as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    b.set_style(
+        ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {what} · ETA {{eta}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// Run `ofa profile`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(Sub::Validate(v)) = a.validate {
+        return validate_cmd(v);
+    }
+    let (net, opts) = open(&a.source)?;
+    let out = match (&a.out, &a.source.package) {
+        (Some(o), _) => o.clone(),
+        (None, Some(p)) => {
+            let name = a.name.clone().unwrap_or_else(|| {
+                if matches!(opts.device, tch::Device::Cuda(_)) {
+                    "cuda".into()
+                } else {
+                    "cpu".into()
+                }
+            });
+            p.join("latency").join(format!("{name}.json"))
+        }
+        (None, None) => bail!("give --out (or --package to write PACKAGE/latency/NAME.json)"),
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let b = bar(0, "subnets profiled");
+    let t = std::time::Instant::now();
+    let table = profile(&net, &opts, &out, |done, total| {
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+    })?;
+    b.finish_and_clear();
+    let n: usize = table.tables.values().map(|t| t.len()).sum();
+    eprintln!(
+        "{}: {} layer entries over {} resolutions ({}, batch {}, {} threads) in {:.1} s",
+        out.display(),
+        n,
+        table.tables.len(),
+        table.meta.device,
+        opts.batch,
+        tch::get_num_threads(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn validate_cmd(v: ValidateArgs) -> anyhow::Result<()> {
+    let (net, opts) = open(&v.source)?;
+    let mut table = LatencyTable::load(&v.table)?;
+    // validate the raw sum: a stored correction is refitted from scratch
+    let previous = table.meta.correction.take();
+    let b = bar(v.samples, "subnets timed");
+    let r = validate(&net, &table, &opts, v.samples, v.seed, |d, _| {
+        b.set_position(d as u64)
+    })?;
+    b.finish_and_clear();
+    if v.write_correction {
+        table.meta.correction = Some(Correction {
+            a: r.fit_a,
+            b: r.fit_b,
+        });
+        ofa_supernet::checkpoint::write_atomic(&v.table, table.to_json().as_bytes())?;
+        eprintln!(
+            "{}: correction a = {:.4}, b = {:.4} ms stored (was {:?})",
+            v.table.display(),
+            r.fit_a,
+            r.fit_b,
+            previous
+        );
+    }
+    if v.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} random subnets: MAPE {:.1} %, Spearman ρ {:.3}; corrected (measured ≈ {:.3} · table + {:.3} ms): MAPE {:.1} %",
+        v.table.display(),
+        r.n,
+        r.mape,
+        r.spearman_rho,
+        r.fit_a,
+        r.fit_b,
+        r.mape_corrected
+    );
+    Ok(())
+}
