@@ -184,16 +184,7 @@ pub fn fit(
     let out_w = get(&format!("layers.{}.weight", opts.layers))?;
     let predictor =
         AccuracyPredictor::from_layers(encoding, &layers, &out_w, None, base_acc as f32)?;
-    let score = |rs: &[&Record]| -> Result<Quality, PredictorError> {
-        let archs: Vec<_> = rs.iter().map(|r| r.arch.clone()).collect();
-        let p: Vec<f64> = predictor
-            .predict_batch(&archs)?
-            .into_iter()
-            .map(|v| f64::from(v) * 100.0)
-            .collect();
-        let t: Vec<f64> = rs.iter().map(|r| r.top1).collect();
-        Ok(quality(&p, &t))
-    };
+    let score = |rs: &[&Record]| score(&predictor, rs.iter().copied());
     let report = FitReport {
         n_train: train.len(),
         n_test: test.len(),
@@ -215,12 +206,19 @@ pub fn evaluate(
     predictor: &AccuracyPredictor,
     records: &[Record],
 ) -> Result<Quality, PredictorError> {
-    let archs: Vec<_> = records.iter().map(|r| r.arch.clone()).collect();
+    score(predictor, records.iter())
+}
+
+fn score<'a>(
+    predictor: &AccuracyPredictor,
+    records: impl Iterator<Item = &'a Record> + Clone,
+) -> Result<Quality, PredictorError> {
+    let archs: Vec<_> = records.clone().map(|r| r.arch.clone()).collect();
     let p: Vec<f64> = predictor
         .predict_batch(&archs)?
         .into_iter()
         .map(|v| f64::from(v) * 100.0)
         .collect();
-    let t: Vec<f64> = records.iter().map(|r| r.top1).collect();
+    let t: Vec<f64> = records.map(|r| r.top1).collect();
     Ok(quality(&p, &t))
 }
