@@ -5,6 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OFA := target/release/ofa
 DEMO := target/demo
+REFDATA ?= ../shared/reference-data
 
 .PHONY: setup build test demo bench fmt lint clean
 
@@ -30,9 +31,18 @@ demo: build
 	$(OFA) inspect $(DEMO)/subnet.safetensors
 	@echo "== extraction benchmark (ofa-mbv3-w1.0, random weights)"
 	$(OFA) bench extract --space ofa-mbv3-w1.0 --repeats 20
+	@if [ -d $(REFDATA) ]; then \
+	  echo "== search with the reference's pretrained predictor and Samsung Note10 tables ($(REFDATA))"; \
+	  $(OFA) search --space ofa-mbv3-w1.2 --resolutions 160,176,192,208,224 --predictor $(REFDATA)/tutorial_acc_predictor.safetensors \
+	    --latency-table $(REFDATA)/note10-lut --hardware note10 --max-latency-ms 25 && \
+	  $(OFA) search --space ofa-mbv3-w1.2 --resolutions 160,176,192,208,224 --predictor $(REFDATA)/tutorial_acc_predictor.safetensors \
+	    --latency-table $(REFDATA)/note10-lut --hardware note10 --pareto latency_ms --out $(DEMO)/front | tail -n 5; \
+	else echo "== (search demo skipped: $(REFDATA) absent)"; fi
 
 bench: build
 	$(OFA) bench extract --space ofa-mbv3-w1.0
+	$(OFA) bench predict
+	$(OFA) bench search
 
 fmt:
 	$(CARGO) fmt --all
