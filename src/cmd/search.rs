@@ -27,9 +27,9 @@ pub struct Budget {
     /// Population size.
     #[arg(long, default_value_t = 100)]
     pub population: usize,
-    /// Generations.
-    #[arg(long, default_value_t = 500)]
-    pub generations: usize,
+    /// Generations (default: 500 for a budget, as the reference; 300 for a Pareto front).
+    #[arg(long)]
+    pub generations: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -49,7 +49,7 @@ impl Budget {
     pub fn evolution(&self) -> EvolutionConfig {
         EvolutionConfig {
             population: self.population,
-            generations: self.generations,
+            generations: self.generations.unwrap_or(500),
             seed: self.seed,
             ..EvolutionConfig::default()
         }
@@ -215,7 +215,10 @@ fn front(
 ) -> anyhow::Result<()> {
     let cfg = ParetoConfig {
         population: a.budget.population,
-        generations: a.budget.generations.min(300),
+        generations: a
+            .budget
+            .generations
+            .unwrap_or(ParetoConfig::default().generations),
         seed: a.budget.seed,
         ..ParetoConfig::default()
     };
