@@ -1,7 +1,7 @@
 //! Search quality on real data: with the reference's pretrained predictor and the Note10 tables
-//! (read from `../shared`, skipped with a reason when absent), our search beats the reference
-//! finder's mean result (3 seeds, population 100, 500 generations, measured on this machine) at
-//! every latency budget.
+//! (read from `../shared`, skipped with a reason when absent), the mean of our search over 3 seeds
+//! beats the reference finder's mean (3 seeds, population 100, 500 generations, measured on this
+//! machine) at every latency budget.
 
 #![allow(clippy::unwrap_used)]
 
@@ -38,8 +38,8 @@ fn beats_the_reference_finder_at_every_budget() {
     predictor.check_space(&space, &space.resolutions).unwrap();
     let latency = Additive::latency(&space, &table);
     eprintln!(
-        "{:>8} {:>10} {:>10} {:>10} {:>8}",
-        "budget", "reference", "ours", "latency", "seconds"
+        "{:>8} {:>10} {:>26} {:>10}",
+        "budget", "reference", "ours (seeds 0, 1, 2)", "mean"
     );
     for (budget, reference) in REFERENCE {
         let problem = Problem {
@@ -52,17 +52,25 @@ fn beats_the_reference_finder_at_every_budget() {
             }],
             report: vec![],
         };
-        let r = evolve(&problem, &EvolutionConfig::default()).unwrap();
-        let ours = r.best.accuracy * 100.0;
-        let lat = r.best.metrics["latency_ms"];
+        // the protocol of the reference figure: the mean of three seeds
+        let mut ours = Vec::new();
+        for seed in 0..3 {
+            let cfg = EvolutionConfig {
+                seed,
+                ..EvolutionConfig::default()
+            };
+            let r = evolve(&problem, &cfg).unwrap();
+            assert!(r.best.metrics["latency_ms"] <= budget);
+            ours.push(r.best.accuracy * 100.0);
+        }
+        let mean = ours.iter().sum::<f64>() / 3.0;
         eprintln!(
-            "{budget:>8} {reference:>10.2} {ours:>10.2} {lat:>10.2} {:>8.2}",
-            r.seconds
+            "{budget:>8} {reference:>10.2} {:>8.2} {:>8.2} {:>8.2} {mean:>10.2}",
+            ours[0], ours[1], ours[2]
         );
-        assert!(lat <= budget);
         assert!(
-            ours >= reference,
-            "{budget} ms: {ours:.2} < reference {reference}"
+            mean >= reference,
+            "{budget} ms: mean {mean:.2} < reference {reference}"
         );
     }
 }
