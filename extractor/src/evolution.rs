@@ -309,10 +309,7 @@ fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
 /// Run the evolutionary search.
 pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResult, ExtractError> {
     cfg.validate()?;
-    problem
-        .choices
-        .validate(problem.space)
-        .map_err(|e| ExtractError::Constraint(format!("choices: {e}")))?;
+    problem.check_choices()?;
     let start = Instant::now();
     let space = problem.space;
     let seed_arch = feasible_seed(problem)?;

@@ -84,7 +84,6 @@ fn infeasible_message(together: bool, minima: &[(Metric, f64, f64)]) -> String {
 }
 
 impl ExtractError {
-    #[allow(dead_code)]
     pub(crate) fn file(path: &std::path::Path, reason: impl Into<String>) -> ExtractError {
         ExtractError::File {
             path: path.to_path_buf(),

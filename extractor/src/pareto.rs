@@ -166,10 +166,7 @@ pub fn pareto(
             "population must be at least 4 and max_attempts positive".into(),
         ));
     }
-    problem
-        .choices
-        .validate(problem.space)
-        .map_err(|e| ExtractError::Constraint(format!("choices: {e}")))?;
+    problem.check_choices()?;
     let start = Instant::now();
     let space = problem.space;
     let mut rng = SearchRng::seed_from_u64(cfg.seed);

@@ -120,6 +120,13 @@ impl fmt::Debug for Problem<'_> {
 }
 
 impl Problem<'_> {
+    /// Check that the searched choices are non-empty and inside the space.
+    pub fn check_choices(&self) -> Result<(), ExtractError> {
+        self.choices
+            .validate(self.space)
+            .map_err(|e| ExtractError::Constraint(format!("choices: {e}")))
+    }
+
     /// Whether `arch` meets every bound.
     pub fn feasible(&self, arch: &ArchConfig) -> Result<bool, ExtractError> {
         for b in &self.bounds {
