@@ -266,10 +266,36 @@ pub enum Layout {
 }
 
 /// The same values with channels-last strides (4-D tensors; others are returned as they are).
+///
+/// The strides are set explicitly: `permute → contiguous → permute` leaves a one-channel tensor
+/// (a grayscale batch, a grayscale stem's weight) NCHW-strided, because strides of size-1
+/// dimensions do not count for contiguity, and libtorch then runs the whole network NCHW.
 pub fn channels_last(t: &Tensor) -> Tensor {
-    if t.dim() == 4 {
-        t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-    } else {
-        t.shallow_clone()
+    if t.dim() != 4 {
+        return t.shallow_clone();
+    }
+    let n = t.size();
+    let strides = [n[1] * n[2] * n[3], 1, n[3] * n[1], n[1]];
+    let mut out = Tensor::empty_strided(&n, &strides, (t.kind(), t.device()));
+    out.copy_(t);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn channels_last_holds_for_one_channel_tensors() {
+        // The permute → contiguous → permute idiom leaves these NCHW-strided.
+        for c in [1i64, 3] {
+            let t = Tensor::arange(2 * c * 4 * 5, (Kind::Float, Device::Cpu)).view([2, c, 4, 5]);
+            let cl = channels_last(&t);
+            assert_eq!(cl.stride(), vec![4 * 5 * c, 1, 5 * c, c], "channels = {c}");
+            assert_eq!(cl, t, "same values");
+        }
+        let v = Tensor::ones([3, 4], (Kind::Float, Device::Cpu));
+        assert_eq!(channels_last(&v).stride(), v.stride());
     }
 }
