@@ -276,7 +276,7 @@ pub fn channels_last(t: &Tensor) -> Tensor {
     }
     let n = t.size();
     let strides = [n[1] * n[2] * n[3], 1, n[3] * n[1], n[1]];
-    let mut out = Tensor::empty_strided(&n, &strides, (t.kind(), t.device()));
+    let mut out = Tensor::empty_strided(&n, strides, (t.kind(), t.device()));
     out.copy_(t);
     out
 }

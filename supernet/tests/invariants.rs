@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace};
 use ofa_supernet::checkpoint::{read_safetensors, write_safetensors};
-use ofa_supernet::{recalibrate_bn, Mode, Provenance, Subnet, Supernet, SupernetError};
+use ofa_supernet::{
+    channels_last, recalibrate_bn, Layout, Mode, Provenance, Subnet, Supernet, SupernetError,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
@@ -132,6 +134,36 @@ fn train_mode_gradients_reach_the_kernel_transforms() {
             assert!(t.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
         }
     }
+}
+
+#[test]
+fn channels_last_copy_computes_the_same_and_shares_bn() {
+    let net = load();
+    let s = space();
+    let arch = sample(&s, &Choices::all(&s), &mut ChaCha8Rng::seed_from_u64(8));
+    let sub = net.extract(&arch).unwrap();
+    assert_eq!(sub.layout(), Layout::Contiguous);
+    let cl = sub.to_layout(Layout::ChannelsLast);
+    assert_eq!(cl.layout(), Layout::ChannelsLast);
+    assert_eq!(
+        cl.to_layout(Layout::Contiguous).layout(),
+        Layout::Contiguous
+    );
+    let r = i64::from(arch.r);
+    let x = Tensor::randn([4, 3, r, r], (Kind::Float, Device::Cpu));
+    let a = sub.forward(&x, Mode::Eval).unwrap();
+    let b = cl.forward(&cl.match_layout(&x), Mode::Eval).unwrap();
+    assert!(max_abs_diff(&a, &b) <= 1e-5);
+    // Recalibrating the channels-last copy recalibrates the original.
+    let before: HashMap<String, Tensor> = sub
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
+    recalibrate_bn(&cl, std::iter::once(channels_last(&x))).unwrap();
+    let after: HashMap<String, Tensor> = sub.named_tensors().into_iter().collect();
+    let key = "first_conv.bn.running_mean";
+    assert!(max_abs_diff(&before[key], &after[key]) > 0.0);
 }
 
 #[test]
