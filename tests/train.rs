@@ -115,8 +115,9 @@ fn kill_9_then_resume_equals_an_uninterrupted_run() {
     }
 }
 
-#[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+/// Start a long smoke run, send `signals` (kill's names, back to back) once training has begun,
+/// and check that it saved a checkpoint mid-run and exited cleanly.
+fn signals_save_a_checkpoint(signals: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -145,17 +146,32 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for sig in signals {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    assert!(out.status.success(), "{signals:?}: {err}");
     assert!(err.contains("continue with: ofa train --resume"), "{err}");
-    let step = global_step(&run).expect("a checkpoint was saved on Ctrl-C");
+    let step = global_step(&run).expect("a checkpoint was saved on the signal");
     assert!((1..400).contains(&step), "{step}");
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
+    signals_save_a_checkpoint(&["INT"]);
+}
+
+/// Batch schedulers and `docker stop` send SIGTERM; `timeout -s INT` signals the process and its
+/// process group, so one request arrives twice at once: neither may lose the checkpoint.
+#[test]
+fn sigterm_and_a_doubled_interrupt_save_a_checkpoint_too() {
+    signals_save_a_checkpoint(&["TERM"]);
+    signals_save_a_checkpoint(&["INT", "INT"]);
 }
 
 #[test]

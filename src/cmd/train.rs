@@ -4,10 +4,46 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ofa_trainer::recipe::Recipe;
 use ofa_trainer::run::{resume, train, Outcome, TrainOptions};
+
+/// What a stop signal (SIGINT, SIGTERM, SIGHUP) means, given the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnSignal {
+    /// Finish the current step, save a checkpoint, exit.
+    Stop,
+    /// The first request delivered again (see [`StopRequests`]).
+    Ignore,
+    /// Exit at once, without a checkpoint.
+    Abort,
+}
+
+/// Stop requests so far. Schedulers and `docker stop` send SIGTERM, a terminal SIGINT: the first
+/// stops after the current step with a checkpoint, a later one aborts. A signal within a second of
+/// the first is the same request delivered twice (`timeout` and shells signal both the process and
+/// its process group) and must not cost the checkpoint.
+#[derive(Debug, Default)]
+struct StopRequests {
+    first: Option<Instant>,
+}
+
+impl StopRequests {
+    const REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
+    fn on_signal(&mut self, now: Instant) -> OnSignal {
+        match self.first {
+            None => {
+                self.first = Some(now);
+                OnSignal::Stop
+            }
+            Some(t) if now.saturating_duration_since(t) < Self::REPEAT_WINDOW => OnSignal::Ignore,
+            Some(_) => OnSignal::Abort,
+        }
+    }
+}
 
 /// Arguments of `ofa train`.
 #[derive(Debug, clap::Args)]
@@ -47,14 +83,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+    let mut requests = StopRequests::default();
+    ctrlc::set_handler(move || match requests.on_signal(Instant::now()) {
+        OnSignal::Stop => {
+            flag.store(true, Ordering::SeqCst);
+            eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
+        }
+        OnSignal::Ignore => {}
+        OnSignal::Abort => {
             eprintln!("\nsecond interrupt: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
     })
-    .context("cannot install the Ctrl-C handler")?;
+    .context("cannot install the signal handler")?;
     let opts = TrainOptions {
         data: a.data,
         device: super::device(&a.device)?,
@@ -78,4 +119,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_signal_is_ignored_and_a_later_one_aborts() {
+        let mut r = StopRequests::default();
+        let t0 = Instant::now();
+        assert_eq!(r.on_signal(t0), OnSignal::Stop);
+        assert_eq!(r.on_signal(t0 + Duration::from_millis(5)), OnSignal::Ignore);
+        assert_eq!(
+            r.on_signal(t0 + Duration::from_millis(999)),
+            OnSignal::Ignore
+        );
+        assert_eq!(r.on_signal(t0 + Duration::from_secs(2)), OnSignal::Abort);
+    }
 }
