@@ -166,6 +166,43 @@ fn import_extract_infer_round_trip() {
     ]);
     let sub_info: Value = serde_json::from_str(&ok(&["inspect", s(&sub), "--json"])).unwrap();
     assert_eq!(sub_info["kind"], "subnet");
+    // `--arch largest|smallest`: the space's extremes at its largest / smallest resolution.
+    let resolutions: Vec<u64> = info["space"]["resolutions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap())
+        .collect();
+    for (which, k, e, depth, r) in [
+        ("largest", 7, 6, 4, resolutions.iter().max()),
+        ("smallest", 3, 3, 2, resolutions.iter().min()),
+    ] {
+        let f = d.join(format!("{which}.safetensors"));
+        ok(&[
+            "extract",
+            "--supernet",
+            s(&sup),
+            "--arch",
+            which,
+            "--out",
+            s(&f),
+        ]);
+        let meta = read_safetensors(&f).unwrap().metadata;
+        let arch: Value = serde_json::from_str(&meta["arch"]).unwrap();
+        assert!(
+            arch["ks"].as_array().unwrap().iter().all(|v| v == k),
+            "{which}: {arch}"
+        );
+        assert!(
+            arch["e"].as_array().unwrap().iter().all(|v| v == e),
+            "{which}: {arch}"
+        );
+        assert!(
+            arch["d"].as_array().unwrap().iter().all(|v| v == depth),
+            "{which}: {arch}"
+        );
+        assert_eq!(arch["r"].as_u64(), r.copied(), "{which}: {arch}");
+    }
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("subnets.json")).unwrap())
             .unwrap();

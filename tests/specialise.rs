@@ -223,6 +223,30 @@ fn search_extract_profile_end_to_end() {
     for (n, t) in &a.tensors {
         assert!(t.equal(&b.tensors[n]), "{n}");
     }
+    // `--arch smallest` needs no file; its report names the space's smallest subnet
+    let dir3 = tmp.path().join("subnet3");
+    run_ok(ofa().args([
+        "extract",
+        "--package",
+        s(&pkg),
+        "--arch",
+        "smallest",
+        "--calibration-images",
+        "16",
+        "--out",
+        s(&dir3),
+    ]));
+    let small: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir3.join("report.json")).unwrap()).unwrap();
+    assert!(
+        small["arch"]["ks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k == 3),
+        "{}",
+        small["arch"]
+    );
 
     // bad inputs: exit 1, a message naming the problem, nothing written
     let nowhere = tmp.path().join("never");

@@ -25,7 +25,8 @@ pub struct Args {
     /// weights of --arch into the file --out, nothing else.
     #[arg(long)]
     supernet: Option<PathBuf>,
-    /// The subnet: `{"ks": [..], "e": [..], "d": [..], "r": R}` (reference forms accepted).
+    /// The subnet: a JSON file `{"ks": [..], "e": [..], "d": [..], "r": R}` (reference forms
+    /// accepted), or `largest` / `smallest`.
     #[arg(long, required_unless_present = "package")]
     arch: Option<PathBuf>,
     /// With --package: the output folder; with --supernet: the subnet file.
@@ -66,7 +67,14 @@ enum EvalSplit {
 }
 
 fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
-    let arch = a.arch.as_deref().map(super::read_arch).transpose()?;
+    let arch = match a.arch.as_deref() {
+        Some(spec) => {
+            let space =
+                ofa_extractor::pipeline::space_of_supernet(&dir.join("supernet.safetensors"))?;
+            Some(super::arch_arg(spec, &space)?)
+        }
+        None => None,
+    };
     let hardware = match &a.budget.hardware {
         Some(h) => Some(h.clone()),
         None if a.budget.max_latency_ms.is_some() => {
@@ -122,7 +130,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (Some(supernet), Some(arch_path)) = (&a.supernet, &a.arch) else {
         bail!("give --package, or --supernet with --arch");
     };
-    let arch = super::read_arch(arch_path)?;
     let ck = match open_model(supernet, Device::Cpu)? {
         Model::Supernet(ck) => ck,
         Model::Subnet(_) => bail!(
@@ -130,6 +137,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             supernet.display()
         ),
     };
+    let arch = super::arch_arg(arch_path, ck.net.space())?;
     arch.validate(ck.net.space())
         .with_context(|| format!("{} does not fit the supernet", arch_path.display()))?;
     let t0 = Instant::now();

@@ -14,7 +14,8 @@ pub struct Args {
     /// Supernet checkpoint, subnet file, or reference state_dict.
     #[arg(long)]
     model: PathBuf,
-    /// The subnet to run (required for a supernet, ignored for a subnet).
+    /// The subnet to run: an arch JSON file, or `largest` / `smallest` (required for a supernet,
+    /// ignored for a subnet).
     #[arg(long)]
     arch: Option<PathBuf>,
     /// Safetensors file with a float tensor `input` of shape [N, C, H, W].
@@ -47,7 +48,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         a.model.display()
                     )
                 };
-                let arch = super::read_arch(p)?;
+                let arch = super::arch_arg(p, ck.net.space())?;
                 ck.net.forward(&x, &arch, Mode::Eval)?
             }
             Model::Subnet(f) => {

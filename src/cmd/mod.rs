@@ -36,6 +36,19 @@ pub fn read_arch(path: &Path) -> anyhow::Result<ArchConfig> {
     ArchConfig::from_json(&text).with_context(|| format!("{}: not a valid arch", path.display()))
 }
 
+/// An `--arch` argument: `largest` or `smallest` (the space's largest subnet at its largest
+/// resolution, or the smallest at its smallest), else an arch JSON file. A file of that name wins.
+pub fn arch_arg(spec: &Path, space: &ofa_space::SearchSpace) -> anyhow::Result<ArchConfig> {
+    if !spec.exists() {
+        match spec.to_str() {
+            Some("largest") => return Ok(ArchConfig::largest(space)),
+            Some("smallest") => return Ok(ArchConfig::smallest(space)),
+            _ => {}
+        }
+    }
+    read_arch(spec)
+}
+
 /// A preset name or a SearchSpace JSON file.
 pub fn read_space(spec: &str) -> anyhow::Result<SearchSpace> {
     if Path::new(spec).is_file() {
