@@ -33,6 +33,27 @@ impl Choices {
         }
     }
 
+    /// The largest architecture these choices allow: every block at the largest kernel and
+    /// expand ratio, every stage at the largest depth, the largest resolution.
+    pub fn largest(&self, space: &SearchSpace) -> ArchConfig {
+        self.extreme(space, |l| l.iter().copied().max())
+    }
+
+    /// The smallest architecture these choices allow (the mirror of [`Choices::largest`]).
+    pub fn smallest(&self, space: &SearchSpace) -> ArchConfig {
+        self.extreme(space, |l| l.iter().copied().min())
+    }
+
+    fn extreme(&self, space: &SearchSpace, pick: impl Fn(&[u32]) -> Option<u32>) -> ArchConfig {
+        let n = space.n_elastic_blocks();
+        ArchConfig {
+            ks: vec![pick(&self.ks).unwrap_or(0); n],
+            e: vec![pick(&self.e).unwrap_or(0); n],
+            d: vec![pick(&self.d).unwrap_or(0); N_STAGES],
+            r: pick(&self.r).unwrap_or(0),
+        }
+    }
+
     /// Check that every list is non-empty and inside the space.
     pub fn validate(&self, space: &SearchSpace) -> Result<(), SpaceError> {
         for (name, sub, full) in [
@@ -134,6 +155,12 @@ mod tests {
             assert!(m.e.iter().all(|e| *e == 4 || *e == 6));
         }
         assert_ne!(m, a);
+        // the extremes of a subset, and of the whole space
+        assert!(c.largest(&s).e.iter().all(|e| *e == 6));
+        assert!(c.smallest(&s).e.iter().all(|e| *e == 4));
+        c.smallest(&s).validate(&s).unwrap();
+        assert_eq!(Choices::all(&s).largest(&s), ArchConfig::largest(&s));
+        assert_eq!(Choices::all(&s).smallest(&s), ArchConfig::smallest(&s));
         let x = crossover(&a, &m, &mut rng);
         for i in 0..20 {
             assert!(x.ks[i] == a.ks[i] || x.ks[i] == m.ks[i]);

@@ -153,6 +153,11 @@ pub struct Phase {
     /// Channel importance sorting before the phase: the `expand_ratio_stage` (0, 1, …).
     #[serde(default)]
     pub sort_channels: Option<usize>,
+    /// The sandwich rule (BigNAS; not in the reference): of the `subnets_per_step` subnets of
+    /// each step, the first is the largest this phase allows and the last the smallest, the
+    /// rest drawn at random as usual. Needs `subnets_per_step ≥ 2`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandwich: bool,
 }
 
 fn d_one() -> usize {
@@ -281,6 +286,12 @@ impl Recipe {
                 return bad(format!(
                     "phase `{}`: empty choice list or zero subnets per step",
                     p.name
+                ));
+            }
+            if p.sandwich && p.subnets_per_step < 2 {
+                return bad(format!(
+                    "phase `{}`: sandwich needs subnets_per_step ≥ 2 (the largest and the smallest), got {}",
+                    p.name, p.subnets_per_step
                 ));
             }
             if !(p.lr.is_finite() && p.lr > 0.0) {

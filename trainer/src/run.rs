@@ -23,7 +23,7 @@ use tch::{Device, Tensor};
 use crate::data::{load_any, DataError, Split};
 use crate::eval::{calibrate, subset, top1};
 use crate::loader::{mix, BatchPlan, Loader};
-use crate::recipe::{Recipe, RecipeError};
+use crate::recipe::{Phase, Recipe, RecipeError};
 use crate::step::{lr_at, train_step, Sgd, StepConfig};
 
 /// `format` of a run checkpoint.
@@ -337,15 +337,13 @@ impl Ctx {
                 let Some(batch) = loader.next() else { break };
                 let step = state.step;
                 tch::manual_seed(mix(&[t.seed, pi as u64, step, 4]) as i64);
-                let archs: Vec<ArchConfig> = (0..phase.subnets_per_step)
-                    .map(|k| {
-                        let mut rng =
-                            ChaCha8Rng::seed_from_u64(mix(&[t.seed, pi as u64, step, 5, k as u64]));
-                        let mut a = sample(&self.space, &choices, &mut rng);
-                        a.r = batch.resolution;
-                        a
-                    })
-                    .collect();
+                let archs = step_archs(
+                    &self.space,
+                    &choices,
+                    phase,
+                    [t.seed, pi as u64, step],
+                    batch.resolution,
+                );
                 let lr = lr_at(step, total, warmup, phase.lr);
                 let x = channels_last(&batch.x.to_device(self.opts.device));
                 let y = batch.y.to_device(self.opts.device);
@@ -646,6 +644,33 @@ impl Ctx {
     }
 }
 
+/// The subnets one step trains, all at the batch's resolution: `subnets_per_step` seeded draws
+/// from `choices` (seed parts `[seed, phase, step]`), or with the sandwich rule the phase's
+/// largest first, its smallest last and draws between.
+fn step_archs(
+    space: &SearchSpace,
+    choices: &Choices,
+    phase: &Phase,
+    [seed, pi, step]: [u64; 3],
+    resolution: u32,
+) -> Vec<ArchConfig> {
+    let n = phase.subnets_per_step;
+    (0..n)
+        .map(|k| {
+            let mut a = if phase.sandwich && k == 0 {
+                choices.largest(space)
+            } else if phase.sandwich && k + 1 == n {
+                choices.smallest(space)
+            } else {
+                let s = mix(&[seed, pi, step, 5, k as u64]);
+                sample(space, choices, &mut ChaCha8Rng::seed_from_u64(s))
+            };
+            a.r = resolution;
+            a
+        })
+        .collect()
+}
+
 fn print_table(phase: &str, rows: &[Value]) {
     let mut s = format!(
         "phase {phase}: top-1 after BN recalibration\n  {:<6} {:>10} {:>10}",
@@ -667,4 +692,41 @@ fn print_table(phase: &str, rows: &[Value]) {
         }
     }
     eprintln!("{s}");
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandwich_trains_the_phase_extremes_and_draws_between() {
+        let space = SearchSpace::preset("ofa-mbv3-small32").unwrap();
+        let recipe = Recipe::load("smoke").unwrap();
+        let mut phase = recipe.phases.last().unwrap().clone();
+        phase.subnets_per_step = 4;
+        let choices = Choices {
+            ks: phase.ks.clone(),
+            e: phase.expand.clone(),
+            d: phase.depth.clone(),
+            r: space.resolutions.clone(),
+        };
+        let plain = step_archs(&space, &choices, &phase, [0, 5, 9], 24);
+        phase.sandwich = true;
+        let sw = step_archs(&space, &choices, &phase, [0, 5, 9], 24);
+        assert_eq!(sw.len(), 4);
+        assert!(sw.iter().all(|a| a.r == 24));
+        let max = |l: &[u32]| *l.iter().max().unwrap();
+        let min = |l: &[u32]| *l.iter().min().unwrap();
+        assert!(sw[0].ks.iter().all(|k| *k == max(&phase.ks)));
+        assert!(sw[0].e.iter().all(|e| *e == max(&phase.expand)));
+        assert!(sw[0].d.iter().all(|d| *d == max(&phase.depth)));
+        assert!(sw[3].ks.iter().all(|k| *k == min(&phase.ks)));
+        assert!(sw[3].e.iter().all(|e| *e == min(&phase.expand)));
+        assert!(sw[3].d.iter().all(|d| *d == min(&phase.depth)));
+        // The draws between are the plain rule's draws for the same slots, so switching the
+        // rule on changes nothing else about a run's randomness.
+        assert_eq!(sw[1..3], plain[1..3]);
+        assert_ne!(plain[0], sw[0]);
+    }
 }

@@ -152,6 +152,16 @@ fn bad_data_and_recipes_are_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("lr must be positive"), "{e}");
+    let e = Recipe::from_toml(
+        &smoke.replace("name = \"full\"", "name = \"full\"\nsandwich = true"),
+        "x.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("phase `full`") && e.contains("sandwich needs subnets_per_step ≥ 2"),
+        "{e}"
+    );
     let e = Recipe::load("no-such-recipe").unwrap_err().to_string();
     assert!(
         e.contains("no-such-recipe") && e.contains("fmnist-quick"),
