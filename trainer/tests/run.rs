@@ -107,6 +107,40 @@ fn smoke_runs_every_phase_and_resumes_exactly() {
         );
     }
 
+    // A finished run grows by phases appended to its recipe.toml: resuming trains only those,
+    // with the same teacher (here a sandwich phase, which trains the largest and smallest
+    // subnets in every step).
+    let c = tmp.path().join("c");
+    std::fs::create_dir(&c).unwrap();
+    for f in ["recipe.toml", "run.json", "checkpoint.safetensors"] {
+        std::fs::copy(a.join(f), c.join(f)).unwrap();
+    }
+    let mut recipe = std::fs::read_to_string(c.join("recipe.toml")).unwrap();
+    recipe.push_str(
+        "\n[[phase]]\nname = \"sandwich\"\nks = [3, 5, 7]\nexpand = [3, 4, 6]\ndepth = [2, 3, 4]\n\
+         subnets_per_step = 3\nsandwich = true\nsteps = 2\nlr = 0.01\n",
+    );
+    std::fs::write(c.join("recipe.toml"), recipe).unwrap();
+    assert_eq!(resume(&c, opts(&data, None)).unwrap(), Outcome::Finished);
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(c.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["steps"], 15);
+    assert_eq!(card["validation"][6]["phase"], "sandwich");
+    assert!(card["validation"][6]["rows"][2]["test_top1"].is_number());
+    let steps: Vec<Value> = std::fs::read_to_string(c.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["kind"] == "step")
+        .collect();
+    assert!(steps.iter().all(|l| l["phase"] == "sandwich"), "{steps:?}");
+    let changed = weights(&a)
+        .iter()
+        .zip(weights(&c).iter())
+        .filter(|((_, ta), (_, tc))| !ta.equal(tc))
+        .count();
+    assert!(changed > 0, "the appended phase changed no weight");
+
     // A run directory is not overwritten.
     let e = train(Recipe::load("smoke").unwrap(), &a, opts(&data, None))
         .unwrap_err()
