@@ -98,25 +98,12 @@ impl ArchConfig {
 
     /// The largest subnet of a space at its largest resolution.
     pub fn largest(space: &SearchSpace) -> ArchConfig {
-        let n = space.n_elastic_blocks();
-        ArchConfig {
-            ks: vec![space.max_ks(); n],
-            e: vec![space.max_expand(); n],
-            d: vec![space.max_depth() as u32; N_STAGES],
-            r: space.resolutions.iter().copied().max().unwrap_or(0),
-        }
+        crate::Choices::all(space).largest(space)
     }
 
     /// The smallest subnet of a space at its smallest resolution.
     pub fn smallest(space: &SearchSpace) -> ArchConfig {
-        let n = space.n_elastic_blocks();
-        let min = |l: &[u32]| l.iter().copied().min().unwrap_or(0);
-        ArchConfig {
-            ks: vec![min(&space.ks_list); n],
-            e: vec![min(&space.expand_ratio_list); n],
-            d: vec![min(&space.depth_list); N_STAGES],
-            r: min(&space.resolutions),
-        }
+        crate::Choices::all(space).smallest(space)
     }
 
     /// Check every entry against the space; the error names the first offending entry.
