@@ -39,10 +39,16 @@ demo: build
 	    --latency-table $(REFDATA)/note10-lut --hardware note10 --pareto latency_ms --out $(DEMO)/front | tail -n 5; \
 	else echo "== (search demo skipped: $(REFDATA) absent)"; fi
 
+BENCH_PACKAGE ?= checkpoints/fashion-mnist
+
 bench: build
 	$(OFA) bench extract --space ofa-mbv3-w1.0
 	$(OFA) bench predict
 	$(OFA) bench search
+	@command -v wrk >/dev/null || { echo "[bench] installing wrk (the HTTP load generator)"; \
+	  apt-get update -qq && apt-get install -y -qq wrk; }
+	@if [ -d $(BENCH_PACKAGE) ]; then $(OFA) bench serve --package $(BENCH_PACKAGE); \
+	else echo "== (bench serve skipped: no package at $(BENCH_PACKAGE); set BENCH_PACKAGE=DIR)"; fi
 
 fmt:
 	$(CARGO) fmt --all

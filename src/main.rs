@@ -40,6 +40,8 @@ enum Command {
     Profile(cmd::profile::Args),
     /// Accuracy predictor: build a dataset of measured subnets, fit, evaluate.
     Predictor(cmd::predictor::Args),
+    /// Serve subnets over HTTP: search, cut and download on demand.
+    Serve(cmd::serve::Args),
     /// Benchmarks (readable table, or one JSON object with --json).
     Bench(cmd::bench::Args),
 }
@@ -53,7 +55,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing(cli.verbose);
+    // A server logs its requests (info) by default; other commands only warn.
+    init_tracing(cli.verbose + u8::from(matches!(cli.command, Command::Serve(_))));
     ofa_supernet::device::init();
     if let Some(n) = cli.threads {
         tch::set_num_threads(n.max(1));
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Search(a) => cmd::search::run(a),
         Command::Profile(a) => cmd::profile::run(a),
         Command::Predictor(a) => cmd::predictor::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     match result {

@@ -7,53 +7,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::{fails_with, ofa, run_ok, s, smoke_package};
-use ofa_supernet::checkpoint::{read_safetensors, write_safetensors};
+use common::{fails_with, infer, ofa, run_ok, s, specialised_package};
+use ofa_supernet::checkpoint::read_safetensors;
 use serde_json::Value;
-use tch::Tensor;
 
 #[test]
 fn search_extract_profile_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
-    let pkg = smoke_package(tmp.path());
-    let acc = tmp.path().join("acc.jsonl");
-    run_ok(ofa().args([
-        "predictor",
-        "dataset",
-        "--package",
-        s(&pkg),
-        "--samples",
-        "10",
-        "--eval-images",
-        "32",
-        "--out",
-        s(&acc),
-    ]));
-    run_ok(ofa().args([
-        "predictor",
-        "fit",
-        "--data",
-        s(&acc),
-        "--package",
-        s(&pkg),
-        "--epochs",
-        "10",
-        "--hidden",
-        "32",
-    ]));
-
-    // profile this CPU into the package, then validate the table
-    run_ok(ofa().args([
-        "profile",
-        "--package",
-        s(&pkg),
-        "--repeats",
-        "3",
-        "--warmup",
-        "1",
-    ]));
+    // a predictor fitted on 10 measured subnets and a profile of this CPU, then the table checked
+    let pkg = specialised_package(tmp.path());
     let table = pkg.join("latency/cpu.json");
     let t: Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
     assert_eq!(t["format"], "ofa-latency-table/1");
@@ -165,11 +127,13 @@ fn search_extract_profile_end_to_end() {
     assert!((0.0..=100.0).contains(&top1));
     assert!(report["measured"]["latency_ms"].as_f64().unwrap() > 0.0);
     for step in [
+        "load_predictors_s",
         "search_s",
-        "extract_s",
-        "recalibrate_bn_s",
+        "load_supernet_s",
+        "cut_s",
         "write_s",
         "eval_top1_s",
+        "eval_latency_s",
     ] {
         assert!(report["times"][step].as_f64().is_some(), "{step}");
     }
@@ -178,26 +142,7 @@ fn search_extract_profile_end_to_end() {
             .unwrap();
     assert_eq!(nc["name"], "MobileNetV3");
     // the subnet runs under `ofa infer`
-    let input = tmp.path().join("input.safetensors");
-    write_safetensors(
-        &input,
-        &[(
-            "input".to_string(),
-            Tensor::rand([2, 3, 32, 32], tch::kind::FLOAT_CPU),
-        )],
-        &BTreeMap::new(),
-    )
-    .unwrap();
-    let logits = tmp.path().join("logits.safetensors");
-    run_ok(ofa().args([
-        "infer",
-        "--model",
-        s(&dir.join("subnet.safetensors")),
-        "--input",
-        s(&input),
-        "--out",
-        s(&logits),
-    ]));
+    let logits = infer(&dir.join("subnet.safetensors"), tmp.path());
     assert_eq!(
         read_safetensors(&logits).unwrap().tensors["logits"].size(),
         [2, 4]

@@ -26,6 +26,11 @@ use serde::{Deserialize, Serialize};
 use crate::problem::Problem;
 use crate::ExtractError;
 
+/// The largest population a search accepts (the reference uses 100).
+pub const MAX_POPULATION: usize = 10_000;
+/// The most generations a search accepts (the reference uses 500).
+pub const MAX_GENERATIONS: usize = 100_000;
+
 /// Evolution settings (defaults: the reference's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +75,12 @@ impl EvolutionConfig {
         if self.population < 2 {
             return bad("population must be at least 2");
         }
+        if self.population > MAX_POPULATION || self.generations > MAX_GENERATIONS {
+            return Err(ExtractError::Config(format!(
+                "population {} and generations {} must be at most {MAX_POPULATION} and {MAX_GENERATIONS}",
+                self.population, self.generations
+            )));
+        }
         if !(self.parent_ratio > 0.0 && self.parent_ratio <= 1.0) {
             return bad("parent_ratio must be in (0, 1]");
         }
@@ -111,6 +122,21 @@ pub struct SearchResult {
     pub seconds: f64,
     /// Of which in the accuracy predictor.
     pub predict_seconds: f64,
+}
+
+/// [`ExtractError::DeadlineExceeded`] once `deadline` has passed.
+pub(crate) fn check_deadline(
+    deadline: Option<Instant>,
+    generations: usize,
+    start: Instant,
+) -> Result<(), ExtractError> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(ExtractError::DeadlineExceeded {
+            generations,
+            seconds: start.elapsed().as_secs_f64(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Score `arch` fully (accuracy given).
@@ -308,6 +334,16 @@ fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
 
 /// Run the evolutionary search.
 pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResult, ExtractError> {
+    evolve_until(problem, cfg, None)
+}
+
+/// Run the evolutionary search, giving up with [`ExtractError::DeadlineExceeded`] when `deadline`
+/// passes (checked between generations).
+pub fn evolve_until(
+    problem: &Problem<'_>,
+    cfg: &EvolutionConfig,
+    deadline: Option<Instant>,
+) -> Result<SearchResult, ExtractError> {
     cfg.validate()?;
     problem.check_choices()?;
     let start = Instant::now();
@@ -353,6 +389,7 @@ pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResu
     let n_cross = cfg.population - n_mutants.min(cfg.population);
     let mut history = Vec::with_capacity(cfg.generations);
     for _ in 0..cfg.generations {
+        check_deadline(deadline, history.len(), start)?;
         // stable sort: ties keep their order, so the run is reproducible
         population.sort_by(|a, b| b.0.total_cmp(&a.0));
         population.truncate(n_parents);

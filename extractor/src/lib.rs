@@ -1,7 +1,9 @@
 //! `ofa-extractor`: specialisation. Given predictors for a supernet's space, find the subnet with
 //! the best predicted accuracy under efficiency constraints ([`evolution`]), or the whole
-//! accuracy–efficiency front in one run ([`pareto`]); then cut its weights out of the supernet,
-//! recalibrate BN and write the artefacts ([`pipeline`]).
+//! accuracy–efficiency front in one run ([`pareto`]), through the predictors of one supernet loaded
+//! once ([`specialiser`]); then cut its weights out of the supernet, recalibrate BN and write the
+//! artefacts ([`pipeline`]: in-memory steps a long-running process can call, and a separate
+//! write step).
 
 #![warn(missing_docs)]
 
@@ -14,20 +16,72 @@ pub mod pareto;
 pub mod pipeline;
 pub mod plot;
 pub mod problem;
+pub mod specialiser;
 
-pub use evolution::{evolve, EvolutionConfig, Scored, SearchResult};
-pub use pareto::{pareto, Front, ParetoConfig};
+pub use evolution::{
+    evolve, evolve_until, EvolutionConfig, Scored, SearchResult, MAX_GENERATIONS, MAX_POPULATION,
+};
+pub use pareto::{pareto, pareto_until, Front, ParetoConfig};
 pub use problem::{AccuracyModel, Bound, Constraints, Problem};
+pub use specialiser::{Predicted, Specialiser};
 
-/// Why a search or extraction failed.
+/// Why a search or extraction failed. Each variant is one kind of failure, so callers (the CLI's
+/// exit code, the server's status) can tell them apart without reading messages.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    /// A bound that is not a positive finite number, or a predictor that cannot serve it.
+    /// A bound that is not a positive finite number, or choices outside the space.
     #[error("invalid constraint: {0}")]
     Constraint(String),
+    /// Neither an arch nor a constraint: nothing to search for.
+    #[error("give an arch or at least one constraint (max latency, MACs or params)")]
+    NothingToSearch,
+    /// A latency bound or front without a hardware name.
+    #[error("a latency {0} needs a hardware name (its latency table)")]
+    NeedsHardware(&'static str),
+    /// A hardware name with no latency table.
+    #[error(
+        "unknown hardware `{name}`: latency tables available: {}",
+        list_or_none(available)
+    )]
+    UnknownHardware {
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        available: Vec<String>,
+    },
+    /// A latency table that cannot serve the space.
+    #[error("latency table `{hardware}` ({}) {reason}", path.display())]
+    IncompleteLatencyTable {
+        /// Its hardware name.
+        hardware: String,
+        /// Its file or folder.
+        path: PathBuf,
+        /// What it lacks.
+        reason: String,
+    },
+    /// An arch that does not fit the supernet's space.
+    #[error("the arch does not fit the supernet: {0}")]
+    ArchMismatch(#[source] ofa_space::SpaceError),
+    /// No accuracy predictor where a search needs one.
+    #[error("{}: no accuracy.safetensors: fit one with `ofa predictor fit --package`", dir.display())]
+    NoAccuracyPredictor {
+        /// The package folder.
+        dir: PathBuf,
+    },
+    /// The dataset has no split of that name (e.g. no test split).
+    #[error("the package's dataset has no {0} split")]
+    MissingSplit(String),
     /// Search settings.
     #[error("invalid search settings: {0}")]
     Config(String),
+    /// The search ran past its deadline.
+    #[error("the search ran past its deadline after {generations} generation(s) ({seconds:.2} s)")]
+    DeadlineExceeded {
+        /// Generations completed.
+        generations: usize,
+        /// Seconds spent.
+        seconds: f64,
+    },
     /// No arch of the space meets the constraints.
     #[error("{}", infeasible_message(*together, minima))]
     Infeasible {
@@ -45,9 +99,9 @@ pub enum ExtractError {
     /// Supernet / checkpoint.
     #[error(transparent)]
     Net(#[from] ofa_supernet::SupernetError),
-    /// Package / data / measurement.
+    /// Package / measurement.
     #[error(transparent)]
-    Train(#[from] ofa_trainer::run::TrainError),
+    Package(#[from] ofa_package::PackageError),
     /// Files.
     #[error("{}: {reason}", path.display())]
     File {
@@ -56,6 +110,14 @@ pub enum ExtractError {
         /// What went wrong.
         reason: String,
     },
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn infeasible_message(together: bool, minima: &[(Metric, f64, f64)]) -> String {

@@ -16,7 +16,9 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as SearchRng;
 use serde::{Deserialize, Serialize};
 
-use crate::evolution::{feasible_seed, minimum, scored, Scored};
+use crate::evolution::{
+    check_deadline, feasible_seed, minimum, scored, Scored, MAX_GENERATIONS, MAX_POPULATION,
+};
 use crate::problem::Problem;
 use crate::ExtractError;
 
@@ -161,10 +163,27 @@ pub fn pareto(
     objective: &dyn Efficiency,
     cfg: &ParetoConfig,
 ) -> Result<Front, ExtractError> {
+    pareto_until(problem, objective, cfg, None)
+}
+
+/// [`pareto`], giving up with [`ExtractError::DeadlineExceeded`] when `deadline` passes (checked
+/// between generations).
+pub fn pareto_until(
+    problem: &Problem<'_>,
+    objective: &dyn Efficiency,
+    cfg: &ParetoConfig,
+    deadline: Option<Instant>,
+) -> Result<Front, ExtractError> {
     if cfg.population < 4 || cfg.max_attempts == 0 {
         return Err(ExtractError::Config(
             "population must be at least 4 and max_attempts positive".into(),
         ));
+    }
+    if cfg.population > MAX_POPULATION || cfg.generations > MAX_GENERATIONS {
+        return Err(ExtractError::Config(format!(
+            "population {} and generations {} must be at most {MAX_POPULATION} and {MAX_GENERATIONS}",
+            cfg.population, cfg.generations
+        )));
     }
     problem.check_choices()?;
     let start = Instant::now();
@@ -222,7 +241,8 @@ pub fn pareto(
         };
     let mut pop = evaluate(fresh, &mut archive)?;
 
-    for _ in 0..cfg.generations {
+    for g in 0..cfg.generations {
+        check_deadline(deadline, g, start)?;
         let rank = ranks(&pop);
         let crowd = crowding(&pop, &rank);
         let better =

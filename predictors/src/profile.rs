@@ -14,11 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use ofa_space::latency::layer_keys;
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace, N_STAGES};
 use ofa_supernet::checkpoint::write_atomic;
+use ofa_supernet::timing::time_ms;
 use ofa_supernet::Supernet;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -56,12 +56,6 @@ impl Default for ProfileOptions {
     }
 }
 
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
 /// Robust summary of timings (ms): count, mean and std of the samples within 3 MADs of the median.
 pub fn summarise(mut ms: Vec<f64>) -> Entry {
     ms.sort_by(f64::total_cmp);
@@ -81,23 +75,6 @@ pub fn summarise(mut ms: Vec<f64>) -> Entry {
         mean,
         std: var.sqrt(),
     }
-}
-
-fn time_ms(device: Device, warmup: usize, repeats: usize, f: impl Fn() -> Tensor) -> Vec<f64> {
-    for _ in 0..warmup {
-        let _ = f();
-    }
-    sync(device);
-    (0..repeats.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            let y = f();
-            sync(device);
-            let ms = t.elapsed().as_secs_f64() * 1e3;
-            drop(y);
-            ms
-        })
-        .collect()
 }
 
 /// This machine's description for the table's metadata.

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use ofa_supernet::timing::{once_ms, Summary};
+
 use ofa_space::{sample, ArchConfig, Choices};
 use ofa_supernet::{channels_last, Layout, Mode, Supernet};
 use rand::SeedableRng;
@@ -26,6 +28,8 @@ enum What {
     Predict(super::bench_predict::Args),
     /// Evolutionary search time (reference defaults, MLP of the reference's size).
     Search(super::bench_search::Args),
+    /// The HTTP service under wrk: cached GET / POST throughput, cold search, first download, RSS.
+    Serve(super::bench_serve::Args),
 }
 
 /// Arguments of `ofa bench train`.
@@ -105,17 +109,12 @@ pub struct ExtractArgs {
 }
 
 /// Median and spread of timings in milliseconds.
-pub(crate) fn stats(mut ms: Vec<f64>) -> Value {
-    ms.sort_by(f64::total_cmp);
-    let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
-    json!({"median_ms": q(0.5), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": ms[0],
-           "max_ms": ms[ms.len() - 1], "n": ms.len()})
+pub(crate) fn stats(ms: Vec<f64>) -> Value {
+    serde_json::to_value(Summary::of(ms)).unwrap_or_default()
 }
 
 fn time_ms(f: impl FnOnce()) -> f64 {
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64() * 1e3
+    once_ms(f).1
 }
 
 /// Run `ofa bench`.
@@ -125,6 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Train(t) => train(t),
         What::Predict(p) => super::bench_predict::run(p),
         What::Search(s) => super::bench_search::run(s),
+        What::Serve(s) => super::bench_serve::run(s),
     }
 }
 

@@ -6,7 +6,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use ofa_extractor::pipeline::{extract, EvalRequest, ExtractRequest};
+use ofa_extractor::pipeline::{
+    choose, cut, evaluate, since, write_artefacts, Artefacts, EvalOptions, Report, Target, Times,
+    NET_CONFIG_FILE, REPORT_FILE, SUBNET_FILE,
+};
+use ofa_extractor::specialiser::space_of_supernet;
+use ofa_extractor::{ExtractError, Specialiser};
+use ofa_package::measure::Recalibration;
+use ofa_package::Package;
 use ofa_supernet::checkpoint::{open_model, write_atomic, Model};
 use tch::Device;
 
@@ -67,37 +74,96 @@ enum EvalSplit {
 }
 
 fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
-    let arch = match a.arch.as_deref() {
-        Some(spec) => {
-            let space =
-                ofa_extractor::pipeline::space_of_supernet(&dir.join("supernet.safetensors"))?;
-            Some(super::arch_arg(spec, &space)?)
-        }
-        None => None,
+    let device = super::device(&a.device)?;
+    let mut times = Times::default();
+    let t = Instant::now();
+    let space = space_of_supernet(&dir.join(ofa_package::SUPERNET_FILE))?;
+    let target = match a.arch.as_deref() {
+        Some(spec) => Target::Arch(super::arch_arg(spec, &space)?),
+        None => Target::Search {
+            constraints: a.budget.constraints(),
+            search: a.budget.evolution(),
+        },
     };
-    let hardware = match &a.budget.hardware {
-        Some(h) => Some(h.clone()),
-        None if a.budget.max_latency_ms.is_some() => {
-            // the only table of the package, if there is exactly one
-            let spec = ofa_extractor::pipeline::Specialiser::from_package(dir)?;
-            a.budget.hardware(&spec)
+    // Predictors score a given arch when the package has them; a search needs them.
+    let spec = match &target {
+        Target::Search { .. } => Some(Specialiser::from_package(dir)?),
+        Target::Arch(_) if dir.join(ofa_package::ACCURACY_FILE).is_file() => {
+            Some(Specialiser::from_package(dir)?)
         }
-        None => None,
+        Target::Arch(_) => None,
     };
-    let req = ExtractRequest {
-        arch,
+    times.load_predictors_s = since(t);
+    let hardware = match (&a.budget.hardware, &spec) {
+        (Some(h), _) => Some(h.clone()),
+        // the only table of the package, if there is exactly one
+        (None, Some(s)) if a.budget.max_latency_ms.is_some() => a.budget.hardware(s),
+        _ => None,
+    };
+    let t = Instant::now();
+    let choice = choose(spec.as_ref(), &space, &target, hardware.as_deref(), None)?;
+    times.search_s = since(t);
+    let t = Instant::now();
+    let pkg = Package::open(dir, device)?;
+    times.load_supernet_s = since(t);
+    let recal = Recalibration {
+        images: a.calibration_images,
+        ..Recalibration::default()
+    };
+    let t = Instant::now();
+    let sub = cut(&pkg, &choice.arch, &recal)?;
+    times.cut_s = since(t);
+    let measured = if a.eval {
+        let splits = ofa_trainer::package::splits(&pkg, a.data.as_deref())?;
+        let (name, split) = match a.eval_split {
+            EvalSplit::Test => (
+                "test",
+                splits
+                    .test
+                    .ok_or_else(|| ExtractError::MissingSplit("test".into()))?,
+            ),
+            EvalSplit::Val => ("val", splits.val),
+        };
+        let o = EvalOptions {
+            images: a.eval_images,
+            batch: recal.batch,
+            latency_repeats: 30,
+        };
+        Some(evaluate(
+            &sub,
+            &choice.arch,
+            &pkg.augment,
+            (name, &split),
+            &o,
+            &mut times,
+        )?)
+    } else {
+        None
+    };
+    let t = Instant::now();
+    let art = Artefacts::new(
+        &sub,
+        &pkg,
+        &choice.arch,
+        &recal,
+        choice.predicted.as_ref(),
+        measured.as_ref(),
+    )?;
+    let mut report = Report {
+        arch: choice.arch,
         constraints: a.budget.constraints(),
         hardware,
-        search: a.budget.evolution(),
-        calibration_images: a.calibration_images,
-        eval: a.eval.then(|| EvalRequest {
-            data: a.data.clone(),
-            test_split: matches!(a.eval_split, EvalSplit::Test),
-            images: a.eval_images,
-            latency_repeats: 30,
-        }),
+        predicted: choice.predicted,
+        measured,
+        recalibration: recal,
+        times,
+        search: choice.search,
+        files: [SUBNET_FILE, NET_CONFIG_FILE, REPORT_FILE]
+            .map(String::from)
+            .to_vec(),
     };
-    let report = extract(dir, &req, &a.out, super::device(&a.device)?)?;
+    report.times.write_s = since(t);
+    write_artefacts(&a.out, &art, &report)?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -108,15 +174,23 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("arch      {}", report.arch.to_json());
     if let Some(p) = &report.predicted {
-        println!("predicted {p}");
+        println!("predicted {}", serde_json::to_string(p)?);
     }
     if let Some(m) = &report.measured {
-        println!("measured  {m}");
+        println!("measured  {}", serde_json::to_string(m)?);
     }
-    let steps: Vec<String> = report
-        .times
-        .iter()
-        .map(|(k, v)| format!("{} {:.3}", k.trim_end_matches("_s"), v))
+    let steps = serde_json::to_value(report.times)?;
+    let steps: Vec<String> = steps
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            format!(
+                "{} {:.3}",
+                k.trim_end_matches("_s"),
+                v.as_f64().unwrap_or(0.0)
+            )
+        })
         .collect();
     println!("seconds   {}", steps.join(", "));
     Ok(())

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_predict;
 pub mod bench_search;
+pub mod bench_serve;
 pub mod extract;
 pub mod import;
 pub mod infer;
@@ -10,6 +11,7 @@ pub mod inspect;
 pub mod predictor;
 pub mod profile;
 pub mod search;
+pub mod serve;
 pub mod train;
 
 use std::path::Path;
@@ -18,14 +20,20 @@ use anyhow::Context;
 use ofa_space::{ArchConfig, SearchSpace};
 use ofa_supernet::SupernetError;
 
-/// 2 for internal (libtorch) failures, 1 for everything the user can fix.
+/// 2 for internal (libtorch) failures, 1 for everything the user can fix. A libtorch error is
+/// found anywhere in the chain of causes, however many crates' errors wrap it.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    match e.downcast_ref::<SupernetError>() {
-        Some(SupernetError::Torch(_)) => 2,
-        _ => match e.downcast_ref::<ofa_trainer::run::TrainError>() {
-            Some(ofa_trainer::run::TrainError::Net(SupernetError::Torch(_))) => 2,
-            _ => 1,
-        },
+    let torch = e.chain().any(|c| {
+        c.downcast_ref::<tch::TchError>().is_some()
+            || matches!(
+                c.downcast_ref::<SupernetError>(),
+                Some(SupernetError::Torch(_))
+            )
+    });
+    if torch {
+        2
+    } else {
+        1
     }
 }
 
@@ -62,4 +70,25 @@ pub fn read_space(spec: &str) -> anyhow::Result<SearchSpace> {
 /// Parse a device name.
 pub fn device(s: &str) -> anyhow::Result<tch::Device> {
     ofa_supernet::device::parse_device(s).map_err(anyhow::Error::msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_libtorch_failure_is_found_under_any_wrapping() {
+        let torch = || SupernetError::Torch(tch::TchError::Torch("out of memory".into()));
+        let wrapped = ofa_extractor::ExtractError::Package(ofa_package::PackageError::Net(torch()));
+        assert_eq!(exit_code(&anyhow::Error::from(wrapped)), 2);
+        let in_trainer =
+            ofa_trainer::run::TrainError::Package(ofa_package::PackageError::Net(torch()));
+        assert_eq!(
+            exit_code(&anyhow::Error::from(in_trainer).context("measuring")),
+            2
+        );
+        assert_eq!(exit_code(&anyhow::Error::from(torch())), 2);
+        let user = ofa_extractor::ExtractError::NothingToSearch;
+        assert_eq!(exit_code(&anyhow::Error::from(user)), 1);
+    }
 }

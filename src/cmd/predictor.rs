@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use ofa_package::measure::{measure, MeasureOptions, Recalibration};
+use ofa_package::Package;
 use ofa_predictors::dataset::{self, Measured};
 use ofa_predictors::fit::{evaluate, fit, FitOptions};
 use ofa_predictors::AccuracyPredictor;
 use ofa_space::{Choices, Encoding};
-use ofa_trainer::package::{measure, MeasureOptions, Package};
 
 /// Arguments of `ofa predictor`.
 #[derive(Debug, clap::Args)]
@@ -133,7 +134,7 @@ fn build(a: DatasetArgs) -> anyhow::Result<()> {
     }
     let device = super::device(&a.device)?;
     let pkg = Package::open(&a.package, device)?;
-    let splits = pkg.splits(a.data.as_deref())?;
+    let splits = ofa_trainer::package::splits(&pkg, a.data.as_deref())?;
     let split = match a.split {
         SplitArg::Val => splits.val,
         SplitArg::Test => splits
@@ -141,10 +142,13 @@ fn build(a: DatasetArgs) -> anyhow::Result<()> {
             .context("the package's dataset has no test split")?,
     };
     let opts = MeasureOptions {
-        calibration_images: a.calibration_images,
+        recalibration: Recalibration {
+            images: a.calibration_images,
+            batch: a.batch.max(1),
+            seed: 0,
+        },
         eval_images: a.eval_images,
         batch: a.batch.max(1),
-        seed: 0,
     };
     let space = pkg.space().clone();
     let choices = Choices::all(&space);

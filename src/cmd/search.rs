@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use ofa_extractor::pipeline::Specialiser;
+use ofa_extractor::Specialiser;
 use ofa_extractor::{plot, Constraints, EvolutionConfig, ParetoConfig};
 use ofa_predictors::Metric;
 use ofa_supernet::checkpoint::write_atomic;
@@ -166,7 +166,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if constraints.is_empty() {
         bail!("give at least one constraint: --max-latency-ms, --max-macs-m or --max-params-m (or --pareto)");
     }
-    let r = spec.search(&constraints, hardware.as_deref(), &a.budget.evolution())?;
+    let r = spec.search(
+        &constraints,
+        hardware.as_deref(),
+        &a.budget.evolution(),
+        None,
+    )?;
     let mut predicted = json!({"top1": r.best.accuracy * 100.0});
     for (k, v) in &r.best.metrics {
         predicted[k] = json!(v);
@@ -222,7 +227,7 @@ fn front(
         seed: a.budget.seed,
         ..ParetoConfig::default()
     };
-    let f = spec.pareto(objective, constraints, hardware, &cfg)?;
+    let f = spec.pareto(objective, constraints, hardware, &cfg, None)?;
     if let Some(dir) = &a.out {
         write_front(
             &f,

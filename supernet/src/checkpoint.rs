@@ -146,8 +146,41 @@ pub fn safetensors_bytes(
         .map(|(n, t)| Ok((n.clone(), to_raw(n, t)?)))
         .collect::<Result<Vec<_>>>()?;
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
-        .map_err(|e| SupernetError::BadInput(format!("cannot serialise tensors: {e}")))
+    let mut bytes =
+        safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
+            .map_err(|e| SupernetError::BadInput(format!("cannot serialise tensors: {e}")))?;
+    canonical_header(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Rewrite a safetensors header with its keys (and its metadata's keys) in sorted order.
+/// `safetensors::serialize` writes the metadata from a `HashMap`, so the same tensors and metadata
+/// came out in a different byte order in every process; content hashes (subnet ids, ETags, cache
+/// files shared by replicas) need one byte string per content. Same keys and values, so the
+/// header keeps its length.
+fn canonical_header(bytes: &mut [u8]) -> Result<()> {
+    let bad =
+        |m: &str| SupernetError::BadInput(format!("cannot canonicalise a safetensors header: {m}"));
+    let n = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("too short"))? as usize;
+    let header = bytes.get_mut(8..8 + n).ok_or_else(|| bad("truncated"))?;
+    let mut top: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    if let Some(m) = top.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> =
+            serde_json::from_value(m.take()).map_err(|e| bad(&e.to_string()))?;
+        *m = serde_json::to_value(sorted).map_err(|e| bad(&e.to_string()))?;
+    }
+    let text = serde_json::to_vec(&top).map_err(|e| bad(&e.to_string()))?;
+    if text.len() > n {
+        return Err(bad("the header grew"));
+    }
+    header[..text.len()].copy_from_slice(&text);
+    header[text.len()..].fill(b' ');
+    Ok(())
 }
 
 /// Write bytes atomically: a temporary file in the same directory, fsync, rename.
@@ -304,6 +337,12 @@ impl Subnet {
     /// Save with metadata `format`, `net_config`, `ofa_subnet` (the typed config), plus `extra` (e.g. `arch`,
     /// `space`, `predicted`, `source_supernet`).
     pub fn save(&self, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
+        write_atomic(path, &self.to_safetensors(extra)?)
+    }
+
+    /// The bytes [`Subnet::save`] writes: the same tensors and metadata give the same bytes in
+    /// any process.
+    pub fn to_safetensors(&self, extra: &BTreeMap<String, String>) -> Result<Vec<u8>> {
         let mut meta = extra.clone();
         meta.insert("format".into(), SUBNET_FORMAT.into());
         meta.insert(
@@ -314,7 +353,7 @@ impl Subnet {
             "ofa_subnet".into(),
             serde_json::to_string(self.config()).unwrap_or_default(),
         );
-        write_safetensors(path, &self.named_tensors(), &meta)
+        safetensors_bytes(&self.named_tensors(), &meta)
     }
 
     /// Load a subnet file: ours, or a reference subnet state_dict whose metadata holds

@@ -7,7 +7,8 @@
 //! - [`recalibrate_bn`]: BN recalibration with the reference semantics.
 //! - [`checkpoint`]: safetensors checkpoints with metadata, `.pth` reading; [`import`]: reference
 //!   state_dicts in any naming, with the space inferred from shapes.
-//! - [`device`]: loads the CUDA backend at start-up when present.
+//! - [`device`]: loads the CUDA backend at start-up when present; [`timing`]: the one timing
+//!   helper (device-synchronised samples and their summary).
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod layers;
 mod subnet;
 mod supernet;
 pub mod tensors;
+pub mod timing;
 
 pub use calib::recalibrate_bn;
 pub use checkpoint::{Provenance, SubnetFile, SupernetCheckpoint};

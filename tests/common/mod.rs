@@ -55,3 +55,70 @@ pub fn smoke_package(dir: &Path) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A smoke package made ready for specialisation in `dir`: an accuracy predictor fitted on 10
+/// measured subnets and a latency table of this CPU (`latency/cpu.json`).
+pub fn specialised_package(dir: &Path) -> PathBuf {
+    let pkg = smoke_package(dir);
+    let acc = dir.join("acc.jsonl");
+    run_ok(ofa().args([
+        "predictor",
+        "dataset",
+        "--package",
+        s(&pkg),
+        "--samples",
+        "10",
+        "--eval-images",
+        "32",
+        "--out",
+        s(&acc),
+    ]));
+    run_ok(ofa().args([
+        "predictor",
+        "fit",
+        "--data",
+        s(&acc),
+        "--package",
+        s(&pkg),
+        "--epochs",
+        "10",
+        "--hidden",
+        "32",
+    ]));
+    run_ok(ofa().args([
+        "profile",
+        "--package",
+        s(&pkg),
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+    ]));
+    pkg
+}
+
+/// `ofa infer` of `model` on a random `[2, 3, 32, 32]` input written in `dir`; returns the logits
+/// file.
+pub fn infer(model: &Path, dir: &Path) -> PathBuf {
+    let input = dir.join("input.safetensors");
+    ofa_supernet::checkpoint::write_safetensors(
+        &input,
+        &[(
+            "input".to_string(),
+            tch::Tensor::rand([2, 3, 32, 32], tch::kind::FLOAT_CPU),
+        )],
+        &std::collections::BTreeMap::new(),
+    )
+    .unwrap();
+    let logits = dir.join("logits.safetensors");
+    run_ok(ofa().args([
+        "infer",
+        "--model",
+        s(model),
+        "--input",
+        s(&input),
+        "--out",
+        s(&logits),
+    ]));
+    logits
+}

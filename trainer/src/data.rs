@@ -4,10 +4,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
+
+pub use ofa_package::Split;
 
 /// Why a dataset could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -42,58 +41,6 @@ fn bad(path: &Path, reason: impl Into<String>) -> DataError {
     DataError::BadFile {
         path: path.to_path_buf(),
         reason: reason.into(),
-    }
-}
-
-/// One split held in memory: images `[N, C, H, W]` uint8 and labels `[N]` int64, on the CPU.
-#[derive(Debug)]
-pub struct Split {
-    /// `[N, C, H, W]`, uint8.
-    pub images: Tensor,
-    /// `[N]`, int64.
-    pub labels: Tensor,
-}
-
-impl Split {
-    /// Number of examples.
-    pub fn len(&self) -> usize {
-        self.labels.size()[0] as usize
-    }
-
-    /// Whether the split is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The examples at `idx`, in that order.
-    pub fn select(&self, idx: &[i64]) -> Split {
-        let i = Tensor::from_slice(idx);
-        Split {
-            images: self.images.index_select(0, &i),
-            labels: self.labels.index_select(0, &i),
-        }
-    }
-
-    /// A deterministic held-out split: `n_val` examples chosen by a seeded permutation become the
-    /// validation split, the rest (in their original order) the training split.
-    pub fn split_validation(&self, n_val: usize, seed: u64) -> (Split, Split) {
-        let n = self.len();
-        let n_val = n_val.min(n);
-        let mut perm: Vec<i64> = (0..n as i64).collect();
-        perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let mut val: Vec<i64> = perm[..n_val].to_vec();
-        let mut train: Vec<i64> = perm[n_val..].to_vec();
-        val.sort_unstable();
-        train.sort_unstable();
-        (self.select(&train), self.select(&val))
-    }
-
-    /// Move to a device (images stay uint8).
-    pub fn to_device(&self, device: Device) -> Split {
-        Split {
-            images: self.images.to_device(device),
-            labels: self.labels.to_device(device),
-        }
     }
 }
 

@@ -2,14 +2,14 @@
 //!
 //! Datasets ([`data`]: IDX, CIFAR-10 binary, image folders) and augmentation ([`augment`]) fed by
 //! worker threads ([`loader`]); recipes as data ([`recipe`]); one training step with distillation
-//! ([`step`]); the resumable run directory and its final package ([`run`]); opening a package and
-//! measuring subnets ([`package`], [`eval`]).
+//! ([`step`]); the resumable run directory and its final package ([`run`]); a package's recipe and
+//! splits ([`package`]). Opening packages, measuring subnets and the augmentation they share with
+//! training live in `ofa-package` ([`augment`] is re-exported from there).
 
 #![warn(missing_docs)]
 
-pub mod augment;
+pub use ofa_package::augment;
 pub mod data;
-pub mod eval;
 pub mod loader;
 pub mod package;
 pub mod recipe;

@@ -21,10 +21,10 @@ use serde_json::{json, Value};
 use tch::{Device, Tensor};
 
 use crate::data::{load_any, DataError, Split};
-use crate::eval::{calibrate, subset, top1};
 use crate::loader::{mix, BatchPlan, Loader};
 use crate::recipe::{Phase, Recipe, RecipeError};
 use crate::step::{lr_at, train_step, Sgd, StepConfig};
+use ofa_package::measure::{recalibrated, subset, top1, Recalibration};
 
 /// `format` of a run checkpoint.
 pub const RUN_FORMAT: &str = "ofa-run/1";
@@ -41,6 +41,9 @@ pub enum TrainError {
     /// Network or checkpoint problems.
     #[error(transparent)]
     Net(#[from] SupernetError),
+    /// Package or measurement problems.
+    #[error(transparent)]
+    Package(#[from] ofa_package::PackageError),
     /// Space problems.
     #[error(transparent)]
     Space(#[from] ofa_space::SpaceError),
@@ -474,14 +477,16 @@ impl Ctx {
                     }
                     continue;
                 }
-                let sub = net.extract(&arch)?;
-                calibrate(
-                    &sub,
+                let sub = recalibrated(
+                    net,
+                    &arch,
                     &self.calib,
-                    r,
                     &self.recipe.augment,
-                    v.batch_size,
-                    self.recipe.train.seed,
+                    &Recalibration {
+                        images: usize::MAX,
+                        batch: v.batch_size,
+                        seed: self.recipe.train.seed,
+                    },
                 )?;
                 let acc = top1(
                     &sub,

@@ -1,0 +1,234 @@
+//! The JSON bodies of the HTTP API. Their schemas feed `/openapi.json`.
+
+use std::collections::BTreeMap;
+
+use ofa_extractor::Constraints;
+use ofa_space::ArchConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Upper bounds; each must be a positive finite number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConstraintsBody {
+    /// Max latency on the hardware, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Max MACs, millions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs_m: Option<f64>,
+    /// Max parameters, millions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params_m: Option<f64>,
+}
+
+impl From<ConstraintsBody> for Constraints {
+    fn from(c: ConstraintsBody) -> Constraints {
+        Constraints {
+            latency_ms: c.latency_ms,
+            macs_m: c.macs_m,
+            params_m: c.params_m,
+        }
+    }
+}
+
+/// `POST /v1/subnets`: the best subnet for constraints on a hardware, or a given arch.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetRequest {
+    /// Supernet (package) name.
+    pub supernet: String,
+    /// Hardware profile (a latency table of the package); needed for `latency_ms`.
+    #[serde(default)]
+    pub hardware: Option<String>,
+    /// Bounds for a search.
+    #[serde(default)]
+    pub constraints: Option<ConstraintsBody>,
+    /// A given arch `{ks, e, d, r}` instead of a search.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub arch: Option<Value>,
+    /// Search seed (default 0). The same request and seed give the same subnet.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// `POST /v1/pareto`: the front of predicted top-1 against one metric.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParetoRequest {
+    /// Supernet (package) name.
+    pub supernet: String,
+    /// Hardware profile; needed for a latency front.
+    #[serde(default)]
+    pub hardware: Option<String>,
+    /// `latency_ms` (the default with a hardware), `macs_m` (the default without) or `params_m`.
+    #[serde(default)]
+    pub objective: Option<String>,
+    /// Bounds on the front's subnets.
+    #[serde(default)]
+    pub constraints: Option<ConstraintsBody>,
+    /// Search seed (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// Predicted metrics of a subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PredictedBody {
+    /// Top-1, percent.
+    pub top1: f64,
+    /// Latency on the hardware asked for, ms (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// MACs, millions.
+    pub macs_m: f64,
+    /// Parameters, millions.
+    pub params_m: f64,
+}
+
+/// Where a subnet's files are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Links {
+    /// This record.
+    #[serde(rename = "self")]
+    pub record: String,
+    /// BN-recalibrated weights (safetensors, reference naming).
+    pub weights: String,
+    /// The reference `net.config` JSON.
+    pub net_config: String,
+}
+
+/// How the search that chose a subnet went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SearchInfo {
+    /// Distinct archs scored.
+    pub evaluated: usize,
+    /// Generations run.
+    pub generations: usize,
+    /// Wall time of the search, seconds.
+    pub seconds: f64,
+    /// The seed.
+    pub seed: u64,
+}
+
+/// A subnet: its id (a content hash of the supernet and the canonical arch), arch and predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubnetRecord {
+    /// 32 hex digits.
+    pub id: String,
+    /// Supernet (package) name.
+    pub supernet: String,
+    /// The arch `{ks, e, d, r}`, canonical (skipped blocks hold the smallest choices).
+    #[schema(value_type = Object)]
+    pub arch: ArchConfig,
+    /// Predictions (latency on `hardware` when one was asked for).
+    pub predicted: PredictedBody,
+    /// The hardware of `predicted.latency_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<String>,
+    /// Predicted latency on every hardware profile of the supernet, ms.
+    pub latency_ms_by_hardware: BTreeMap<String, f64>,
+    /// The search, when one chose this subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchInfo>,
+    /// Its files.
+    pub links: Links,
+}
+
+/// A range of values, from the smallest any subnet reaches to the largest subnet's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Range {
+    /// Smallest achievable.
+    pub min: f64,
+    /// The largest subnet's.
+    pub max: f64,
+}
+
+/// A hardware profile: a latency table and the latency range it allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HardwareInfo {
+    /// Its name.
+    pub name: String,
+    /// Predicted latency, ms: the smallest achievable and the largest subnet's.
+    pub latency_ms: Range,
+}
+
+/// The elastic dimensions of a supernet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SpaceInfo {
+    /// Space name.
+    pub name: String,
+    /// Elastic blocks.
+    pub blocks: usize,
+    /// Kernel sizes.
+    pub ks: Vec<u32>,
+    /// Expand ratios.
+    pub expand: Vec<u32>,
+    /// Depths per stage.
+    pub depth: Vec<u32>,
+    /// Input resolutions.
+    pub resolutions: Vec<u32>,
+    /// Input channels.
+    pub in_channels: u32,
+    /// Classes.
+    pub n_classes: u32,
+}
+
+/// A served supernet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SupernetInfo {
+    /// Name (its package folder's name).
+    pub name: String,
+    /// SHA-256 of its `supernet.safetensors`.
+    pub sha256: String,
+    /// The search space.
+    pub space: SpaceInfo,
+    /// Hardware profiles with their feasible latency ranges.
+    pub hardware: Vec<HardwareInfo>,
+    /// MACs, millions.
+    pub macs_m: Range,
+    /// Parameters, millions.
+    pub params_m: Range,
+    /// Predicted top-1, percent: the smallest and the largest subnet's.
+    pub predicted_top1: Range,
+}
+
+/// `GET /v1/supernets`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SupernetList {
+    /// Every served supernet.
+    pub supernets: Vec<SupernetInfo>,
+}
+
+/// An error: `{"error": {"code", "message", ...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code, e.g. `infeasible`, `unknown_supernet`.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+    /// For `infeasible`: the smallest achievable value of each bound asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feasible_minimum: Option<BTreeMap<String, f64>>,
+    /// For `unknown_supernet` / `unknown_hardware`: the names there are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<Vec<String>>,
+}
+
+/// `GET /healthz`, `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `not ready`.
+    pub status: String,
+    /// Supernets whose worker is running.
+    pub supernets: Vec<String>,
+}

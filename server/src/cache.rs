@@ -1,0 +1,260 @@
+//! Results kept in memory (LRU-like, bounded in bytes) and, with `--cache-dir`, on disk.
+//!
+//! Disk entries are written atomically (temporary file, fsync, rename) and start with a line that
+//! names the format and the SHA-256 of the payload, so a truncated or corrupted file is detected on
+//! read, deleted and recomputed, never served. Keys are content hashes, so replicas sharing one
+//! folder agree on every entry.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use moka::future::Cache;
+use ofa_supernet::checkpoint::{sha256_hex, write_atomic};
+
+use crate::error::ApiError;
+
+const MAGIC: &str = "ofa-cache/1";
+
+/// The kinds of cached things; each has its own folder and memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Subnet records by id.
+    Subnet,
+    /// Search results (subnet records) by request hash.
+    Search,
+    /// Pareto fronts (JSON) by request hash.
+    Front,
+    /// BN-recalibrated weights (safetensors) by subnet id.
+    Weights,
+    /// The SHA-256 of a weights file by subnet id.
+    Etag,
+}
+
+impl Kind {
+    /// Its name in metrics and folder names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Subnet => "subnet",
+            Kind::Search => "search",
+            Kind::Front => "front",
+            Kind::Weights => "weights",
+            Kind::Etag => "etag",
+        }
+    }
+}
+
+/// Bytes of a cached entry, shared.
+pub type Blob = Arc<bytes::Bytes>;
+
+/// The two-level cache.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: Option<PathBuf>,
+    small: Cache<(Kind, String), Blob>,
+    weights: Cache<(Kind, String), Blob>,
+}
+
+fn weigh(_: &(Kind, String), v: &Blob) -> u32 {
+    u32::try_from(v.len() + 64).unwrap_or(u32::MAX)
+}
+
+impl Store {
+    /// A store keeping at most `memory_bytes` of weights and `memory_bytes / 8` of JSON in memory,
+    /// and everything under `dir` when given (created if needed).
+    pub fn new(dir: Option<&Path>, memory_bytes: u64) -> Result<Store, std::io::Error> {
+        if let Some(d) = dir {
+            for k in [
+                Kind::Subnet,
+                Kind::Search,
+                Kind::Front,
+                Kind::Weights,
+                Kind::Etag,
+            ] {
+                std::fs::create_dir_all(d.join(k.name()))?;
+            }
+        }
+        Ok(Store {
+            dir: dir.map(Path::to_path_buf),
+            small: Cache::builder()
+                .max_capacity((memory_bytes / 8).max(1 << 20))
+                .weigher(weigh)
+                .build(),
+            weights: Cache::builder()
+                .max_capacity(memory_bytes.max(1 << 20))
+                .weigher(weigh)
+                .build(),
+        })
+    }
+
+    fn mem(&self, kind: Kind) -> &Cache<(Kind, String), Blob> {
+        match kind {
+            Kind::Weights => &self.weights,
+            _ => &self.small,
+        }
+    }
+
+    fn path(&self, kind: Kind, key: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(kind.name()).join(key))
+    }
+
+    /// The entry in memory or on disk, without computing it.
+    pub async fn peek(&self, kind: Kind, key: &str) -> Option<Blob> {
+        let k = (kind, key.to_string());
+        if let Some(v) = self.mem(kind).get(&k).await {
+            metrics::counter!("ofa_cache_hits_total", "kind" => kind.name(), "layer" => "memory")
+                .increment(1);
+            return Some(v);
+        }
+        let v = self.read_disk(kind, key).await?;
+        self.mem(kind).insert(k, v.clone()).await;
+        Some(v)
+    }
+
+    /// Put an entry in memory and on disk.
+    pub async fn put(&self, kind: Kind, key: &str, value: Blob) {
+        self.write_disk(kind, key, &value).await;
+        self.mem(kind).insert((kind, key.to_string()), value).await;
+    }
+
+    /// The entry, or `compute` it, once: concurrent callers of one missing key share one
+    /// computation (counted in `ofa_computations_total`; the callers that waited for it in
+    /// `ofa_shared_computations_total`). The result goes to memory and disk.
+    pub async fn get_or_compute<F>(
+        &self,
+        kind: Kind,
+        key: &str,
+        compute: F,
+    ) -> Result<Blob, ApiError>
+    where
+        F: Future<Output = Result<Blob, ApiError>> + Send,
+    {
+        let k = (kind, key.to_string());
+        if let Some(v) = self.mem(kind).get(&k).await {
+            metrics::counter!("ofa_cache_hits_total", "kind" => kind.name(), "layer" => "memory")
+                .increment(1);
+            return Ok(v);
+        }
+        let entry = self
+            .mem(kind)
+            .entry(k)
+            .or_try_insert_with(async {
+                if let Some(v) = self.read_disk(kind, key).await {
+                    return Ok(v);
+                }
+                metrics::counter!("ofa_cache_misses_total", "kind" => kind.name()).increment(1);
+                metrics::counter!("ofa_computations_total", "kind" => kind.name()).increment(1);
+                let v = compute.await?;
+                self.write_disk(kind, key, &v).await;
+                Ok::<_, ApiError>(v)
+            })
+            .await
+            .map_err(|e: Arc<ApiError>| clone_error(&e))?;
+        if !entry.is_fresh() {
+            metrics::counter!("ofa_shared_computations_total", "kind" => kind.name()).increment(1);
+        }
+        Ok(entry.into_value())
+    }
+
+    async fn read_disk(&self, kind: Kind, key: &str) -> Option<Blob> {
+        let path = self.path(kind, key)?;
+        let read = tokio::task::spawn_blocking(move || -> Option<bytes::Bytes> {
+            let raw = std::fs::read(&path).ok()?;
+            match decode(&raw) {
+                Some(payload) => Some(bytes::Bytes::copy_from_slice(payload)),
+                None => {
+                    tracing::warn!(path = %path.display(), "corrupt cache file: removed, recomputing");
+                    metrics::counter!("ofa_cache_corrupt_total").increment(1);
+                    let _ = std::fs::remove_file(&path);
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()?;
+        metrics::counter!("ofa_cache_hits_total", "kind" => kind.name(), "layer" => "disk")
+            .increment(1);
+        Some(Arc::new(read))
+    }
+
+    async fn write_disk(&self, kind: Kind, key: &str, value: &Blob) {
+        let Some(path) = self.path(kind, key) else {
+            return;
+        };
+        let value = value.clone();
+        let done = tokio::task::spawn_blocking(move || write_atomic(&path, &encode(&value))).await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!("cannot write the cache: {e}");
+            metrics::counter!("ofa_cache_write_errors_total").increment(1);
+        }
+    }
+}
+
+/// An error shared by the callers of one computation, re-made for each of them.
+fn clone_error(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::BadRequest { code, message } => ApiError::BadRequest {
+            code,
+            message: message.clone(),
+        },
+        ApiError::Unauthorized => ApiError::Unauthorized,
+        ApiError::NotFound {
+            code,
+            message,
+            available,
+        } => ApiError::NotFound {
+            code,
+            message: message.clone(),
+            available: available.clone(),
+        },
+        ApiError::MethodNotAllowed => ApiError::MethodNotAllowed,
+        ApiError::PayloadTooLarge => ApiError::PayloadTooLarge,
+        ApiError::UnsupportedMediaType(m) => ApiError::UnsupportedMediaType(m.clone()),
+        ApiError::Unprocessable {
+            code,
+            message,
+            feasible_minimum,
+        } => ApiError::Unprocessable {
+            code,
+            message: message.clone(),
+            feasible_minimum: feasible_minimum.clone(),
+        },
+        ApiError::Overloaded(n) => ApiError::Overloaded(*n),
+        ApiError::Timeout(s) => ApiError::Timeout(*s),
+        ApiError::Internal(m) => ApiError::Internal(m.clone()),
+    }
+}
+
+/// `ofa-cache/1 <sha256 of payload>\n` + payload.
+fn encode(payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("{MAGIC} {}\n", sha256_hex(payload)).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of an encoded entry whose hash matches; `None` for anything else.
+fn decode(raw: &[u8]) -> Option<&[u8]> {
+    let nl = raw.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&raw[..nl]).ok()?;
+    let digest = head.strip_prefix(MAGIC)?.strip_prefix(' ')?;
+    let payload = &raw[nl + 1..];
+    (digest.len() == 64 && sha256_hex(payload) == digest).then_some(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_damage_is_detected() {
+        let e = encode(b"hello");
+        assert_eq!(decode(&e), Some(&b"hello"[..]));
+        assert_eq!(decode(&e[..e.len() - 1]), None, "truncated");
+        let mut flipped = e.clone();
+        *flipped.last_mut().unwrap_or(&mut 0) ^= 1;
+        assert_eq!(decode(&flipped), None, "a flipped bit");
+        assert_eq!(decode(b"hello"), None, "no header");
+        assert_eq!(decode(b""), None);
+    }
+}

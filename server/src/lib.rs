@@ -1,0 +1,427 @@
+//! `ofa-server`: the subnet service over HTTP.
+//!
+//! A team trains once and serves its packages; device teams ask for the best subnet within their
+//! budget and download it. Layout (after text-embeddings-inference):
+//! - [`state`]: per package, its predictors (shared by search threads), its model [`worker`]
+//!   thread (the package's tensors have one owner, fed through a bounded queue), its summary;
+//! - [`routes`]: the handlers; searches run on rayon behind permits and a deadline, cuts on the
+//!   model thread; every wait is bounded by the request timeout;
+//! - [`cache`]: results in memory (bounded in bytes) and on disk (atomic, hash-checked), with
+//!   identical concurrent cold requests sharing one computation;
+//! - [`error`]: one enum mapped to statuses and stable codes; [`api`]: the JSON types;
+//!   [`openapi`]: the document generated from both.
+//!
+//! Nothing here prints: the caller renders what [`Server::bind`] and [`Server::run`] return.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cache;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ofa_package::measure::Recalibration;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::error::ApiError;
+use crate::state::{AppState, Limits, Served};
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Package folders; each is served under its folder name.
+    pub packages: Vec<PathBuf>,
+    /// Address to listen on (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Keep results here too (survives restarts; may be shared by replicas).
+    pub cache_dir: Option<PathBuf>,
+    /// Memory for cached results, bytes.
+    pub cache_bytes: u64,
+    /// Require `Authorization: Bearer <token>` (except on `/healthz` and `/readyz`).
+    pub token: Option<String>,
+    /// Cut requests queued per supernet, and searches running or waiting, before 503.
+    pub max_queue: usize,
+    /// Time limit of a request's work.
+    pub request_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// Request bodies above this many bytes get 413.
+    pub max_body_bytes: usize,
+    /// Device of the model threads.
+    pub device: tch::Device,
+    /// BN recalibration of served subnets (the same as `ofa extract`'s by default).
+    pub recalibration: Recalibration,
+    /// libtorch intra-op threads of the model threads (weights are bit-identical to `ofa
+    /// extract`'s at the same count).
+    pub threads: i32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> ServeConfig {
+        ServeConfig {
+            packages: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cache_dir: None,
+            cache_bytes: 512 << 20,
+            token: None,
+            max_queue: 64,
+            request_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 << 10,
+            device: tch::Device::Cpu,
+            recalibration: Recalibration::default(),
+            threads: tch::get_num_threads(),
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Nothing to serve.
+    #[error("give at least one package (--package DIR)")]
+    NoPackage,
+    /// Two packages with one name.
+    #[error("two packages are named `{0}` (a package's name is its folder name)")]
+    DuplicateName(String),
+    /// A package that cannot be served.
+    #[error("package `{name}`: {reason}")]
+    Package {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cache folder.
+    #[error("cache folder {}: {source}", path.display())]
+    Cache {
+        /// The folder.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Listening or serving.
+    #[error("{addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// How [`Server::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every in-flight request finished.
+    Drained,
+    /// The drain timeout passed with requests still in flight.
+    DrainTimedOut,
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    app: Router,
+    addr: SocketAddr,
+    drain: Duration,
+}
+
+fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program); then the
+            // server's metrics go there and `/metrics` renders this one's (empty) view.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl Server {
+    /// Open every package (predictors, then weights on a model thread each) and bind `addr`.
+    pub async fn bind(cfg: ServeConfig) -> Result<Server, ServeError> {
+        if cfg.packages.is_empty() {
+            return Err(ServeError::NoPackage);
+        }
+        let metrics = recorder();
+        let mut supernets = BTreeMap::new();
+        for dir in &cfg.packages {
+            let name = ofa_package::package_name(dir);
+            if supernets.contains_key(&name) {
+                return Err(ServeError::DuplicateName(name));
+            }
+            let (d, n, device, recal, q, threads) = (
+                dir.clone(),
+                name.clone(),
+                cfg.device,
+                cfg.recalibration,
+                cfg.max_queue,
+                cfg.threads,
+            );
+            let served = tokio::task::spawn_blocking(move || {
+                Served::open(&n, &d, device, recal, q, threads)
+            })
+            .await
+            .map_err(|e| ServeError::Package {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?
+            .map_err(|reason| ServeError::Package {
+                name: name.clone(),
+                reason,
+            })?;
+            supernets.insert(name, served);
+        }
+        let store = cache::Store::new(cfg.cache_dir.as_deref(), cfg.cache_bytes).map_err(|e| {
+            ServeError::Cache {
+                path: cfg.cache_dir.clone().unwrap_or_default(),
+                source: e,
+            }
+        })?;
+        let state = Arc::new(AppState {
+            supernets,
+            store,
+            searches: Arc::new(Semaphore::new(cfg.max_queue.max(1))),
+            max_searches: cfg.max_queue.max(1),
+            limits: Limits {
+                request_timeout: cfg.request_timeout,
+                max_body_bytes: cfg.max_body_bytes,
+            },
+            token: cfg.token.clone().filter(|t| !t.is_empty()),
+            metrics,
+        });
+        let listener = TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|e| ServeError::Io {
+                addr: cfg.addr,
+                source: e,
+            })?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Io {
+            addr: cfg.addr,
+            source: e,
+        })?;
+        Ok(Server {
+            listener,
+            app: router(state),
+            addr,
+            drain: cfg.drain_timeout,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve until `shutdown` completes; then refuse new connections and let in-flight requests
+    /// finish for at most the drain timeout.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Stopped, ServeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = tx.send(());
+            })
+            .into_future();
+        let addr = self.addr;
+        let drain = self.drain;
+        tokio::pin!(serve);
+        tokio::select! {
+            r = &mut serve => {
+                r.map_err(|e| ServeError::Io { addr, source: e })?;
+                Ok(Stopped::Drained)
+            }
+            _ = async { if rx.await.is_ok() { tokio::time::sleep(drain).await } else { std::future::pending::<()>().await } } => {
+                Ok(Stopped::DrainTimedOut)
+            }
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The application: routes, fallbacks and the middleware stack.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.limits.max_body_bytes;
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/v1/supernets", get(routes::list_supernets))
+        .route("/v1/supernets/{name}", get(routes::get_supernet))
+        .route("/v1/subnets", post(routes::post_subnet))
+        .route("/v1/subnets/{id}", get(routes::get_subnet))
+        .route("/v1/subnets/{id}/weights", get(routes::get_weights))
+        .route("/v1/subnets/{id}/net-config", get(routes::get_net_config))
+        .route("/v1/pareto", post(routes::post_pareto))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn(track))
+        .layer(catch_panics())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A panic in a handler becomes a counted JSON 500; the connection and the server go on.
+pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
+    fn respond(_: Box<dyn std::any::Any + Send>) -> Response {
+        metrics::counter!("ofa_panics_total", "where" => "handler").increment(1);
+        ApiError::Internal("the handler panicked; the server goes on".into()).into_response()
+    }
+    CatchPanicLayer::custom(respond as fn(Box<dyn std::any::Any + Send>) -> Response)
+}
+
+/// Bearer-token check (constant time); `/healthz` and `/readyz` stay open.
+async fn authorize(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let path = req.uri().path();
+        if path != "/healthz" && path != "/readyz" {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                return ApiError::Unauthorized.into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Requests by route, method and status, and their latency by route.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    metrics::counter!("ofa_http_requests_total", "route" => route.clone(), "method" => method,
+                      "status" => status.as_u16().to_string())
+    .increment(1);
+    metrics::histogram!("ofa_http_request_duration_seconds", "route" => route)
+        .record(t.elapsed().as_secs_f64());
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        metrics::counter!("ofa_http_internal_errors_total").increment(1);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_json_500_and_the_router_goes_on() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/ok", get(|| async { "ok" }))
+            .layer(catch_panics());
+        let r = app
+            .clone()
+            .oneshot(
+                Request::get("/boom")
+                    .body(Body::empty())
+                    .unwrap_or_default(),
+            )
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "internal");
+        let r = app
+            .oneshot(Request::get("/ok").body(Body::empty()).unwrap_or_default())
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}

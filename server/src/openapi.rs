@@ -1,0 +1,49 @@
+//! `/openapi.json`, generated from the handlers' annotations and the API types.
+
+use utoipa::OpenApi;
+
+use crate::api;
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ofa",
+        description = "Once-for-All subnets on demand: search, cut and download the best subnet of a trained supernet for a hardware budget."
+    ),
+    paths(
+        routes::list_supernets,
+        routes::get_supernet,
+        routes::post_subnet,
+        routes::get_subnet,
+        routes::get_weights,
+        routes::get_net_config,
+        routes::post_pareto,
+        routes::healthz,
+        routes::readyz,
+        routes::metrics,
+    ),
+    components(schemas(
+        api::SubnetRequest,
+        api::ParetoRequest,
+        api::ConstraintsBody,
+        api::SubnetRecord,
+        api::PredictedBody,
+        api::Links,
+        api::SearchInfo,
+        api::SupernetList,
+        api::SupernetInfo,
+        api::SpaceInfo,
+        api::HardwareInfo,
+        api::Range,
+        api::ErrorBody,
+        api::ErrorDetail,
+        api::Health,
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

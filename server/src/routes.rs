@@ -1,0 +1,549 @@
+//! The handlers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ofa_extractor::{Constraints, Front, ParetoConfig, Predicted, Scored};
+use ofa_predictors::Metric;
+use ofa_space::ArchConfig;
+use ofa_supernet::checkpoint::sha256_hex;
+use ofa_supernet::SubnetConfig;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::api::{
+    Health, Links, ParetoRequest, PredictedBody, SearchInfo, SubnetRecord, SubnetRequest,
+    SupernetInfo, SupernetList,
+};
+use crate::cache::{Blob, Kind};
+use crate::error::ApiError;
+use crate::state::{content_id, valid_id, AppState, Served};
+
+/// Shared state of the handlers.
+pub type Shared = State<Arc<AppState>>;
+
+/// A JSON body whose every rejection is an [`ApiError`] (415, 400, 413, 422).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(r) => Err(json_rejection(r)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "the body must be JSON with `Content-Type: application/json`".into(),
+        ),
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad("malformed_json", e.body_text()),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::unprocessable("invalid_request", e.body_text())
+        }
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge
+        }
+        other => ApiError::bad("bad_body", other.body_text()),
+    }
+}
+
+fn query_rejection(r: QueryRejection) -> ApiError {
+    ApiError::bad("invalid_query", r.body_text())
+}
+
+fn json_blob<T: serde::Serialize>(v: &T) -> Blob {
+    Arc::new(bytes::Bytes::from(
+        serde_json::to_vec(v).unwrap_or_default(),
+    ))
+}
+
+fn parse_blob<T: DeserializeOwned>(b: &Blob) -> Result<T, ApiError> {
+    serde_json::from_slice(b)
+        .map_err(|e| ApiError::Internal(format!("a cached entry does not parse: {e}")))
+}
+
+/// `GET /v1/supernets`
+#[utoipa::path(get, path = "/v1/supernets", responses((status = 200, body = SupernetList)))]
+pub async fn list_supernets(State(s): Shared) -> Json<SupernetList> {
+    Json(SupernetList {
+        supernets: s.supernets.values().map(|x| x.info.clone()).collect(),
+    })
+}
+
+/// `GET /v1/supernets/{name}`
+#[utoipa::path(get, path = "/v1/supernets/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = SupernetInfo), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn get_supernet(
+    State(s): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<SupernetInfo>, ApiError> {
+    Ok(Json(s.supernet(&name)?.info.clone()))
+}
+
+/// The record of `arch` on `sn`: hardware-independent predictions, latency on every hardware.
+fn base_record(sn: &Served, scored: &Scored) -> Result<SubnetRecord, ApiError> {
+    let arch = scored.arch.clone();
+    let p = Predicted::of(scored);
+    let mut by_hw = BTreeMap::new();
+    for h in sn.spec.hardware_names() {
+        let ms = sn
+            .spec
+            .hardware(&h)?
+            .predict(&arch)
+            .map_err(ofa_extractor::ExtractError::from)?;
+        by_hw.insert(h, ms);
+    }
+    let id = sn.subnet_id(&arch);
+    Ok(SubnetRecord {
+        links: Links {
+            record: format!("/v1/subnets/{id}"),
+            weights: format!("/v1/subnets/{id}/weights"),
+            net_config: format!("/v1/subnets/{id}/net-config"),
+        },
+        id,
+        supernet: sn.name.clone(),
+        arch,
+        predicted: PredictedBody {
+            top1: p.top1,
+            latency_ms: None,
+            macs_m: p.macs_m,
+            params_m: p.params_m,
+        },
+        hardware: None,
+        latency_ms_by_hardware: by_hw,
+        search: None,
+    })
+}
+
+/// The base record with the latency on `hardware` filled in.
+fn for_hardware(mut r: SubnetRecord, hardware: Option<&str>) -> SubnetRecord {
+    if let Some(h) = hardware {
+        r.predicted.latency_ms = r.latency_ms_by_hardware.get(h).copied();
+        r.hardware = Some(h.to_string());
+    }
+    r
+}
+
+async fn within<T>(
+    s: &AppState,
+    f: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let limit = s.limits.request_timeout;
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::Timeout(limit.as_secs_f64())))
+}
+
+/// Run `f` on the rayon pool behind a search permit, and wait for it without blocking.
+async fn on_rayon<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = s.searches.clone().try_acquire_owned().map_err(|_| {
+        metrics::counter!("ofa_rejected_total", "reason" => "searches_full").increment(1);
+        ApiError::Overloaded(s.max_searches)
+    })?;
+    let (tx, rx) = oneshot::channel();
+    rayon::spawn(move || {
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+            metrics::counter!("ofa_panics_total", "where" => "search").increment(1);
+            Err(ApiError::Internal("the search panicked".into()))
+        });
+        drop(permit);
+        let _ = tx.send(out);
+    });
+    rx.await
+        .map_err(|_| ApiError::Internal("the search thread dropped its result".into()))?
+}
+
+/// `POST /v1/subnets`
+#[utoipa::path(post, path = "/v1/subnets", request_body = SubnetRequest,
+    responses((status = 200, body = SubnetRecord), (status = 422, body = crate::api::ErrorBody),
+              (status = 404, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody)))]
+pub async fn post_subnet(
+    State(s): Shared,
+    ApiJson(req): ApiJson<SubnetRequest>,
+) -> Result<Json<SubnetRecord>, ApiError> {
+    let sn = s.supernet(&req.supernet)?;
+    let hardware = req.hardware.as_deref();
+    if let Some(h) = hardware {
+        sn.spec.hardware(h)?;
+    }
+    match (req.arch, req.constraints) {
+        (Some(_), Some(_)) => Err(ApiError::unprocessable(
+            "invalid_request",
+            "give either `arch` or `constraints`, not both",
+        )),
+        (Some(a), None) => {
+            if req.seed.is_some() {
+                return Err(ApiError::unprocessable(
+                    "invalid_request",
+                    "`seed` goes with `constraints`",
+                ));
+            }
+            let arch = ArchConfig::deserialize(a).map_err(|e| {
+                ApiError::unprocessable("invalid_arch", format!("not a valid arch: {e}"))
+            })?;
+            let scored = sn.spec.score(&arch, None)?;
+            let record = base_record(sn, &scored)?;
+            s.store
+                .put(Kind::Subnet, &record.id, json_blob(&record))
+                .await;
+            Ok(Json(for_hardware(record, hardware)))
+        }
+        (None, Some(c)) => {
+            let constraints: Constraints = c.into();
+            constraints.validate()?;
+            if constraints.is_empty() {
+                return Err(ofa_extractor::ExtractError::NothingToSearch.into());
+            }
+            if constraints.latency_ms.is_some() && hardware.is_none() {
+                return Err(ofa_extractor::ExtractError::NeedsHardware("constraint").into());
+            }
+            let seed = req.seed.unwrap_or(0);
+            let key = content_id(&[
+                b"search/1",
+                sn.sha256.as_bytes(),
+                hardware.unwrap_or("").as_bytes(),
+                serde_json::to_string(&constraints)
+                    .unwrap_or_default()
+                    .as_bytes(),
+                seed.to_string().as_bytes(),
+            ]);
+            let blob = within(
+                &s,
+                s.store.get_or_compute(
+                    Kind::Search,
+                    &key,
+                    search(&s, sn, constraints, hardware, seed),
+                ),
+            )
+            .await?;
+            let record: SubnetRecord = parse_blob(&blob)?;
+            Ok(Json(record))
+        }
+        (None, None) => Err(ofa_extractor::ExtractError::NothingToSearch.into()),
+    }
+}
+
+async fn search(
+    s: &AppState,
+    sn: &Served,
+    constraints: Constraints,
+    hardware: Option<&str>,
+    seed: u64,
+) -> Result<Blob, ApiError> {
+    let spec = sn.spec.clone();
+    let hw = hardware.map(str::to_string);
+    let deadline = Instant::now() + s.limits.request_timeout;
+    let cfg = ofa_extractor::EvolutionConfig {
+        seed,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let result = on_rayon(s, move || {
+        Ok(spec.search(&constraints, hw.as_deref(), &cfg, Some(deadline))?)
+    })
+    .await?;
+    metrics::histogram!("ofa_search_seconds").record(t.elapsed().as_secs_f64());
+    let base = base_record(sn, &result.best)?;
+    s.store.put(Kind::Subnet, &base.id, json_blob(&base)).await;
+    let mut record = for_hardware(base, hardware);
+    record.search = Some(SearchInfo {
+        evaluated: result.evaluated,
+        generations: result.history.len(),
+        seconds: result.seconds,
+        seed,
+    });
+    Ok(json_blob(&record))
+}
+
+async fn record(s: &AppState, id: &str) -> Result<SubnetRecord, ApiError> {
+    if !valid_id(id) {
+        return Err(ApiError::bad(
+            "invalid_id",
+            format!("`{id}` is not a subnet id (32 lowercase hex digits)"),
+        ));
+    }
+    match s.store.peek(Kind::Subnet, id).await {
+        Some(b) => parse_blob(&b),
+        None => Err(ApiError::not_found(
+            "unknown_subnet",
+            format!("no subnet `{id}` here"),
+        )),
+    }
+}
+
+/// `GET /v1/subnets/{id}`
+#[utoipa::path(get, path = "/v1/subnets/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = SubnetRecord), (status = 400, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn get_subnet(
+    State(s): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<SubnetRecord>, ApiError> {
+    Ok(Json(record(&s, &id).await?))
+}
+
+/// `GET /v1/subnets/{id}/net-config`
+#[utoipa::path(get, path = "/v1/subnets/{id}/net-config", params(("id" = String, Path)),
+    responses((status = 200, description = "the reference `net.config` JSON"), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn get_net_config(
+    State(s): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = record(&s, &id).await?;
+    let sn = s.supernet(&r.supernet)?;
+    Ok(Json(
+        SubnetConfig::from_arch(&sn.spec.space, &r.arch).to_net_config(),
+    ))
+}
+
+/// `GET|HEAD /v1/subnets/{id}/weights`
+#[utoipa::path(get, path = "/v1/subnets/{id}/weights", params(("id" = String, Path)),
+    responses((status = 200, description = "safetensors, BN recalibrated", content_type = "application/octet-stream"),
+              (status = 304, description = "not modified (If-None-Match)"), (status = 404, body = crate::api::ErrorBody),
+              (status = 503, body = crate::api::ErrorBody)))]
+pub async fn get_weights(
+    State(s): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let r = record(&s, &id).await?;
+    let sn = s.supernet(&r.supernet)?;
+    // The metadata's predictions come from the predictors, as `ofa extract` computes them.
+    let predicted = Predicted::of(&sn.spec.score(&r.arch, None)?).without_latency();
+    let t = Instant::now();
+    let arch = r.arch.clone();
+    let blob = within(
+        &s,
+        s.store.get_or_compute(Kind::Weights, &id, async {
+            let art = sn.worker.cut(arch, predicted).await?;
+            Ok(Arc::new(bytes::Bytes::from(art.subnet)))
+        }),
+    )
+    .await?;
+    metrics::histogram!("ofa_weights_seconds").record(t.elapsed().as_secs_f64());
+    let etag = format!("\"{}\"", etag_of(&s, &id, &blob).await);
+    let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == etag || t.trim() == "*");
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    }
+    let disposition = format!("attachment; filename=\"{id}.safetensors\"");
+    Ok((
+        [
+            (header::ETAG, tag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(blob.len())),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            ),
+        ],
+        bytes::Bytes::clone(&blob),
+    )
+        .into_response())
+}
+
+/// The SHA-256 of a weights file, computed once per id.
+async fn etag_of(s: &AppState, id: &str, blob: &Blob) -> String {
+    if let Some(e) = s.store.peek(Kind::Etag, id).await {
+        return String::from_utf8_lossy(&e).into_owned();
+    }
+    let b = blob.clone();
+    let e = tokio::task::spawn_blocking(move || sha256_hex(&b))
+        .await
+        .unwrap_or_default();
+    s.store
+        .put(Kind::Etag, id, Arc::new(bytes::Bytes::from(e.clone())))
+        .await;
+    e
+}
+
+/// `?format=json|csv`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatQuery {
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// `POST /v1/pareto`
+#[utoipa::path(post, path = "/v1/pareto", request_body = ParetoRequest,
+    params(("format" = Option<String>, Query, description = "json (default) or csv")),
+    responses((status = 200, description = "the front: points by increasing objective"), (status = 422, body = crate::api::ErrorBody)))]
+pub async fn post_pareto(
+    State(s): Shared,
+    q: Result<Query<FormatQuery>, QueryRejection>,
+    ApiJson(req): ApiJson<ParetoRequest>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(query_rejection)?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => {
+            return Err(ApiError::bad(
+                "invalid_query",
+                format!("unknown format `{f}`: json or csv"),
+            ))
+        }
+    };
+    let sn = s.supernet(&req.supernet)?;
+    let hardware = req.hardware.clone();
+    if let Some(h) = &hardware {
+        sn.spec.hardware(h)?;
+    }
+    let objective = match req.objective.as_deref() {
+        Some("latency_ms") => Metric::LatencyMs,
+        Some("macs_m") => Metric::MacsM,
+        Some("params_m") => Metric::ParamsM,
+        None if hardware.is_some() => Metric::LatencyMs,
+        None => Metric::MacsM,
+        Some(o) => {
+            return Err(ApiError::unprocessable(
+                "invalid_objective",
+                format!("unknown objective `{o}`: latency_ms, macs_m or params_m"),
+            ))
+        }
+    };
+    if objective == Metric::LatencyMs && hardware.is_none() {
+        return Err(ofa_extractor::ExtractError::NeedsHardware("front").into());
+    }
+    let constraints: Constraints = req.constraints.unwrap_or_default().into();
+    constraints.validate()?;
+    let seed = req.seed.unwrap_or(0);
+    let key = content_id(&[
+        b"pareto/1",
+        sn.sha256.as_bytes(),
+        hardware.as_deref().unwrap_or("").as_bytes(),
+        objective.name().as_bytes(),
+        serde_json::to_string(&constraints)
+            .unwrap_or_default()
+            .as_bytes(),
+        seed.to_string().as_bytes(),
+    ]);
+    let spec = sn.spec.clone();
+    let deadline = Instant::now() + s.limits.request_timeout;
+    let blob = within(
+        &s,
+        s.store.get_or_compute(Kind::Front, &key, async {
+            let t = Instant::now();
+            let front = on_rayon(&s, move || {
+                let cfg = ParetoConfig {
+                    seed,
+                    ..ParetoConfig::default()
+                };
+                Ok(spec.pareto(
+                    objective,
+                    &constraints,
+                    hardware.as_deref(),
+                    &cfg,
+                    Some(deadline),
+                )?)
+            })
+            .await?;
+            metrics::histogram!("ofa_search_seconds").record(t.elapsed().as_secs_f64());
+            Ok(json_blob(&front))
+        }),
+    )
+    .await?;
+    if csv {
+        let front: Front = parse_blob(&blob)?;
+        return Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            front.to_csv(),
+        )
+            .into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        bytes::Bytes::clone(&blob),
+    )
+        .into_response())
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub async fn healthz(State(s): Shared) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        supernets: s.supernets.keys().cloned().collect(),
+    })
+}
+
+/// `GET /readyz`: every model thread is running.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(s): Shared) -> (StatusCode, Json<Health>) {
+    let alive: Vec<String> = s
+        .supernets
+        .values()
+        .filter(|x| x.worker.alive())
+        .map(|x| x.name.clone())
+        .collect();
+    let ready = alive.len() == s.supernets.len();
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(Health {
+            status: if ready { "ok" } else { "not ready" }.into(),
+            supernets: alive,
+        }),
+    )
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(s): Shared) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+/// `GET /openapi.json`
+pub async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
+}
+
+/// Unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
+
+/// Known routes, wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,183 @@
+//! One model thread per supernet. It opens the package (supernet weights and calibration images:
+//! tch tensors are `Send` but not `Sync`, so they get one owner) and serves cut requests from a
+//! bounded queue. A full queue is refused at once (503 with `Retry-After`); a request whose caller
+//! has gone (timed out, disconnected) is skipped when its turn comes.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ofa_extractor::pipeline::{cut, Artefacts};
+use ofa_extractor::Predicted;
+use ofa_package::measure::Recalibration;
+use ofa_package::Package;
+use ofa_space::{ArchConfig, SearchSpace};
+use tch::Device;
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+
+/// What the worker learnt when it opened the package.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// SHA-256 of `supernet.safetensors`.
+    pub sha256: String,
+    /// The supernet's space.
+    pub space: SearchSpace,
+}
+
+struct Job {
+    arch: ArchConfig,
+    predicted: Predicted,
+    reply: oneshot::Sender<Result<Artefacts, ApiError>>,
+}
+
+/// The handle of a model thread.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    name: String,
+    tx: SyncSender<Job>,
+    queued: Arc<AtomicUsize>,
+    alive: Arc<AtomicBool>,
+    capacity: usize,
+}
+
+impl Worker {
+    /// Start the thread for the package in `dir` (libtorch on `threads` intra-op threads) and wait
+    /// until it has opened it.
+    pub fn spawn(
+        name: &str,
+        dir: &Path,
+        device: Device,
+        recalibration: Recalibration,
+        capacity: usize,
+        threads: i32,
+    ) -> Result<(Worker, Opened), String> {
+        let (tx, rx) = sync_channel::<Job>(capacity.max(1));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let alive = Arc::new(AtomicBool::new(true));
+        let dir: PathBuf = dir.to_path_buf();
+        let (q, a, label) = (queued.clone(), alive.clone(), name.to_string());
+        // A new thread starts with OpenMP's default thread count, not the one another thread
+        // set: set it here, so a subnet is recalibrated (bit for bit) as `ofa extract` does with
+        // the same `--threads`.
+        std::thread::Builder::new()
+            .name(format!("ofa-model-{name}"))
+            .spawn(move || {
+                tch::set_num_threads(threads);
+                let pkg = match Package::open(&dir, device) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        a.store(false, Ordering::SeqCst);
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(Opened {
+                    sha256: pkg.supernet_sha256().to_string(),
+                    space: pkg.space().clone(),
+                }));
+                for job in rx {
+                    let depth = q.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+                    metrics::gauge!("ofa_queue_depth", "supernet" => label.clone())
+                        .set(depth as f64);
+                    if job.reply.is_closed() {
+                        metrics::counter!("ofa_abandoned_jobs_total").increment(1);
+                        continue;
+                    }
+                    let t = Instant::now();
+                    let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        run(&pkg, &job.arch, &job.predicted, &recalibration)
+                    }))
+                    .unwrap_or_else(|_| {
+                        metrics::counter!("ofa_panics_total", "where" => "worker").increment(1);
+                        Err(ApiError::Internal(
+                            "the model thread panicked on this subnet".into(),
+                        ))
+                    });
+                    metrics::histogram!("ofa_weights_job_seconds")
+                        .record(t.elapsed().as_secs_f64());
+                    let _ = job.reply.send(out);
+                }
+                a.store(false, Ordering::SeqCst);
+            })
+            .map_err(|e| format!("cannot start the model thread: {e}"))?;
+        let opened = ready_rx
+            .recv()
+            .map_err(|_| "the model thread ended while opening the package".to_string())??;
+        Ok((
+            Worker {
+                name: name.to_string(),
+                tx,
+                queued,
+                alive,
+                capacity: capacity.max(1),
+            },
+            opened,
+        ))
+    }
+
+    /// Whether the thread is running.
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Cut `arch`, recalibrate its BN and build its files (`predicted` goes into the metadata).
+    pub async fn cut(&self, arch: ArchConfig, predicted: Predicted) -> Result<Artefacts, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let depth = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.tx.try_send(Job {
+            arch,
+            predicted,
+            reply,
+        }) {
+            Ok(()) => {
+                metrics::gauge!("ofa_queue_depth", "supernet" => self.name.clone())
+                    .set(depth as f64);
+            }
+            Err(e) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                return Err(match e {
+                    TrySendError::Full(_) => {
+                        metrics::counter!("ofa_rejected_total", "reason" => "queue_full")
+                            .increment(1);
+                        ApiError::Overloaded(self.capacity)
+                    }
+                    TrySendError::Disconnected(_) => ApiError::Internal(format!(
+                        "the model thread of `{}` has stopped",
+                        self.name
+                    )),
+                });
+            }
+        }
+        rx.await.map_err(|_| {
+            ApiError::Internal(format!(
+                "the model thread of `{}` dropped the request",
+                self.name
+            ))
+        })?
+    }
+}
+
+fn run(
+    pkg: &Package,
+    arch: &ArchConfig,
+    predicted: &Predicted,
+    recalibration: &Recalibration,
+) -> Result<Artefacts, ApiError> {
+    let t = Instant::now();
+    let sub = cut(pkg, arch, recalibration)?;
+    metrics::histogram!("ofa_cut_recalibrate_seconds").record(t.elapsed().as_secs_f64());
+    Ok(Artefacts::new(
+        &sub,
+        pkg,
+        arch,
+        recalibration,
+        Some(predicted),
+        None,
+    )?)
+}

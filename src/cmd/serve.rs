@@ -1,0 +1,91 @@
+//! `ofa serve`: the subnet service over HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ofa_package::measure::Recalibration;
+use ofa_server::{ServeConfig, Server, Stopped};
+
+/// Arguments of `ofa serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A supernet package to serve (repeat for several); its name is its folder name. Each needs
+    /// accuracy.safetensors; its hardware profiles are its latency/*.json tables.
+    #[arg(long, required = true)]
+    package: Vec<PathBuf>,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Keep searches and weights here too: they survive restarts and replicas can share them.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Memory for cached results, MiB.
+    #[arg(long, default_value_t = 512)]
+    cache_mb: u64,
+    /// Require `Authorization: Bearer TOKEN` (except on /healthz and /readyz).
+    #[arg(long, env = "OFA_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Cut requests queued per supernet (and searches at once) before answering 503.
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
+    /// Time limit of a request's work, seconds (then a JSON 503; the work is abandoned).
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout: f64,
+    /// How long in-flight requests may finish after SIGTERM / Ctrl-C, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Images for BN recalibration of served subnets (as `ofa extract --calibration-images`).
+    #[arg(long, default_value_t = 2000)]
+    calibration_images: usize,
+    /// Device of the model threads: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{what} must be a positive number of seconds, got {s}"))
+}
+
+/// Run `ofa serve`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.max_queue > 0, "--max-queue must be positive");
+    let cfg = ServeConfig {
+        packages: a.package.clone(),
+        addr: a.addr,
+        cache_dir: a.cache_dir.clone(),
+        cache_bytes: a.cache_mb.saturating_mul(1 << 20),
+        token: a.token.clone(),
+        max_queue: a.max_queue,
+        request_timeout: seconds(a.request_timeout, "request-timeout")?,
+        drain_timeout: seconds(a.drain_timeout, "drain-timeout")?,
+        device: super::device(&a.device)?,
+        recalibration: Recalibration {
+            images: a.calibration_images,
+            ..Recalibration::default()
+        },
+        // this thread's count: `--threads`, or libtorch's default
+        threads: tch::get_num_threads(),
+        ..ServeConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ofa-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let server = Server::bind(cfg).await?;
+        println!("listening on http://{}", server.local_addr());
+        match server.run(ofa_server::shutdown_signal()).await? {
+            Stopped::Drained => eprintln!("stopped"),
+            Stopped::DrainTimedOut => {
+                eprintln!("stopped: the drain timeout passed with requests in flight")
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,839 @@
+//! `ofa serve` as a user runs it: the real binary on 127.0.0.1 (port 0), a real HTTP client, a
+//! freshly trained smoke package with a predictor and a latency table of this CPU. Every server a
+//! test starts is killed when its handle drops, also when the test fails.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{ofa, run_ok, s, specialised_package};
+use serde_json::{json, Value};
+use ureq::http;
+
+/// A running `ofa serve`.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(pkg: &Path, extra: &[&str]) -> Serve {
+        Serve::start_with_token_env(pkg, extra, None)
+    }
+
+    fn start_with_token_env(pkg: &Path, extra: &[&str], token: Option<&str>) -> Serve {
+        let mut c = ofa();
+        c.args(["serve", "--package", s(pkg), "--addr", "127.0.0.1:0"])
+            .args(extra);
+        match token {
+            Some(t) => c.env("OFA_API_TOKEN", t),
+            None => c.env_remove("OFA_API_TOKEN"),
+        };
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = match line.trim().strip_prefix("listening on ") {
+            Some(b) => b.to_string(),
+            None => {
+                let _ = child.kill();
+                panic!("`ofa serve` did not start: {line:?}");
+            }
+        };
+        Serve { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then the exit status (within 20 s).
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..200 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not stop within 20 s of SIGTERM");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// One response: status, headers, body.
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, n: &str) -> Option<&str> {
+        self.headers.get(n).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut resp = match body {
+        Some(body) => agent().run(b.body(body.to_vec()).unwrap()),
+        None => agent().run(b.body(()).unwrap()),
+    }
+    .unwrap();
+    Reply {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap(),
+    }
+}
+
+fn get(url: &str) -> Reply {
+    send("GET", url, &[], None)
+}
+
+fn post(url: &str, body: &Value) -> Reply {
+    send(
+        "POST",
+        url,
+        &[("content-type", "application/json")],
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+/// The value of a Prometheus counter line `name{labels} value` (0 when absent).
+fn metric(server: &Serve, series: &str) -> f64 {
+    let text = String::from_utf8(get(&server.url("/metrics")).body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// One package for every test (training and profiling it takes a while).
+fn package() -> &'static Path {
+    static PKG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &PKG.get_or_init(|| {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let pkg = specialised_package(tmp.path());
+        (tmp, pkg)
+    })
+    .1
+}
+
+/// A budget between the package's extremes on `cpu`.
+fn mid_latency(server: &Serve) -> f64 {
+    let info = get(&server.url("/v1/supernets/pkg")).json();
+    let hw = &info["hardware"][0];
+    assert_eq!(hw["name"], "cpu");
+    let (lo, hi) = (
+        hw["latency_ms"]["min"].as_f64().unwrap(),
+        hw["latency_ms"]["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < lo && lo < hi, "{hw}");
+    (lo + hi) / 2.0
+}
+
+#[test]
+fn happy_path_matches_ofa_extract_and_runs_under_ofa_infer() {
+    let pkg = package();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Serve::start(pkg, &[]);
+    assert_eq!(get(&server.url("/healthz")).status, 200);
+    assert_eq!(get(&server.url("/readyz")).status, 200);
+    let list = get(&server.url("/v1/supernets")).json();
+    assert_eq!(list["supernets"][0]["name"], "pkg");
+    assert_eq!(list["supernets"][0]["space"]["resolutions"], json!([32]));
+
+    let budget = mid_latency(&server);
+    let req = json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": budget}});
+    let r = post(&server.url("/v1/subnets"), &req);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rec = r.json();
+    let id = rec["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    assert!(rec["predicted"]["latency_ms"].as_f64().unwrap() <= budget);
+    assert!(rec["predicted"]["top1"].as_f64().is_some());
+    assert_eq!(rec["links"]["weights"], format!("/v1/subnets/{id}/weights"));
+    // deterministic: the same request is the same subnet
+    assert_eq!(
+        post(&server.url("/v1/subnets"), &req).json()["id"],
+        id.as_str()
+    );
+    // a request id is echoed, or made
+    let echoed = send(
+        "GET",
+        &server.url("/healthz"),
+        &[("x-request-id", "abc-123")],
+        None,
+    );
+    assert_eq!(echoed.header("x-request-id"), Some("abc-123"));
+    assert!(get(&server.url("/healthz"))
+        .header("x-request-id")
+        .is_some());
+
+    let got = get(&server.url(&format!("/v1/subnets/{id}"))).json();
+    assert_eq!(got["arch"], rec["arch"]);
+    assert!(got["latency_ms_by_hardware"]["cpu"].as_f64().is_some());
+
+    // weights: the bytes `ofa extract` writes for the same arch
+    let w = get(&server.url(&format!("/v1/subnets/{id}/weights")));
+    assert_eq!(w.status, 200);
+    assert_eq!(w.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(
+        w.header("content-length"),
+        Some(w.body.len().to_string().as_str())
+    );
+    let etag = w.header("etag").unwrap().to_string();
+    let arch = tmp.path().join("arch.json");
+    std::fs::write(&arch, rec["arch"].to_string()).unwrap();
+    let out = tmp.path().join("extracted");
+    run_ok(ofa().args([
+        "extract",
+        "--package",
+        s(pkg),
+        "--arch",
+        s(&arch),
+        "--out",
+        s(&out),
+    ]));
+    let offline = std::fs::read(out.join("subnet.safetensors")).unwrap();
+    assert!(
+        offline == w.body,
+        "served weights differ from `ofa extract`'s"
+    );
+    let nc = get(&server.url(&format!("/v1/subnets/{id}/net-config"))).json();
+    let nc_offline: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("net.config.json")).unwrap())
+            .unwrap();
+    assert_eq!(nc, nc_offline);
+    // conditional and HEAD requests
+    let again = send(
+        "GET",
+        &server.url(&format!("/v1/subnets/{id}/weights")),
+        &[("if-none-match", &etag)],
+        None,
+    );
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    let head = send(
+        "HEAD",
+        &server.url(&format!("/v1/subnets/{id}/weights")),
+        &[],
+        None,
+    );
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(w.body.len().to_string().as_str())
+    );
+    assert_eq!(head.header("etag"), Some(etag.as_str()));
+
+    // the downloaded file runs
+    let file = tmp.path().join("served.safetensors");
+    std::fs::write(&file, &w.body).unwrap();
+    let logits = common::infer(&file, tmp.path());
+    let t = ofa_supernet::checkpoint::read_safetensors(&logits).unwrap();
+    assert_eq!(t.tensors["logits"].size(), [2, 4]);
+
+    // a given arch, and the front (JSON and CSV)
+    let by_arch = post(
+        &server.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "arch": rec["arch"], "hardware": "cpu"}),
+    );
+    assert_eq!(by_arch.status, 200);
+    assert_eq!(by_arch.json()["id"], id.as_str());
+    let front = post(
+        &server.url("/v1/pareto"),
+        &json!({"supernet": "pkg", "hardware": "cpu"}),
+    );
+    assert_eq!(front.status, 200);
+    let points = front.json()["points"].as_array().unwrap().len();
+    assert!(points > 0);
+    let csv = post(
+        &server.url("/v1/pareto?format=csv"),
+        &json!({"supernet": "pkg", "hardware": "cpu"}),
+    );
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert_eq!(
+        String::from_utf8(csv.body).unwrap().lines().count(),
+        points + 1
+    );
+
+    let doc = get(&server.url("/openapi.json")).json();
+    for p in [
+        "/v1/supernets",
+        "/v1/subnets",
+        "/v1/subnets/{id}/weights",
+        "/v1/pareto",
+    ] {
+        assert!(
+            doc["paths"][p].is_object(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["SubnetRecord"].is_object());
+    let m = String::from_utf8(get(&server.url("/metrics")).body).unwrap();
+    assert!(m.contains("ofa_http_requests_total"), "{m}");
+    assert!(m.contains("ofa_search_seconds"), "{m}");
+    assert!(m.contains("ofa_cut_recalibrate_seconds"), "{m}");
+}
+
+/// A request: method, path, body, content type ("" for none).
+type Case = (&'static str, String, Option<String>, &'static str);
+
+#[test]
+fn bad_requests_are_json_4xx_with_a_code() {
+    let server = Serve::start(package(), &[]);
+    let budget = mid_latency(&server);
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let sub = |v: Value| {
+        (
+            "POST",
+            "/v1/subnets".to_string(),
+            Some(v.to_string()),
+            "application/json",
+        )
+    };
+    let par = |q: &str, v: Value| {
+        (
+            "POST",
+            format!("/v1/pareto{q}"),
+            Some(v.to_string()),
+            "application/json",
+        )
+    };
+    let raw = |path: &str, body: &str, ct: &'static str| {
+        ("POST", path.to_string(), Some(body.to_string()), ct)
+    };
+    let bare = |m: &'static str, path: &str| (m, path.to_string(), None, "");
+    let arch =
+        |ks: usize, r: u32| json!({"ks": vec![3; ks], "e": vec![3; ks], "d": vec![2; 5], "r": r});
+    let cases: Vec<(Case, u16, &str)> = vec![
+        (bare("GET", "/nope"), 404, "not_found"),
+        (bare("GET", "/v1/nope"), 404, "not_found"),
+        (bare("GET", "/v1/subnets/a/b/c"), 404, "not_found"),
+        (bare("DELETE", "/v1/subnets"), 405, "method_not_allowed"),
+        (bare("PUT", "/v1/supernets"), 405, "method_not_allowed"),
+        (bare("GET", "/v1/pareto"), 405, "method_not_allowed"),
+        (bare("POST", "/healthz"), 405, "method_not_allowed"),
+        (
+            bare("DELETE", &format!("/v1/subnets/{unknown}/weights")),
+            405,
+            "method_not_allowed",
+        ),
+        (bare("GET", "/v1/supernets/nope"), 404, "unknown_supernet"),
+        (bare("GET", "/v1/subnets/xyz"), 400, "invalid_id"),
+        (
+            bare("GET", &format!("/v1/subnets/{}", unknown.to_uppercase())),
+            400,
+            "invalid_id",
+        ),
+        (
+            bare("GET", &format!("/v1/subnets/{unknown}0")),
+            400,
+            "invalid_id",
+        ),
+        (
+            bare("GET", "/v1/subnets/..%2F..%2Fetc%2Fpasswd"),
+            400,
+            "invalid_id",
+        ),
+        (
+            bare("GET", &format!("/v1/subnets/{unknown}")),
+            404,
+            "unknown_subnet",
+        ),
+        (
+            bare("GET", &format!("/v1/subnets/{unknown}/weights")),
+            404,
+            "unknown_subnet",
+        ),
+        (bare("GET", "/v1/subnets/nothex/weights"), 400, "invalid_id"),
+        (
+            bare("GET", &format!("/v1/subnets/{unknown}/net-config")),
+            404,
+            "unknown_subnet",
+        ),
+        (
+            raw("/v1/subnets", r#"{"supernet":"pkg"}"#, ""),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            raw("/v1/subnets", r#"{"supernet":"pkg"}"#, "text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            raw("/v1/subnets", "{", "application/json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            raw("/v1/subnets", r#"{"supernet":"pkg"} x"#, "application/json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            raw("/v1/subnets", "", "application/json"),
+            400,
+            "malformed_json",
+        ),
+        (sub(json!([])), 422, "invalid_request"),
+        (sub(json!({})), 422, "invalid_request"),
+        (
+            sub(json!({"supernet": "pkg", "budget": 5})),
+            422,
+            "invalid_request",
+        ),
+        (sub(json!({"supernet": 7})), 422, "invalid_request"),
+        (
+            sub(json!({"supernet": "nope", "constraints": {"macs_m": 1}})),
+            404,
+            "unknown_supernet",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "hardware": "tpu", "constraints": {"latency_ms": 1}})),
+            404,
+            "unknown_hardware",
+        ),
+        (sub(json!({"supernet": "pkg"})), 422, "missing_constraint"),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {}})),
+            422,
+            "missing_constraint",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": null, "arch": null})),
+            422,
+            "missing_constraint",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {"latency_ms": budget}})),
+            422,
+            "hardware_required",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": -1}})),
+            422,
+            "invalid_constraint",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {"macs_m": 0}})),
+            422,
+            "invalid_constraint",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {"macs_m": "abc"}})),
+            422,
+            "invalid_request",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {"flops": 1}})),
+            422,
+            "invalid_request",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": 1e-6}})),
+            422,
+            "infeasible",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {"macs_m": 1e-4}})),
+            422,
+            "infeasible",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {"macs_m": 1}, "arch": arch(20, 32)})),
+            422,
+            "invalid_request",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "arch": arch(3, 32)})),
+            422,
+            "invalid_arch",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "arch": arch(20, 999)})),
+            422,
+            "invalid_arch",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "arch": 5})),
+            422,
+            "invalid_arch",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "arch": {"ks": vec![9; 20]}})),
+            422,
+            "invalid_arch",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "arch": arch(20, 32), "seed": 1})),
+            422,
+            "invalid_request",
+        ),
+        (
+            sub(json!({"supernet": "pkg", "constraints": {"macs_m": 1}, "seed": -1})),
+            422,
+            "invalid_request",
+        ),
+        (
+            raw(
+                "/v1/subnets",
+                &format!(r#"{{"supernet":"{}"}}"#, "x".repeat(100_000)),
+                "application/json",
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (
+            par("", json!({"supernet": "pkg", "objective": "joules"})),
+            422,
+            "invalid_objective",
+        ),
+        (
+            par("", json!({"supernet": "pkg", "objective": "latency_ms"})),
+            422,
+            "hardware_required",
+        ),
+        (
+            par("?format=xml", json!({"supernet": "pkg"})),
+            400,
+            "invalid_query",
+        ),
+        (
+            par("?bogus=1", json!({"supernet": "pkg"})),
+            400,
+            "invalid_query",
+        ),
+        (
+            par("", json!({"supernet": "nope"})),
+            404,
+            "unknown_supernet",
+        ),
+        (
+            par("", json!({"supernet": "pkg", "hardware": "tpu"})),
+            404,
+            "unknown_hardware",
+        ),
+        (
+            par(
+                "",
+                json!({"supernet": "pkg", "constraints": {"macs_m": -2}}),
+            ),
+            422,
+            "invalid_constraint",
+        ),
+        (
+            raw("/v1/pareto", "not json", "application/json"),
+            400,
+            "malformed_json",
+        ),
+    ];
+    assert!(cases.len() >= 40);
+    for ((method, path, body, ct), status, code) in &cases {
+        let headers: Vec<(&str, &str)> = if ct.is_empty() {
+            vec![]
+        } else {
+            vec![("content-type", *ct)]
+        };
+        let r = send(
+            method,
+            &server.url(path),
+            &headers,
+            body.as_deref().map(str::as_bytes),
+        );
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, *status, "{method} {path}: {text}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{method} {path}"
+        );
+        let v = r.json();
+        assert_eq!(v["error"]["code"], *code, "{method} {path}: {text}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // the infeasible answer carries the feasible minimum
+    let r = post(
+        &server.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": 1e-6}}),
+    );
+    assert!(
+        r.json()["error"]["feasible_minimum"]["latency_ms"]
+            .as_f64()
+            .unwrap()
+            > 1e-6
+    );
+    assert_eq!(metric(&server, "ofa_http_internal_errors_total"), 0.0);
+}
+
+#[test]
+fn identical_concurrent_cold_requests_share_one_computation() {
+    let server = Serve::start(package(), &[]);
+    let budget = mid_latency(&server) * 0.9;
+    let url = server.url("/v1/subnets");
+    let req = json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": budget}, "seed": 7});
+    let ids: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..50)
+            .map(|_| {
+                sc.spawn(|| {
+                    let r = post(&url, &req);
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                    r.json()["id"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(ids.iter().all(|i| *i == ids[0]));
+    assert_eq!(
+        metric(&server, "ofa_computations_total{kind=\"search\"}"),
+        1.0
+    );
+    // and 50 downloads of its cold weights: one cut
+    let wurl = server.url(&format!("/v1/subnets/{}/weights", ids[0]));
+    let bodies: Vec<Vec<u8>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..50).map(|_| sc.spawn(|| get(&wurl).body)).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(bodies.iter().all(|b| *b == bodies[0] && !b.is_empty()));
+    assert_eq!(
+        metric(&server, "ofa_computations_total{kind=\"weights\"}"),
+        1.0
+    );
+    assert!(metric(&server, "ofa_shared_computations_total{kind=\"weights\"}") >= 1.0);
+}
+
+#[test]
+fn the_disk_cache_survives_restarts_is_shared_and_recomputes_damage() {
+    let pkg = package();
+    let cache = tempfile::tempdir().unwrap();
+    let c = s(cache.path());
+    let a = Serve::start(pkg, &["--cache-dir", c]);
+    let budget = mid_latency(&a);
+    let mut ids = Vec::new();
+    let mut weights = Vec::new();
+    // a searched subnet, and the smallest (given: its id cannot be the search's)
+    let smallest = json!({"ks": vec![3; 20], "e": vec![3; 20], "d": vec![2; 5], "r": 32});
+    for body in [
+        json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": budget * 0.8}}),
+        json!({"supernet": "pkg", "arch": smallest}),
+    ] {
+        let r = post(&a.url("/v1/subnets"), &body);
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        weights.push(get(&a.url(&format!("/v1/subnets/{id}/weights"))).body);
+        ids.push(id);
+    }
+    assert_ne!(
+        ids[0], ids[1],
+        "the search chose the smallest subnet: raise the budget"
+    );
+    assert!(a.terminate().success());
+    // damage one cached weights file
+    let victim = cache.path().join("weights").join(&ids[1]);
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+
+    let b = Serve::start(pkg, &["--cache-dir", c]);
+    let b2 = Serve::start(pkg, &["--cache-dir", c]);
+    let rec = get(&b.url(&format!("/v1/subnets/{}", ids[0])));
+    assert_eq!(rec.status, 200, "a record from before the restart");
+    assert_eq!(
+        get(&b.url(&format!("/v1/subnets/{}/weights", ids[0]))).body,
+        weights[0]
+    );
+    assert_eq!(metric(&b, "ofa_computations_total{kind=\"weights\"}"), 0.0);
+    assert_eq!(
+        get(&b.url(&format!("/v1/subnets/{}/weights", ids[1]))).body,
+        weights[1]
+    );
+    assert_eq!(metric(&b, "ofa_cache_corrupt_total"), 1.0);
+    assert_eq!(metric(&b, "ofa_computations_total{kind=\"weights\"}"), 1.0);
+    // the repeated search is a disk hit, not a computation
+    let again = post(
+        &b.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": budget * 0.8}}),
+    );
+    assert_eq!(again.json()["id"], ids[0].as_str());
+    assert_eq!(metric(&b, "ofa_computations_total{kind=\"search\"}"), 0.0);
+    // two servers on one folder agree, and see each other's subnets
+    let req = json!({"supernet": "pkg", "constraints": {"macs_m": 1.5}});
+    let x = post(&b2.url("/v1/subnets"), &req).json();
+    let y = post(&b.url("/v1/subnets"), &req).json();
+    assert_eq!(x["id"], y["id"]);
+    let fresh = post(
+        &b2.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "constraints": {"params_m": 0.5}}),
+    );
+    let fid = fresh.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(get(&b.url(&format!("/v1/subnets/{fid}"))).status, 200);
+}
+
+#[test]
+fn a_token_guards_everything_but_health_checks() {
+    let server = Serve::start(package(), &["--token", "s3cret"]);
+    let url = server.url("/v1/supernets");
+    let none = get(&url);
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["error"]["code"], "unauthorized");
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        send("GET", &url, &[("authorization", "Bearer wrong")], None).status,
+        401
+    );
+    assert_eq!(
+        send("GET", &url, &[("authorization", "s3cret")], None).status,
+        401
+    );
+    assert_eq!(
+        send("GET", &url, &[("authorization", "Bearer s3cret")], None).status,
+        200
+    );
+    assert_eq!(get(&server.url("/healthz")).status, 200);
+    assert_eq!(get(&server.url("/readyz")).status, 200);
+    assert_eq!(get(&server.url("/metrics")).status, 401);
+    // the environment variable works too
+    let env_server = Serve::start_with_token_env(package(), &[], Some("from-env"));
+    assert_eq!(get(&env_server.url("/v1/supernets")).status, 401);
+    let ok = send(
+        "GET",
+        &env_server.url("/v1/supernets"),
+        &[("authorization", "Bearer from-env")],
+        None,
+    );
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_request_then_refuses_connections() {
+    let server = Serve::start(package(), &["--drain-timeout", "60"]);
+    let url = server.url("/v1/pareto");
+    let base = server.base.clone();
+    // a cold front takes a while on the smoke package
+    let inflight = std::thread::spawn(move || {
+        let r = post(
+            &url,
+            &json!({"supernet": "pkg", "objective": "params_m", "seed": 3}),
+        );
+        (r, std::time::Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let signalled = std::time::Instant::now();
+    let status = server.terminate();
+    let (r, answered) = inflight.join().unwrap();
+    assert!(
+        answered > signalled,
+        "the request was not in flight at SIGTERM; make it slower"
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!r.json()["points"].as_array().unwrap().is_empty());
+    assert!(status.success(), "{status:?}");
+    assert!(agent().get(format!("{base}/healthz")).call().is_err());
+}
+
+#[test]
+fn time_and_queue_limits_answer_503_with_retry_after() {
+    let slow = Serve::start(package(), &["--request-timeout", "0.001"]);
+    let r = post(
+        &slow.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "constraints": {"macs_m": 1.1}}),
+    );
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["error"]["code"], "timeout");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(metric(&slow, "ofa_timeouts_total") >= 1.0);
+    // one search at a time: concurrent distinct cold searches beyond it are refused at once
+    let one = Serve::start(package(), &["--max-queue", "1"]);
+    let url = one.url("/v1/subnets");
+    let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let url = &url;
+                sc.spawn(move || {
+                    let r = post(url, &json!({"supernet": "pkg", "constraints": {"macs_m": 1.2}, "seed": 100 + i}));
+                    let code = (r.status == 503).then(|| r.json()["error"]["code"].as_str().unwrap().to_string());
+                    (r.status, code)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().any(|(st, _)| *st == 200), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .any(|(st, c)| *st == 503 && c.as_deref() == Some("overloaded")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|(st, _)| *st == 200 || *st == 503),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_bad_packages_and_arguments_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    common::fails_with(
+        ofa().args(["serve", "--package", s(&empty), "--addr", "127.0.0.1:0"]),
+        "no supernet.safetensors: not a supernet package",
+    );
+    common::fails_with(
+        ofa().args([
+            "serve",
+            "--package",
+            s(package()),
+            "--package",
+            s(package()),
+            "--addr",
+            "127.0.0.1:0",
+        ]),
+        "two packages are named `pkg`",
+    );
+    common::fails_with(
+        ofa().args(["serve", "--package", s(package()), "--request-timeout", "0"]),
+        "--request-timeout must be a positive number",
+    );
+}
