@@ -180,7 +180,7 @@ async fn on_rayon<T: Send + 'static>(
 pub async fn post_subnet(
     State(s): Shared,
     ApiJson(req): ApiJson<SubnetRequest>,
-) -> Result<Json<SubnetRecord>, ApiError> {
+) -> Result<Response, ApiError> {
     let sn = s.supernet(&req.supernet)?;
     let hardware = req.hardware.as_deref();
     if let Some(h) = hardware {
@@ -203,10 +203,8 @@ pub async fn post_subnet(
             })?;
             let scored = sn.spec.score(&arch, None)?;
             let record = base_record(sn, &scored)?;
-            s.store
-                .put(Kind::Subnet, &record.id, json_blob(&record))
-                .await;
-            Ok(Json(for_hardware(record, hardware)))
+            keep_record(&s, &record).await;
+            Ok(Json(for_hardware(record, hardware)).into_response())
         }
         (None, Some(c)) => {
             let constraints: Constraints = c.into();
@@ -236,8 +234,13 @@ pub async fn post_subnet(
                 ),
             )
             .await?;
-            let record: SubnetRecord = parse_blob(&blob)?;
-            Ok(Json(record))
+            // The search's subnet stays addressable by its id even if its record left the cache.
+            let mut base: SubnetRecord = parse_blob(&blob)?;
+            base.hardware = None;
+            base.predicted.latency_ms = None;
+            base.search = None;
+            keep_record(&s, &base).await;
+            Ok(json_response(&blob))
         }
         (None, None) => Err(ofa_extractor::ExtractError::NothingToSearch.into()),
     }
@@ -264,7 +267,7 @@ async fn search(
     .await?;
     metrics::histogram!("ofa_search_seconds").record(t.elapsed().as_secs_f64());
     let base = base_record(sn, &result.best)?;
-    s.store.put(Kind::Subnet, &base.id, json_blob(&base)).await;
+    keep_record(s, &base).await;
     let mut record = for_hardware(base, hardware);
     record.search = Some(SearchInfo {
         evaluated: result.evaluated,
@@ -275,30 +278,44 @@ async fn search(
     Ok(json_blob(&record))
 }
 
-async fn record(s: &AppState, id: &str) -> Result<SubnetRecord, ApiError> {
+/// Store a subnet's record unless it is there already (a memory lookup on the hot path).
+async fn keep_record(s: &AppState, r: &SubnetRecord) {
+    if s.store.peek(Kind::Subnet, &r.id).await.is_none() {
+        s.store.put(Kind::Subnet, &r.id, json_blob(r)).await;
+    }
+}
+
+/// A cached JSON body as it is.
+fn json_response(b: &Blob) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        bytes::Bytes::clone(b),
+    )
+        .into_response()
+}
+
+async fn record_blob(s: &AppState, id: &str) -> Result<Blob, ApiError> {
     if !valid_id(id) {
         return Err(ApiError::bad(
             "invalid_id",
             format!("`{id}` is not a subnet id (32 lowercase hex digits)"),
         ));
     }
-    match s.store.peek(Kind::Subnet, id).await {
-        Some(b) => parse_blob(&b),
-        None => Err(ApiError::not_found(
-            "unknown_subnet",
-            format!("no subnet `{id}` here"),
-        )),
-    }
+    s.store
+        .peek(Kind::Subnet, id)
+        .await
+        .ok_or_else(|| ApiError::not_found("unknown_subnet", format!("no subnet `{id}` here")))
+}
+
+async fn record(s: &AppState, id: &str) -> Result<SubnetRecord, ApiError> {
+    parse_blob(&record_blob(s, id).await?)
 }
 
 /// `GET /v1/subnets/{id}`
 #[utoipa::path(get, path = "/v1/subnets/{id}", params(("id" = String, Path)),
     responses((status = 200, body = SubnetRecord), (status = 400, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
-pub async fn get_subnet(
-    State(s): Shared,
-    Path(id): Path<String>,
-) -> Result<Json<SubnetRecord>, ApiError> {
-    Ok(Json(record(&s, &id).await?))
+pub async fn get_subnet(State(s): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(json_response(&record_blob(&s, &id).await?))
 }
 
 /// `GET /v1/subnets/{id}/net-config`
@@ -485,11 +502,7 @@ pub async fn post_pareto(
         )
             .into_response());
     }
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        bytes::Bytes::clone(&blob),
-    )
-        .into_response())
+    Ok(json_response(&blob))
 }
 
 /// `GET /healthz`: the process answers.
