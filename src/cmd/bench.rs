@@ -299,9 +299,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             .collect();
         let t = Instant::now();
         let st = train_step(&net, Some(&teacher), &mut opt, &x, &y, &archs, &cfg, 0.01)?;
-        if let tch::Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
+        ofa_supernet::timing::sync(device);
         if i >= WARMUP {
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             total.teacher += st.time.teacher;
