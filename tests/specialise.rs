@@ -225,6 +225,36 @@ fn search_extract_profile_end_to_end() {
         "`ks[0]` = 9",
     );
     assert!(!nowhere.exists());
+    // a package whose calibration file holds no images
+    let hollow = tmp.path().join("hollow");
+    std::fs::create_dir_all(&hollow).unwrap();
+    for f in ["supernet.safetensors", "accuracy.safetensors", "card.json"] {
+        std::fs::copy(pkg.join(f), hollow.join(f)).unwrap();
+    }
+    let cal = read_safetensors(&pkg.join("calibration.safetensors")).unwrap();
+    let none: Vec<(String, tch::Tensor)> = ["images", "labels"]
+        .iter()
+        .map(|n| (n.to_string(), cal.tensors[*n].narrow(0, 0, 0)))
+        .collect();
+    ofa_supernet::checkpoint::write_safetensors(
+        &hollow.join("calibration.safetensors"),
+        &none,
+        &cal.metadata,
+    )
+    .unwrap();
+    fails_with(
+        ofa().args([
+            "extract",
+            "--package",
+            s(&hollow),
+            "--arch",
+            "largest",
+            "--out",
+            s(&nowhere),
+        ]),
+        "no calibration images",
+    );
+    assert!(!nowhere.exists());
     // a predictor made for another space
     fails_with(
         ofa().args([

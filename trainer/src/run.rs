@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use ofa_package::measure::{recalibrated, subset, top1, Recalibration};
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace, N_STAGES};
 use ofa_supernet::checkpoint::{read_safetensors, write_atomic, write_safetensors};
 use ofa_supernet::{channels_last, Layout, Provenance, Supernet, SupernetError};
@@ -24,7 +25,6 @@ use crate::data::{load_any, DataError, Split};
 use crate::loader::{mix, BatchPlan, Loader};
 use crate::recipe::{Phase, Recipe, RecipeError};
 use crate::step::{lr_at, train_step, Sgd, StepConfig};
-use ofa_package::measure::{recalibrated, subset, top1, Recalibration};
 
 /// `format` of a run checkpoint.
 pub const RUN_FORMAT: &str = "ofa-run/1";
