@@ -146,6 +146,15 @@ fn metric(server: &Serve, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `f(0..n)` on `n` threads at once; the results in order.
+fn concurrently<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|sc| {
+        let f = &f;
+        let hs: Vec<_> = (0..n).map(|i| sc.spawn(move || f(i))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// One package for every test (training and profiling it takes a while).
 fn package() -> &'static Path {
     static PKG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
@@ -613,17 +622,10 @@ fn identical_concurrent_cold_requests_share_one_computation() {
     let budget = mid_latency(&server) * 0.9;
     let url = server.url("/v1/subnets");
     let req = json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": budget}, "seed": 7});
-    let ids: Vec<String> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..50)
-            .map(|_| {
-                sc.spawn(|| {
-                    let r = post(&url, &req);
-                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-                    r.json()["id"].as_str().unwrap().to_string()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    let ids = concurrently(50, |_| {
+        let r = post(&url, &req);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["id"].as_str().unwrap().to_string()
     });
     assert!(ids.iter().all(|i| *i == ids[0]));
     assert_eq!(
@@ -632,10 +634,7 @@ fn identical_concurrent_cold_requests_share_one_computation() {
     );
     // and 50 downloads of its cold weights: one cut
     let wurl = server.url(&format!("/v1/subnets/{}/weights", ids[0]));
-    let bodies: Vec<Vec<u8>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..50).map(|_| sc.spawn(|| get(&wurl).body)).collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let bodies = concurrently(50, |_| get(&wurl).body);
     assert!(bodies.iter().all(|b| *b == bodies[0] && !b.is_empty()));
     assert_eq!(
         metric(&server, "ofa_computations_total{kind=\"weights\"}"),
@@ -785,18 +784,12 @@ fn time_and_queue_limits_answer_503_with_retry_after() {
     // one search at a time: concurrent distinct cold searches beyond it are refused at once
     let one = Serve::start(package(), &["--max-queue", "1"]);
     let url = one.url("/v1/subnets");
-    let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..8)
-            .map(|i| {
-                let url = &url;
-                sc.spawn(move || {
-                    let r = post(url, &json!({"supernet": "pkg", "constraints": {"macs_m": 1.2}, "seed": 100 + i}));
-                    let code = (r.status == 503).then(|| r.json()["error"]["code"].as_str().unwrap().to_string());
-                    (r.status, code)
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    let statuses = concurrently(8, |i| {
+        let body = json!({"supernet": "pkg", "constraints": {"macs_m": 1.2}, "seed": 100 + i});
+        let r = post(&url, &body);
+        let code =
+            (r.status == 503).then(|| r.json()["error"]["code"].as_str().unwrap().to_string());
+        (r.status, code)
     });
     assert!(statuses.iter().any(|(st, _)| *st == 200), "{statuses:?}");
     assert!(
