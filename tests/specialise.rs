@@ -159,6 +159,9 @@ fn search_extract_profile_end_to_end() {
         s(&arch),
         "--calibration-images",
         "16",
+        "--eval",
+        "--eval-split",
+        "test",
         "--out",
         s(&dir2),
     ]));
@@ -168,6 +171,43 @@ fn search_extract_profile_end_to_end() {
     for (n, t) in &a.tensors {
         assert!(t.equal(&b.tensors[n]), "{n}");
     }
+    // the file scores itself: `ofa eval` on the test split equals extract's measurement
+    let report2: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir2.join("report.json")).unwrap()).unwrap();
+    let data = tmp.path().join("data");
+    let model2 = dir2.join("subnet.safetensors");
+    let e: Value = serde_json::from_str(&run_ok(ofa().args([
+        "eval",
+        "--model",
+        s(&model2),
+        "--data",
+        s(&data),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(e["split"], "test");
+    assert_eq!(e["images"], report2["measured"]["images"]);
+    assert_eq!(e["top1"], report2["measured"]["top1"]);
+    fails_with(
+        ofa().args([
+            "eval",
+            "--model",
+            s(&pkg.join("supernet.safetensors")),
+            "--data",
+            s(&data),
+        ]),
+        "is a supernet",
+    );
+    fails_with(
+        ofa().args([
+            "eval",
+            "--model",
+            s(&model2),
+            "--data",
+            s(&tmp.path().join("absent")),
+        ]),
+        "absent",
+    );
     // `--arch smallest` needs no file; its report names the space's smallest subnet
     let dir3 = tmp.path().join("subnet3");
     run_ok(ofa().args([

@@ -265,8 +265,8 @@ pub const REPORT_FILE: &str = "report.json";
 #[derive(Debug, Clone)]
 pub struct Artefacts {
     /// `subnet.safetensors`: tensors under the reference subnet names; metadata `arch`, `space`,
-    /// `source_supernet`, `recalibration`, `predicted` (hardware-independent: top-1, MACs,
-    /// params) and `measured` when given. The same subnet and metadata give the same bytes.
+    /// `source_supernet`, `recalibration`, `augment` (the eval transform), `predicted`
+    /// (hardware-independent: top-1, MACs, params) and `measured` when given. The same subnet and metadata give the same bytes.
     pub subnet: Vec<u8>,
     /// The reference `net.config` JSON (pretty).
     pub net_config: String,
@@ -290,6 +290,8 @@ impl Artefacts {
             json!({"sha256": pkg.supernet_sha256()}).to_string(),
         );
         meta.insert("recalibration".to_string(), to_json(recalibration));
+        // the eval transform (resize, crop, normalisation), so the file can be scored alone
+        meta.insert("augment".to_string(), to_json(&pkg.augment));
         if let Some(p) = predicted {
             meta.insert("predicted".to_string(), to_json(&p.without_latency()));
         }
