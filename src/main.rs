@@ -3,6 +3,7 @@
 //! This binary only parses arguments and reports; the work lives in the workspace crates.
 
 mod cmd;
+mod plot;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Train a supernet by progressive shrinking (resumable).
     Train(cmd::train::Args),
+    /// Draw a training run's loss and held-out top-1 (curves.svg, curves.png).
+    Curves(cmd::curves::Args),
     /// Describe a supernet, subnet or reference checkpoint (and the devices available).
     Inspect(cmd::inspect::Args),
     /// Cut a subnet's weights out of a supernet.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(a),
+        Command::Curves(a) => cmd::curves::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Extract(a) => cmd::extract::run(a),
         Command::Infer(a) => cmd::infer::run(a),

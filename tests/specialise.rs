@@ -16,6 +16,28 @@ fn search_extract_profile_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     // a predictor fitted on 10 measured subnets and a profile of this CPU, then the table checked
     let pkg = specialised_package(tmp.path());
+    // training drew its curves; `ofa curves` draws any run, a torn last line and all
+    let font = std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file();
+    if font {
+        let svg = std::fs::read_to_string(pkg.join("curves.svg")).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.contains("training loss") && svg.contains("held-out top-1")
+        );
+        let torn = tmp.path().join("torn");
+        std::fs::create_dir_all(&torn).unwrap();
+        let mut m = std::fs::read_to_string(pkg.join("metrics.jsonl")).unwrap();
+        m.push_str("{\"kind\": \"step\", \"phase\": \"wid");
+        std::fs::write(torn.join("metrics.jsonl"), m).unwrap();
+        let pics = tmp.path().join("pics");
+        run_ok(ofa().args(["curves", s(&torn), "--out", s(&pics)]));
+        assert!(std::fs::read(pics.join("curves.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG"));
+    }
+    fails_with(
+        ofa().args(["curves", s(&tmp.path().join("absent"))]),
+        "absent",
+    );
     let table = pkg.join("latency/cpu.json");
     let t: Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
     assert_eq!(t["format"], "ofa-latency-table/1");

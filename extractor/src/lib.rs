@@ -14,7 +14,6 @@ use ofa_predictors::Metric;
 pub mod evolution;
 pub mod pareto;
 pub mod pipeline;
-pub mod plot;
 pub mod problem;
 pub mod specialiser;
 

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_predict;
 pub mod bench_search;
 pub mod bench_serve;
+pub mod curves;
 pub mod eval;
 pub mod extract;
 pub mod import;

@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use ofa_extractor::Specialiser;
-use ofa_extractor::{plot, Constraints, EvolutionConfig, ParetoConfig};
+use ofa_extractor::{Constraints, EvolutionConfig, ParetoConfig};
 use ofa_predictors::Metric;
 use ofa_supernet::checkpoint::write_atomic;
 use serde_json::json;
+
+use crate::plot;
 
 /// Predictor sources and constraints shared by `ofa search` and `ofa extract --package`.
 #[derive(Debug, Clone, clap::Args)]

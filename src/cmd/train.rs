@@ -109,10 +109,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => bail!("give --recipe and --out, or --resume RUN"),
     };
     match outcome {
-        Outcome::Finished => eprintln!(
-            "done: {} holds supernet.safetensors, calibration.safetensors, card.json",
-            dir.display()
-        ),
+        Outcome::Finished => {
+            eprintln!(
+                "done: {} holds supernet.safetensors, calibration.safetensors, card.json",
+                dir.display()
+            );
+            super::curves::write(&dir, &dir);
+        }
         Outcome::Interrupted { global_step } => eprintln!(
             "stopped after step {global_step}; continue with: ofa train --resume {}",
             dir.display()

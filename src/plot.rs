@@ -1,0 +1,343 @@
+//! The CLI's plots (SVG and PNG, with plotters): a Pareto front (every evaluated arch in grey, the
+//! front as a line with markers), and a training run's curves (loss per logged step, held-out top-1
+//! at each phase end).
+//!
+//! Text is laid out (SVG) and rasterised (PNG) with a TrueType font found on the system (DejaVu
+//! Sans, from Debian's `fonts-dejavu-core`, which `make setup` installs). Without one, the plots
+//! are skipped and the caller is told why (the JSON and CSV carry the same data).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+
+use anyhow::Context;
+use ofa_extractor::Front;
+use serde::Deserialize;
+
+const FONT_PATHS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+/// Register a system TrueType font for bitmap text once; whether one was found.
+fn font() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        for p in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    front: &Front,
+    title: &str,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let xs = front.archive.iter().map(|p| p.1);
+    let ys = front.archive.iter().map(|p| p.0 * 100.0);
+    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (x0, x1) = if x0.is_finite() && x1 > x0 {
+        (x0, x1)
+    } else {
+        (0.0, 1.0)
+    };
+    let (y0, y1) = if y0.is_finite() && y1 > y0 {
+        (y0, y1)
+    } else {
+        (0.0, 100.0)
+    };
+    let pad = |a: f64, b: f64| (b - a) * 0.03;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (x0 - pad(x0, x1))..(x1 + pad(x0, x1)),
+            (y0 - pad(y0, y1))..(y1 + pad(y0, y1)),
+        )
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc(front.objective.as_str())
+        .y_desc("predicted top-1 (%)")
+        .draw()
+        .map_err(|x| e(&x))?;
+    chart
+        .draw_series(
+            front
+                .archive
+                .iter()
+                .map(|(a, c)| Circle::new((*c, a * 100.0), 2, RGBColor(190, 190, 190).filled())),
+        )
+        .map_err(|x| e(&x))?;
+    let pts: Vec<(f64, f64)> = front
+        .points
+        .iter()
+        .filter_map(|p| {
+            p.metrics
+                .get(&front.objective)
+                .map(|c| (*c, p.accuracy * 100.0))
+        })
+        .collect();
+    chart
+        .draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2)))
+        .map_err(|x| e(&x))?
+        .label("Pareto front")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(pts.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Write `front` as an SVG file; `Ok(false)` when no font is available to lay out the text
+/// (nothing written).
+pub fn svg(front: &Front, path: &Path, title: &str) -> anyhow::Result<bool> {
+    if !font() {
+        return Ok(false);
+    }
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    draw(root, front, title).map_err(|r| anyhow::anyhow!("{}: {r}", path.display()))?;
+    Ok(true)
+}
+
+/// Write `front` as a PNG file; `Ok(false)` when no font is available (nothing written).
+pub fn png(front: &Front, path: &Path, title: &str) -> anyhow::Result<bool> {
+    if !font() {
+        return Ok(false);
+    }
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    draw(root, front, title).map_err(|r| anyhow::anyhow!("{}: {r}", path.display()))?;
+    Ok(true)
+}
+
+/// One line of a run's `metrics.jsonl` (other fields and kinds are ignored).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Line {
+    Step {
+        phase: String,
+        global_step: u64,
+        loss: f64,
+    },
+    Validation {
+        phase: String,
+        rows: Vec<Row>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    subnet: String,
+    resolution: u32,
+    val_top1: f64,
+}
+
+/// What the curves show: loss points per phase (in order), and per phase end the step it came
+/// after and the held-out top-1 of its min / mid / max subnets at the largest resolution.
+#[derive(Debug, Default)]
+struct Curves {
+    loss: Vec<(String, Vec<(f64, f64)>)>,
+    ends: Vec<(String, f64, [Option<f64>; 3])>,
+}
+
+fn read_curves(path: &Path) -> anyhow::Result<Curves> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut c = Curves::default();
+    let mut last_step = 0.0;
+    // A torn last line (a run killed mid-write) or a line of another kind is skipped.
+    for line in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+    {
+        match line {
+            Line::Step {
+                phase,
+                global_step,
+                loss,
+            } => {
+                last_step = global_step as f64;
+                match c.loss.last_mut() {
+                    Some((p, pts)) if *p == phase => pts.push((last_step, loss)),
+                    _ => c.loss.push((phase, vec![(last_step, loss)])),
+                }
+            }
+            Line::Validation { phase, rows } => {
+                let r = rows.iter().map(|r| r.resolution).max().unwrap_or(0);
+                let pick = |which: &str| {
+                    rows.iter()
+                        .find(|x| x.subnet == which && x.resolution == r)
+                        .map(|x| x.val_top1)
+                };
+                c.ends
+                    .push((phase, last_step, [pick("min"), pick("mid"), pick("max")]));
+            }
+        }
+    }
+    anyhow::ensure!(
+        !c.loss.is_empty(),
+        "{}: no training steps logged yet",
+        path.display()
+    );
+    Ok(c)
+}
+
+fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (a, b) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    if a.is_finite() && b > a {
+        let pad = (b - a) * 0.05;
+        (a - pad, b + pad)
+    } else if a.is_finite() {
+        (a - 1.0, a + 1.0)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    c: &Curves,
+    title: &str,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(|x| e(&x))?;
+    let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
+    let xs = c.loss.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
+    let (x0, x1) = range(xs);
+    let (y0, y1) = range(c.loss.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
+    let mut chart = ChartBuilder::on(&top)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("training loss")
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (i, (phase, pts)) in c.loss.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(phase.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|x| e(&x))?;
+
+    let (v0, v1) = range(
+        c.ends
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().flatten().copied()),
+    );
+    let mut chart = ChartBuilder::on(&bottom)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, v0..v1)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("step (phase ends)")
+        .y_desc("held-out top-1 (%)")
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (k, (label, color)) in [("smallest", RED), ("middle", GREEN), ("largest", BLUE)]
+        .into_iter()
+        .enumerate()
+    {
+        let pts: Vec<(f64, f64)> = c
+            .ends
+            .iter()
+            .filter_map(|(_, x, v)| v[k].map(|y| (*x, y)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(|x| e(&x))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Draw the run in `dir` (its `metrics.jsonl`) as `curves.svg` and `curves.png` in `out` (written
+/// whole, then renamed into place). `Ok(false)` when no font is available (nothing written).
+pub fn curves(dir: &Path, out: &Path) -> anyhow::Result<bool> {
+    let c = read_curves(&dir.join("metrics.jsonl"))?;
+    if !font() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let title = format!("training run {}", ofa_package::package_name(dir));
+    let tmp = out.join(".curves.tmp.svg");
+    draw_curves(
+        SVGBackend::new(&tmp, (1000, 800)).into_drawing_area(),
+        &c,
+        &title,
+    )
+    .map_err(|r| anyhow::anyhow!("{}: {r}", tmp.display()))?;
+    std::fs::rename(&tmp, out.join("curves.svg"))?;
+    let tmp = out.join(".curves.tmp.png");
+    draw_curves(
+        BitMapBackend::new(&tmp, (1000, 800)).into_drawing_area(),
+        &c,
+        &title,
+    )
+    .map_err(|r| anyhow::anyhow!("{}: {r}", tmp.display()))?;
+    std::fs::rename(&tmp, out.join("curves.png"))?;
+    Ok(true)
+}
