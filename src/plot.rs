@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use anyhow::Context;
@@ -37,51 +39,105 @@ fn font() -> bool {
     })
 }
 
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn err(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
+/// A padded range over `v` (a unit range around a single value, `default` for none).
+fn range(v: impl Iterator<Item = f64>, default: (f64, f64)) -> std::ops::Range<f64> {
+    let (a, b) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    let (a, b) = if a.is_finite() && b > a {
+        (a, b)
+    } else if a.is_finite() {
+        (a - 1.0, a + 1.0)
+    } else {
+        default
+    };
+    let pad = (b - a) * 0.04;
+    (a - pad)..(b + pad)
+}
+
+/// Axes with labels on `area`.
+fn axes<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    (x_desc, y_desc): (&str, &str),
+) -> Result<Chart<'a, DB>, String>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// A line with a legend entry.
+fn line<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    pts: Vec<(f64, f64)>,
+    color: RGBAColor,
+    label: &str,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    Ok(())
+}
+
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    at: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(at)
+        .draw()
+        .map_err(err)
+}
+
 fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
+    root: DrawingArea<DB, Shift>,
     front: &Front,
     title: &str,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    let e = |x: &dyn std::fmt::Display| x.to_string();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let xs = front.archive.iter().map(|p| p.1);
-    let ys = front.archive.iter().map(|p| p.0 * 100.0);
-    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    let (x0, x1) = if x0.is_finite() && x1 > x0 {
-        (x0, x1)
-    } else {
-        (0.0, 1.0)
-    };
-    let (y0, y1) = if y0.is_finite() && y1 > y0 {
-        (y0, y1)
-    } else {
-        (0.0, 100.0)
-    };
-    let pad = |a: f64, b: f64| (b - a) * 0.03;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(
-            (x0 - pad(x0, x1))..(x1 + pad(x0, x1)),
-            (y0 - pad(y0, y1))..(y1 + pad(y0, y1)),
-        )
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .x_desc(front.objective.as_str())
-        .y_desc("predicted top-1 (%)")
-        .draw()
-        .map_err(|x| e(&x))?;
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
+    let x = range(front.archive.iter().map(|p| p.1), (0.0, 1.0));
+    let y = range(front.archive.iter().map(|p| p.0 * 100.0), (0.0, 100.0));
+    let mut chart = axes(
+        &root,
+        x,
+        y,
+        (front.objective.as_str(), "predicted top-1 (%)"),
+    )?;
     chart
         .draw_series(
             front
@@ -89,7 +145,7 @@ where
                 .iter()
                 .map(|(a, c)| Circle::new((*c, a * 100.0), 2, RGBColor(190, 190, 190).filled())),
         )
-        .map_err(|x| e(&x))?;
+        .map_err(err)?;
     let pts: Vec<(f64, f64)> = front
         .points
         .iter()
@@ -99,22 +155,12 @@ where
                 .map(|c| (*c, p.accuracy * 100.0))
         })
         .collect();
-    chart
-        .draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2)))
-        .map_err(|x| e(&x))?
-        .label("Pareto front")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    line(&mut chart, pts.clone(), BLUE.to_rgba(), "Pareto front")?;
     chart
         .draw_series(pts.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
+        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    root.present().map_err(err)?;
     Ok(())
 }
 
@@ -211,80 +257,37 @@ fn read_curves(path: &Path) -> anyhow::Result<Curves> {
     Ok(c)
 }
 
-fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (a, b) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        (a.min(x), b.max(x))
-    });
-    if a.is_finite() && b > a {
-        let pad = (b - a) * 0.05;
-        (a - pad, b + pad)
-    } else if a.is_finite() {
-        (a - 1.0, a + 1.0)
-    } else {
-        (0.0, 1.0)
-    }
-}
-
 fn draw_curves<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
+    root: DrawingArea<DB, Shift>,
     c: &Curves,
     title: &str,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    let e = |x: &dyn std::fmt::Display| x.to_string();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(|x| e(&x))?;
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
     let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
-    let xs = c.loss.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
-    let (x0, x1) = range(xs);
-    let (y0, y1) = range(c.loss.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
-    let mut chart = ChartBuilder::on(&top)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("training loss")
-        .draw()
-        .map_err(|x| e(&x))?;
+    let x = range(
+        c.loss.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)),
+        (0.0, 1.0),
+    );
+    let y = range(
+        c.loss.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)),
+        (0.0, 1.0),
+    );
+    let mut chart = axes(&top, x.clone(), y, ("step", "training loss"))?;
     for (i, (phase, pts)) in c.loss.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(phase.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        line(&mut chart, pts.clone(), Palette99::pick(i).to_rgba(), phase)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|x| e(&x))?;
-
-    let (v0, v1) = range(
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    let y = range(
         c.ends
             .iter()
             .flat_map(|(_, _, v)| v.iter().flatten().copied()),
+        (0.0, 100.0),
     );
-    let mut chart = ChartBuilder::on(&bottom)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, v0..v1)
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .x_desc("step (phase ends)")
-        .y_desc("held-out top-1 (%)")
-        .draw()
-        .map_err(|x| e(&x))?;
+    let mut chart = axes(&bottom, x, y, ("step (phase ends)", "held-out top-1 (%)"))?;
     for (k, (label, color)) in [("smallest", RED), ("middle", GREEN), ("largest", BLUE)]
         .into_iter()
         .enumerate()
@@ -294,23 +297,13 @@ where
             .iter()
             .filter_map(|(_, x, v)| v[k].map(|y| (*x, y)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        line(&mut chart, pts.clone(), color.to_rgba(), label)?;
         chart
             .draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
-            .map_err(|x| e(&x))?;
+            .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    root.present().map_err(err)?;
     Ok(())
 }
 
