@@ -1,5 +1,5 @@
 # ofa: two commands on a fresh Debian/Ubuntu machine with Rust and Python 3.
-#   make demo   the main job on the embedded default (installs what it needs first)
+#   make demo   the main job on the shipped package checkpoints/fashion-mnist (installs what it needs first)
 #   make test   the whole test suite (installs what it needs first)
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -7,7 +7,7 @@ OFA := target/release/ofa
 DEMO := target/demo
 REFDATA ?= ../shared/reference-data
 
-.PHONY: setup build test demo bench fmt lint clean
+.PHONY: setup build test demo demo-reference bench fmt lint clean
 
 setup:  ## libtorch 2.11.0 (project-local, from the PyPI wheel) and Fashion-MNIST; idempotent
 	@bash scripts/setup.sh
@@ -18,26 +18,17 @@ build: setup
 test: setup
 	$(CARGO) test --workspace --locked
 
-demo: build
-	@mkdir -p $(DEMO)
-	@echo "== import the reference supernet checkpoint (.pth, legacy naming; space inferred)"
-	$(OFA) import tests/fixtures/ofa-tiny/supernet_legacy_naming.pth --out $(DEMO)/supernet.safetensors
-	@echo "== inspect it"
-	$(OFA) inspect $(DEMO)/supernet.safetensors
-	@echo "== cut out a subnet and run it"
-	@echo '{"ks":[7,3,7,5,5,3,7,7,3,7,3,5,5,7,3,5,5,3,5,3],"e":[3,3,4,6,4,3,4,4,3,6,4,4,3,3,4,4,4,3,3,6],"d":[4,4,3,4,3],"r":44}' > $(DEMO)/arch.json
-	$(OFA) extract --supernet $(DEMO)/supernet.safetensors --arch $(DEMO)/arch.json --out $(DEMO)/subnet.safetensors --net-config $(DEMO)/net.config.json
-	$(OFA) infer --model $(DEMO)/subnet.safetensors --input tests/fixtures/ofa-tiny/io_3.safetensors --out $(DEMO)/logits.safetensors
-	$(OFA) inspect $(DEMO)/subnet.safetensors
-	@echo "== extraction benchmark (ofa-mbv3-w1.0, random weights)"
-	$(OFA) bench extract --space ofa-mbv3-w1.0 --repeats 20
-	@if [ -d $(REFDATA) ]; then \
-	  echo "== search with the reference's pretrained predictor and Samsung Note10 tables ($(REFDATA))"; \
-	  $(OFA) search --space ofa-mbv3-w1.2 --resolutions 160,176,192,208,224 --predictor $(REFDATA)/tutorial_acc_predictor.safetensors \
-	    --latency-table $(REFDATA)/note10-lut --hardware note10 --max-latency-ms 25 && \
-	  $(OFA) search --space ofa-mbv3-w1.2 --resolutions 160,176,192,208,224 --predictor $(REFDATA)/tutorial_acc_predictor.safetensors \
-	    --latency-table $(REFDATA)/note10-lut --hardware note10 --pareto latency_ms --out $(DEMO)/front | tail -n 5; \
-	else echo "== (search demo skipped: $(REFDATA) absent)"; fi
+demo: build  ## serve checkpoints/fashion-mnist, ask over HTTP, cut offline, measure; PACKAGE=DIR for another
+	@bash scripts/demo.sh
+
+# The earlier tour of the file formats: import a reference checkpoint, cut a subnet, run it.
+demo-reference: build
+	@mkdir -p $(DEMO)-reference
+	$(OFA) import tests/fixtures/ofa-tiny/supernet_legacy_naming.pth --out $(DEMO)-reference/supernet.safetensors
+	$(OFA) inspect $(DEMO)-reference/supernet.safetensors
+	@echo '{"ks":[7,3,7,5,5,3,7,7,3,7,3,5,5,7,3,5,5,3,5,3],"e":[3,3,4,6,4,3,4,4,3,6,4,4,3,3,4,4,4,3,3,6],"d":[4,4,3,4,3],"r":44}' > $(DEMO)-reference/arch.json
+	$(OFA) extract --supernet $(DEMO)-reference/supernet.safetensors --arch $(DEMO)-reference/arch.json --out $(DEMO)-reference/subnet.safetensors --net-config $(DEMO)-reference/net.config.json
+	$(OFA) infer --model $(DEMO)-reference/subnet.safetensors --input tests/fixtures/ofa-tiny/io_3.safetensors --out $(DEMO)-reference/logits.safetensors
 
 BENCH_PACKAGE ?= checkpoints/fashion-mnist
 

@@ -102,9 +102,18 @@ install_font() {
   fi
 }
 
+install_curl() {
+  # `make demo` talks to `ofa serve` with curl.
+  command -v curl >/dev/null 2>&1 && return
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing curl (the demo's HTTP client)"
+    apt_install curl || log "WARNING: could not install curl; make demo needs it"
+  fi
+}
+
 case "${1:-all}" in
   libtorch) install_libtorch ;;
   data) install_fmnist; install_font ;;
-  all) install_libtorch; install_fmnist; install_font ;;
+  all) install_libtorch; install_fmnist; install_font; install_curl ;;
   *) log "usage: setup.sh [all|libtorch|data]"; exit 2 ;;
 esac

@@ -204,10 +204,13 @@ fn search_extract_profile_end_to_end() {
         s(&model2),
         "--data",
         s(&data),
+        "--latency-repeats",
+        "3",
         "--json",
     ])))
     .unwrap();
     assert_eq!(e["split"], "test");
+    assert!(e["latency_ms"].as_f64().unwrap() > 0.0, "{e}");
     assert_eq!(e["images"], report2["measured"]["images"]);
     assert_eq!(e["top1"], report2["measured"]["top1"]);
     fails_with(

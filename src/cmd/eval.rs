@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ofa_package::augment::AugmentConfig;
-use ofa_package::measure::top1;
+use ofa_package::measure::{latency, top1};
 use ofa_supernet::checkpoint::{open_model, Model};
 use serde_json::json;
 
@@ -33,6 +33,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Also time the subnet at batch 1 on the device: median of this many runs (0: no timing).
+    #[arg(long, default_value_t = 0)]
+    latency_repeats: usize,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -84,8 +87,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t = Instant::now();
     let acc = top1(&f.net, &split, r, &augment, a.batch, a.images)?;
     let n = a.images.min(split.len());
-    let out = json!({"top1": acc * 100.0, "split": name, "images": n, "resolution": r,
-                     "data": ds.name, "seconds": t.elapsed().as_secs_f64()});
+    let mut out = json!({"top1": acc * 100.0, "split": name, "images": n, "resolution": r,
+                         "data": ds.name, "seconds": t.elapsed().as_secs_f64()});
+    let lat = if a.latency_repeats > 0 {
+        let s = latency(&f.net, r, 5, a.latency_repeats)?;
+        out["latency_ms"] = json!(s.median_ms);
+        out["latency_p90_ms"] = json!(s.p90_ms);
+        out["latency_threads"] = json!(tch::get_num_threads());
+        Some(s)
+    } else {
+        None
+    };
     if a.json {
         println!("{out}");
     } else {
@@ -94,6 +106,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             acc * 100.0,
             ds.name
         );
+        if let Some(s) = lat {
+            println!(
+                "latency {:.3} ms (median of {}, p90 {:.3} ms; batch 1, {} threads, {:?})",
+                s.median_ms,
+                s.n,
+                s.p90_ms,
+                tch::get_num_threads(),
+                f.net.device()
+            );
+        }
     }
     Ok(())
 }
