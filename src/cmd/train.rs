@@ -3,12 +3,14 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
 use ofa_trainer::recipe::Recipe;
-use ofa_trainer::run::{resume, train, Outcome, TrainOptions};
+use ofa_trainer::run::{branch, resume, train, Observer, Outcome, TrainOptions};
+use serde_json::Value;
 
 /// What a stop signal (SIGINT, SIGTERM, SIGHUP) means, given the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +50,7 @@ impl StopRequests {
 /// Arguments of `ofa train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Built-in recipe (paper, fmnist, fmnist-quick, smoke) or a recipe TOML file.
+    /// Built-in recipe (paper, fmnist, fmnist-no-ps, fmnist-quick, smoke) or a recipe TOML file.
     #[arg(long, required_unless_present = "resume")]
     recipe: Option<String>,
     /// Dataset directory: MNIST-style IDX, CIFAR-10 binary batches or an image folder
@@ -64,6 +66,10 @@ pub struct Args {
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start the new run from another run's checkpoint saved at a phase boundary (its phases so
+    /// far must open --recipe, all other settings equal): ablations that share one full network.
+    #[arg(long, conflicts_with = "resume", requires = "recipe")]
+    branch_from: Option<PathBuf>,
     /// Stop (checkpoint saved) after this many steps in total; resume later.
     #[arg(long)]
     stop_after: Option<u64>,
@@ -99,13 +105,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = TrainOptions {
         data: a.data,
         device: super::device(&a.device)?,
-        progress: std::io::stderr().is_terminal(),
+        observer: Arc::new(Render::new(std::io::stderr().is_terminal())),
         stop,
         stop_after: a.stop_after,
     };
     let (dir, outcome) = match (&a.resume, &a.recipe, &a.out) {
         (Some(dir), _, _) => (dir.clone(), resume(dir, opts)?),
-        (None, Some(name), Some(out)) => (out.clone(), train(Recipe::load(name)?, out, opts)?),
+        (None, Some(name), Some(out)) => match &a.branch_from {
+            Some(from) => (out.clone(), branch(Recipe::load(name)?, out, from, opts)?),
+            None => (out.clone(), train(Recipe::load(name)?, out, opts)?),
+        },
         _ => bail!("give --recipe and --out, or --resume RUN"),
     };
     match outcome {
@@ -122,6 +131,89 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Progress bars (on a terminal) and phase-end tables on stderr.
+struct Render {
+    bars: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Render {
+    fn new(bars: bool) -> Render {
+        Render {
+            bars,
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f(b);
+        }
+    }
+}
+
+impl Observer for Render {
+    fn phase_start(&self, index: usize, phases: usize, name: &str, from: u64, total: u64) {
+        if !self.bars {
+            return;
+        }
+        let bar = ProgressBar::new(total).with_position(from);
+        let style = ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("{}/{phases} {name}", index + 1));
+        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+
+    fn step(&self, step: u64, loss: f64, lr: f64) {
+        self.with_bar(|b| {
+            b.set_position(step);
+            b.set_message(format!("loss {loss:.3} lr {lr:.4}"));
+        });
+    }
+
+    fn phase_steps_end(&self, finished: bool) {
+        self.with_bar(|b| {
+            if finished {
+                b.finish();
+            } else {
+                b.abandon();
+            }
+        });
+    }
+
+    fn validation(&self, phase: &str, rows: &[Value]) {
+        eprintln!("{}", validation_table(phase, rows));
+    }
+}
+
+/// A phase-end validation table as text.
+fn validation_table(phase: &str, rows: &[Value]) -> String {
+    let mut s = format!(
+        "phase {phase}: top-1 after BN recalibration\n  {:<6} {:>10} {:>10}",
+        "subnet", "resolution", "val %"
+    );
+    let has_test = rows.iter().any(|r| r.get("test_top1").is_some());
+    if has_test {
+        s.push_str(&format!(" {:>10}", "test %"));
+    }
+    for r in rows {
+        s.push_str(&format!(
+            "\n  {:<6} {:>10} {:>10.2}",
+            r["subnet"].as_str().unwrap_or("?"),
+            r["resolution"],
+            r["val_top1"].as_f64().unwrap_or(0.0)
+        ));
+        if let Some(t) = r.get("test_top1").and_then(Value::as_f64) {
+            s.push_str(&format!(" {t:>10.2}"));
+        }
+    }
+    s
 }
 
 #[cfg(test)]

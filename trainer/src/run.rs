@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ofa_package::measure::{recalibrated, subset, top1, Recalibration};
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace, N_STAGES};
 use ofa_supernet::checkpoint::{read_safetensors, write_atomic, write_safetensors};
@@ -77,7 +76,40 @@ pub struct RunState {
     pub tables: Vec<Value>,
     /// Seconds of training so far (over all sessions).
     pub elapsed_s: f64,
+    /// The checkpoint this run branched from ([`branch`]), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branched_from: Option<Branched>,
 }
+
+/// Where a branched run came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Branched {
+    /// The checkpoint file, as given.
+    pub checkpoint: String,
+    /// Its recipe's name.
+    pub recipe: String,
+    /// Phases it had completed (shared with this run).
+    pub phases: usize,
+}
+
+/// What a run reports as it goes. The CLI draws progress bars and tables; the default methods do
+/// nothing.
+pub trait Observer: Send + Sync {
+    /// Phase `index` of `phases` starts (or resumes) at step `from` of `total`.
+    fn phase_start(&self, _index: usize, _phases: usize, _name: &str, _from: u64, _total: u64) {}
+    /// Step `step` of the current phase ended.
+    fn step(&self, _step: u64, _loss: f64, _lr: f64) {}
+    /// The current phase's steps ended; `finished` is false when the run stops inside it.
+    fn phase_steps_end(&self, _finished: bool) {}
+    /// The phase-end validation table: rows `{subnet, resolution, val_top1[, test_top1]}`.
+    fn validation(&self, _phase: &str, _rows: &[Value]) {}
+}
+
+/// An [`Observer`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Observer for Silent {}
 
 /// How a call to [`train`] ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,18 +124,29 @@ pub enum Outcome {
 }
 
 /// Everything a run needs besides its recipe.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrainOptions {
     /// Dataset directory (default: the recipe's).
     pub data: Option<PathBuf>,
     /// Compute device.
     pub device: Device,
-    /// Show progress bars.
-    pub progress: bool,
+    /// Told about progress and phase-end tables.
+    pub observer: Arc<dyn Observer>,
     /// Set to stop after the current step (checkpoint first).
     pub stop: Arc<AtomicBool>,
     /// Stop (as if interrupted) after this many global steps; for tests and time-boxed runs.
     pub stop_after: Option<u64>,
+}
+
+impl std::fmt::Debug for TrainOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainOptions")
+            .field("data", &self.data)
+            .field("device", &self.device)
+            .field("stop", &self.stop)
+            .field("stop_after", &self.stop_after)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Ctx {
@@ -205,23 +248,132 @@ pub fn resolve_space(recipe: &Recipe, n_classes: usize) -> Result<SearchSpace, T
 
 /// Start a new run of `recipe` in `dir` (created; must not hold a run already).
 pub fn train(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
-    if dir.join("recipe.toml").exists() {
-        return Err(run_err(
-            dir,
-            "already holds a run: resume it with --resume, or choose another --out",
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| run_err(dir, e.to_string()))?;
-    let mut opts = opts;
-    if opts.data.is_none() {
-        opts.data = Some(PathBuf::from(&recipe.data));
-    }
-    let ctx = Ctx::new(recipe, dir, opts)?;
-    write_atomic(&dir.join("recipe.toml"), ctx.recipe.to_toml().as_bytes())?;
-    let meta = json!({"data": ctx.dataset, "device": format!("{:?}", ctx.opts.device)});
-    write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
+    let ctx = Ctx::create(recipe, dir, opts)?;
     let net = ctx.fresh_net()?;
     ctx.run_from(net, None, RunState::default(), None)
+}
+
+/// Start a new run of `recipe` in `dir` from another run's checkpoint `from`, saved at a phase
+/// boundary: the phases done there must be the first phases of `recipe`, and every other setting
+/// the same. Both runs then share their trained full network (and teacher), as the arms of an
+/// ablation do. The source run's metrics up to the boundary are copied when they lie beside the
+/// checkpoint.
+pub fn branch(
+    recipe: Recipe,
+    dir: &Path,
+    from: &Path,
+    opts: TrainOptions,
+) -> Result<Outcome, TrainError> {
+    let f = read_safetensors(from)?;
+    let state = checkpoint_state(from, &f.metadata)?;
+    let source = match f.metadata.get("recipe") {
+        Some(t) => Recipe::from_toml(t, &format!("{}: metadata `recipe`", from.display()))?,
+        None => {
+            // Checkpoints before the recipe was stored in them: the run's own recipe.toml.
+            let p = from.with_file_name("recipe.toml");
+            let text = std::fs::read_to_string(&p).map_err(|_| {
+                run_err(from, "records no recipe, and no recipe.toml lies beside it")
+            })?;
+            Recipe::from_toml(&text, &p.display().to_string())?
+        }
+    };
+    drop(f);
+    let done = state.phase;
+    if state.step != 0 || done == 0 || done >= source.phases.len() {
+        return Err(run_err(
+            from,
+            format!(
+                "not at a phase boundary (phase {} of {}, step {}): branch from the checkpoint saved as a phase ends (`--stop-after` its last step)",
+                done + 1,
+                source.phases.len(),
+                state.step
+            ),
+        ));
+    }
+    if let Some(why) = branch_mismatch(&source, &recipe, done) {
+        return Err(run_err(
+            from,
+            format!("recipe `{}` cannot continue it: {why}", recipe.name),
+        ));
+    }
+    let ctx = Ctx::create(recipe, dir, opts)?;
+    let src_metrics = from.with_file_name("metrics.jsonl");
+    if let Ok(text) = std::fs::read_to_string(&src_metrics) {
+        let mut validations = 0;
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let within = v["global_step"]
+                .as_u64()
+                .is_some_and(|g| g <= state.global_step);
+            if v["kind"] == "validation" {
+                if validations == done {
+                    break;
+                }
+                validations += 1;
+                ctx.log(&v)?;
+            } else if within {
+                ctx.log(&v)?;
+            }
+        }
+    }
+    let mut state = state;
+    state.branched_from = Some(Branched {
+        checkpoint: from.display().to_string(),
+        recipe: source.name.clone(),
+        phases: done,
+    });
+    ctx.log(
+        &json!({"kind": "branch", "from": from.display().to_string(), "recipe": source.name,
+                    "phases": done, "global_step": state.global_step}),
+    )?;
+    let (net, teacher, _, _) = ctx.load_checkpoint(from)?;
+    ctx.run_from(net, teacher, state, None)
+}
+
+/// Why `to` cannot continue a run of `from` after its first `done` phases (`None`: it can).
+fn branch_mismatch(from: &Recipe, to: &Recipe, done: usize) -> Option<String> {
+    let same = [
+        ("space", from.space == to.space),
+        ("n_classes", from.n_classes == to.n_classes),
+        ("resolutions", from.resolutions == to.resolutions),
+        ("[train]", from.train == to.train),
+        ("[augment]", from.augment == to.augment),
+        ("[validation]", from.validation == to.validation),
+    ];
+    if let Some((what, _)) = same.iter().find(|(_, eq)| !eq) {
+        return Some(format!("its {what} differs from the source run's"));
+    }
+    if to.phases.len() <= done {
+        return Some(format!(
+            "it has {} phases, and the checkpoint has done {done}",
+            to.phases.len()
+        ));
+    }
+    (0..done)
+        .find(|&i| from.phases[i] != to.phases[i])
+        .map(|i| {
+            format!(
+                "its phase {} (`{}`) differs from the source run's (`{}`)",
+                i + 1,
+                to.phases[i].name,
+                from.phases[i].name
+            )
+        })
+}
+
+/// The [`RunState`] in a run checkpoint's metadata.
+fn checkpoint_state(path: &Path, meta: &BTreeMap<String, String>) -> Result<RunState, TrainError> {
+    if meta.get("format").map(String::as_str) != Some(RUN_FORMAT) {
+        return Err(run_err(
+            path,
+            format!("not a run checkpoint (format {RUN_FORMAT} expected)"),
+        ));
+    }
+    meta.get("state")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| run_err(path, "metadata has no readable `state`"))
 }
 
 /// Continue the run in `dir` from its last checkpoint (or from the start if it has none).
@@ -248,6 +400,26 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
 }
 
 impl Ctx {
+    /// A new run directory for `recipe` (refused where one exists), its recipe and run.json written.
+    fn create(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Ctx, TrainError> {
+        if dir.join("recipe.toml").exists() {
+            return Err(run_err(
+                dir,
+                "already holds a run: resume it with --resume, or choose another --out",
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| run_err(dir, e.to_string()))?;
+        let mut opts = opts;
+        if opts.data.is_none() {
+            opts.data = Some(PathBuf::from(&recipe.data));
+        }
+        let ctx = Ctx::new(recipe, dir, opts)?;
+        write_atomic(&dir.join("recipe.toml"), ctx.recipe.to_toml().as_bytes())?;
+        let meta = json!({"data": ctx.dataset, "device": format!("{:?}", ctx.opts.device)});
+        write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
+        Ok(ctx)
+    }
+
     fn new(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Ctx, TrainError> {
         let data_dir = opts
             .data
@@ -331,7 +503,8 @@ impl Ctx {
                 phase = %phase.name, steps = total, from = state.step, warmup, lr = phase.lr,
                 subnets = phase.subnets_per_step, "phase start"
             );
-            let bar = self.bar(total, state.step, &phase.name, pi);
+            let obs = &self.opts.observer;
+            obs.phase_start(pi, self.recipe.phases.len(), &phase.name, state.step, total);
             let mut loader =
                 Loader::new(&self.train, &plan, state.step, total, t.workers, t.prefetch);
             let mut window = (0.0f64, 0.0f64, 0usize, Instant::now(), 0usize);
@@ -357,8 +530,7 @@ impl Ctx {
                 window.1 += stats.top1;
                 window.2 += 1;
                 window.4 += x.size()[0] as usize;
-                bar.set_position(state.step);
-                bar.set_message(format!("loss {:.3} lr {:.4}", stats.loss, lr));
+                obs.step(state.step, stats.loss, lr);
                 if state.step % t.log_every.max(1) == 0 || state.step == total {
                     let secs = window.3.elapsed().as_secs_f64().max(1e-9);
                     self.log(&json!({
@@ -378,21 +550,21 @@ impl Ctx {
                     self.save_checkpoint(&net, teacher.as_ref(), Some(&opt), &state)?;
                 }
                 if stop_now && state.step < total {
-                    bar.abandon();
+                    obs.phase_steps_end(false);
                     return Ok(Outcome::Interrupted {
                         global_step: state.global_step,
                     });
                 }
             }
             drop(loader);
-            bar.finish();
+            obs.phase_steps_end(true);
             if pi == 0 {
                 // The trained full network becomes the teacher.
                 teacher = Some(net.deep_clone()?);
             }
             let table = self.validate(&net, pi)?;
             self.log(&json!({"kind": "validation", "phase": phase.name, "rows": table}))?;
-            print_table(&phase.name, &table);
+            obs.validation(&phase.name, &table);
             state
                 .tables
                 .push(json!({"phase": phase.name, "rows": table}));
@@ -410,21 +582,6 @@ impl Ctx {
         }
         self.write_package(&net, &state)?;
         Ok(Outcome::Finished)
-    }
-
-    fn bar(&self, total: u64, pos: u64, name: &str, pi: usize) -> ProgressBar {
-        if !self.opts.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(total).with_position(pos);
-        let style = ProgressStyle::with_template(
-            "{prefix:>14} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(format!("{}/{} {name}", pi + 1, self.recipe.phases.len()));
-        bar
     }
 
     fn log(&self, v: &Value) -> Result<(), TrainError> {
@@ -549,6 +706,7 @@ impl Ctx {
             "state".to_string(),
             serde_json::to_string(state).unwrap_or_default(),
         );
+        meta.insert("recipe".to_string(), self.recipe.to_toml());
         write_safetensors(&self.dir.join("checkpoint.safetensors"), &tensors, &meta)?;
         Ok(())
     }
@@ -567,17 +725,7 @@ impl Ctx {
         TrainError,
     > {
         let f = read_safetensors(path)?;
-        if f.metadata.get("format").map(String::as_str) != Some(RUN_FORMAT) {
-            return Err(run_err(
-                path,
-                format!("not a run checkpoint (format {RUN_FORMAT} expected)"),
-            ));
-        }
-        let state: RunState = f
-            .metadata
-            .get("state")
-            .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| run_err(path, "metadata has no readable `state`"))?;
+        let state = checkpoint_state(path, &f.metadata)?;
         let (mut netm, mut teachm, mut mom) = (HashMap::new(), HashMap::new(), HashMap::new());
         for (k, t) in f.tensors {
             if let Some(n) = k.strip_prefix("net.") {
@@ -637,6 +785,7 @@ impl Ctx {
             "steps": state.global_step,
             "train_seconds": state.elapsed_s,
             "validation": state.tables,
+            "branched_from": state.branched_from,
             "files": {"supernet": "supernet.safetensors", "calibration": "calibration.safetensors"},
         });
         write_atomic(
@@ -676,33 +825,27 @@ fn step_archs(
         .collect()
 }
 
-fn print_table(phase: &str, rows: &[Value]) {
-    let mut s = format!(
-        "phase {phase}: top-1 after BN recalibration\n  {:<6} {:>10} {:>10}",
-        "subnet", "resolution", "val %"
-    );
-    let has_test = rows.iter().any(|r| r.get("test_top1").is_some());
-    if has_test {
-        s.push_str(&format!(" {:>10}", "test %"));
-    }
-    for r in rows {
-        s.push_str(&format!(
-            "\n  {:<6} {:>10} {:>10.2}",
-            r["subnet"].as_str().unwrap_or("?"),
-            r["resolution"],
-            r["val_top1"].as_f64().unwrap_or(0.0)
-        ));
-        if let Some(t) = r.get("test_top1").and_then(Value::as_f64) {
-            s.push_str(&format!(" {t:>10.2}"));
-        }
-    }
-    eprintln!("{s}");
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_no_ps_ablation_branches_from_an_fmnist_full_network() {
+        let ps = Recipe::load("fmnist").unwrap();
+        let no_ps = Recipe::load("fmnist-no-ps").unwrap();
+        assert_eq!(branch_mismatch(&ps, &no_ps, 1), None);
+        assert!(branch_mismatch(&ps, &no_ps, 2).unwrap().contains("phase 2"));
+        // equal steps and subnet-epochs after the full network
+        let work = |r: &Recipe| -> (f64, f64) {
+            r.phases[1..].iter().fold((0.0, 0.0), |(e, se), p| {
+                let ep = p.epochs.unwrap();
+                (e + ep, se + ep * p.subnets_per_step as f64)
+            })
+        };
+        assert_eq!(work(&ps), work(&no_ps));
+        assert_eq!(work(&ps), (20.0, 50.0));
+    }
 
     #[test]
     fn sandwich_trains_the_phase_extremes_and_draws_between() {

@@ -5,13 +5,13 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_supernet::Supernet;
 use ofa_trainer::data::write_synthetic_idx;
 use ofa_trainer::recipe::Recipe;
-use ofa_trainer::run::{resume, train, Outcome, TrainOptions};
+use ofa_trainer::run::{branch, resume, train, Outcome, Silent, TrainOptions};
 use serde_json::Value;
 use tch::Device;
 
@@ -24,11 +24,15 @@ fn opts(data: &Path, stop_after: Option<u64>) -> TrainOptions {
     TrainOptions {
         data: Some(data.to_path_buf()),
         device: Device::Cpu,
-        progress: false,
+        observer: Arc::new(Silent),
         stop: Arc::new(AtomicBool::new(false)),
         stop_after,
     }
 }
+
+/// Runs draw dropout masks from libtorch's one global generator (seeded per step), so two runs
+/// in one process must not interleave: the training tests take turns.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn weights(dir: &Path) -> Vec<(String, tch::Tensor)> {
     let ck = Supernet::load(&dir.join("supernet.safetensors"), Device::Cpu).unwrap();
@@ -41,6 +45,7 @@ fn weights(dir: &Path) -> Vec<(String, tch::Tensor)> {
 
 #[test]
 fn smoke_runs_every_phase_and_resumes_exactly() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -201,7 +206,7 @@ fn bad_data_and_recipes_are_named() {
         e.contains("no-such-recipe") && e.contains("fmnist-quick"),
         "{e}"
     );
-    for name in ["paper", "fmnist", "fmnist-quick", "smoke"] {
+    for &name in ofa_trainer::recipe::BUILTIN {
         let r = Recipe::load(name).unwrap();
         assert_eq!(
             Recipe::from_toml(&r.to_toml(), name).unwrap(),
@@ -209,4 +214,106 @@ fn bad_data_and_recipes_are_named() {
             "{name} round trip"
         );
     }
+}
+
+#[test]
+fn a_branch_continues_another_runs_phase_boundary() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    dataset(&data);
+    let smoke = Recipe::load("smoke").unwrap();
+
+    // A stops where its first phase ends (3 steps); B branches there with the same recipe and
+    // must end as an uninterrupted run does, bit for bit.
+    let a = tmp.path().join("a");
+    assert_eq!(
+        train(smoke.clone(), &a, opts(&data, Some(3))).unwrap(),
+        Outcome::Interrupted { global_step: 3 }
+    );
+    let ck = a.join("checkpoint.safetensors");
+    let b = tmp.path().join("b");
+    assert_eq!(
+        branch(smoke.clone(), &b, &ck, opts(&data, None)).unwrap(),
+        Outcome::Finished
+    );
+    let full = tmp.path().join("full");
+    assert_eq!(
+        train(smoke.clone(), &full, opts(&data, None)).unwrap(),
+        Outcome::Finished
+    );
+    for ((na, ta), (_, tb)) in weights(&full).iter().zip(weights(&b).iter()) {
+        assert!(
+            ta.equal(tb),
+            "{na} differs between the branch and the whole run"
+        );
+    }
+    let lines: Vec<Value> = std::fs::read_to_string(b.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // the source's first phase (3 steps and its table), the branch record, then its own phases
+    assert_eq!(lines[3]["kind"], "validation");
+    assert_eq!(lines[3]["phase"], "full");
+    assert_eq!(lines[4]["kind"], "branch");
+    assert_eq!(lines.iter().filter(|l| l["kind"] == "step").count(), 13);
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["branched_from"]["phases"], 1);
+    assert_eq!(card["branched_from"]["recipe"], "smoke");
+    assert_eq!(card["validation"].as_array().unwrap().len(), 6);
+
+    // A different continuation (one all-choices phase) trains from the same full network.
+    let mut other = smoke.clone();
+    other.name = "smoke-no-ps".into();
+    let mut all = other.phases[5].clone();
+    all.name = "all".into();
+    all.sort_channels = None;
+    other.phases.truncate(1);
+    other.phases.push(all);
+    let c = tmp.path().join("c");
+    assert_eq!(
+        branch(other.clone(), &c, &ck, opts(&data, None)).unwrap(),
+        Outcome::Finished
+    );
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(c.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["steps"], 5);
+
+    // Refused: a first phase that differs, other settings, a mid-phase checkpoint, an
+    // existing run directory.
+    let mut bad = other.clone();
+    bad.phases[0].lr *= 2.0;
+    let e = branch(bad, &tmp.path().join("d"), &ck, opts(&data, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("phase 1 (`full`) differs"), "{e}");
+    let mut bad = other.clone();
+    bad.train.seed = 1;
+    let e = branch(bad, &tmp.path().join("d"), &ck, opts(&data, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[train] differs"), "{e}");
+    let mid = tmp.path().join("mid");
+    train(smoke.clone(), &mid, opts(&data, Some(4))).unwrap();
+    let e = branch(
+        other.clone(),
+        &tmp.path().join("d"),
+        &mid.join("checkpoint.safetensors"),
+        opts(&data, None),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not at a phase boundary"), "{e}");
+    assert!(
+        !tmp.path().join("d").exists(),
+        "a refused branch left a directory"
+    );
+    let e = branch(other, &c, &ck, opts(&data, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already holds a run"), "{e}");
 }
