@@ -1,28 +1,43 @@
-//! `make demo`'s script (`scripts/demo.sh`) in its fast mode, on a freshly trained smoke package
-//! with a predictor and a latency table of this CPU: serve, three requests over HTTP with curl,
-//! weights downloaded, one subnet cut offline, every file measured, the Pareto plot, the server
-//! stopped, one table.
+//! The main job on a freshly trained smoke package with a predictor and a latency table of this
+//! CPU: `make demo`'s script (`scripts/demo.sh`) in its fast mode (serve, three requests over
+//! HTTP with curl, weights downloaded, one subnet cut offline, every file measured, the Pareto
+//! plot, the server stopped, one table), and `ofa bench quality` (the search's picks against the
+//! predictor dataset's best).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
-use common::specialised_package;
+use common::{ofa, run_ok, s, specialised_package};
 use serde_json::Value;
+
+/// The package and its predictor dataset, for every test.
+fn package() -> (&'static Path, PathBuf) {
+    static PKG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (tmp, pkg) = PKG.get_or_init(|| {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let pkg = specialised_package(tmp.path());
+        (tmp, pkg)
+    });
+    (pkg, tmp.path().join("acc.jsonl"))
+}
 
 #[test]
 fn demo_script_fast_mode_serves_downloads_measures_and_tabulates() {
     let tmp = tempfile::tempdir().unwrap();
-    let pkg = specialised_package(tmp.path());
+    let (pkg, _) = package();
+    let data = pkg.parent().unwrap().join("data");
     let out = tmp.path().join("demo");
     let root = env!("CARGO_MANIFEST_DIR");
     let run = Command::new("bash")
         .arg(format!("{root}/scripts/demo.sh"))
         .env("OFA", env!("CARGO_BIN_EXE_ofa"))
         .env("PACKAGE", &pkg)
-        .env("DATA", tmp.path().join("data"))
+        .env("DATA", &data)
         .env("OUT", &out)
         .env("THREADS", "1")
         .env("DEMO_FAST", "1")
@@ -79,4 +94,85 @@ fn demo_script_fast_mode_serves_downloads_measures_and_tabulates() {
         "{stdout}"
     );
     assert!(table[4].starts_with("ofa extract "), "{stdout}");
+}
+
+#[test]
+fn bench_quality_compares_the_picks_with_the_datasets_best() {
+    let (pkg, acc) = package();
+    let data = pkg.parent().unwrap().join("data");
+    // just above the fastest point of the front, and a budget everything fits
+    let front: Value = serde_json::from_str(&run_ok(ofa().args([
+        "search",
+        "--package",
+        s(pkg),
+        "--hardware",
+        "cpu",
+        "--pareto",
+        "latency_ms",
+        "--json",
+    ])))
+    .unwrap();
+    let lo = front["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metrics"]["latency_ms"].as_f64().unwrap())
+        .fold(f64::MAX, f64::min);
+    let budgets = format!("{},1000000", lo * 1.01);
+    let q: Value = serde_json::from_str(&run_ok(ofa().args([
+        "bench",
+        "quality",
+        "--package",
+        s(pkg),
+        "--dataset",
+        s(&acc),
+        "--data",
+        s(&data),
+        "--budgets",
+        &budgets,
+        "--noise-samples",
+        "2",
+        "--latency-repeats",
+        "2",
+        "--json",
+    ])))
+    .unwrap();
+    let records: Vec<Value> = std::fs::read_to_string(&acc)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(q["dataset_records"], records.len());
+    let rows = q["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let b = r["budget_ms"].as_f64().unwrap();
+        assert!(
+            r["search"]["predicted_latency_ms"].as_f64().unwrap() <= b + 1e-9,
+            "{r}"
+        );
+        assert!(r["search"]["measured_latency_ms"].as_f64().unwrap() > 0.0);
+        if let Some(best) = r["dataset_best"].as_object() {
+            assert!(
+                best["predicted_latency_ms"].as_f64().unwrap() <= b + 1e-9,
+                "{r}"
+            );
+            // re-measured exactly as the dataset measured it: the record's own top-1
+            let rec = records.iter().find(|x| x["arch"] == best["arch"]).unwrap();
+            assert_eq!(best["val_top1"], rec["top1"], "{r}");
+            let gap = r["val_gap"].as_f64().unwrap();
+            let sv = r["search"]["val_top1"].as_f64().unwrap();
+            assert!((gap - (sv - rec["top1"].as_f64().unwrap())).abs() < 1e-9);
+        }
+    }
+    // every record fits the largest budget; the best of them is the dataset's maximum
+    let last = &rows[1];
+    assert_eq!(last["dataset_fitting"], records.len());
+    let max = records
+        .iter()
+        .map(|r| r["top1"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(last["dataset_best"]["val_top1"].as_f64().unwrap(), max);
+    assert_eq!(q["noise"]["samples"], 2);
+    assert!(q["noise"]["sd_points"].as_f64().unwrap() >= 0.0);
 }

@@ -30,6 +30,9 @@ enum What {
     Search(super::bench_search::Args),
     /// The HTTP service under wrk: cached GET / POST throughput, cold search, first download, RSS.
     Serve(super::bench_serve::Args),
+    /// Search quality on a package: each budget's pick against the predictor dataset's best
+    /// measured subnet within it, top-1 and latency measured; and the measurement noise.
+    Quality(super::bench_quality::Args),
 }
 
 /// Arguments of `ofa bench train`.
@@ -125,6 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Predict(p) => super::bench_predict::run(p),
         What::Search(s) => super::bench_search::run(s),
         What::Serve(s) => super::bench_serve::run(s),
+        What::Quality(q) => super::bench_quality::run(q),
     }
 }
 

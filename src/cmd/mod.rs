@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_predict;
+pub mod bench_quality;
 pub mod bench_search;
 pub mod bench_serve;
 pub mod curves;

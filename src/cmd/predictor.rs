@@ -54,8 +54,9 @@ struct DatasetArgs {
     /// Dataset directory (default: the one named in the package's card).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Batch size of recalibration and evaluation.
-    #[arg(long, default_value_t = 500)]
+    /// Batch size of recalibration and evaluation (recalibration statistics depend on it: the
+    /// default is the one `ofa extract` and `ofa serve` cut with, so records match served subnets).
+    #[arg(long, default_value_t = Recalibration::default().batch)]
     batch: usize,
     /// Seed of the arch sequence.
     #[arg(long, default_value_t = 0)]
