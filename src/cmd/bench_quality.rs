@@ -189,7 +189,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 ..EvolutionConfig::default()
             },
         };
-        let choice = choose(Some(&spec), &pkg.space(), &target, Some(&hardware), None)
+        let choice = choose(Some(&spec), pkg.space(), &target, Some(&hardware), None)
             .with_context(|| format!("budget {b} ms"))?;
         let search = sc.score(&choice.arch)?;
         let fitting: Vec<usize> = (0..records.len()).filter(|&i| lat[i] <= b).collect();
