@@ -36,7 +36,7 @@ fn demo_script_fast_mode_serves_downloads_measures_and_tabulates() {
     let run = Command::new("bash")
         .arg(format!("{root}/scripts/demo.sh"))
         .env("OFA", env!("CARGO_BIN_EXE_ofa"))
-        .env("PACKAGE", &pkg)
+        .env("PACKAGE", pkg)
         .env("DATA", &data)
         .env("OUT", &out)
         .env("THREADS", "1")
