@@ -37,6 +37,8 @@ enum Command {
     Infer(cmd::infer::Args),
     /// A subnet file's top-1 on a dataset (its test split by default).
     Eval(cmd::eval::Args),
+    /// Write a subnet as a deployable file (ONNX).
+    Export(cmd::export::Args),
     /// Convert a reference state_dict (.pth or .safetensors) to an ofa supernet checkpoint.
     Import(cmd::import::Args),
     /// Find the best subnet for a budget (or the Pareto front) from predictors alone.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Extract(a) => cmd::extract::run(a),
         Command::Infer(a) => cmd::infer::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Search(a) => cmd::search::run(a),

@@ -241,12 +241,40 @@ fn happy_path_matches_ofa_extract_and_runs_under_ofa_infer() {
         s(&arch),
         "--out",
         s(&out),
+        "--onnx",
     ]));
     let offline = std::fs::read(out.join("subnet.safetensors")).unwrap();
     assert!(
         offline == w.body,
         "served weights differ from `ofa extract`'s"
     );
+    // ONNX: the bytes `ofa extract --onnx` writes, from the same cache and code
+    assert_eq!(rec["links"]["onnx"], format!("/v1/subnets/{id}/model.onnx"));
+    let onnx = get(&server.url(&format!("/v1/subnets/{id}/model.onnx")));
+    assert_eq!(onnx.status, 200, "{}", String::from_utf8_lossy(&onnx.body));
+    assert!(
+        std::fs::read(out.join("model.onnx")).unwrap() == onnx.body,
+        "served ONNX differs from `ofa extract --onnx`'s"
+    );
+    let oetag = onnx.header("etag").unwrap().to_string();
+    let again = send(
+        "GET",
+        &server.url(&format!("/v1/subnets/{id}/model.onnx")),
+        &[("if-none-match", &oetag)],
+        None,
+    );
+    assert_eq!(again.status, 304);
+    let folded = get(&server.url(&format!(
+        "/v1/subnets/{id}/model.onnx?opset=18&fold_bn=true"
+    )));
+    assert_eq!(folded.status, 200);
+    assert!(folded.body != onnx.body);
+    let bad = get(&server.url(&format!("/v1/subnets/{id}/model.onnx?opset=13")));
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.json()["error"]["code"], "invalid_opset");
+    let bad = get(&server.url(&format!("/v1/subnets/{id}/model.onnx?opset=x")));
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["code"], "invalid_query");
     let nc = get(&server.url(&format!("/v1/subnets/{id}/net-config"))).json();
     let nc_offline: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("net.config.json")).unwrap())
@@ -311,6 +339,7 @@ fn happy_path_matches_ofa_extract_and_runs_under_ofa_infer() {
         "/v1/supernets",
         "/v1/subnets",
         "/v1/subnets/{id}/weights",
+        "/v1/subnets/{id}/model.onnx",
         "/v1/pareto",
     ] {
         assert!(

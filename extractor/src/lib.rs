@@ -101,6 +101,9 @@ pub enum ExtractError {
     /// Package / measurement.
     #[error(transparent)]
     Package(#[from] ofa_package::PackageError),
+    /// ONNX export.
+    #[error(transparent)]
+    Onnx(#[from] ofa_onnx::OnnxError),
     /// Files.
     #[error("{}: {reason}", path.display())]
     File {

@@ -19,10 +19,9 @@ use ofa_package::augment::AugmentConfig;
 use ofa_package::measure::{latency, top1, Recalibration};
 use ofa_package::{Package, Split};
 use ofa_space::{ArchConfig, SearchSpace};
-use ofa_supernet::checkpoint::write_atomic;
+use ofa_supernet::checkpoint::{source_metadata, write_atomic};
 use ofa_supernet::Subnet;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::evolution::{EvolutionConfig, SearchResult};
 use crate::problem::Constraints;
@@ -260,6 +259,8 @@ pub const SUBNET_FILE: &str = "subnet.safetensors";
 pub const NET_CONFIG_FILE: &str = "net.config.json";
 /// The report.
 pub const REPORT_FILE: &str = "report.json";
+/// The ONNX file, when asked for.
+pub const ONNX_FILE: &str = "model.onnx";
 
 /// A cut subnet's files, in memory.
 #[derive(Debug, Clone)]
@@ -270,6 +271,28 @@ pub struct Artefacts {
     pub subnet: Vec<u8>,
     /// The reference `net.config` JSON (pretty).
     pub net_config: String,
+    /// The subnet file's metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// `model.onnx`, when asked for ([`Artefacts::with_onnx`]).
+    pub onnx: Option<Vec<u8>>,
+}
+
+/// How to write `model.onnx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OnnxOptions {
+    /// ONNX opset.
+    pub opset: i64,
+    /// BatchNormalization folded into the convolutions.
+    pub fold_bn: bool,
+}
+
+impl Default for OnnxOptions {
+    fn default() -> OnnxOptions {
+        OnnxOptions {
+            opset: ofa_onnx::DEFAULT_OPSET,
+            fold_bn: false,
+        }
+    }
 }
 
 impl Artefacts {
@@ -282,13 +305,7 @@ impl Artefacts {
         predicted: Option<&Predicted>,
         measured: Option<&Measured>,
     ) -> Result<Artefacts, ExtractError> {
-        let mut meta = BTreeMap::new();
-        meta.insert("arch".to_string(), arch.to_json());
-        meta.insert("space".to_string(), pkg.space().to_json());
-        meta.insert(
-            "source_supernet".to_string(),
-            json!({"sha256": pkg.supernet_sha256()}).to_string(),
-        );
+        let mut meta = source_metadata(arch, pkg.space(), pkg.supernet_sha256());
         meta.insert("recalibration".to_string(), to_json(recalibration));
         // the eval transform (resize, crop, normalisation), so the file can be scored alone
         meta.insert("augment".to_string(), to_json(&pkg.augment));
@@ -302,7 +319,26 @@ impl Artefacts {
             subnet: sub.to_safetensors(&meta)?,
             net_config: serde_json::to_string_pretty(&sub.config().to_net_config())
                 .unwrap_or_default(),
+            metadata: meta,
+            onnx: None,
         })
+    }
+
+    /// The same subnet as ONNX too (metadata: its arch, space and source supernet).
+    pub fn with_onnx(
+        mut self,
+        sub: &Subnet,
+        arch: &ArchConfig,
+        o: &OnnxOptions,
+    ) -> Result<Artefacts, ExtractError> {
+        let e = ofa_onnx::ExportOptions {
+            opset: o.opset,
+            fold_bn: o.fold_bn,
+            ..ofa_onnx::ExportOptions::new(arch.r)
+        }
+        .with_metadata_from(&self.metadata);
+        self.onnx = Some(ofa_onnx::export(sub, &e)?);
+        Ok(self)
     }
 }
 
@@ -323,6 +359,9 @@ pub fn write_artefacts(out: &Path, art: &Artefacts, report: &Report) -> Result<(
         .map_err(|e| ExtractError::file(&parent, e.to_string()))?;
     write_atomic(&tmp.path().join(SUBNET_FILE), &art.subnet)?;
     write_atomic(&tmp.path().join(NET_CONFIG_FILE), art.net_config.as_bytes())?;
+    if let Some(onnx) = &art.onnx {
+        write_atomic(&tmp.path().join(ONNX_FILE), onnx)?;
+    }
     let text = serde_json::to_string_pretty(report).unwrap_or_default();
     write_atomic(&tmp.path().join(REPORT_FILE), text.as_bytes())?;
     let tmp = tmp.keep();

@@ -98,6 +98,9 @@ pub struct Links {
     pub weights: String,
     /// The reference `net.config` JSON.
     pub net_config: String,
+    /// The ONNX model (`?opset=N&fold_bn=true` optional).
+    #[serde(default)]
+    pub onnx: String,
 }
 
 /// How the search that chose a subnet went.

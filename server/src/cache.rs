@@ -29,6 +29,8 @@ pub enum Kind {
     Weights,
     /// The SHA-256 of a weights file by subnet id.
     Etag,
+    /// ONNX files by subnet id, opset and BN folding.
+    Onnx,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Front => "front",
             Kind::Weights => "weights",
             Kind::Etag => "etag",
+            Kind::Onnx => "onnx",
         }
     }
 }
@@ -70,6 +73,7 @@ impl Store {
                 Kind::Front,
                 Kind::Weights,
                 Kind::Etag,
+                Kind::Onnx,
             ] {
                 std::fs::create_dir_all(d.join(k.name()))?;
             }
@@ -89,7 +93,7 @@ impl Store {
 
     fn mem(&self, kind: Kind) -> &Cache<(Kind, String), Blob> {
         match kind {
-            Kind::Weights => &self.weights,
+            Kind::Weights | Kind::Onnx => &self.weights,
             _ => &self.small,
         }
     }

@@ -145,6 +145,10 @@ impl From<ExtractError> for ApiError {
                 ),
             },
             ExtractError::DeadlineExceeded { seconds, .. } => ApiError::Timeout(seconds),
+            ExtractError::Onnx(ofa_onnx::OnnxError::Opset(_)) => {
+                ApiError::unprocessable("invalid_opset", message)
+            }
+            ExtractError::Onnx(_) => ApiError::Internal(message),
             ExtractError::MissingSplit(_)
             | ExtractError::IncompleteLatencyTable { .. }
             | ExtractError::NoAccuracyPredictor { .. }

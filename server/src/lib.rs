@@ -317,6 +317,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/subnets/{id}", get(routes::get_subnet))
         .route("/v1/subnets/{id}/weights", get(routes::get_weights))
         .route("/v1/subnets/{id}/net-config", get(routes::get_net_config))
+        .route("/v1/subnets/{id}/model.onnx", get(routes::get_onnx))
         .route("/v1/pareto", post(routes::post_pareto))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

@@ -17,6 +17,7 @@ use crate::routes;
         routes::post_subnet,
         routes::get_subnet,
         routes::get_weights,
+        routes::get_onnx,
         routes::get_net_config,
         routes::post_pareto,
         routes::healthz,

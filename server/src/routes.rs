@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ofa_extractor::pipeline::OnnxOptions;
 use ofa_extractor::{Constraints, Front, ParetoConfig, Predicted, Scored};
 use ofa_predictors::Metric;
 use ofa_space::ArchConfig;
@@ -116,6 +117,7 @@ fn base_record(sn: &Served, scored: &Scored) -> Result<SubnetRecord, ApiError> {
             record: format!("/v1/subnets/{id}"),
             weights: format!("/v1/subnets/{id}/weights"),
             net_config: format!("/v1/subnets/{id}/net-config"),
+            onnx: format!("/v1/subnets/{id}/model.onnx"),
         },
         id,
         supernet: sn.name.clone(),
@@ -351,7 +353,7 @@ pub async fn get_weights(
     let blob = within(
         &s,
         s.store.get_or_compute(Kind::Weights, &id, async {
-            let art = sn.worker.cut(arch, predicted).await?;
+            let art = sn.worker.cut(arch, predicted, None).await?;
             Ok(Arc::new(bytes::Bytes::from(art.subnet)))
         }),
     )
@@ -359,16 +361,73 @@ pub async fn get_weights(
     metrics::histogram!("ofa_weights_seconds").record(t.elapsed().as_secs_f64());
     let etag = format!("\"{}\"", etag_of(&s, &id, &blob).await);
     let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let matches = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == etag || t.trim() == "*");
-    if matches {
+    if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    let disposition = format!("attachment; filename=\"{id}.safetensors\"");
+    download(tag, &blob, &format!("{id}.safetensors"))
+}
+
+/// Query of `GET /v1/subnets/{id}/model.onnx`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxQuery {
+    /// ONNX opset, 14 to 21 (default 17).
+    opset: Option<i64>,
+    /// Fold BatchNormalization into the convolutions (default false).
+    fold_bn: Option<bool>,
+}
+
+/// `GET /v1/subnets/{id}/model.onnx`
+#[utoipa::path(get, path = "/v1/subnets/{id}/model.onnx", params(("id" = String, Path), OnnxQuery),
+    responses((status = 200, description = "ONNX model of the BN-recalibrated subnet: input `input` [N, C, R, R], output `logits`",
+               content_type = "application/octet-stream"),
+              (status = 304, description = "not modified (If-None-Match)"), (status = 404, body = crate::api::ErrorBody),
+              (status = 422, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody)))]
+pub async fn get_onnx(
+    State(s): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<OnnxQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(query_rejection)?;
+    let o = OnnxOptions {
+        opset: q.opset.unwrap_or(ofa_onnx::DEFAULT_OPSET),
+        fold_bn: q.fold_bn.unwrap_or(false),
+    };
+    if !(ofa_onnx::MIN_OPSET..=ofa_onnx::MAX_OPSET).contains(&o.opset) {
+        return Err(ofa_extractor::ExtractError::from(ofa_onnx::OnnxError::Opset(o.opset)).into());
+    }
+    let r = record(&s, &id).await?;
+    let sn = s.supernet(&r.supernet)?;
+    let predicted = Predicted::of(&sn.spec.score(&r.arch, None)?).without_latency();
+    let arch = r.arch.clone();
+    let key = format!(
+        "{id}.opset{}{}",
+        o.opset,
+        if o.fold_bn { ".folded" } else { "" }
+    );
+    let blob = within(
+        &s,
+        s.store.get_or_compute(Kind::Onnx, &key, async {
+            let art = sn.worker.cut(arch, predicted, Some(o)).await?;
+            let onnx = art
+                .onnx
+                .ok_or_else(|| ApiError::Internal("the model thread wrote no ONNX".into()))?;
+            Ok(Arc::new(bytes::Bytes::from(onnx)))
+        }),
+    )
+    .await?;
+    let etag = format!("\"{}\"", sha256_hex(&blob));
+    let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if if_none_match(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    }
+    download(tag, &blob, &format!("{id}.onnx"))
+}
+
+/// A file download: immutable, named, with its ETag.
+fn download(tag: HeaderValue, blob: &Blob, filename: &str) -> Result<Response, ApiError> {
+    let disposition = format!("attachment; filename=\"{filename}\"");
     Ok((
         [
             (header::ETAG, tag),
@@ -387,9 +446,19 @@ pub async fn get_weights(
                 HeaderValue::from_static("public, max-age=31536000, immutable"),
             ),
         ],
-        bytes::Bytes::clone(&blob),
+        bytes::Bytes::clone(blob),
     )
         .into_response())
+}
+
+/// Whether `If-None-Match` names `etag` (or `*`).
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == etag || t.trim() == "*")
 }
 
 /// The SHA-256 of a weights file, computed once per id.

@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ofa_extractor::pipeline::{cut, Artefacts};
+use ofa_extractor::pipeline::{cut, Artefacts, OnnxOptions};
 use ofa_extractor::Predicted;
 use ofa_package::measure::Recalibration;
 use ofa_package::Package;
@@ -32,6 +32,7 @@ pub struct Opened {
 struct Job {
     arch: ArchConfig,
     predicted: Predicted,
+    onnx: Option<OnnxOptions>,
     reply: oneshot::Sender<Result<Artefacts, ApiError>>,
 }
 
@@ -91,7 +92,7 @@ impl Worker {
                     }
                     let t = Instant::now();
                     let out = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        run(&pkg, &job.arch, &job.predicted, &recalibration)
+                        run(&pkg, &job, &recalibration)
                     }))
                     .unwrap_or_else(|_| {
                         metrics::counter!("ofa_panics_total", "where" => "worker").increment(1);
@@ -126,13 +127,20 @@ impl Worker {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Cut `arch`, recalibrate its BN and build its files (`predicted` goes into the metadata).
-    pub async fn cut(&self, arch: ArchConfig, predicted: Predicted) -> Result<Artefacts, ApiError> {
+    /// Cut `arch`, recalibrate its BN and build its files (`predicted` goes into the metadata;
+    /// with `onnx`, `model.onnx` too).
+    pub async fn cut(
+        &self,
+        arch: ArchConfig,
+        predicted: Predicted,
+        onnx: Option<OnnxOptions>,
+    ) -> Result<Artefacts, ApiError> {
         let (reply, rx) = oneshot::channel();
         let depth = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
         match self.tx.try_send(Job {
             arch,
             predicted,
+            onnx,
             reply,
         }) {
             Ok(()) => {
@@ -163,21 +171,20 @@ impl Worker {
     }
 }
 
-fn run(
-    pkg: &Package,
-    arch: &ArchConfig,
-    predicted: &Predicted,
-    recalibration: &Recalibration,
-) -> Result<Artefacts, ApiError> {
+fn run(pkg: &Package, job: &Job, recalibration: &Recalibration) -> Result<Artefacts, ApiError> {
     let t = Instant::now();
-    let sub = cut(pkg, arch, recalibration)?;
+    let sub = cut(pkg, &job.arch, recalibration)?;
     metrics::histogram!("ofa_cut_recalibrate_seconds").record(t.elapsed().as_secs_f64());
-    Ok(Artefacts::new(
+    let art = Artefacts::new(
         &sub,
         pkg,
-        arch,
+        &job.arch,
         recalibration,
-        Some(predicted),
+        Some(&job.predicted),
         None,
-    )?)
+    )?;
+    Ok(match &job.onnx {
+        Some(o) => art.with_onnx(&sub, &job.arch, o)?,
+        None => art,
+    })
 }

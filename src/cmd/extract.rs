@@ -1,20 +1,19 @@
 //! `ofa extract`: the specialisation pipeline on a package (search → cut → recalibrate BN →
 //! write), or a bare cut of a given arch out of a supernet checkpoint.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ofa_extractor::pipeline::{
-    choose, cut, evaluate, since, write_artefacts, Artefacts, EvalOptions, Report, Target, Times,
-    NET_CONFIG_FILE, REPORT_FILE, SUBNET_FILE,
+    choose, cut, evaluate, since, write_artefacts, Artefacts, EvalOptions, OnnxOptions, Report,
+    Target, Times, NET_CONFIG_FILE, ONNX_FILE, REPORT_FILE, SUBNET_FILE,
 };
 use ofa_extractor::specialiser::space_of_supernet;
 use ofa_extractor::{ExtractError, Specialiser};
 use ofa_package::measure::Recalibration;
 use ofa_package::Package;
-use ofa_supernet::checkpoint::{open_model, write_atomic, Model};
+use ofa_supernet::checkpoint::{open_model, source_metadata, write_atomic, Model};
 use tch::Device;
 
 /// Arguments of `ofa extract`.
@@ -62,6 +61,15 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// With --package: also write DIR/model.onnx.
+    #[arg(long)]
+    onnx: bool,
+    /// ONNX opset, with --onnx.
+    #[arg(long, default_value_t = ofa_onnx::DEFAULT_OPSET, requires = "onnx")]
+    opset: i64,
+    /// Fold BatchNormalization into the convolutions, with --onnx.
+    #[arg(long, requires = "onnx")]
+    fold_bn: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -141,7 +149,7 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         None
     };
     let t = Instant::now();
-    let art = Artefacts::new(
+    let mut art = Artefacts::new(
         &sub,
         &pkg,
         &choice.arch,
@@ -149,6 +157,15 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         choice.predicted.as_ref(),
         measured.as_ref(),
     )?;
+    let mut files = vec![SUBNET_FILE, NET_CONFIG_FILE, REPORT_FILE];
+    if a.onnx {
+        let o = OnnxOptions {
+            opset: a.opset,
+            fold_bn: a.fold_bn,
+        };
+        art = art.with_onnx(&sub, &choice.arch, &o)?;
+        files.push(ONNX_FILE);
+    }
     let mut report = Report {
         arch: choice.arch,
         constraints: a.budget.constraints(),
@@ -158,9 +175,7 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         recalibration: recal,
         times,
         search: choice.search,
-        files: [SUBNET_FILE, NET_CONFIG_FILE, REPORT_FILE]
-            .map(String::from)
-            .to_vec(),
+        files: files.into_iter().map(String::from).collect(),
     };
     report.times.write_s = since(t);
     write_artefacts(&a.out, &art, &report)?;
@@ -168,10 +183,7 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    eprintln!(
-        "wrote {}/{{subnet.safetensors, net.config.json, report.json}}",
-        a.out.display()
-    );
+    eprintln!("wrote {}/{{{}}}", a.out.display(), report.files.join(", "));
     println!("arch      {}", report.arch.to_json());
     if let Some(p) = &report.predicted {
         println!("predicted {}", serde_json::to_string(p)?);
@@ -204,6 +216,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (Some(supernet), Some(arch_path)) = (&a.supernet, &a.arch) else {
         bail!("give --package, or --supernet with --arch");
     };
+    if a.onnx {
+        bail!("--onnx writes DIR/model.onnx beside a package's subnet; export a bare cut with `ofa export --model SUBNET --out FILE`");
+    }
     let ck = match open_model(supernet, Device::Cpu)? {
         Model::Supernet(ck) => ck,
         Model::Subnet(_) => bail!(
@@ -217,13 +232,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let sub = ck.net.extract(&arch)?;
     let took = t0.elapsed();
-    let mut meta = BTreeMap::new();
-    meta.insert("arch".to_string(), arch.to_json());
-    meta.insert("space".to_string(), ck.net.space().to_json());
-    meta.insert(
-        "source_supernet".to_string(),
-        serde_json::json!({"sha256": ck.sha256}).to_string(),
-    );
+    let meta = source_metadata(&arch, ck.net.space(), &ck.sha256);
     sub.save(&a.out, &meta)?;
     if let Some(p) = &a.net_config {
         let text = serde_json::to_string_pretty(&sub.config().to_net_config())?;

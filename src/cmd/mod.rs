@@ -7,6 +7,7 @@ pub mod bench_search;
 pub mod bench_serve;
 pub mod curves;
 pub mod eval;
+pub mod export;
 pub mod extract;
 pub mod import;
 pub mod infer;

@@ -209,6 +209,23 @@ pub fn write_safetensors(
     write_atomic(path, &safetensors_bytes(tensors, metadata)?)
 }
 
+/// The metadata every file cut from a supernet carries: `arch`, `space` (JSON) and
+/// `source_supernet` (`{"sha256": …}`), for subnet files and ONNX models alike.
+pub fn source_metadata(
+    arch: &ArchConfig,
+    space: &SearchSpace,
+    supernet_sha256: &str,
+) -> BTreeMap<String, String> {
+    let mut meta = BTreeMap::new();
+    meta.insert("arch".to_string(), arch.to_json());
+    meta.insert("space".to_string(), space.to_json());
+    meta.insert(
+        "source_supernet".to_string(),
+        serde_json::json!({ "sha256": supernet_sha256 }).to_string(),
+    );
+    meta
+}
+
 /// SHA-256 (hex) of a byte string.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);

@@ -676,4 +676,10 @@ impl Subnet {
     pub fn device(&self) -> Device {
         self.stem.conv.device()
     }
+
+    /// The layers as [`Subnet::forward_bn`] runs them (stem, blocks with how each runs, head),
+    /// for exporters that write the same graph in another format.
+    pub fn layers(&self) -> (&Stem, &[(BlockRun, BlockWeights)], &Head) {
+        (&self.stem, &self.blocks, &self.head)
+    }
 }

@@ -1,0 +1,140 @@
+//! Exported subnets run by an independent runtime, tract (pure Rust, no libtorch): its logits
+//! equal ours within 1e-4 · (1 + |value|) for the largest, smallest and random subnets, with and
+//! without BN folding, at two batch sizes; and the reference's own fixture subnet reproduces the
+//! reference's logits.
+
+#![allow(clippy::unwrap_used)]
+
+use ofa_onnx::check::{max_rel_diff as worst, tract_logits};
+use ofa_onnx::{export, model, ExportOptions, OnnxError};
+use ofa_space::{sample, ArchConfig, Choices, SearchSpace};
+use ofa_supernet::checkpoint::{open_model, read_safetensors, Model};
+use ofa_supernet::{Mode, Subnet, Supernet};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+fn ours(sub: &Subnet, x: &Tensor) -> Vec<f32> {
+    let y = tch::no_grad(|| sub.forward(x, Mode::Eval)).unwrap();
+    Vec::<f32>::try_from(y.flatten(0, -1)).unwrap()
+}
+
+/// BN statistics and affine parameters made random, so folding and BN placement matter.
+fn randomise_bn(sub: &Subnet, seed: i64) {
+    tch::manual_seed(seed);
+    tch::no_grad(|| {
+        for bn in sub.bns() {
+            let n = bn.running_mean.size()[0];
+            let o = (Kind::Float, Device::Cpu);
+            bn.running_mean
+                .shallow_clone()
+                .copy_(&(Tensor::randn([n], o) * 0.2));
+            bn.running_var
+                .shallow_clone()
+                .copy_(&(Tensor::rand([n], o) + 0.5));
+            bn.weight
+                .shallow_clone()
+                .copy_(&(Tensor::rand([n], o) + 0.5));
+            bn.bias
+                .shallow_clone()
+                .copy_(&(Tensor::randn([n], o) * 0.1));
+        }
+    });
+}
+
+#[test]
+fn tract_runs_exported_subnets_as_we_do() {
+    tch::set_num_threads(1);
+    let space = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
+    let net = Supernet::new(&space, 3, Device::Cpu).unwrap();
+    let mut archs = vec![ArchConfig::largest(&space), ArchConfig::smallest(&space)];
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..3 {
+        archs.push(sample(&space, &Choices::all(&space), &mut rng));
+    }
+    for (i, arch) in archs.iter().enumerate() {
+        let sub = net.extract(arch).unwrap();
+        randomise_bn(&sub, i as i64);
+        for fold_bn in [false, true] {
+            let o = ExportOptions {
+                fold_bn,
+                ..ExportOptions::new(arch.r)
+            };
+            let bytes = export(&sub, &o).unwrap();
+            for n in [1, 3] {
+                let r = i64::from(arch.r);
+                let x = Tensor::randn([n, 3, r, r], (Kind::Float, Device::Cpu));
+                let e = worst(&tract_logits(&bytes, &x).unwrap(), &ours(&sub, &x));
+                assert!(e <= 1e-4, "arch {i} fold {fold_bn} batch {n}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_graph_has_the_promised_shape() {
+    let space = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
+    let net = Supernet::new(&space, 0, Device::Cpu).unwrap();
+    let arch = ArchConfig::largest(&space);
+    let sub = net.extract(&arch).unwrap();
+    let mut o = ExportOptions::new(arch.r);
+    o.metadata.insert("arch".into(), arch.to_json());
+    let m = model(&sub, &o).unwrap();
+    assert_eq!(m.ir_version, 8);
+    assert_eq!(m.opset_import[0].version, 17);
+    assert_eq!(m.metadata_props[0].key, "arch");
+    let g = m.graph.as_ref().unwrap();
+    assert_eq!(g.input[0].name, "input");
+    assert_eq!(g.output[0].name, "logits");
+    let ops = |name: &str| g.node.iter().filter(|n| n.op_type == name).count();
+    assert_eq!(ops("BatchNormalization"), sub.bns().len());
+    assert!(ops("HardSwish") > 0 && ops("HardSigmoid") > 0 && ops("Add") > 0);
+    assert_eq!(ops("ReduceMean"), 0);
+    let hs = g.node.iter().find(|n| n.op_type == "HardSigmoid").unwrap();
+    let alpha = hs.attribute.iter().find(|a| a.name == "alpha").unwrap();
+    assert!((alpha.f - 1.0 / 6.0).abs() < 1e-7);
+    // depthwise convolutions are grouped by their channels
+    let dw = g
+        .node
+        .iter()
+        .find(|n| {
+            n.input
+                .get(1)
+                .is_some_and(|w| w == "blocks.1.conv.depth_conv.conv.weight")
+        })
+        .unwrap();
+    let group = dw.attribute.iter().find(|a| a.name == "group").unwrap().i;
+    assert_eq!(group, sub.config().blocks[1].mid as i64);
+    // folded: no BatchNormalization left
+    o.fold_bn = true;
+    let m = model(&sub, &o).unwrap();
+    let g = m.graph.as_ref().unwrap();
+    assert!(g.node.iter().all(|n| n.op_type != "BatchNormalization"));
+    // refused opsets
+    for opset in [13, 22] {
+        o.opset = opset;
+        assert!(matches!(model(&sub, &o), Err(OnnxError::Opset(v)) if v == opset));
+    }
+}
+
+#[test]
+fn the_reference_fixture_subnet_reproduces_the_reference_logits() {
+    tch::set_num_threads(1);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ofa-tiny");
+    let Model::Subnet(f) = open_model(&dir.join("subnet_3.safetensors"), Device::Cpu).unwrap()
+    else {
+        panic!("subnet_3 is a subnet")
+    };
+    let io = read_safetensors(&dir.join("io_3.safetensors")).unwrap();
+    let x = &io.tensors["input"];
+    let want = Vec::<f32>::try_from(io.tensors["logits_subnet"].flatten(0, -1)).unwrap();
+    for fold_bn in [false, true] {
+        let o = ExportOptions {
+            fold_bn,
+            ..ExportOptions::new(x.size()[2] as u32)
+        };
+        let bytes = export(&f.net, &o).unwrap();
+        let e = worst(&tract_logits(&bytes, x).unwrap(), &want);
+        assert!(e <= 1e-4, "fold {fold_bn}: {e}");
+    }
+}
