@@ -411,6 +411,10 @@ impl Subnet {
 /// pure Rust; a top-level `state_dict` (or `model`) entry is unwrapped.
 pub fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
     use pytorch_reader::{DType, PytorchReader};
+    // Nothing is interpreted before the file is known to name only what a state_dict needs.
+    let bytes = std::fs::read(path).map_err(|e| SupernetError::io(path, e))?;
+    crate::pth_guard::check(path, &bytes)?;
+    drop(bytes);
     let open = |key: Option<&str>| match key {
         Some(k) => PytorchReader::with_top_level_key(path, k),
         None => PytorchReader::new(path),

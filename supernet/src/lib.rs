@@ -18,6 +18,7 @@ pub mod device;
 mod error;
 pub mod import;
 pub mod layers;
+mod pth_guard;
 mod subnet;
 mod supernet;
 pub mod tensors;
