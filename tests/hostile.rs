@@ -73,6 +73,43 @@ fn a_zip_bomb_is_refused_by_its_declared_sizes() {
 }
 
 #[test]
+fn a_gzip_bomb_dataset_is_refused_before_it_fills_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // an IDX header for 4096 images of 256×256, then 256 MiB of zeros: about 250 KiB gzipped
+    let mut idx = vec![0, 0, 0x08, 3];
+    for d in [4096u32, 256, 256] {
+        idx.extend(d.to_be_bytes());
+    }
+    let f = std::fs::File::create(data.join("train-images-idx3-ubyte.gz")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    gz.write_all(&idx).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        gz.write_all(&chunk).unwrap();
+    }
+    gz.finish().unwrap();
+    let mut labels = vec![0, 0, 0x08, 1];
+    labels.extend(4096u32.to_be_bytes());
+    labels.extend(vec![0u8; 4096]);
+    std::fs::write(data.join("train-labels-idx1-ubyte"), labels).unwrap();
+    let run = tmp.path().join("run");
+    fails_with(
+        ofa().args([
+            "train",
+            "--recipe",
+            "smoke",
+            "--data",
+            s(&data),
+            "--out",
+            s(&run),
+        ]),
+        "gzip bomb",
+    );
+}
+
+#[test]
 fn the_references_own_checkpoints_still_load() {
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ofa-tiny");
     for f in ["supernet_current_naming.pth", "supernet_legacy_naming.pth"] {

@@ -62,16 +62,32 @@ pub struct Dataset {
 /// Where the Debian package `dataset-fashion-mnist` puts the data.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
+/// How far a gzip file may inflate, as a multiple of its size.
+const GZIP_MAX_INFLATION: u64 = 64;
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::Io {
         path: path.to_path_buf(),
         source: e,
     })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
+        // Image and label files deflate 2-10×; a stream that inflates far beyond that is a bomb,
+        // stopped before it fills memory.
+        let limit = (GZIP_MAX_INFLATION * raw.len() as u64).max(1 << 20);
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .take(limit + 1)
             .read_to_end(&mut out)
             .map_err(|e| bad(path, format!("corrupt or truncated gzip data ({e})")))?;
+        if out.len() as u64 > limit {
+            return Err(bad(
+                path,
+                format!(
+                    "inflates past {GZIP_MAX_INFLATION}× its {} bytes: refused as a gzip bomb",
+                    raw.len()
+                ),
+            ));
+        }
         Ok(out)
     } else {
         Ok(raw)
