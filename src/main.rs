@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cmd::render(&e));
             ExitCode::from(cmd::exit_code(&e))
         }
     }

@@ -41,6 +41,21 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// The error as one line: each cause appended after `: `, except a cause whose text the line
+/// already holds (errors that print their source and also expose it, as thiserror's `source`
+/// fields do, would otherwise say it twice).
+pub fn render(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !line.contains(&c) {
+            line.push_str(": ");
+            line.push_str(&c);
+        }
+    }
+    line
+}
+
 /// Read an arch JSON file (any of the reference's forms).
 pub fn read_arch(path: &Path) -> anyhow::Result<ArchConfig> {
     let text =
@@ -79,6 +94,17 @@ pub fn device(s: &str) -> anyhow::Result<tch::Device> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(SupernetError::io(Path::new("/x/y"), io()));
+        assert_eq!(render(&e), "/x/y: no such file");
+        let e = e.context("cannot export");
+        assert_eq!(render(&e), "cannot export: /x/y: no such file");
+        let e = anyhow::Error::new(io()).context("reading /z");
+        assert_eq!(render(&e), "reading /z: no such file");
+    }
 
     #[test]
     fn a_libtorch_failure_is_found_under_any_wrapping() {
