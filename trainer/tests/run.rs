@@ -34,6 +34,16 @@ fn opts(data: &Path, stop_after: Option<u64>) -> TrainOptions {
 /// in one process must not interleave: the training tests take turns.
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// One intra-op thread and a fresh dataset in a temporary folder: (the folder, the data).
+fn one_thread_with_data() -> (tempfile::TempDir, std::path::PathBuf) {
+    tch::set_num_threads(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    dataset(&data);
+    (tmp, data)
+}
+
 fn weights(dir: &Path) -> Vec<(String, tch::Tensor)> {
     let ck = Supernet::load(&dir.join("supernet.safetensors"), Device::Cpu).unwrap();
     ck.net
@@ -46,11 +56,7 @@ fn weights(dir: &Path) -> Vec<(String, tch::Tensor)> {
 #[test]
 fn smoke_runs_every_phase_and_resumes_exactly() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    dataset(&data);
+    let (tmp, data) = one_thread_with_data();
 
     // Uninterrupted.
     let a = tmp.path().join("a");
@@ -219,11 +225,7 @@ fn bad_data_and_recipes_are_named() {
 #[test]
 fn a_branch_continues_another_runs_phase_boundary() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    dataset(&data);
+    let (tmp, data) = one_thread_with_data();
     let smoke = Recipe::load("smoke").unwrap();
 
     // A stops where its first phase ends (3 steps); B branches there with the same recipe and
