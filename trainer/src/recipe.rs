@@ -185,7 +185,15 @@ impl Phase {
 }
 
 /// Names of the built-in recipes.
-pub const BUILTIN: &[&str] = &["paper", "fmnist", "fmnist-no-ps", "fmnist-quick", "smoke"];
+pub const BUILTIN: &[&str] = &[
+    "paper",
+    "fmnist",
+    "fmnist-no-ps",
+    "fmnist-short",
+    "fmnist-short-no-ps",
+    "fmnist-quick",
+    "smoke",
+];
 
 /// Why a recipe is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +226,8 @@ impl Recipe {
             "paper" => include_str!("../recipes/paper.toml"),
             "fmnist" => include_str!("../recipes/fmnist.toml"),
             "fmnist-no-ps" => include_str!("../recipes/fmnist-no-ps.toml"),
+            "fmnist-short" => include_str!("../recipes/fmnist-short.toml"),
+            "fmnist-short-no-ps" => include_str!("../recipes/fmnist-short-no-ps.toml"),
             "fmnist-quick" => include_str!("../recipes/fmnist-quick.toml"),
             "smoke" => include_str!("../recipes/smoke.toml"),
             _ => return None,

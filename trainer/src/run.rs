@@ -848,6 +848,25 @@ mod tests {
     }
 
     #[test]
+    fn the_short_ablation_branches_from_an_fmnist_short_full_network() {
+        let ps = Recipe::load("fmnist-short").unwrap();
+        let no_ps = Recipe::load("fmnist-short-no-ps").unwrap();
+        assert_eq!(branch_mismatch(&ps, &no_ps, 1), None);
+        assert!(branch_mismatch(&ps, &no_ps, 2).unwrap().contains("phase 2"));
+        // 195 batches per epoch (50,000 training images, batch 256): the full network's 6 epochs
+        // end at step 1,170, and both arms then train equal steps and subnet-steps.
+        assert_eq!(ps.phases[0].total_steps(195), 1170);
+        let work = |r: &Recipe| -> (u64, u64) {
+            r.phases[1..].iter().fold((0, 0), |(s, ss), p| {
+                let n = p.total_steps(195);
+                (s + n, ss + n * p.subnets_per_step as u64)
+            })
+        };
+        assert_eq!(work(&ps), work(&no_ps));
+        assert_eq!(work(&ps), (735, 1815));
+    }
+
+    #[test]
     fn sandwich_trains_the_phase_extremes_and_draws_between() {
         let space = SearchSpace::preset("ofa-mbv3-small32").unwrap();
         let recipe = Recipe::load("smoke").unwrap();
