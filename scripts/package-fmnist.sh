@@ -98,6 +98,7 @@ PY
   quality)
     # The predicted front (also drawn into the package), and budgets spread over its latency range.
     ofa search --package "$RUN" --hardware "$HARDWARE" --pareto latency_ms --out "$RUN/front" --json >/dev/null
+    rm -f "$RUN/front/front.svg" # 2.8 MB of points: the package ships the png
     if [ -z "${BUDGETS:-}" ]; then
       BUDGETS="$(python3 -c '
 import json, sys
