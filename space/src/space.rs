@@ -55,6 +55,19 @@ pub struct StageSpec {
     pub se: bool,
 }
 
+/// Largest input resolution a space may name.
+pub const MAX_RESOLUTION: u32 = 8192;
+/// Largest width multiplier.
+pub const MAX_WIDTH_MULT: f64 = 16.0;
+/// Largest base width (before the multiplier).
+pub const MAX_BASE_WIDTH: u32 = 1 << 14;
+/// Most input channels.
+pub const MAX_IN_CHANNELS: u32 = 64;
+/// Most classes.
+pub const MAX_CLASSES: u32 = 1 << 20;
+/// Largest stride.
+pub const MAX_STRIDE: u32 = 8;
+
 /// Everything that defines a supernet family. Serialised as JSON inside every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,10 +292,62 @@ impl SearchSpace {
             .ks_list
             .iter()
             .chain(&self.expand_ratio_list)
+            .chain(&self.depth_list)
             .find(|v| **v >= 64)
         {
             return bad(format!(
-                "kernel sizes and expand ratios must be below 64, got {v}"
+                "kernel sizes, expand ratios and depths must be below 64, got {v}"
+            ));
+        }
+        // An elastic block always holds its inverted bottleneck; at e = 1 the reference's
+        // MBConvLayer has none, so a subnet cut there would not be the network it describes.
+        if self.expand_ratio_list.contains(&1) {
+            return bad(
+                "`expand_ratio_list` must not hold 1: elastic blocks always expand (the reference's \
+                 MBConvLayer drops the inverted bottleneck at 1)"
+                    .into(),
+            );
+        }
+        // Bounds far above any MobileNetV3, so that a hostile file cannot make the widths,
+        // costs or tensor shapes derived from a space overflow or exhaust memory.
+        if let Some(r) = self.resolutions.iter().find(|r| **r > MAX_RESOLUTION) {
+            return bad(format!(
+                "resolutions must be at most {MAX_RESOLUTION}, got {r}"
+            ));
+        }
+        if self.width_mult > MAX_WIDTH_MULT {
+            return bad(format!(
+                "`width_mult` must be at most {MAX_WIDTH_MULT}, got {}",
+                self.width_mult
+            ));
+        }
+        if let Some(w) = [
+            self.stem_base_width,
+            self.final_expand_base_width,
+            self.last_channel_base_width,
+        ]
+        .into_iter()
+        .chain(self.stages.iter().map(|s| s.base_width))
+        .find(|w| *w > MAX_BASE_WIDTH)
+        {
+            return bad(format!("base widths must be at most {MAX_BASE_WIDTH}, got {w}"));
+        }
+        if self.in_channels > MAX_IN_CHANNELS || self.n_classes > MAX_CLASSES {
+            return bad(format!(
+                "`in_channels` must be at most {MAX_IN_CHANNELS} and `n_classes` at most {MAX_CLASSES}, got {} and {}",
+                self.in_channels, self.n_classes
+            ));
+        }
+        if let Some(s) = self.stages.iter().find(|s| s.stride > MAX_STRIDE) {
+            return bad(format!("strides must be at most {MAX_STRIDE}, got {}", s.stride));
+        }
+        if !(self.bn_eps.is_finite() && self.bn_eps > 0.0)
+            || !(self.bn_momentum.is_finite() && (0.0..=1.0).contains(&self.bn_momentum))
+            || !(self.dropout_rate.is_finite() && (0.0..1.0).contains(&self.dropout_rate))
+        {
+            return bad(format!(
+                "`bn_eps` must be positive, `bn_momentum` in [0, 1] and `dropout_rate` in [0, 1), got {}, {} and {}",
+                self.bn_eps, self.bn_momentum, self.dropout_rate
             ));
         }
         if self
@@ -457,5 +522,25 @@ mod tests {
             make_divisible(f64::from(144 / 4), 8)
         );
         assert_eq!(s.kernel_transforms(), vec![(7, 5), (5, 3)]);
+    }
+
+    #[test]
+    fn spaces_no_network_could_have_are_refused_by_name() {
+        let ok = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
+        let refused = |f: &dyn Fn(&mut SearchSpace), says: &str| {
+            let mut s = ok.clone();
+            f(&mut s);
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        refused(&|s| s.expand_ratio_list = vec![1, 3], "must not hold 1");
+        refused(&|s| s.depth_list = vec![2, 64], "below 64, got 64");
+        refused(&|s| s.resolutions = vec![32, 10_000], "at most 8192");
+        refused(&|s| s.width_mult = 1e9, "`width_mult` must be at most");
+        refused(&|s| s.stages[3].base_width = 1 << 20, "base widths must be at most");
+        refused(&|s| s.n_classes = u32::MAX, "`n_classes` at most");
+        refused(&|s| s.stages[2].stride = 9, "strides must be at most 8");
+        refused(&|s| s.bn_eps = f64::NAN, "`bn_eps` must be positive");
+        ok.validate().unwrap();
     }
 }
