@@ -61,6 +61,29 @@ fn dtype_of(k: Kind) -> Option<Dtype> {
     })
 }
 
+/// A CPU tensor of `shape` and `kind` copied from `data`, which must hold exactly its bytes:
+/// libtorch copies `numel · element size` bytes from the pointer whatever the slice's length, so
+/// the length is checked here, with overflow-checked arithmetic, before it is called.
+pub fn tensor_from_bytes(
+    data: &[u8],
+    shape: &[usize],
+    kind: Kind,
+) -> std::result::Result<Tensor, String> {
+    let want = shape
+        .iter()
+        .try_fold(kind.elt_size_in_bytes(), |n, &d| n.checked_mul(d))
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    if want != data.len() {
+        return Err(format!(
+            "shape {shape:?} of {kind:?} needs {want} bytes, the file holds {}",
+            data.len()
+        ));
+    }
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    Tensor::f_from_data_size(data, &dims, kind).map_err(|e| e.to_string())
+}
+
 /// Read a safetensors file; errors name the file and what is wrong (truncated, corrupt header,
 /// unsupported dtype).
 pub fn read_safetensors(path: &Path) -> Result<TensorFile> {
@@ -90,8 +113,8 @@ pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<TensorFile> {
                 format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
             )
         })?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+        let t = tensor_from_bytes(view.data(), view.shape(), kind)
+            .map_err(|m| SupernetError::bad_file(path, format!("tensor `{name}`: {m}")))?;
         tensors.insert(name, t);
     }
     Ok(TensorFile { tensors, metadata })
@@ -448,11 +471,9 @@ pub fn read_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
         let bytes = t
             .read()
             .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
-        let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-        out.insert(
-            name.clone(),
-            Tensor::f_from_data_size(&bytes, &shape, kind)?,
-        );
+        let t = tensor_from_bytes(&bytes, t.shape(), kind)
+            .map_err(|m| SupernetError::bad_file(path, format!("tensor `{name}`: {m}")))?;
+        out.insert(name.clone(), t);
     }
     if out.is_empty() {
         return Err(SupernetError::bad_file(

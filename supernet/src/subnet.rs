@@ -158,10 +158,11 @@ impl SubnetConfig {
     /// Parse the reference `MobileNetV3.config` JSON.
     pub fn from_net_config(v: &Value) -> std::result::Result<SubnetConfig, String> {
         let u = |v: &Value, path: &str| -> std::result::Result<u32, String> {
-            v.pointer(path)
+            let x = v
+                .pointer(path)
                 .and_then(Value::as_u64)
-                .map(|x| x as u32)
-                .ok_or_else(|| format!("net_config: `{path}` missing or not an integer"))
+                .ok_or_else(|| format!("net_config: `{path}` missing or not an integer"))?;
+            u32::try_from(x).map_err(|_| format!("net_config: `{path}` = {x} is too large"))
         };
         let act = |s: Option<&str>| match s {
             Some("relu") => Ok(Activation::Relu),
@@ -184,8 +185,10 @@ impl SubnetConfig {
             let in_ch = u(b, &p("in_channels"))?;
             let e = u(b, &p("expand_ratio"))?;
             let mid = match b.pointer(&p("mid_channels")).and_then(Value::as_u64) {
-                Some(m) => m as u32,
-                None => in_ch * e,
+                Some(_) => u(b, &p("mid_channels"))?,
+                None => in_ch.checked_mul(e).ok_or_else(|| {
+                    format!("net_config: block {i}: {in_ch} channels × expand ratio {e} overflows")
+                })?,
             };
             blocks.push(LayerConfig {
                 in_ch,
