@@ -87,6 +87,11 @@ fn import_extract_infer_round_trip() {
         .find(|r| r["resolution"] == 48)
         .unwrap();
     assert_eq!(at48["macs"], 5196896);
+    // --arch takes the same names as everywhere else
+    let named: Value =
+        serde_json::from_str(&ok(&["inspect", s(&sup), "--arch", "largest", "--json"])).unwrap();
+    assert_eq!(named["subnets"].as_array().unwrap().len(), 1);
+    assert_eq!(named["subnets"][0], info["subnets"][0]);
 
     let arch = d.join("arch.json");
     std::fs::write(&arch, arch_of(3)).unwrap();

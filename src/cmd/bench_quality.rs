@@ -231,7 +231,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None
     };
     let out = Out {
-        package: a.package.display().to_string(),
+        // the folder's name: the file is shipped inside the package and must not name this machine
+        package: ofa_package::package_name(&a.package),
         hardware,
         dataset_records: records.len(),
         val_images,

@@ -13,7 +13,8 @@ use tch::Device;
 pub struct Args {
     /// Supernet checkpoint, subnet file or reference state_dict (.pth / .safetensors).
     file: Option<PathBuf>,
-    /// Report MACs and params of this subnet of a supernet (default: largest and smallest).
+    /// Report MACs and params of this subnet of a supernet: an arch JSON file, `largest` or
+    /// `smallest` (default: both of those).
     #[arg(long)]
     arch: Option<PathBuf>,
     /// Also list the compute devices (alone: only them).
@@ -68,7 +69,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     out.insert("trainable_params".into(), json!(ck.net.num_params()));
                     let mut subnets = Vec::new();
                     if let Some(p) = &a.arch {
-                        let arch = super::read_arch(p)?;
+                        let arch = super::arch_arg(p, space)?;
                         arch.validate(space)?;
                         subnets.push(costs(space, &arch));
                     } else {
