@@ -212,7 +212,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| SupernetError::io(dir, e))?;
+    // A temporary file is created 0600; the file it becomes is created as any other file is
+    // (0666 less the umask), so that a subnet cut by one user can be served by another.
+    let mut b = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = b.tempfile_in(dir).map_err(|e| SupernetError::io(dir, e))?;
     tmp.write_all(bytes)
         .map_err(|e| SupernetError::io(tmp.path(), e))?;
     tmp.as_file()
@@ -525,4 +533,21 @@ pub fn open_model(path: &Path, device: Device) -> Result<Model> {
         metrics: None,
         sha256: sha256_hex(&bytes),
     })))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn an_atomically_written_file_has_the_mode_of_any_other_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let ours = d.path().join("a.json");
+        super::write_atomic(&ours, b"{}").unwrap();
+        let plain = d.path().join("b.json");
+        std::fs::write(&plain, b"{}").unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ours), mode(&plain), "0666 less the umask, not tempfile's 0600");
+    }
 }
