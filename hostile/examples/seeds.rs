@@ -45,11 +45,13 @@ fn pth() -> Vec<u8> {
     p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\nq\x02((");
     p.extend_from_slice(b"X\x07\x00\x00\x00storagectorch\nFloatStorage\nq\x03");
     p.extend_from_slice(b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tq\x04Q");
-    p.extend_from_slice(b"K\x00K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\nq\x05)Rq\x06tq\x07Rq\x08u.");
+    p.extend_from_slice(
+        b"K\x00K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\nq\x05)Rq\x06tq\x07Rq\x08u.",
+    );
     let mut out = std::io::Cursor::new(Vec::new());
     let mut z = zip::ZipWriter::new(&mut out);
-    let o = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in [
         ("archive/data.pkl", p),
         ("archive/byteorder", b"little".to_vec()),
@@ -96,7 +98,12 @@ fn main() {
     let net = ofa_supernet::Supernet::new(&space, 0, Device::Cpu).unwrap();
     let sup = tmp.path().join("supernet.safetensors");
     net.save(&sup, &Default::default(), None).unwrap();
-    put(&dir, "supernet_safetensors", "seed-tiny", &std::fs::read(&sup).unwrap());
+    put(
+        &dir,
+        "supernet_safetensors",
+        "seed-tiny",
+        &std::fs::read(&sup).unwrap(),
+    );
     let small = ArchConfig::smallest(&space);
     let sub = net.extract(&small).unwrap();
     let mut extra = BTreeMap::new();
@@ -140,14 +147,24 @@ fn main() {
         .collect();
     let entries: serde_json::Map<String, serde_json::Value> = keys
         .iter()
-        .map(|k| (k.clone(), serde_json::json!({"count": 3, "mean": 0.25, "std": 0.01})))
+        .map(|k| {
+            (
+                k.clone(),
+                serde_json::json!({"count": 3, "mean": 0.25, "std": 0.01}),
+            )
+        })
         .collect();
     let table = serde_json::json!({
         "format": ofa_predictors::latency::FORMAT,
         "meta": {"device": "seed", "batch": 1},
         "tables": {largest.r.to_string(): entries},
     });
-    put(&dir, "latency_json", "seed-tiny-largest", table.to_string().as_bytes());
+    put(
+        &dir,
+        "latency_json",
+        "seed-tiny-largest",
+        table.to_string().as_bytes(),
+    );
     let yaml: String = keys
         .iter()
         .map(|k| format!("{k}:\n  count: 3\n  mean: 0.25\n  std: 0.01\n"))
@@ -180,7 +197,12 @@ fn main() {
         .unwrap();
     let acc = tmp.path().join("accuracy.safetensors");
     m.save(&acc).unwrap();
-    put(&dir, "accuracy_predictor", "seed-tiny", &std::fs::read(&acc).unwrap());
+    put(
+        &dir,
+        "accuracy_predictor",
+        "seed-tiny",
+        &std::fs::read(&acc).unwrap(),
+    );
 
     // an accuracy dataset
     let line = |a: &ArchConfig, top1: f64| {

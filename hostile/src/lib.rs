@@ -113,7 +113,10 @@ fn scratch_file(name: &str, data: &[u8]) -> Option<PathBuf> {
             // One thread of libtorch: the readers are serial, and spinning threads would only
             // slow a fuzzing run.
             tch::set_num_threads(1);
-            *s = tempfile::Builder::new().prefix("ofa-hostile-").tempdir().ok();
+            *s = tempfile::Builder::new()
+                .prefix("ofa-hostile-")
+                .tempdir()
+                .ok();
         }
         let dir = s.as_ref()?.path();
         for e in std::fs::read_dir(dir).ok()?.flatten() {

@@ -46,7 +46,10 @@ fn the_regression_corpus_replays_without_a_panic() {
             replayed += 1;
         }
     }
-    eprintln!("{replayed} corpus files replayed through {} targets", TARGETS.len());
+    eprintln!(
+        "{replayed} corpus files replayed through {} targets",
+        TARGETS.len()
+    );
 }
 
 /// The seeds are valid files: each reader accepts its seed, so the fuzzer starts from the
@@ -63,31 +66,45 @@ fn the_seeds_are_accepted_by_their_readers() {
         to
     };
     let dev = tch::Device::Cpu;
-    ofa_supernet::Supernet::load(&copy(seed("supernet_safetensors", "seed-tiny"), "s.safetensors"), dev)
-        .unwrap();
+    ofa_supernet::Supernet::load(
+        &copy(seed("supernet_safetensors", "seed-tiny"), "s.safetensors"),
+        dev,
+    )
+    .unwrap();
     ofa_supernet::checkpoint::open_model(
         &copy(seed("subnet_safetensors", "seed-smallest"), "n.safetensors"),
         dev,
     )
     .unwrap();
-    let map = ofa_supernet::checkpoint::read_pth(&copy(seed("pth", "seed-one-tensor"), "w.pth")).unwrap();
+    let map =
+        ofa_supernet::checkpoint::read_pth(&copy(seed("pth", "seed-one-tensor"), "w.pth")).unwrap();
     assert_eq!(
         Vec::<f32>::try_from(&map["w"]).unwrap(),
         vec![1.0, 2.0],
         "the hand-made torch.save archive reads back"
     );
     let tiny = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
-    let a = ArchConfig::from_json(&std::fs::read_to_string(seed("arch_json", "seed-largest")).unwrap()).unwrap();
+    let a =
+        ArchConfig::from_json(&std::fs::read_to_string(seed("arch_json", "seed-largest")).unwrap())
+            .unwrap();
     a.validate(&tiny).unwrap();
-    SearchSpace::from_json(&std::fs::read_to_string(seed("space_json", "seed-ofa-mbv3-tiny")).unwrap()).unwrap();
+    SearchSpace::from_json(
+        &std::fs::read_to_string(seed("space_json", "seed-ofa-mbv3-tiny")).unwrap(),
+    )
+    .unwrap();
     let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(seed("net_config_json", "seed-smallest")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(seed("net_config_json", "seed-smallest")).unwrap())
+            .unwrap();
     ofa_supernet::SubnetConfig::from_net_config(&v).unwrap();
     let t = ofa_predictors::LatencyTable::load(&seed("latency_json", "seed-tiny-largest")).unwrap();
     assert!(t.predict(&tiny, &ArchConfig::largest(&tiny)).unwrap() > 0.0);
     let ydir = tmp.path().join("yaml");
     std::fs::create_dir(&ydir).unwrap();
-    std::fs::copy(seed("latency_yaml", "seed-tiny-largest"), ydir.join("48_lookup_table.yaml")).unwrap();
+    std::fs::copy(
+        seed("latency_yaml", "seed-tiny-largest"),
+        ydir.join("48_lookup_table.yaml"),
+    )
+    .unwrap();
     let y = ofa_predictors::LatencyTable::import_reference_dir(&ydir, "seed").unwrap();
     assert!(y.predict(&tiny, &ArchConfig::largest(&tiny)).unwrap() > 0.0);
     for r in ["seed-smoke", "seed-fmnist-short"] {
@@ -102,11 +119,27 @@ fn the_seeds_are_accepted_by_their_readers() {
     }
     let cdir = tmp.path().join("cifar");
     std::fs::create_dir(&cdir).unwrap();
-    std::fs::copy(seed("cifar", "seed-two-images"), cdir.join("data_batch_1.bin")).unwrap();
-    assert_eq!(ofa_trainer::data::load_cifar10_dir(&cdir).unwrap().train.len(), 2);
-    let m = ofa_predictors::AccuracyPredictor::load(&seed("accuracy_predictor", "seed-tiny"), None).unwrap();
+    std::fs::copy(
+        seed("cifar", "seed-two-images"),
+        cdir.join("data_batch_1.bin"),
+    )
+    .unwrap();
+    assert_eq!(
+        ofa_trainer::data::load_cifar10_dir(&cdir)
+            .unwrap()
+            .train
+            .len(),
+        2
+    );
+    let m = ofa_predictors::AccuracyPredictor::load(&seed("accuracy_predictor", "seed-tiny"), None)
+        .unwrap();
     m.check_space(&tiny, &tiny.resolutions).unwrap();
-    assert_eq!(ofa_predictors::dataset::read(&seed("accuracy_dataset", "seed-two")).unwrap().len(), 2);
+    assert_eq!(
+        ofa_predictors::dataset::read(&seed("accuracy_dataset", "seed-two"))
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// Headers that claim more than the file holds are refused before anything that size is
@@ -129,7 +162,9 @@ fn claims_beyond_the_file_are_refused_by_name() {
     let mut b = (1u64 << 40).to_le_bytes().to_vec();
     b.extend_from_slice(b"{}      ");
     std::fs::write(&p, &b).unwrap();
-    let e = ofa_supernet::checkpoint::read_safetensors(&p).unwrap_err().to_string();
+    let e = ofa_supernet::checkpoint::read_safetensors(&p)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a valid safetensors file"), "{e}");
 
     // a tensor whose shape claims 10^12 elements over 8 bytes of data
@@ -138,18 +173,28 @@ fn claims_beyond_the_file_are_refused_by_name() {
     b.extend_from_slice(header);
     b.extend_from_slice(&[0u8; 8]);
     std::fs::write(&p, &b).unwrap();
-    let e = ofa_supernet::checkpoint::read_safetensors(&p).unwrap_err().to_string();
+    let e = ofa_supernet::checkpoint::read_safetensors(&p)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a valid safetensors file"), "{e}");
 
     // a space of 10^9 blocks per stage, or of 2^31-wide layers
-    let mut s: serde_json::Value =
-        serde_json::from_str(&ofa_space::SearchSpace::preset("ofa-mbv3-tiny").unwrap().to_json()).unwrap();
+    let mut s: serde_json::Value = serde_json::from_str(
+        &ofa_space::SearchSpace::preset("ofa-mbv3-tiny")
+            .unwrap()
+            .to_json(),
+    )
+    .unwrap();
     s["depth_list"] = serde_json::json!([2, 1_000_000_000]);
-    let e = ofa_space::SearchSpace::from_json(&s.to_string()).unwrap_err().to_string();
+    let e = ofa_space::SearchSpace::from_json(&s.to_string())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("1000000000"), "{e}");
     s["depth_list"] = serde_json::json!([2, 3]);
     s["last_channel_base_width"] = serde_json::json!(1u32 << 31);
-    let e = ofa_space::SearchSpace::from_json(&s.to_string()).unwrap_err().to_string();
+    let e = ofa_space::SearchSpace::from_json(&s.to_string())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("base widths must be at most"), "{e}");
 }
 

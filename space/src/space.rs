@@ -330,7 +330,9 @@ impl SearchSpace {
         .chain(self.stages.iter().map(|s| s.base_width))
         .find(|w| *w > MAX_BASE_WIDTH)
         {
-            return bad(format!("base widths must be at most {MAX_BASE_WIDTH}, got {w}"));
+            return bad(format!(
+                "base widths must be at most {MAX_BASE_WIDTH}, got {w}"
+            ));
         }
         if self.in_channels > MAX_IN_CHANNELS || self.n_classes > MAX_CLASSES {
             return bad(format!(
@@ -339,7 +341,10 @@ impl SearchSpace {
             ));
         }
         if let Some(s) = self.stages.iter().find(|s| s.stride > MAX_STRIDE) {
-            return bad(format!("strides must be at most {MAX_STRIDE}, got {}", s.stride));
+            return bad(format!(
+                "strides must be at most {MAX_STRIDE}, got {}",
+                s.stride
+            ));
         }
         if !(self.bn_eps.is_finite() && self.bn_eps > 0.0)
             || !(self.bn_momentum.is_finite() && (0.0..=1.0).contains(&self.bn_momentum))
@@ -537,7 +542,10 @@ mod tests {
         refused(&|s| s.depth_list = vec![2, 64], "below 64, got 64");
         refused(&|s| s.resolutions = vec![32, 10_000], "at most 8192");
         refused(&|s| s.width_mult = 1e9, "`width_mult` must be at most");
-        refused(&|s| s.stages[3].base_width = 1 << 20, "base widths must be at most");
+        refused(
+            &|s| s.stages[3].base_width = 1 << 20,
+            "base widths must be at most",
+        );
         refused(&|s| s.n_classes = u32::MAX, "`n_classes` at most");
         refused(&|s| s.stages[2].stride = 9, "strides must be at most 8");
         refused(&|s| s.bn_eps = f64::NAN, "`bn_eps` must be positive");

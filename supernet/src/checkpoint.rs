@@ -548,6 +548,10 @@ mod tests {
         let plain = d.path().join("b.json");
         std::fs::write(&plain, b"{}").unwrap();
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&ours), mode(&plain), "0666 less the umask, not tempfile's 0600");
+        assert_eq!(
+            mode(&ours),
+            mode(&plain),
+            "0666 less the umask, not tempfile's 0600"
+        );
     }
 }
