@@ -538,6 +538,22 @@ pub fn open_model(path: &Path, device: Device) -> Result<Model> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use tch::Kind;
+
+    #[test]
+    fn a_tensor_is_built_only_from_exactly_its_bytes() {
+        let t = super::tensor_from_bytes(&[0u8; 8], &[2], Kind::Float).unwrap();
+        assert_eq!(t.size(), vec![2]);
+        // a short slice: libtorch would read past it
+        let e = super::tensor_from_bytes(&[0u8; 4], &[2], Kind::Float).unwrap_err();
+        assert!(e.contains("needs 8 bytes, the file holds 4"), "{e}");
+        let e = super::tensor_from_bytes(&[0u8; 12], &[2], Kind::Float).unwrap_err();
+        assert!(e.contains("needs 8 bytes"), "{e}");
+        // a shape whose byte count overflows
+        let e = super::tensor_from_bytes(&[0u8; 8], &[usize::MAX, 2], Kind::Float).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+    }
+
     #[cfg(unix)]
     #[test]
     fn an_atomically_written_file_has_the_mode_of_any_other_new_file() {
