@@ -25,4 +25,4 @@ pub use package::{
     latency_tables, package_name, Package, ACCURACY_FILE, CALIBRATION_FILE, CARD_FILE, LATENCY_DIR,
     SUPERNET_FILE,
 };
-pub use split::Split;
+pub use split::{holdout_indices, Split};

@@ -14,6 +14,20 @@ pub struct Split {
     pub labels: Tensor,
 }
 
+/// The seeded held-out split of `n` examples: `n_val` of them (chosen by a seeded permutation)
+/// and the rest, each in their original order, as `(rest, held_out)`. Every split of a dataset
+/// (in memory or a file list) is taken this way.
+pub fn holdout_indices(n: usize, n_val: usize, seed: u64) -> (Vec<i64>, Vec<i64>) {
+    let n_val = n_val.min(n);
+    let mut perm: Vec<i64> = (0..n as i64).collect();
+    perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut val: Vec<i64> = perm[..n_val].to_vec();
+    let mut train: Vec<i64> = perm[n_val..].to_vec();
+    val.sort_unstable();
+    train.sort_unstable();
+    (train, val)
+}
+
 impl Split {
     /// Number of examples.
     pub fn len(&self) -> usize {
@@ -37,14 +51,7 @@ impl Split {
     /// A deterministic held-out split: `n_val` examples chosen by a seeded permutation become the
     /// validation split, the rest (in their original order) the training split.
     pub fn split_validation(&self, n_val: usize, seed: u64) -> (Split, Split) {
-        let n = self.len();
-        let n_val = n_val.min(n);
-        let mut perm: Vec<i64> = (0..n as i64).collect();
-        perm.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let mut val: Vec<i64> = perm[..n_val].to_vec();
-        let mut train: Vec<i64> = perm[n_val..].to_vec();
-        val.sort_unstable();
-        train.sort_unstable();
+        let (train, val) = holdout_indices(self.len(), n_val, seed);
         (self.select(&train), self.select(&val))
     }
 

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use ofa_supernet::timing::{once_ms, Summary};
 
 use ofa_space::{sample, ArchConfig, Choices};
@@ -30,6 +31,8 @@ enum What {
     Search(super::bench_search::Args),
     /// The HTTP service under wrk: cached GET / POST throughput, cold search, first download, RSS.
     Serve(super::bench_serve::Args),
+    /// Decode + augment throughput of a streamed image folder into training batches.
+    Data(super::bench_data::Args),
     /// Search quality on a package: each budget's pick against the predictor dataset's best
     /// measured subnet within it, top-1 and latency measured; and the measurement noise.
     Quality(super::bench_quality::Args),
@@ -68,6 +71,13 @@ pub struct TrainArgs {
     /// Keep NCHW weights and inputs (the trainer uses channels-last).
     #[arg(long)]
     nchw: bool,
+    /// Feed the steps from this image folder, streamed by the trainer's loader (random-resized
+    /// crop, flip, jitter), and report the share of each step spent waiting for data.
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    /// Loader worker threads with `--data`.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -129,6 +139,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Search(s) => super::bench_search::run(s),
         What::Serve(s) => super::bench_serve::run(s),
         What::Quality(q) => super::bench_quality::run(q),
+        What::Data(d) => super::bench_data::run(d),
     }
 }
 
@@ -245,11 +256,35 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
 }
 
 /// Peak resident memory of this process in MiB (Linux), if known.
-fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The trainer's loader over the images of `dir`, streamed, at the benchmark's batch and
+/// resolution.
+fn streamed_batches(
+    dir: &std::path::Path,
+    a: &TrainArgs,
+    steps: u64,
+) -> anyhow::Result<ofa_trainer::loader::Loader> {
+    use ofa_trainer::folder::{scan, FolderStream, JpegDecoder};
+    use ofa_trainer::loader::{BatchPlan, Loader, TrainData};
+    let index = scan(dir)?;
+    let stream = FolderStream::new(index.train, JpegDecoder::default(), usize::MAX);
+    let plan = BatchPlan {
+        seed: 0,
+        phase: 0,
+        batch_size: a.batch as usize,
+        resolutions: vec![a.resolution],
+        channels: 3,
+        augment: ofa_trainer::augment::AugmentConfig::imagenet(),
+        shard: None,
+    };
+    let data = TrainData::Stream(std::sync::Arc::new(stream));
+    Ok(Loader::new(&data, &plan, 0, steps, a.workers, 4))
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<()> {
@@ -297,15 +332,39 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut ms = Vec::with_capacity(a.steps);
     let mut total = StepTime::default();
     const WARMUP: usize = 5;
+    let mut loader = match &a.data {
+        Some(dir) => Some(streamed_batches(dir, &a, (a.steps + WARMUP) as u64)?),
+        None => None,
+    };
+    let (mut waited, mut wall) = (0.0f64, 0.0f64);
     for i in 0..a.steps + WARMUP {
         let archs: Vec<ArchConfig> = (0..a.subnets_per_step)
             .map(|_| sample(&space, &choices, &mut rng))
             .collect();
         let t = Instant::now();
-        let st = train_step(&net, Some(&teacher), &mut opt, &x, &y, &archs, &cfg, 0.01)?;
+        let fed = match loader.as_mut() {
+            Some(l) => {
+                let before = l.waited();
+                let b = l.next().context("the loader ended early")??;
+                let w = (l.waited() - before).as_secs_f64();
+                let bx = b.x.to_device(device);
+                let bx = if a.nchw { bx } else { channels_last(&bx) };
+                let by = b.y.remainder(i64::from(space.n_classes)).to_device(device);
+                Some((bx, by, w))
+            }
+            None => None,
+        };
+        let (x, y) = match &fed {
+            Some((bx, by, _)) => (bx, by),
+            None => (&x, &y),
+        };
+        let st = train_step(&net, Some(&teacher), &mut opt, x, y, &archs, &cfg, 0.01)?;
         ofa_supernet::timing::sync(device);
         if i >= WARMUP {
-            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let step_s = t.elapsed().as_secs_f64();
+            wall += step_s;
+            waited += fed.as_ref().map_or(0.0, |f| f.2);
+            ms.push(step_s * 1e3);
             total.teacher += st.time.teacher;
             total.forward += st.time.forward;
             total.backward += st.time.backward;
@@ -326,9 +385,25 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
                          "backward": total.backward / n * 1e3, "optimizer": total.optimizer / n * 1e3},
         "peak_rss_mib": peak_rss_mib(),
     });
+    let mut out = out;
+    if let Some(dir) = &a.data {
+        out["data"] = json!(dir.display().to_string());
+        out["workers"] = json!(a.workers);
+        out["data_wait_s"] = json!(waited);
+        out["data_wait_share"] = json!(waited / wall.max(1e-12));
+    }
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
         return Ok(());
+    }
+    if a.data.is_some() {
+        println!(
+            "data wait    {:.1} % of the step ({:.2} s of {:.2} s; {} workers)",
+            100.0 * waited / wall.max(1e-12),
+            waited,
+            wall,
+            a.workers
+        );
     }
     println!(
         "training steps, {} (width {}, {} classes), batch {} at r={}, {} subnet(s)/step, {} threads, {:?}, {}",

@@ -155,7 +155,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let splits = ofa_trainer::package::splits(&pkg, a.data.as_deref())?;
     let test = splits
         .test
-        .context("the package's dataset has no test split")?;
+        .context("the package's dataset has no test split")?
+        .load()?;
     let val_images = a
         .eval_images
         .or_else(|| records.iter().map(|r| r.eval_images).max())

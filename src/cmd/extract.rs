@@ -128,7 +128,8 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
                 "test",
                 splits
                     .test
-                    .ok_or_else(|| ExtractError::MissingSplit("test".into()))?,
+                    .ok_or_else(|| ExtractError::MissingSplit("test".into()))?
+                    .load()?,
             ),
             EvalSplit::Val => ("val", splits.val),
         };

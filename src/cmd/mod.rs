@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the helpers they share.
 
 pub mod bench;
+pub mod bench_data;
 pub mod bench_predict;
 pub mod bench_quality;
 pub mod bench_search;

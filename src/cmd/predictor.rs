@@ -140,7 +140,8 @@ fn build(a: DatasetArgs) -> anyhow::Result<()> {
         SplitArg::Val => splits.val,
         SplitArg::Test => splits
             .test
-            .context("the package's dataset has no test split")?,
+            .context("the package's dataset has no test split")?
+            .load()?,
     };
     let opts = MeasureOptions {
         recalibration: Recalibration {

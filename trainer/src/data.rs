@@ -8,6 +8,8 @@ use tch::{Kind, Tensor};
 
 pub use ofa_package::Split;
 
+use crate::folder::{class_dirs, scan, FolderStream, JpegDecoder, Sample};
+
 /// Why a dataset could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -26,6 +28,16 @@ pub enum DataError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// More images failed to decode than the run allows (`train.max_bad_images`).
+    #[error("{count} images could not be decoded, more than the {limit} allowed (train.max_bad_images): {examples}")]
+    TooManyBadImages {
+        /// The limit.
+        limit: usize,
+        /// Bad files seen.
+        count: usize,
+        /// The first few, with why.
+        examples: String,
     },
     /// A dataset directory that does not hold a known format.
     #[error("{path}: {reason}")]
@@ -299,122 +311,56 @@ pub fn load_cifar10_dir(dir: &Path) -> Result<Dataset, DataError> {
     })
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
-
-fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    let mut v: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-/// Decode one image, resize its short side to `size` and centre-crop `size × size`.
-fn decode(path: &Path, size: u32, gray: bool) -> Result<Vec<u8>, DataError> {
-    let img = image::open(path).map_err(|e| bad(path, format!("cannot decode image ({e})")))?;
-    let (w, h) = (img.width(), img.height());
-    if w == 0 || h == 0 {
-        return Err(bad(path, "empty image"));
+fn to_gray(split: Split) -> Split {
+    // ITU-R 601 luma, as PIL's `convert("L")`.
+    let x = split.images.to_kind(Kind::Float);
+    let y = x.narrow(1, 0, 1) * 0.299 + x.narrow(1, 1, 1) * 0.587 + x.narrow(1, 2, 1) * 0.114;
+    Split {
+        images: y.round().clamp(0.0, 255.0).to_kind(Kind::Uint8),
+        labels: split.labels,
     }
-    let scale = f64::from(size) / f64::from(w.min(h));
-    let (nw, nh) = (
-        ((f64::from(w) * scale).round() as u32).max(size),
-        ((f64::from(h) * scale).round() as u32).max(size),
-    );
-    let img = img.resize_exact(nw, nh, image::imageops::FilterType::Triangle);
-    let img = img.crop_imm((nw - size) / 2, (nh - size) / 2, size, size);
-    // Channel-planar (C, H, W) bytes.
-    Ok(if gray {
-        img.to_luma8().into_raw()
-    } else {
-        let rgb = img.to_rgb8();
-        let px = (size * size) as usize;
-        let mut planar = vec![0u8; 3 * px];
-        for (i, p) in rgb.pixels().enumerate() {
-            for c in 0..3 {
-                planar[c * px + i] = p[c];
-            }
-        }
-        planar
-    })
 }
 
-fn folder_split(dir: &Path, classes: &[String], size: u32, gray: bool) -> Result<Split, DataError> {
-    let mut images = Vec::new();
-    let mut labels = Vec::new();
-    for (label, class) in classes.iter().enumerate() {
-        let cdir = dir.join(class);
-        let rd = std::fs::read_dir(&cdir).map_err(|e| DataError::Io {
-            path: cdir.clone(),
-            source: e,
-        })?;
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_image(p))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(bad(&cdir, "class folder holds no .png/.jpg images"));
-        }
-        for f in files {
-            images.extend(decode(&f, size, gray)?);
-            labels.push(label as i64);
-        }
+fn decode_all(samples: Vec<Sample>, size: u32, gray: bool) -> Result<Split, DataError> {
+    // Decoding into memory stops at the first bad file: nothing would train on a silent gap.
+    let stream = FolderStream::new(samples, JpegDecoder::default(), 0);
+    let idx: Vec<usize> = (0..stream.len()).collect();
+    let split = stream.eval_images(&idx, size, 1.0)?;
+    Ok(if gray { to_gray(split) } else { split })
+}
+
+/// Whether `dir` holds an image folder (class folders, directly or under `train/`) rather than
+/// IDX or CIFAR-10 files.
+pub fn is_image_folder(dir: &Path) -> bool {
+    if !dir.is_dir()
+        || find(dir, "train-images-idx3-ubyte").is_some()
+        || dir.join("data_batch_1.bin").is_file()
+    {
+        return false;
     }
-    let c = if gray { 1 } else { 3 };
-    let n = labels.len() as i64;
-    let s = i64::from(size);
-    Ok(Split {
-        images: Tensor::from_slice(&images).reshape([n, c, s, s]),
-        labels: Tensor::from_slice(&labels),
-    })
-}
-
-/// Load an image-folder dataset (`class/xxx.png|jpg`, classes in sorted order, like torchvision's
-/// ImageFolder), either directly in `dir` or under `dir/train` with an optional `dir/test` (or
-/// `dir/val`). Images are decoded once, resized (short side) and centre-cropped to `size`; RGB
-/// unless `gray`.
-pub fn load_image_folder(dir: &Path, size: u32, gray: bool) -> Result<Dataset, DataError> {
-    let train_dir = if dir.join("train").is_dir() {
+    let sub = if dir.join("train").is_dir() {
         dir.join("train")
     } else {
         dir.to_path_buf()
     };
-    let classes: Vec<String> = class_dirs(&train_dir)?
-        .iter()
-        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
-        .collect();
-    if classes.is_empty() {
-        return Err(DataError::UnknownFormat {
-            path: train_dir,
-            reason: "no class folders".into(),
-        });
-    }
-    let train = folder_split(&train_dir, &classes, size, gray)?;
-    let test_dir = ["test", "val"]
-        .iter()
-        .map(|d| dir.join(d))
-        .find(|p| p.is_dir());
-    let test = match test_dir {
-        Some(t) => Some(folder_split(&t, &classes, size, gray)?),
-        None => None,
-    };
+    class_dirs(&sub).is_ok_and(|c| !c.is_empty())
+}
+
+/// Load an image-folder dataset ([`crate::folder::scan`]: classes in torchvision's
+/// `ImageFolder` order, directly in `dir` or under `dir/train` with an optional `dir/test` or
+/// `dir/val`) into memory: every image decoded once, its short side resized to `size` and
+/// centre-cropped `size × size`; RGB unless `gray`. Large folders stream instead
+/// ([`crate::folder::FolderStream`]).
+pub fn load_image_folder(dir: &Path, size: u32, gray: bool) -> Result<Dataset, DataError> {
+    let index = scan(dir)?;
+    let n_classes = index.classes.len();
+    let train = decode_all(index.train, size, gray)?;
+    let test = index.test.map(|t| decode_all(t, size, gray)).transpose()?;
     Ok(Dataset {
         name: format!("image folder ({})", dir.display()),
         train,
         test,
-        n_classes: classes.len(),
+        n_classes,
         channels: if gray { 1 } else { 3 },
     })
 }
@@ -422,18 +368,8 @@ pub fn load_image_folder(dir: &Path, size: u32, gray: bool) -> Result<Dataset, D
 /// Load whatever known format `dir` holds (IDX, CIFAR-10 binary, or an image folder decoded to
 /// `folder_size` pixels; see [`load_image_folder`]).
 pub fn load_any(dir: &Path, folder_size: u32, gray: bool) -> Result<Dataset, DataError> {
-    if dir.is_dir()
-        && find(dir, "train-images-idx3-ubyte").is_none()
-        && !dir.join("data_batch_1.bin").is_file()
-    {
-        let sub = if dir.join("train").is_dir() {
-            dir.join("train")
-        } else {
-            dir.to_path_buf()
-        };
-        if !class_dirs(&sub)?.is_empty() {
-            return load_image_folder(dir, folder_size, gray);
-        }
+    if is_image_folder(dir) {
+        return load_image_folder(dir, folder_size, gray);
     }
     load_dir(dir)
 }

@@ -10,6 +10,7 @@
 
 pub use ofa_package::augment;
 pub mod data;
+pub mod folder;
 pub mod loader;
 pub mod package;
 pub mod recipe;

@@ -1,8 +1,12 @@
 //! Batches decoded and augmented on worker threads, with a bounded prefetch queue per worker,
 //! delivered in step order. Each batch is a pure function of (seed, phase, step), so the stream is
 //! the same whatever the number of workers, and a resumed run sees the batches it would have seen.
+//! The training images are either decoded in memory ([`TrainData::Memory`]) or streamed from an
+//! image folder ([`TrainData::Stream`]); a plan can take one rank's shard of every global batch.
 
+use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -11,8 +15,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
-use crate::augment::{match_channels, train_batch, AugmentConfig};
-use crate::data::Split;
+use crate::augment::{match_channels, train_batch_with, AugmentConfig, SampleAugment};
+use crate::data::{DataError, Split};
+use crate::folder::FolderStream;
 
 pub use ofa_package::seed::mix;
 
@@ -31,6 +36,44 @@ pub struct BatchPlan {
     pub channels: i64,
     /// Augmentation.
     pub augment: AugmentConfig,
+    /// `(rank, world size)`: take only this rank's contiguous part of every global batch (data
+    /// parallelism); `None` takes the whole batch.
+    pub shard: Option<(usize, usize)>,
+}
+
+/// The training images of a run.
+#[derive(Debug)]
+pub enum TrainData {
+    /// Decoded in memory (IDX, CIFAR-10, small image folders).
+    Memory(Split),
+    /// Streamed from an image folder, decoded as each batch is prepared.
+    Stream(Arc<FolderStream>),
+}
+
+impl TrainData {
+    /// Number of training images.
+    pub fn len(&self) -> usize {
+        match self {
+            TrainData::Memory(s) => s.len(),
+            TrainData::Stream(s) => s.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Another handle on the same images (no copy).
+    pub fn share(&self) -> TrainData {
+        match self {
+            TrainData::Memory(s) => TrainData::Memory(Split {
+                images: s.images.shallow_clone(),
+                labels: s.labels.shallow_clone(),
+            }),
+            TrainData::Stream(s) => TrainData::Stream(Arc::clone(s)),
+        }
+    }
 }
 
 impl BatchPlan {
@@ -58,19 +101,52 @@ impl BatchPlan {
         self.resolutions[rng.random_range(0..self.resolutions.len())]
     }
 
-    /// Build the batch of step `step` from `split` (images augmented, labels).
-    pub fn batch(&self, split: &Split, step: u64) -> Batch {
-        let idx = Tensor::from_slice(&self.indices(split.len(), step));
+    /// The positions of this plan's shard within a global batch of `batch` examples: rank `k`
+    /// of `n` takes `[k·batch/n, (k+1)·batch/n)`.
+    pub fn shard_range(&self, batch: usize) -> Range<usize> {
+        match self.shard {
+            Some((rank, world)) if world > 1 => rank * batch / world..(rank + 1) * batch / world,
+            _ => 0..batch,
+        }
+    }
+
+    /// Build the batch of step `step` (this plan's shard of it) from `data`: images augmented
+    /// and normalised, labels.
+    pub fn batch(&self, data: &TrainData, step: u64) -> Result<Batch, DataError> {
+        let all = self.indices(data.len(), step);
+        let part = self.shard_range(all.len());
         let r = self.resolution(step);
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(&[self.seed, self.phase, step, 3]));
-        let images = split.images.index_select(0, &idx);
-        let x = train_batch(&images, i64::from(r), &self.augment, &mut rng);
-        Batch {
+        let (x, y) = match data {
+            TrainData::Memory(split) => {
+                // Every image's augmentation is drawn in turn from the batch's generator (the
+                // whole batch's draws, whatever the shard, so shards concatenate to the batch).
+                let mut rng = ChaCha8Rng::seed_from_u64(mix(&[self.seed, self.phase, step, 3]));
+                let s = split.images.size();
+                let augs: Vec<SampleAugment> = (0..all.len())
+                    .map(|_| SampleAugment::draw(s[2], s[3], s[1], &self.augment, &mut rng))
+                    .collect();
+                let idx = Tensor::from_slice(&all[part.clone()]);
+                let images = split.images.index_select(0, &idx);
+                let x = train_batch_with(&images, i64::from(r), &augs[part], &self.augment);
+                (x, split.labels.index_select(0, &idx))
+            }
+            TrainData::Stream(stream) => {
+                let idx: Vec<usize> = all[part.clone()].iter().map(|&i| i as usize).collect();
+                stream.train_batch(
+                    &idx,
+                    part.start,
+                    r,
+                    &self.augment,
+                    [self.seed, self.phase, step],
+                )?
+            }
+        };
+        Ok(Batch {
             step,
             x: match_channels(&x, self.channels),
-            y: split.labels.index_select(0, &idx),
+            y,
             resolution: r,
-        }
+        })
     }
 }
 
@@ -90,7 +166,7 @@ pub struct Batch {
 /// Worker threads producing the batches of steps `start..end` in order.
 #[derive(Debug)]
 pub struct Loader {
-    receivers: Vec<Receiver<Batch>>,
+    receivers: Vec<Receiver<Result<Batch, DataError>>>,
     handles: Vec<JoinHandle<()>>,
     next: u64,
     start: u64,
@@ -101,7 +177,7 @@ pub struct Loader {
 impl Loader {
     /// Start `workers` threads (at least 1), each keeping up to `prefetch` batches ready.
     pub fn new(
-        split: &Split,
+        data: &TrainData,
         plan: &BatchPlan,
         start: u64,
         end: u64,
@@ -113,10 +189,7 @@ impl Loader {
         let mut handles = Vec::with_capacity(workers);
         for w in 0..workers as u64 {
             let (tx, rx) = sync_channel(prefetch.max(1));
-            let mine = Split {
-                images: split.images.shallow_clone(),
-                labels: split.labels.shallow_clone(),
-            };
+            let mine = data.share();
             let plan = plan.clone();
             handles.push(std::thread::spawn(move || {
                 let _guard = tch::no_grad_guard();
@@ -125,7 +198,10 @@ impl Loader {
                 tch::set_num_threads(1);
                 let mut step = start + w;
                 while step < end {
-                    if tx.send(plan.batch(&mine, step)).is_err() {
+                    let b = plan.batch(&mine, step);
+                    let failed = b.is_err();
+                    // A failed batch ends this worker: the consumer stops at that step.
+                    if tx.send(b).is_err() || failed {
                         return;
                     }
                     step += workers as u64;
@@ -150,9 +226,9 @@ impl Loader {
 }
 
 impl Iterator for Loader {
-    type Item = Batch;
+    type Item = Result<Batch, DataError>;
 
-    fn next(&mut self) -> Option<Batch> {
+    fn next(&mut self) -> Option<Result<Batch, DataError>> {
         if self.next >= self.end {
             return None;
         }

@@ -67,6 +67,14 @@ pub struct TrainSettings {
     /// Batches each worker keeps ready.
     #[serde(default = "d_prefetch")]
     pub prefetch: usize,
+    /// How an image folder is read: decoded into memory once, streamed from disk batch by
+    /// batch, or `auto` (streamed when the decoded images would exceed 2 GiB). IDX and CIFAR-10
+    /// are always in memory.
+    #[serde(default)]
+    pub data_loading: DataLoading,
+    /// Undecodable images a streamed run skips (each counted and logged) before it stops.
+    #[serde(default = "d_max_bad")]
+    pub max_bad_images: usize,
     /// Arithmetic: `fp32`, or `bf16` (mixed precision: bf16 convolutions, float32 master
     /// weights, BN statistics and optimiser).
     #[serde(default)]
@@ -77,6 +85,25 @@ pub struct TrainSettings {
     pub init: ofa_supernet::InitScheme,
 }
 
+/// How an image folder's training images are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataLoading {
+    /// Stream when the decoded images would exceed [`AUTO_STREAM_BYTES`].
+    #[default]
+    Auto,
+    /// Decode every image once, into memory.
+    Memory,
+    /// Decode each image when its batch is prepared.
+    Stream,
+}
+
+/// Decoded size above which `data_loading = "auto"` streams.
+pub const AUTO_STREAM_BYTES: u64 = 2 << 30;
+
+fn d_max_bad() -> usize {
+    100
+}
 fn d_momentum() -> f64 {
     0.9
 }

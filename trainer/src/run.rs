@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::{Device, Tensor};
 
-use crate::data::{load_any, DataError, Split};
-use crate::loader::{mix, BatchPlan, Loader};
-use crate::recipe::{Phase, Recipe, RecipeError};
+use crate::data::{is_image_folder, load_any, DataError, Split};
+use crate::folder::{scan, FolderStream, JpegDecoder};
+use crate::loader::{mix, BatchPlan, Loader, TrainData};
+use crate::recipe::{DataLoading, Phase, Recipe, RecipeError, AUTO_STREAM_BYTES};
 use crate::step::{lr_at, train_step, Sgd, StepConfig};
 
 /// `format` of a run checkpoint.
@@ -153,9 +154,9 @@ struct Ctx {
     recipe: Recipe,
     space: SearchSpace,
     dir: PathBuf,
-    train: Split,
+    train: TrainData,
     val: Split,
-    test: Option<Split>,
+    test: Option<EvalSet>,
     calib: Split,
     dataset: String,
     opts: TrainOptions,
@@ -164,22 +165,102 @@ struct Ctx {
 /// The data of a run, split as the run splits it.
 #[derive(Debug)]
 pub struct Splits {
-    /// Training images (the holdout removed).
-    pub train: Split,
+    /// Training images (the holdout removed), in memory or streamed.
+    pub train: TrainData,
     /// The held-out validation split (taken from train, seeded).
     pub val: Split,
     /// The test split, where the format has one.
-    pub test: Option<Split>,
+    pub test: Option<EvalSet>,
     /// The BN-recalibration subset of `train`.
     pub calib: Split,
     /// Classes in the dataset.
     pub n_classes: usize,
 }
 
+/// An evaluation split: decoded in memory, or an image folder's file list decoded a chunk at a
+/// time when it is scored (ImageNet's 50,000 validation images would take 9.8 GB at 256 px).
+#[derive(Debug)]
+pub enum EvalSet {
+    /// In memory.
+    Memory(Split),
+    /// Image files, decoded at `size` (short side resized, centre-cropped) when used.
+    Folder {
+        /// The files.
+        stream: Arc<FolderStream>,
+        /// Decoded size.
+        size: u32,
+    },
+}
+
+/// Images an [`EvalSet::Folder`] decodes at a time when it is scored.
+const EVAL_CHUNK: usize = 1024;
+
+impl EvalSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            EvalSet::Memory(s) => s.len(),
+            EvalSet::Folder { stream, .. } => stream.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All of it in memory.
+    pub fn load(&self) -> Result<Split, DataError> {
+        match self {
+            EvalSet::Memory(s) => Ok(Split {
+                images: s.images.shallow_clone(),
+                labels: s.labels.shallow_clone(),
+            }),
+            EvalSet::Folder { stream, size } => {
+                let idx: Vec<usize> = (0..stream.len()).collect();
+                stream.eval_images(&idx, *size, 1.0)
+            }
+        }
+    }
+
+    /// Top-1 (fraction) of `net` at resolution `r` over the whole set; a folder is decoded
+    /// [`EVAL_CHUNK`] images at a time, so memory does not grow with the set.
+    pub fn top1(
+        &self,
+        net: &ofa_supernet::Subnet,
+        r: u32,
+        aug: &crate::augment::AugmentConfig,
+        batch: usize,
+    ) -> Result<f64, TrainError> {
+        match self {
+            EvalSet::Memory(s) => Ok(top1(net, s, r, aug, batch, usize::MAX)?),
+            EvalSet::Folder { stream, size } => {
+                let (mut correct, mut n) = (0.0f64, 0usize);
+                let all: Vec<usize> = (0..stream.len()).collect();
+                for chunk in all.chunks(EVAL_CHUNK) {
+                    let split = stream.eval_images(chunk, *size, 1.0)?;
+                    if split.is_empty() {
+                        continue;
+                    }
+                    let acc = top1(net, &split, r, aug, batch, usize::MAX)?;
+                    correct += (acc * split.len() as f64).round();
+                    n += split.len();
+                }
+                if n == 0 {
+                    return Err(ofa_package::PackageError::EmptySplit.into());
+                }
+                Ok(correct / n as f64)
+            }
+        }
+    }
+}
+
 /// Load `data_dir` and split it exactly as a run of `recipe` does (same holdout, same seed), so
-/// that a package's held-out split can be rebuilt later.
+/// that a package's held-out split can be rebuilt later. An image folder is streamed or decoded
+/// into memory as `train.data_loading` says (the choice is logged); either way the held-out and
+/// calibration images are the same files, decoded the same way.
 pub fn load_splits(recipe: &Recipe, data_dir: &Path) -> Result<Splits, TrainError> {
-    // Image folders are decoded once at the size the eval transform needs.
+    // Image folders are decoded at the size the eval transform needs.
     let max_r = resolve_space(recipe, 1)?
         .resolutions
         .iter()
@@ -187,28 +268,90 @@ pub fn load_splits(recipe: &Recipe, data_dir: &Path) -> Result<Splits, TrainErro
         .max()
         .unwrap_or(224);
     let folder_size = (f64::from(max_r) / recipe.augment.eval_crop).ceil() as u32;
-    let ds = load_any(data_dir, folder_size, false)?;
     let v = &recipe.validation;
-    if ds.train.len() <= v.holdout {
-        return Err(run_err(
+    let seed = recipe.train.seed;
+    let too_small = |n: usize| {
+        run_err(
             data_dir,
             format!(
-                "{} training images cannot spare a holdout of {}",
-                ds.train.len(),
+                "{n} training images cannot spare a holdout of {}",
                 v.holdout
             ),
-        ));
+        )
+    };
+    if is_image_folder(data_dir) {
+        let index = scan(data_dir)?;
+        let n = index.train.len();
+        let decoded = n as u64 * 3 * u64::from(folder_size) * u64::from(folder_size);
+        let stream = match recipe.train.data_loading {
+            DataLoading::Stream => true,
+            DataLoading::Memory => false,
+            DataLoading::Auto => decoded > AUTO_STREAM_BYTES,
+        };
+        tracing::info!(
+            images = n,
+            classes = index.classes.len(),
+            skipped_formats = index.skipped,
+            decoded_mib = decoded >> 20,
+            mode = if stream { "stream" } else { "memory" },
+            setting = ?recipe.train.data_loading,
+            "image folder"
+        );
+        if stream {
+            if n <= v.holdout {
+                return Err(too_small(n));
+            }
+            let (rest, held) = ofa_package::holdout_indices(n, v.holdout, seed);
+            let pick = |ix: &[i64]| {
+                ix.iter()
+                    .map(|&i| index.train[i as usize].clone())
+                    .collect()
+            };
+            let train_files: Vec<_> = pick(&rest);
+            let held = FolderStream::new(pick(&held), JpegDecoder::default(), 0);
+            let all_held: Vec<usize> = (0..held.len()).collect();
+            let val = held.eval_images(&all_held, folder_size, 1.0)?;
+            let k = v.calibration_images.min(train_files.len());
+            let (_, calib_ix) = ofa_package::holdout_indices(train_files.len(), k, mix(&[seed, 7]));
+            let calib_files = calib_ix
+                .iter()
+                .map(|&i| train_files[i as usize].clone())
+                .collect();
+            let calib = FolderStream::new(calib_files, JpegDecoder::default(), 0);
+            let calib =
+                calib.eval_images(&(0..calib.len()).collect::<Vec<_>>(), folder_size, 1.0)?;
+            let max_bad = recipe.train.max_bad_images;
+            let test = index.test.map(|t| EvalSet::Folder {
+                stream: Arc::new(FolderStream::new(t, JpegDecoder::default(), max_bad)),
+                size: folder_size,
+            });
+            return Ok(Splits {
+                train: TrainData::Stream(Arc::new(FolderStream::new(
+                    train_files,
+                    JpegDecoder::default(),
+                    max_bad,
+                ))),
+                val,
+                test,
+                calib,
+                n_classes: index.classes.len(),
+            });
+        }
     }
-    let (train, val) = ds.train.split_validation(v.holdout, recipe.train.seed);
+    let ds = load_any(data_dir, folder_size, false)?;
+    if ds.train.len() <= v.holdout {
+        return Err(too_small(ds.train.len()));
+    }
+    let (train, val) = ds.train.split_validation(v.holdout, seed);
     let calib = subset(
         &train,
         v.calibration_images.min(train.len()),
-        mix(&[recipe.train.seed, 7]),
+        mix(&[seed, 7]),
     );
     Ok(Splits {
-        train,
+        train: TrainData::Memory(train),
         val,
-        test: ds.test,
+        test: ds.test.map(EvalSet::Memory),
         calib,
         n_classes: ds.n_classes,
     })
@@ -415,7 +558,14 @@ impl Ctx {
         }
         let ctx = Ctx::new(recipe, dir, opts)?;
         write_atomic(&dir.join("recipe.toml"), ctx.recipe.to_toml().as_bytes())?;
-        let meta = json!({"data": ctx.dataset, "device": format!("{:?}", ctx.opts.device)});
+        let loading = match ctx.train {
+            TrainData::Memory(_) => "memory",
+            TrainData::Stream(_) => "stream",
+        };
+        let meta = json!({
+            "data": ctx.dataset, "device": format!("{:?}", ctx.opts.device),
+            "data_loading": loading, "train_images": ctx.train.len(),
+        });
         write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
         Ok(ctx)
     }
@@ -449,6 +599,7 @@ impl Ctx {
             resolutions: self.space.resolutions.clone(),
             channels: i64::from(self.space.in_channels),
             augment: self.recipe.augment.clone(),
+            shard: None,
         }
     }
 
@@ -511,6 +662,7 @@ impl Ctx {
             let use_teacher = if pi > 0 { teacher.as_ref() } else { None };
             while state.step < total {
                 let Some(batch) = loader.next() else { break };
+                let batch = batch?;
                 let step = state.step;
                 tch::manual_seed(mix(&[t.seed, pi as u64, step, 4]) as i64);
                 let archs = step_archs(
@@ -656,14 +808,7 @@ impl Ctx {
                 let mut row = json!({"subnet": label, "resolution": r, "val_top1": acc * 100.0});
                 if pi + 1 == self.recipe.phases.len() {
                     if let Some(test) = &self.test {
-                        let t = top1(
-                            &sub,
-                            test,
-                            r,
-                            &self.recipe.augment,
-                            v.batch_size,
-                            usize::MAX,
-                        )?;
+                        let t = test.top1(&sub, r, &self.recipe.augment, v.batch_size)?;
                         row["test_top1"] = json!(t * 100.0);
                     }
                 }
