@@ -7,7 +7,7 @@ OFA := target/release/ofa
 DEMO := target/demo
 REFDATA ?= ../shared/reference-data
 
-.PHONY: setup build test demo demo-reference bench fmt lint clean
+.PHONY: setup build test demo demo-reference bench bench-data fmt lint clean
 
 setup:  ## libtorch 2.11.0 (project-local, from the PyPI wheel) and Fashion-MNIST; idempotent
 	@bash scripts/setup.sh
@@ -42,6 +42,9 @@ bench: build
 	  apt-get update -qq && apt-get install -y -qq wrk; }
 	@if [ -d $(BENCH_PACKAGE) ]; then $(OFA) bench serve --package $(BENCH_PACKAGE); \
 	else echo "== (bench serve skipped: no package at $(BENCH_PACKAGE); set BENCH_PACKAGE=DIR)"; fi
+
+bench-data: build  ## streamed image folders against torchvision, RSS at 2,000 vs 20,000 images, data wait of a w1.0 step
+	bash scripts/bench-data.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -350,4 +350,53 @@ fn devices_and_bench_json() {
     assert!(t["images_per_s"].as_f64().unwrap() > 0.0);
     assert!(t["breakdown_ms"]["backward"].as_f64().unwrap() > 0.0);
     assert_eq!(t["layout"], "channels_last");
+
+    // A generated folder of real JPEGs, streamed: the data benchmark, and training steps fed by it.
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("jpegs");
+    let f = folder.to_str().unwrap();
+    let d: Value = serde_json::from_str(&ok(&[
+        "bench",
+        "data",
+        "--data",
+        f,
+        "--generate",
+        "20",
+        "--resolution",
+        "32",
+        "--batch",
+        "4",
+        "--batches",
+        "2",
+        "--warmup",
+        "1",
+        "--profile-images",
+        "3",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(d["dataset_images"], 20);
+    assert!(d["images_per_s"].as_f64().unwrap() > 0.0, "{d}");
+    assert_eq!(d["per_image_ms"]["images"], 3);
+    assert!(d["per_image_ms"]["decode"].as_f64().unwrap() > 0.0, "{d}");
+    let t: Value = serde_json::from_str(&ok(&[
+        "bench",
+        "train",
+        "--space",
+        "ofa-mbv3-tiny",
+        "--batch",
+        "4",
+        "--resolution",
+        "32",
+        "--steps",
+        "1",
+        "--data",
+        f,
+        "--json",
+    ]))
+    .unwrap();
+    let share = t["data_wait_share"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share), "{t}");
+    let e = fails(&["bench", "data", "--data", f, "--decoder", "turbo"]);
+    assert!(e.contains("turbo"), "{e}");
 }
