@@ -4,7 +4,7 @@
 //! It embeds the libtorch library directory as an rpath so that binaries and test executables run
 //! without LD_LIBRARY_PATH, and exposes the same directory as `OFA_LIBTORCH_LIB` so the program can
 //! find `libtorch_cuda.so` next to it at start-up.
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     match std::env::var("DEP_TCH_LIBTORCH_LIB") {
         Ok(dir) => {

@@ -111,9 +111,22 @@ install_curl() {
   fi
 }
 
+install_gloo_headers() {
+  # dist/ compiles a C++ shim over c10d's ProcessGroupGloo. The torch wheel ships c10d's headers but
+  # not Gloo's; Debian's libgloo-dev has them (only headers are used: the Gloo code is inside
+  # libtorch_cpu.so, so nothing more is linked).
+  [ -f /usr/include/gloo/config.h ] && return
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing the Debian package libgloo-dev (Gloo's headers, for the c10d shim)"
+    apt_install libgloo-dev || { log "ERROR: could not install libgloo-dev; the build needs /usr/include/gloo"; return 1; }
+  else
+    log "ERROR: no apt-get; install Gloo's headers (/usr/include/gloo) by hand"; return 1
+  fi
+}
+
 case "${1:-all}" in
-  libtorch) install_libtorch ;;
+  libtorch) install_libtorch; install_gloo_headers ;;
   data) install_fmnist; install_font ;;
-  all) install_libtorch; install_fmnist; install_font; install_curl ;;
+  all) install_libtorch; install_gloo_headers; install_fmnist; install_font; install_curl ;;
   *) log "usage: setup.sh [all|libtorch|data]"; exit 2 ;;
 esac

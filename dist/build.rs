@@ -1,0 +1,31 @@
+//! Compiles the c10d shim (`csrc/shim.cpp`) against the torch wheel's headers and Debian's Gloo
+//! headers (`libgloo-dev`, installed by `make setup`; the Gloo code itself is inside
+//! libtorch_cpu.so, so nothing more is linked), and embeds libtorch's rpath.
+
+#[path = "../build/rpath.rs"]
+mod rpath;
+
+fn main() {
+    rpath::main();
+    println!("cargo:rerun-if-changed=csrc/shim.cpp");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
+    let include = std::path::Path::new(&lib).join("../include");
+    if !std::path::Path::new("/usr/include/gloo/config.h").exists() {
+        println!(
+            "cargo:warning=Gloo headers missing (/usr/include/gloo): run `make setup` (it installs libgloo-dev)"
+        );
+    }
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("csrc/shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("USE_C10D_GLOO", None)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-deprecated-declarations")
+        .opt_level(1)
+        .compile("ofa_c10d_shim");
+}

@@ -1,0 +1,118 @@
+// A narrow C ABI over PyTorch's own collective layer (c10d): a TCPStore rendezvous, a Gloo process
+// group, and the few collectives data-parallel training needs. Compiled by dist/build.rs against the
+// headers of the torch wheel; the symbols come from libtorch_cpu.so. Every entry point catches C++
+// exceptions and reports them as a message, so no exception crosses into Rust.
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+  std::chrono::milliseconds timeout;
+};
+
+void set_err(char* err, size_t len, const char* msg) {
+  if (err == nullptr || len == 0) return;
+  std::strncpy(err, msg, len - 1);
+  err[len - 1] = '\0';
+}
+
+template <typename F>
+int guarded(char* err, size_t len, F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    set_err(err, len, e.what());
+  } catch (...) {
+    set_err(err, len, "unknown C++ exception");
+  }
+  return 1;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Join the job: rank 0 hosts the TCPStore at host:port unless `client_only` (torchrun's agent
+// store), every rank connects, then a Gloo group of `world` ranks forms on `host`'s interface.
+// Returns the group, or null with `err` set.
+void* ofa_c10d_gloo_new(const char* host, uint16_t port, int rank, int world, int client_only,
+                        int64_t timeout_ms, const char* prefix, char* err, size_t err_len) {
+  Group* out = nullptr;
+  int rc = guarded(err, err_len, [&] {
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    c10d::TCPStoreOptions so;
+    so.port = port;
+    so.isServer = rank == 0 && client_only == 0;
+    so.numWorkers = world;
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+    c10::intrusive_ptr<c10d::Store> store =
+        c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(host)));
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
+    out = new Group{tcp, pg, timeout};
+  });
+  return rc == 0 ? out : nullptr;
+}
+
+// Sum `t` (an at::Tensor*, CPU, contiguous) in place over all ranks.
+int ofa_c10d_allreduce_sum(void* g, void* t, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* group = static_cast<Group*>(g);
+    std::vector<at::Tensor> v{*static_cast<at::Tensor*>(t)};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = group->timeout;
+    auto work = group->backend->allreduce(v, o);
+    work->wait(group->timeout);
+  });
+}
+
+// Overwrite `t` on every rank with rank `root`'s.
+int ofa_c10d_broadcast(void* g, void* t, int root, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* group = static_cast<Group*>(g);
+    std::vector<at::Tensor> v{*static_cast<at::Tensor*>(t)};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.rootTensor = 0;
+    o.timeout = group->timeout;
+    auto work = group->backend->broadcast(v, o);
+    work->wait(group->timeout);
+  });
+}
+
+// Wait until every rank has arrived.
+int ofa_c10d_barrier(void* g, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* group = static_cast<Group*>(g);
+    c10d::BarrierOptions o;
+    o.timeout = group->timeout;
+    auto work = group->backend->barrier(o);
+    work->wait(group->timeout);
+  });
+}
+
+void ofa_c10d_free(void* g) {
+  try {
+    delete static_cast<Group*>(g);
+  } catch (...) {
+  }
+}
+
+}  // extern "C"

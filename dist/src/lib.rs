@@ -1,0 +1,303 @@
+//! `ofa-dist`: the ranks of a data-parallel job on PyTorch's own collective layer, c10d.
+//!
+//! A narrow C++ shim (`csrc/shim.cpp`, compiled against the torch wheel's headers) exposes a C
+//! ABI over c10d's `TCPStore` rendezvous and `ProcessGroupGloo`: join, all-reduce (sum) of one flat
+//! tensor, broadcast, barrier, leave. [`ProcessGroup`] wraps it safely. [`LaunchEnv`] reads the
+//! variables torchrun and Slurm set (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
+//! `MASTER_PORT`, `TORCHELASTIC_USE_AGENT_STORE`).
+//!
+//! Gloo sums the tensors of one call together, so every call takes exactly one (flat) tensor.
+
+#![warn(missing_docs)]
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use tch::{Device, Tensor};
+
+/// Why a collective or the rendezvous failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DistError {
+    /// A launch variable is missing or malformed.
+    #[error("launch environment: {0}")]
+    Env(String),
+    /// c10d reported an error (a peer that died, a timeout, a refused connection…).
+    #[error("{op} (rank {rank} of {world}): {message}")]
+    C10d {
+        /// The operation.
+        op: &'static str,
+        /// This rank.
+        rank: usize,
+        /// The world size.
+        world: usize,
+        /// c10d's message.
+        message: String,
+    },
+    /// A tensor the collectives cannot take.
+    #[error("{op}: {reason}")]
+    BadTensor {
+        /// The operation.
+        op: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[allow(unsafe_code)]
+mod ffi {
+    use super::*;
+    extern "C" {
+        pub fn ofa_c10d_gloo_new(
+            host: *const c_char,
+            port: u16,
+            rank: c_int,
+            world: c_int,
+            client_only: c_int,
+            timeout_ms: i64,
+            prefix: *const c_char,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> *mut c_void;
+        pub fn ofa_c10d_allreduce_sum(
+            g: *mut c_void,
+            t: *mut c_void,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
+        pub fn ofa_c10d_broadcast(
+            g: *mut c_void,
+            t: *mut c_void,
+            root: c_int,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
+        pub fn ofa_c10d_barrier(g: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+        pub fn ofa_c10d_free(g: *mut c_void);
+    }
+}
+
+/// Where and how a rank joins its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchEnv {
+    /// This rank (`RANK`).
+    pub rank: usize,
+    /// Ranks in the job (`WORLD_SIZE`).
+    pub world: usize,
+    /// This rank's index on its machine (`LOCAL_RANK`; the GPU it uses).
+    pub local_rank: usize,
+    /// The rendezvous host (`MASTER_ADDR`).
+    pub master_addr: String,
+    /// The rendezvous port (`MASTER_PORT`).
+    pub master_port: u16,
+    /// Every rank is a store client (`TORCHELASTIC_USE_AGENT_STORE=True`: torchrun's agent hosts
+    /// the store); otherwise rank 0 hosts it.
+    pub agent_store: bool,
+}
+
+impl LaunchEnv {
+    /// The job this process is a rank of, from the environment (`lookup` is `std::env::var` in
+    /// use): `None` when `RANK` and `WORLD_SIZE` are unset (a single-process run).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, DistError> {
+        let (Some(rank), Some(world)) = (lookup("RANK"), lookup("WORLD_SIZE")) else {
+            return Ok(None);
+        };
+        let num = |name: &str, v: &str| -> Result<usize, DistError> {
+            v.trim()
+                .parse()
+                .map_err(|_| DistError::Env(format!("{name}={v:?} is not a whole number")))
+        };
+        let rank = num("RANK", &rank)?;
+        let world = num("WORLD_SIZE", &world)?;
+        if world == 0 || rank >= world {
+            return Err(DistError::Env(format!(
+                "RANK={rank} is not a rank of WORLD_SIZE={world}"
+            )));
+        }
+        let local_rank = match lookup("LOCAL_RANK") {
+            Some(v) => num("LOCAL_RANK", &v)?,
+            None => 0,
+        };
+        let master_addr =
+            lookup("MASTER_ADDR").ok_or_else(|| DistError::Env("MASTER_ADDR is not set".into()))?;
+        let port =
+            lookup("MASTER_PORT").ok_or_else(|| DistError::Env("MASTER_PORT is not set".into()))?;
+        let master_port = port
+            .trim()
+            .parse()
+            .map_err(|_| DistError::Env(format!("MASTER_PORT={port:?} is not a port")))?;
+        let agent_store = lookup("TORCHELASTIC_USE_AGENT_STORE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        Ok(Some(LaunchEnv {
+            rank,
+            world,
+            local_rank,
+            master_addr,
+            master_port,
+            agent_store,
+        }))
+    }
+
+    /// [`LaunchEnv::from_lookup`] over this process's environment.
+    pub fn from_env() -> Result<Option<Self>, DistError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+const ERR_LEN: usize = 2048;
+
+/// One rank's membership of a Gloo process group (CPU tensors).
+#[derive(Debug)]
+pub struct ProcessGroup {
+    ptr: NonNull<c_void>,
+    rank: usize,
+    world: usize,
+}
+
+// SAFETY: the group is a heap object owned by this value alone; c10d process groups may be used
+// from any thread (one at a time here, since every method takes `&self` on a non-`Sync` value).
+#[allow(unsafe_code)]
+unsafe impl Send for ProcessGroup {}
+
+fn message(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl ProcessGroup {
+    /// Join the job `env` describes with the Gloo backend: rank 0 hosts the `TCPStore` (unless
+    /// the agent does), every rank connects, and the group forms. Every collective after fails
+    /// rather than waits past `timeout`.
+    pub fn gloo(env: &LaunchEnv, timeout: Duration) -> Result<Self, DistError> {
+        let c10d = |message: String| DistError::C10d {
+            op: "join",
+            rank: env.rank,
+            world: env.world,
+            message,
+        };
+        let host = CString::new(env.master_addr.clone())
+            .map_err(|_| DistError::Env("MASTER_ADDR holds a NUL byte".into()))?;
+        let prefix = CString::new("ofa/").map_err(|e| c10d(e.to_string()))?;
+        let mut err = vec![0u8; ERR_LEN];
+        #[allow(unsafe_code)]
+        // SAFETY: the strings are NUL-terminated and outlive the call; `err` is a writable
+        // buffer of `ERR_LEN` bytes that the shim fills NUL-terminated on failure.
+        let ptr = unsafe {
+            ffi::ofa_c10d_gloo_new(
+                host.as_ptr(),
+                env.master_port,
+                env.rank as c_int,
+                env.world as c_int,
+                c_int::from(env.agent_store),
+                timeout.as_millis().min(i64::MAX as u128) as i64,
+                prefix.as_ptr(),
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        let ptr = NonNull::new(ptr).ok_or_else(|| c10d(message(&err)))?;
+        Ok(ProcessGroup {
+            ptr,
+            rank: env.rank,
+            world: env.world,
+        })
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Ranks in the group.
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    fn check(op: &'static str, t: &Tensor) -> Result<(), DistError> {
+        if t.device() != Device::Cpu {
+            return Err(DistError::BadTensor {
+                op,
+                reason: format!("Gloo takes CPU tensors, not {:?}", t.device()),
+            });
+        }
+        if !t.is_contiguous() {
+            return Err(DistError::BadTensor {
+                op,
+                reason: "the tensor is not contiguous".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn call(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(*mut c_char, usize) -> c_int,
+    ) -> Result<(), DistError> {
+        let mut err = vec![0u8; ERR_LEN];
+        if f(err.as_mut_ptr().cast(), ERR_LEN) == 0 {
+            Ok(())
+        } else {
+            Err(DistError::C10d {
+                op,
+                rank: self.rank,
+                world: self.world,
+                message: message(&err),
+            })
+        }
+    }
+
+    /// Sum `t` in place over all ranks (every rank ends with the sum).
+    pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), DistError> {
+        Self::check("all-reduce", t)?;
+        let tp = t.as_mut_ptr().cast::<c_void>();
+        self.call("all-reduce", |e, n| {
+            #[allow(unsafe_code)]
+            // SAFETY: `self.ptr` is a live group; `tp` is the `at::Tensor*` of `t`, which is
+            // borrowed mutably for the call; `e` is a writable buffer of `n` bytes.
+            unsafe {
+                ffi::ofa_c10d_allreduce_sum(self.ptr.as_ptr(), tp, e, n)
+            }
+        })
+    }
+
+    /// Overwrite `t` on every rank with rank `root`'s.
+    pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {
+        Self::check("broadcast", t)?;
+        if root >= self.world {
+            return Err(DistError::BadTensor {
+                op: "broadcast",
+                reason: format!("root {root} is not a rank of {}", self.world),
+            });
+        }
+        let tp = t.as_mut_ptr().cast::<c_void>();
+        self.call("broadcast", |e, n| {
+            #[allow(unsafe_code)]
+            // SAFETY: as in `all_reduce_sum`.
+            unsafe {
+                ffi::ofa_c10d_broadcast(self.ptr.as_ptr(), tp, root as c_int, e, n)
+            }
+        })
+    }
+
+    /// Wait until every rank has arrived.
+    pub fn barrier(&self) -> Result<(), DistError> {
+        self.call("barrier", |e, n| {
+            #[allow(unsafe_code)]
+            // SAFETY: `self.ptr` is a live group; `e` is a writable buffer of `n` bytes.
+            unsafe {
+                ffi::ofa_c10d_barrier(self.ptr.as_ptr(), e, n)
+            }
+        })
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        #[allow(unsafe_code)]
+        // SAFETY: `self.ptr` came from `ofa_c10d_gloo_new` and is freed once, here.
+        unsafe {
+            ffi::ofa_c10d_free(self.ptr.as_ptr())
+        }
+    }
+}

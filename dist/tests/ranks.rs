@@ -1,0 +1,162 @@
+//! Two real ranks (two processes: this test binary run again) on 127.0.0.1 with Gloo: the
+//! primitives against known values, and a rank that dies making the other fail within the
+//! timeout with an error that says so.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ofa_dist::{DistError, LaunchEnv, ProcessGroup};
+use tch::{Kind, Tensor};
+
+/// Set in the children: which scenario this process plays.
+const ROLE: &str = "OFA_DIST_TEST_ROLE";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Run `test` of this binary as the ranks of a 2-rank job, each with `role`; their outputs.
+fn spawn_ranks(test: &str, role: &str) -> Vec<std::process::Output> {
+    let port = free_port().to_string();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(&exe)
+                .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+                .env(ROLE, role)
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+fn join(timeout: Duration) -> ProcessGroup {
+    let env = LaunchEnv::from_env().unwrap().unwrap();
+    ProcessGroup::gloo(&env, timeout).unwrap()
+}
+
+#[test]
+fn two_ranks_all_reduce_broadcast_and_barrier() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("primitives") => {
+            let pg = join(Duration::from_secs(30));
+            let r = pg.rank() as f32;
+            // All-reduce: rank k holds (k + 1) · [1, 2, 3, 4]; the sum is 3 · [1, 2, 3, 4].
+            let mut t = Tensor::from_slice(&[1f32, 2., 3., 4.]) * f64::from(r + 1.0);
+            pg.all_reduce_sum(&mut t).unwrap();
+            assert_eq!(Vec::<f32>::try_from(&t).unwrap(), [3., 6., 9., 12.]);
+            // A large flat tensor, as a gradient bucket.
+            let mut big = Tensor::ones([1 << 20], (Kind::Float, tch::Device::Cpu)) * f64::from(r);
+            pg.all_reduce_sum(&mut big).unwrap();
+            assert_eq!(big.sum(Kind::Float).double_value(&[]), f64::from(1 << 20));
+            // Broadcast from rank 1.
+            let mut b = Tensor::from_slice(&[r, r * 10.0]);
+            pg.broadcast(&mut b, 1).unwrap();
+            assert_eq!(Vec::<f32>::try_from(&b).unwrap(), [1., 10.]);
+            pg.barrier().unwrap();
+            // Refused before c10d sees them.
+            let mut strided = Tensor::zeros([4, 4], (Kind::Float, tch::Device::Cpu)).t_();
+            let e = pg.all_reduce_sum(&mut strided).unwrap_err();
+            assert!(matches!(e, DistError::BadTensor { .. }), "{e}");
+            let e = pg.broadcast(&mut b, 2).unwrap_err();
+            assert!(e.to_string().contains("root 2"), "{e}");
+            println!("rank {} ok", pg.rank());
+        }
+        Ok(other) => panic!("unexpected role {other}"),
+        Err(_) => {
+            let outs = spawn_ranks("two_ranks_all_reduce_broadcast_and_barrier", "primitives");
+            for (k, o) in outs.iter().enumerate() {
+                let text = String::from_utf8_lossy(&o.stdout).to_string()
+                    + &String::from_utf8_lossy(&o.stderr);
+                assert!(o.status.success(), "rank {k}: {text}");
+                assert!(text.contains(&format!("rank {k} ok")), "rank {k}: {text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_rank_that_dies_fails_the_other_within_the_timeout() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("dies") => {
+            let pg = join(Duration::from_secs(5));
+            pg.barrier().unwrap();
+            if pg.rank() == 1 {
+                // Gone without a word, as a killed process.
+                std::process::exit(0);
+            }
+            let t0 = Instant::now();
+            let mut t = Tensor::ones([16], (Kind::Float, tch::Device::Cpu));
+            let e = pg.all_reduce_sum(&mut t).unwrap_err();
+            let waited = t0.elapsed();
+            println!("rank 0 failed after {:.1} s: {e}", waited.as_secs_f64());
+            assert!(waited < Duration::from_secs(30), "{waited:?}");
+            assert!(e.to_string().contains("all-reduce (rank 0 of 2)"), "{e}");
+        }
+        Ok(other) => panic!("unexpected role {other}"),
+        Err(_) => {
+            let outs = spawn_ranks(
+                "a_rank_that_dies_fails_the_other_within_the_timeout",
+                "dies",
+            );
+            let text = String::from_utf8_lossy(&outs[0].stdout).to_string()
+                + &String::from_utf8_lossy(&outs[0].stderr);
+            assert!(outs[0].status.success(), "rank 0: {text}");
+            assert!(text.contains("rank 0 failed after"), "rank 0: {text}");
+        }
+    }
+}
+
+#[test]
+fn launch_variables_are_read_as_torchrun_sets_them() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    assert_eq!(LaunchEnv::from_lookup(env(&[])).unwrap(), None);
+    let e = LaunchEnv::from_lookup(env(&[
+        ("RANK", "1"),
+        ("WORLD_SIZE", "4"),
+        ("LOCAL_RANK", "1"),
+        ("MASTER_ADDR", "10.0.0.1"),
+        ("MASTER_PORT", "29500"),
+        ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (e.rank, e.world, e.local_rank, e.master_port),
+        (1, 4, 1, 29500)
+    );
+    assert!(e.agent_store);
+    for (bad, want) in [
+        (&[("RANK", "4"), ("WORLD_SIZE", "4")][..], "not a rank"),
+        (&[("RANK", "x"), ("WORLD_SIZE", "4")][..], "RANK=\"x\""),
+        (&[("RANK", "0"), ("WORLD_SIZE", "2")][..], "MASTER_ADDR"),
+    ] {
+        let bad: &'static [(&str, &str)] = Box::leak(bad.to_vec().into_boxed_slice());
+        let e = LaunchEnv::from_lookup(env(bad)).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
