@@ -146,6 +146,9 @@ impl LaunchEnv {
 
 const ERR_LEN: usize = 2048;
 
+/// DDP's default gradient bucket: 25 MiB.
+pub const BUCKET_BYTES: usize = 25 << 20;
+
 /// One rank's membership of a Gloo process group (CPU tensors).
 #[derive(Debug)]
 pub struct ProcessGroup {
@@ -278,6 +281,58 @@ impl ProcessGroup {
                 ffi::ofa_c10d_broadcast(self.ptr.as_ptr(), tp, root as c_int, e, n)
             }
         })
+    }
+
+    /// Average `tensors` (a model's gradients) over all ranks, in place, as DDP does: they are
+    /// packed in order into flat float32 buckets of at most `bucket_bytes` (a larger tensor is a
+    /// bucket of its own), each bucket summed by one all-reduce and divided by the world size.
+    /// Every rank must pass tensors of the same shapes in the same order. Returns the bytes
+    /// reduced.
+    pub fn average_in_buckets(
+        &self,
+        tensors: &mut [Tensor],
+        bucket_bytes: usize,
+    ) -> Result<usize, DistError> {
+        for t in tensors.iter() {
+            if t.kind() != tch::Kind::Float || t.device() != Device::Cpu {
+                return Err(DistError::BadTensor {
+                    op: "gradient average",
+                    reason: format!(
+                        "buckets hold CPU float32 tensors, not {:?} on {:?}",
+                        t.kind(),
+                        t.device()
+                    ),
+                });
+            }
+        }
+        let size = |t: &Tensor| t.numel() * 4;
+        let world = self.world as f64;
+        let (mut start, mut total) = (0, 0);
+        while start < tensors.len() {
+            let (mut end, mut bytes) = (start, 0);
+            while end < tensors.len()
+                && (end == start || bytes + size(&tensors[end]) <= bucket_bytes)
+            {
+                bytes += size(&tensors[end]);
+                end += 1;
+            }
+            let parts: Vec<Tensor> = tensors[start..end]
+                .iter()
+                .map(|t| t.reshape([-1]))
+                .collect();
+            let mut flat = Tensor::cat(&parts, 0);
+            self.all_reduce_sum(&mut flat)?;
+            let flat = flat / world;
+            let mut off = 0i64;
+            for t in &mut tensors[start..end] {
+                let n = t.numel() as i64;
+                let _ = t.copy_(&flat.narrow(0, off, n).view_as(t));
+                off += n;
+            }
+            total += bytes;
+            start = end;
+        }
+        Ok(total)
     }
 
     /// Wait until every rank has arrived.

@@ -124,6 +124,65 @@ fn a_rank_that_dies_fails_the_other_within_the_timeout() {
     }
 }
 
+/// A small model's gradient on rows `rows` of a fixed batch (the same on every rank).
+fn shard_gradients(rows: std::ops::Range<i64>) -> Vec<Tensor> {
+    tch::manual_seed(0);
+    let w1 = Tensor::randn([16, 8], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let w2 = Tensor::randn([3, 16], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let b2 = Tensor::randn([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    tch::manual_seed(1);
+    let x = Tensor::randn([8, 8], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::randint(3, [8], (Kind::Int64, tch::Device::Cpu));
+    let n = rows.end - rows.start;
+    let (x, y) = (x.narrow(0, rows.start, n), y.narrow(0, rows.start, n));
+    let out = x.matmul(&w1.tr()).relu().matmul(&w2.tr()) + &b2;
+    out.cross_entropy_for_logits(&y).backward();
+    [w1, w2, b2]
+        .iter()
+        .map(|t| t.grad().detach().copy())
+        .collect()
+}
+
+#[test]
+fn the_averaged_gradient_is_the_mean_of_the_shards_gradients() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("gradients") => {
+            let pg = join(Duration::from_secs(30));
+            let k = pg.rank() as i64;
+            let mut mine = shard_gradients(4 * k..4 * k + 4);
+            // 600 bytes a bucket: w1 (512 bytes) alone, then w2 and b2 (192 + 12) together.
+            let bytes = pg.average_in_buckets(&mut mine, 600).unwrap();
+            assert_eq!(bytes, (128 + 48 + 3) * 4);
+            // Both shards' gradients computed here, separately, and averaged.
+            let (g0, g1) = (shard_gradients(0..4), shard_gradients(4..8));
+            for ((m, a), b) in mine.iter().zip(&g0).zip(&g1) {
+                let want = (a + b) / 2.0;
+                assert!(
+                    m.equal(&want),
+                    "max diff {}",
+                    (m - want).abs().max().double_value(&[])
+                );
+            }
+            let mut ints = vec![Tensor::zeros([2], (Kind::Int64, tch::Device::Cpu))];
+            assert!(pg.average_in_buckets(&mut ints, 600).is_err());
+            println!("rank {} ok", pg.rank());
+        }
+        Ok(other) => panic!("unexpected role {other}"),
+        Err(_) => {
+            let outs = spawn_ranks(
+                "the_averaged_gradient_is_the_mean_of_the_shards_gradients",
+                "gradients",
+            );
+            for (k, o) in outs.iter().enumerate() {
+                let text = String::from_utf8_lossy(&o.stdout).to_string()
+                    + &String::from_utf8_lossy(&o.stderr);
+                assert!(o.status.success(), "rank {k}: {text}");
+                assert!(text.contains(&format!("rank {k} ok")), "rank {k}: {text}");
+            }
+        }
+    }
+}
+
 #[test]
 fn launch_variables_are_read_as_torchrun_sets_them() {
     let env = |pairs: &'static [(&'static str, &'static str)]| {
