@@ -326,7 +326,7 @@ impl ProcessGroup {
             let mut off = 0i64;
             for t in &mut tensors[start..end] {
                 let n = t.numel() as i64;
-                let _ = t.copy_(&flat.narrow(0, off, n).view_as(t));
+                t.copy_(&flat.narrow(0, off, n).view_as(t));
                 off += n;
             }
             total += bytes;

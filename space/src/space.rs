@@ -346,10 +346,10 @@ impl SearchSpace {
                 s.stride
             ));
         }
-        if !(self.bn_eps.is_finite() && self.bn_eps > 0.0)
-            || !(self.bn_momentum.is_finite() && (0.0..=1.0).contains(&self.bn_momentum))
-            || !(self.dropout_rate.is_finite() && (0.0..1.0).contains(&self.dropout_rate))
-        {
+        let eps_ok = self.bn_eps.is_finite() && self.bn_eps > 0.0;
+        let momentum_ok = (0.0..=1.0).contains(&self.bn_momentum);
+        let dropout_ok = (0.0..1.0).contains(&self.dropout_rate);
+        if !(eps_ok && momentum_ok && dropout_ok) {
             return bad(format!(
                 "`bn_eps` must be positive, `bn_momentum` in [0, 1] and `dropout_rate` in [0, 1), got {}, {} and {}",
                 self.bn_eps, self.bn_momentum, self.dropout_rate

@@ -427,7 +427,7 @@ pub fn jitter_normalize(
 
 /// The `n` floats of a freshly allocated, contiguous float32 CPU tensor, to write in place.
 #[allow(unsafe_code)]
-fn float_slice_mut(x: &Tensor, n: usize) -> &mut [f32] {
+fn float_slice_mut(x: &mut Tensor, n: usize) -> &mut [f32] {
     assert!(
         x.kind() == tch::Kind::Float
             && x.device() == tch::Device::Cpu
@@ -437,7 +437,7 @@ fn float_slice_mut(x: &Tensor, n: usize) -> &mut [f32] {
     );
     // SAFETY: `x` is a contiguous float32 CPU tensor of exactly `n` elements (checked above), so
     // its data pointer addresses `n` initialised (zeroed), aligned f32 values that live as long
-    // as `x`, which the returned borrow cannot outlive. The only caller allocates `x` itself and
+    // as `x`, which the returned borrow (of `x`, mutably) cannot outlive. The only caller allocates `x` itself and
     // shares it with nothing (no view, no other thread) until the slice is dropped, so no other
     // access to the storage exists while the slice does.
     unsafe { std::slice::from_raw_parts_mut(x.data_ptr().cast::<f32>(), n) }
@@ -621,11 +621,11 @@ impl FolderStream {
         let per = 3 * ru * ru;
         let ri = i64::from(r);
         // The batch's one float buffer, written in place.
-        let x = Tensor::zeros(
+        let mut x = Tensor::zeros(
             [idx.len() as i64, 3, ri, ri],
             (tch::Kind::Float, tch::Device::Cpu),
         );
-        let out = float_slice_mut(&x, idx.len() * per);
+        let out = float_slice_mut(&mut x, idx.len() * per);
         let mut labels = Vec::with_capacity(idx.len());
         let mut resizer = Resizer::new();
         for (i, (&k, slot)) in idx.iter().zip(out.chunks_exact_mut(per)).enumerate() {
