@@ -308,7 +308,10 @@ pub fn load_splits(recipe: &Recipe, data_dir: &Path) -> Result<Splits, TrainErro
                     .collect()
             };
             let train_files: Vec<_> = pick(&rest);
-            let held = FolderStream::new(pick(&held), JpegDecoder::default(), 0);
+            // Bad files among the held-out and calibration images are skipped too, each
+            // stream counting against the same limit.
+            let max_bad = recipe.train.max_bad_images;
+            let held = FolderStream::new(pick(&held), JpegDecoder::default(), max_bad);
             let all_held: Vec<usize> = (0..held.len()).collect();
             let val = held.eval_images(&all_held, folder_size, 1.0)?;
             let k = v.calibration_images.min(train_files.len());
@@ -317,10 +320,9 @@ pub fn load_splits(recipe: &Recipe, data_dir: &Path) -> Result<Splits, TrainErro
                 .iter()
                 .map(|&i| train_files[i as usize].clone())
                 .collect();
-            let calib = FolderStream::new(calib_files, JpegDecoder::default(), 0);
+            let calib = FolderStream::new(calib_files, JpegDecoder::default(), max_bad);
             let calib =
                 calib.eval_images(&(0..calib.len()).collect::<Vec<_>>(), folder_size, 1.0)?;
-            let max_bad = recipe.train.max_bad_images;
             let test = index.test.map(|t| EvalSet::Folder {
                 stream: Arc::new(FolderStream::new(t, JpegDecoder::default(), max_bad)),
                 size: folder_size,
@@ -709,6 +711,20 @@ impl Ctx {
                 }
             }
             drop(loader);
+            if let TrainData::Stream(stream) = &self.train {
+                // Skipped images are counted in the metrics, not only in the log.
+                let bad = stream.bad_files();
+                if !bad.is_empty() {
+                    let files: Vec<Value> = bad
+                        .iter()
+                        .map(|(p, why)| json!({"path": p.display().to_string(), "reason": why}))
+                        .collect();
+                    self.log(&json!({
+                        "kind": "data", "phase": phase.name, "bad_images": bad.len(),
+                        "limit": t.max_bad_images, "files": files,
+                    }))?;
+                }
+            }
             obs.phase_steps_end(true);
             if pi == 0 {
                 // The trained full network becomes the teacher.

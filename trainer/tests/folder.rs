@@ -297,7 +297,7 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
             "space = \"ofa-mbv3-w1.0\"",
             "space = \"ofa-mbv3-w1.0\"\nresolutions = [32]",
         );
-    let short = regex_lite_replace_epochs(&short);
+    let short = one_step_phases(&short);
     let recipe = Recipe::from_toml(&short, "paper (shortened)").unwrap();
     assert_eq!(recipe.space, "ofa-mbv3-w1.0");
     let out = tmp.path().join("run");
@@ -319,10 +319,45 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
     assert_eq!(run["train_images"], 36);
     let steps = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert!(steps.contains("\"kind\":\"step\""), "{steps}");
+    // An HTML page saved as a JPEG, in the first batch (its file worked out as the run picks
+    // it: the holdout taken out, then step 0's indices): skipped, and counted in the metrics at
+    // the phase's end.
+    let ix = scan(&data).unwrap();
+    let (rest, _) = ofa_package::holdout_indices(ix.train.len(), 4, 0);
+    let step0 = BatchPlan {
+        seed: 0,
+        phase: 0,
+        ..plan(4, None)
+    };
+    let first = step0.indices(rest.len(), 0)[0];
+    let victim = ix.train[rest[first as usize] as usize].path.clone();
+    std::fs::write(&victim, "<html></html>").unwrap();
+    let out = tmp.path().join("run-bad");
+    let recipe = Recipe::from_toml(&short, "paper (shortened)").unwrap();
+    let opts = TrainOptions {
+        data: Some(data.clone()),
+        device: Device::Cpu,
+        observer: Arc::new(Silent),
+        stop: Arc::new(AtomicBool::new(false)),
+        stop_after: Some(1),
+    };
+    let o = train(recipe, &out, opts).unwrap();
+    assert!(
+        matches!(o, Outcome::Interrupted { global_step: 1 }),
+        "{o:?}"
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let data_line: Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["kind"] == "data")
+        .unwrap_or_else(|| panic!("no data line: {metrics}"));
+    assert_eq!(data_line["bad_images"], 1, "{data_line}");
+    assert_eq!(data_line["files"][0]["path"], victim.display().to_string());
 }
 
 /// Every phase's `epochs = N` / `warmup_epochs = N` becomes one step without warmup.
-fn regex_lite_replace_epochs(toml: &str) -> String {
+fn one_step_phases(toml: &str) -> String {
     toml.lines()
         .map(|l| {
             if l.starts_with("epochs = ") {
