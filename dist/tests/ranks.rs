@@ -47,6 +47,16 @@ fn spawn_ranks(test: &str, role: &str) -> Vec<std::process::Output> {
         .collect()
 }
 
+/// Every rank exited successfully and printed `rank K ok`.
+fn assert_every_rank_ok(outs: &[std::process::Output]) {
+    for (k, o) in outs.iter().enumerate() {
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "rank {k}: {text}");
+        assert!(text.contains(&format!("rank {k} ok")), "rank {k}: {text}");
+    }
+}
+
 fn join(timeout: Duration) -> ProcessGroup {
     let env = LaunchEnv::from_env().unwrap().unwrap();
     ProcessGroup::gloo(&env, timeout).unwrap()
@@ -82,12 +92,7 @@ fn two_ranks_all_reduce_broadcast_and_barrier() {
         Ok(other) => panic!("unexpected role {other}"),
         Err(_) => {
             let outs = spawn_ranks("two_ranks_all_reduce_broadcast_and_barrier", "primitives");
-            for (k, o) in outs.iter().enumerate() {
-                let text = String::from_utf8_lossy(&o.stdout).to_string()
-                    + &String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "rank {k}: {text}");
-                assert!(text.contains(&format!("rank {k} ok")), "rank {k}: {text}");
-            }
+            assert_every_rank_ok(&outs);
         }
     }
 }
@@ -173,12 +178,7 @@ fn the_averaged_gradient_is_the_mean_of_the_shards_gradients() {
                 "the_averaged_gradient_is_the_mean_of_the_shards_gradients",
                 "gradients",
             );
-            for (k, o) in outs.iter().enumerate() {
-                let text = String::from_utf8_lossy(&o.stdout).to_string()
-                    + &String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "rank {k}: {text}");
-                assert!(text.contains(&format!("rank {k} ok")), "rank {k}: {text}");
-            }
+            assert_every_rank_ok(&outs);
         }
     }
 }

@@ -301,13 +301,7 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
     let recipe = Recipe::from_toml(&short, "paper (shortened)").unwrap();
     assert_eq!(recipe.space, "ofa-mbv3-w1.0");
     let out = tmp.path().join("run");
-    let opts = TrainOptions {
-        data: Some(data.clone()),
-        device: Device::Cpu,
-        observer: Arc::new(Silent),
-        stop: Arc::new(AtomicBool::new(false)),
-        stop_after: Some(2),
-    };
+    let opts = cpu_options(&data, 2);
     let o = train(recipe, &out, opts).unwrap();
     assert!(
         matches!(o, Outcome::Interrupted { global_step: 2 }),
@@ -334,13 +328,7 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
     std::fs::write(&victim, "<html></html>").unwrap();
     let out = tmp.path().join("run-bad");
     let recipe = Recipe::from_toml(&short, "paper (shortened)").unwrap();
-    let opts = TrainOptions {
-        data: Some(data.clone()),
-        device: Device::Cpu,
-        observer: Arc::new(Silent),
-        stop: Arc::new(AtomicBool::new(false)),
-        stop_after: Some(1),
-    };
+    let opts = cpu_options(&data, 1);
     let o = train(recipe, &out, opts).unwrap();
     assert!(
         matches!(o, Outcome::Interrupted { global_step: 1 }),
@@ -354,6 +342,17 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
         .unwrap_or_else(|| panic!("no data line: {metrics}"));
     assert_eq!(data_line["bad_images"], 1, "{data_line}");
     assert_eq!(data_line["files"][0]["path"], victim.display().to_string());
+}
+
+/// Train on the CPU from `data`, stopping after `steps` global steps.
+fn cpu_options(data: &Path, steps: u64) -> TrainOptions {
+    TrainOptions {
+        data: Some(data.to_path_buf()),
+        device: Device::Cpu,
+        observer: Arc::new(Silent),
+        stop: Arc::new(AtomicBool::new(false)),
+        stop_after: Some(steps),
+    }
 }
 
 /// Every phase's `epochs = N` / `warmup_epochs = N` becomes one step without warmup.
