@@ -34,6 +34,9 @@ pub enum DistError {
         /// c10d's message.
         message: String,
     },
+    /// A backend this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
     /// A tensor the collectives cannot take.
     #[error("{op}: {reason}")]
     BadTensor {
@@ -144,6 +147,52 @@ impl LaunchEnv {
     }
 }
 
+/// The collective backend of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo: CPU tensors (CUDA tensors are staged through host memory).
+    Gloo,
+    /// NCCL: CUDA tensors, one GPU per rank.
+    Nccl,
+}
+
+impl Backend {
+    /// PyTorch's choice for tensors on `device`: Gloo for the CPU, NCCL for CUDA.
+    pub fn for_device(device: Device) -> Backend {
+        match device {
+            Device::Cuda(_) => Backend::Nccl,
+            _ => Backend::Gloo,
+        }
+    }
+
+    /// `gloo` or `nccl`, as PyTorch names them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+
+    /// Whether this build can form a group with this backend. NCCL needs the CUDA and NCCL headers
+    /// at build time, which only a GPU machine has; this build has Gloo alone.
+    pub fn is_built(self) -> bool {
+        matches!(self, Backend::Gloo)
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = DistError;
+    fn from_str(s: &str) -> Result<Self, DistError> {
+        match s.to_ascii_lowercase().as_str() {
+            "gloo" => Ok(Backend::Gloo),
+            "nccl" => Ok(Backend::Nccl),
+            _ => Err(DistError::Env(format!(
+                "backend {s:?}: expected gloo or nccl"
+            ))),
+        }
+    }
+}
+
 const ERR_LEN: usize = 2048;
 
 /// DDP's default gradient bucket: 25 MiB.
@@ -153,14 +202,21 @@ pub const BUCKET_BYTES: usize = 25 << 20;
 #[derive(Debug)]
 pub struct ProcessGroup {
     ptr: NonNull<c_void>,
+    /// Held across each call into c10d.
+    lock: std::sync::Mutex<()>,
     rank: usize,
     world: usize,
 }
 
-// SAFETY: the group is a heap object owned by this value alone; c10d process groups may be used
-// from any thread (one at a time here, since every method takes `&self` on a non-`Sync` value).
+// SAFETY: the group is a heap object owned by this value alone, freed once in `Drop`; c10d
+// process groups may be used from any thread.
 #[allow(unsafe_code)]
 unsafe impl Send for ProcessGroup {}
+
+// SAFETY: every call into the group holds `self.lock` (see `ProcessGroup::call`), so c10d sees
+// one collective at a time from this process (`ProcessGroupGloo::nextTag` is not atomic).
+#[allow(unsafe_code)]
+unsafe impl Sync for ProcessGroup {}
 
 fn message(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
@@ -168,6 +224,24 @@ fn message(buf: &[u8]) -> String {
 }
 
 impl ProcessGroup {
+    /// Join the job `env` describes with `backend` (see [`ProcessGroup::gloo`]).
+    pub fn join(env: &LaunchEnv, backend: Backend, timeout: Duration) -> Result<Self, DistError> {
+        match backend {
+            Backend::Gloo => Self::gloo(env, timeout),
+            Backend::Nccl => Err(DistError::Unsupported(
+                "NCCL is not in this build: ofa-dist compiles its NCCL shim only where the CUDA and \
+                 NCCL headers are (a GPU machine). Use --backend gloo, which stages CUDA gradients \
+                 through host memory"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The backend of the group.
+    pub fn backend(&self) -> Backend {
+        Backend::Gloo
+    }
+
     /// Join the job `env` describes with the Gloo backend: rank 0 hosts the `TCPStore` (unless
     /// the agent does), every rank connects, and the group forms. Every collective after fails
     /// rather than waits past `timeout`.
@@ -201,6 +275,7 @@ impl ProcessGroup {
         let ptr = NonNull::new(ptr).ok_or_else(|| c10d(message(&err)))?;
         Ok(ProcessGroup {
             ptr,
+            lock: std::sync::Mutex::new(()),
             rank: env.rank,
             world: env.world,
         })
@@ -238,6 +313,7 @@ impl ProcessGroup {
         f: impl FnOnce(*mut c_char, usize) -> c_int,
     ) -> Result<(), DistError> {
         let mut err = vec![0u8; ERR_LEN];
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if f(err.as_mut_ptr().cast(), ERR_LEN) == 0 {
             Ok(())
         } else {
@@ -286,53 +362,93 @@ impl ProcessGroup {
     /// Average `tensors` (a model's gradients) over all ranks, in place, as DDP does: they are
     /// packed in order into flat float32 buckets of at most `bucket_bytes` (a larger tensor is a
     /// bucket of its own), each bucket summed by one all-reduce and divided by the world size.
-    /// Every rank must pass tensors of the same shapes in the same order. Returns the bytes
-    /// reduced.
+    /// Every rank must pass tensors of the same shapes in the same order. Gloo reduces in host
+    /// memory, so the buckets of CUDA tensors are staged through it. Returns the bytes reduced.
     pub fn average_in_buckets(
         &self,
         tensors: &mut [Tensor],
         bucket_bytes: usize,
     ) -> Result<usize, DistError> {
+        let world = self.world as f64;
+        self.in_buckets("gradient average", tensors, bucket_bytes, |flat| {
+            self.all_reduce_sum(flat)?;
+            *flat /= world;
+            Ok(())
+        })
+    }
+
+    /// Overwrite `tensors` (a model's parameters and buffers) on every rank with rank `root`'s,
+    /// packed into float32 buckets as [`ProcessGroup::average_in_buckets`] does. Returns the
+    /// bytes sent.
+    pub fn broadcast_in_buckets(
+        &self,
+        tensors: &mut [Tensor],
+        root: usize,
+        bucket_bytes: usize,
+    ) -> Result<usize, DistError> {
+        self.in_buckets("broadcast", tensors, bucket_bytes, |flat| {
+            self.broadcast(flat, root)
+        })
+    }
+
+    /// Pack `tensors` in order into flat CPU float32 buckets of at most `bucket_bytes`, apply `op`
+    /// to each, and copy the result back into the tensors (whatever their device and strides).
+    fn in_buckets(
+        &self,
+        what: &'static str,
+        tensors: &mut [Tensor],
+        bucket_bytes: usize,
+        mut op: impl FnMut(&mut Tensor) -> Result<(), DistError>,
+    ) -> Result<usize, DistError> {
         for t in tensors.iter() {
-            if t.kind() != tch::Kind::Float || t.device() != Device::Cpu {
+            if t.kind() != tch::Kind::Float {
                 return Err(DistError::BadTensor {
-                    op: "gradient average",
-                    reason: format!(
-                        "buckets hold CPU float32 tensors, not {:?} on {:?}",
-                        t.kind(),
-                        t.device()
-                    ),
+                    op: what,
+                    reason: format!("buckets hold float32 tensors, not {:?}", t.kind()),
                 });
             }
         }
         let size = |t: &Tensor| t.numel() * 4;
-        let world = self.world as f64;
         let (mut start, mut total) = (0, 0);
-        while start < tensors.len() {
-            let (mut end, mut bytes) = (start, 0);
-            while end < tensors.len()
-                && (end == start || bytes + size(&tensors[end]) <= bucket_bytes)
-            {
-                bytes += size(&tensors[end]);
-                end += 1;
+        tch::no_grad(|| {
+            while start < tensors.len() {
+                let (mut end, mut bytes) = (start, 0);
+                while end < tensors.len()
+                    && (end == start || bytes + size(&tensors[end]) <= bucket_bytes)
+                {
+                    bytes += size(&tensors[end]);
+                    end += 1;
+                }
+                let parts: Vec<Tensor> = tensors[start..end]
+                    .iter()
+                    .map(|t| t.to_device(Device::Cpu).reshape([-1]))
+                    .collect();
+                let mut flat = Tensor::cat(&parts, 0);
+                op(&mut flat)?;
+                let mut off = 0i64;
+                for t in &mut tensors[start..end] {
+                    let n = t.numel() as i64;
+                    let part = flat.narrow(0, off, n).view(t.size().as_slice());
+                    t.copy_(&part.to_device(t.device()));
+                    off += n;
+                }
+                total += bytes;
+                start = end;
             }
-            let parts: Vec<Tensor> = tensors[start..end]
-                .iter()
-                .map(|t| t.reshape([-1]))
-                .collect();
-            let mut flat = Tensor::cat(&parts, 0);
-            self.all_reduce_sum(&mut flat)?;
-            let flat = flat / world;
-            let mut off = 0i64;
-            for t in &mut tensors[start..end] {
-                let n = t.numel() as i64;
-                t.copy_(&flat.narrow(0, off, n).view_as(t));
-                off += n;
-            }
-            total += bytes;
-            start = end;
-        }
-        Ok(total)
+            Ok(total)
+        })
+    }
+
+    /// Every rank's `value`, in rank order (one all-reduce of a slot per rank: exact, since each
+    /// slot has one non-zero term).
+    pub fn exchange(&self, value: i64) -> Result<Vec<i64>, DistError> {
+        let mut slots = Tensor::zeros([self.world as i64], (tch::Kind::Int64, Device::Cpu));
+        let _ = slots.get(self.rank as i64).fill_(value);
+        self.all_reduce_sum(&mut slots)?;
+        Vec::<i64>::try_from(&slots).map_err(|e| DistError::BadTensor {
+            op: "exchange",
+            reason: e.to_string(),
+        })
     }
 
     /// Wait until every rank has arrived.
