@@ -86,7 +86,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", cmd::render(&e));
+            match std::env::var("RANK") {
+                Ok(rank) => eprintln!("error (rank {rank}): {}", cmd::render(&e)),
+                Err(_) => eprintln!("error: {}", cmd::render(&e)),
+            }
             ExitCode::from(cmd::exit_code(&e))
         }
     }

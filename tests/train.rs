@@ -10,35 +10,8 @@ use std::time::{Duration, Instant};
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_trainer::data::write_synthetic_idx;
 
-fn ofa() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ofa"));
-    c.args(["--threads", "1"]);
-    c
-}
-
-fn run_ok(c: &mut Command) {
-    let out = c.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-/// The smoke recipe with a longer first phase (so there is time to stop it mid-way) and the given
-/// checkpoint interval, written into `dir`; returns its path.
-fn longer_smoke(dir: &Path, first_phase_steps: u32, checkpoint_every: u32) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/recipes/smoke.toml"),
-    )
-    .unwrap()
-    .replacen("steps = 3", &format!("steps = {first_phase_steps}"), 1)
-    .replace(
-        "checkpoint_every = 2",
-        &format!("checkpoint_every = {checkpoint_every}"),
-    );
-    let path = dir.join("longer.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+mod common;
+use common::{assert_same_tensors, ofa, run_ok, smoke_recipe};
 
 fn global_step(run: &Path) -> Option<u64> {
     let f = read_safetensors(&run.join("checkpoint.safetensors")).ok()?;
@@ -52,7 +25,7 @@ fn kill_9_then_resume_equals_an_uninterrupted_run() {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     write_synthetic_idx(&data, 160, 40, 4).unwrap();
-    let recipe = longer_smoke(tmp.path(), 40, 3);
+    let recipe = smoke_recipe(tmp.path(), 40, 3);
     let (r, d) = (recipe.to_str().unwrap(), data.to_str().unwrap());
 
     let a = tmp.path().join("a");
@@ -100,19 +73,11 @@ fn kill_9_then_resume_equals_an_uninterrupted_run() {
     assert!(!b.join("supernet.safetensors").exists());
     run_ok(ofa().args(["train", "--resume", b.to_str().unwrap()]));
 
-    let wa = read_safetensors(&a.join("supernet.safetensors"))
-        .unwrap()
-        .tensors;
-    let wb = read_safetensors(&b.join("supernet.safetensors"))
-        .unwrap()
-        .tensors;
-    assert_eq!(wa.len(), wb.len());
-    for (name, t) in &wa {
-        assert!(
-            t.equal(&wb[name]),
-            "{name} differs after kill -9 and resume (killed at step {killed_at})"
-        );
-    }
+    assert_same_tensors(
+        &a.join("supernet.safetensors"),
+        &b.join("supernet.safetensors"),
+        &format!("after kill -9 and resume (killed at step {killed_at})"),
+    );
 }
 
 /// Start a long smoke run, send `signals` (kill's names, back to back) once training has begun,
@@ -122,7 +87,7 @@ fn signals_save_a_checkpoint(signals: &[&str]) {
     let data = tmp.path().join("data");
     std::fs::create_dir(&data).unwrap();
     write_synthetic_idx(&data, 160, 40, 4).unwrap();
-    let recipe = longer_smoke(tmp.path(), 400, 1000);
+    let recipe = smoke_recipe(tmp.path(), 400, 1000);
     let run = tmp.path().join("run");
     let child = ofa()
         .args([

@@ -1,6 +1,6 @@
 //! `ofa bench`: performance figures as a readable table, or one JSON object with `--json`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ofa_supernet::timing::{once_ms, Summary};
@@ -81,6 +81,10 @@ pub struct TrainArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Data-parallel ranks (`--nproc-per-node N`, or a launcher's variables): `--batch` is the
+    /// global batch, each rank steps on its shard and the gradients are averaged across ranks.
+    #[command(flatten)]
+    ranks: super::launch::RankArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -269,6 +273,7 @@ fn streamed_batches(
     dir: &std::path::Path,
     a: &TrainArgs,
     steps: u64,
+    shard: Option<(usize, usize)>,
 ) -> anyhow::Result<ofa_trainer::loader::Loader> {
     use ofa_trainer::folder::{scan, FolderStream, JpegDecoder};
     use ofa_trainer::loader::{BatchPlan, Loader, TrainData};
@@ -281,7 +286,7 @@ fn streamed_batches(
         resolutions: vec![a.resolution],
         channels: 3,
         augment: ofa_trainer::augment::AugmentConfig::imagenet(),
-        shard: None,
+        shard,
     };
     let data = TrainData::Stream(std::sync::Arc::new(stream));
     Ok(Loader::new(&data, &plan, 0, steps, a.workers, 4))
@@ -293,7 +298,23 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         a.steps > 0 && a.batch > 0 && a.subnets_per_step > 0,
         "steps, batch and subnets must be positive"
     );
+    if let Some(n) = a.ranks.nproc_per_node {
+        return super::launch::spawn_local(n, Duration::from_secs(30));
+    }
     let device = super::device(&a.device)?;
+    let (group, device) = match a.ranks.join(device)? {
+        Some((g, d)) => (Some(g), d),
+        None => (None, device),
+    };
+    let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world()));
+    anyhow::ensure!(
+        a.batch as usize >= world,
+        "a global batch of {} cannot be shared by {world} ranks",
+        a.batch
+    );
+    // This rank's shard of the global batch, as the trainer's loader cuts it.
+    let b = a.batch as usize;
+    let local_batch = ((rank + 1) * b / world - rank * b / world) as i64;
     let mut space = super::read_space(&a.space)?;
     if let Some(w) = a.width_mult {
         space.width_mult = w;
@@ -312,7 +333,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let r = i64::from(a.resolution);
     let x = Tensor::randn(
-        [a.batch, i64::from(space.in_channels), r, r],
+        [local_batch, i64::from(space.in_channels), r, r],
         (Kind::Float, device),
     );
     // The trainer's layout: channels-last weights and inputs (unless --nchw).
@@ -326,17 +347,27 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         )
     };
     let mut opt = Sgd::new(&net, 0.9, 3e-5);
-    let y = Tensor::randint(i64::from(space.n_classes), [a.batch], (Kind::Int64, device));
+    let y = Tensor::randint(
+        i64::from(space.n_classes),
+        [local_batch],
+        (Kind::Int64, device),
+    );
     let choices = Choices::all(&space);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut ms = Vec::with_capacity(a.steps);
     let mut total = StepTime::default();
     const WARMUP: usize = 5;
     let mut loader = match &a.data {
-        Some(dir) => Some(streamed_batches(dir, &a, (a.steps + WARMUP) as u64)?),
+        Some(dir) => Some(streamed_batches(
+            dir,
+            &a,
+            (a.steps + WARMUP) as u64,
+            group.as_ref().map(|_| (rank, world)),
+        )?),
         None => None,
     };
     let (mut waited, mut wall) = (0.0f64, 0.0f64);
+    let mut reduced_bytes = 0usize;
     for i in 0..a.steps + WARMUP {
         let archs: Vec<ArchConfig> = (0..a.subnets_per_step)
             .map(|_| sample(&space, &choices, &mut rng))
@@ -358,7 +389,17 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             Some((bx, by, _)) => (bx, by),
             None => (&x, &y),
         };
-        let st = train_step(&net, Some(&teacher), &mut opt, x, y, &archs, &cfg, 0.01)?;
+        let st = train_step(
+            &net,
+            Some(&teacher),
+            &mut opt,
+            x,
+            y,
+            &archs,
+            &cfg,
+            0.01,
+            group.as_deref(),
+        )?;
         ofa_supernet::timing::sync(device);
         if i >= WARMUP {
             let step_s = t.elapsed().as_secs_f64();
@@ -369,7 +410,13 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             total.forward += st.time.forward;
             total.backward += st.time.backward;
             total.optimizer += st.time.optimizer;
+            total.allreduce += st.time.allreduce;
+            reduced_bytes = st.reduced_bytes;
         }
+    }
+    if rank != 0 {
+        // Rank 0 reports for the job.
+        return Ok(());
     }
     let st = stats(ms);
     let median = st["median_ms"].as_f64().unwrap_or(f64::NAN);
@@ -382,7 +429,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "images_per_s": a.batch as f64 / (median / 1e3),
         "step_ms": st,
         "breakdown_ms": {"teacher_forward": total.teacher / n * 1e3, "student_forward": total.forward / n * 1e3,
-                         "backward": total.backward / n * 1e3, "optimizer": total.optimizer / n * 1e3},
+                         "backward": total.backward / n * 1e3, "optimizer": total.optimizer / n * 1e3,
+                         "allreduce": total.allreduce / n * 1e3},
+        "world_size": world, "backend": group.as_ref().map(|g| g.backend().name()),
+        "allreduce_share": total.allreduce / wall.max(1e-12),
+        "reduced_bytes_per_step": reduced_bytes,
         "peak_rss_mib": peak_rss_mib(),
     });
     let mut out = out;
@@ -414,6 +465,14 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "images/s     {:.1}",
         out["images_per_s"].as_f64().unwrap_or(0.0)
     );
+    if let Some(g) = &group {
+        println!(
+            "ranks        {world} ({}); all-reduce {:.1} % of the step, {:.1} MiB per step",
+            g.backend().name(),
+            100.0 * total.allreduce / wall.max(1e-12),
+            reduced_bytes as f64 / f64::from(1 << 20)
+        );
+    }
     println!(
         "step median  {:.1} ms (p10 {:.1}, p90 {:.1})",
         median,
@@ -425,6 +484,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "student_forward",
         "backward",
         "optimizer",
+        "allreduce",
     ] {
         println!(
             "  {:<16} {:>8.1} ms",

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod import;
 pub mod infer;
 pub mod inspect;
+pub mod launch;
 pub mod predictor;
 pub mod profile;
 pub mod search;

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use ofa_trainer::recipe::Recipe;
-use ofa_trainer::run::{branch, resume, train, Observer, Outcome, TrainOptions};
+use ofa_trainer::run::{branch, resume, train, Observer, Outcome, Silent, TrainOptions};
 use serde_json::Value;
+
+/// How long the other local ranks may take to end on their own after one fails.
+const RANK_GRACE: Duration = Duration::from_secs(30);
 
 /// What a stop signal (SIGINT, SIGTERM, SIGHUP) means, given the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,8 @@ pub struct Args {
     /// Print the resolved recipe and exit.
     #[arg(long)]
     print_recipe: bool,
+    #[command(flatten)]
+    ranks: super::launch::RankArgs,
 }
 
 /// Run `ofa train`.
@@ -87,13 +92,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         print!("{}", Recipe::load(name)?.to_toml());
         return Ok(());
     }
+    if let Some(n) = a.ranks.nproc_per_node {
+        return super::launch::spawn_local(n, RANK_GRACE);
+    }
+    // Ranks other than 0 stay quiet: rank 0 draws the progress and tables.
+    let quiet = super::launch::is_follower();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let mut requests = StopRequests::default();
     ctrlc::set_handler(move || match requests.on_signal(Instant::now()) {
         OnSignal::Stop => {
             flag.store(true, Ordering::SeqCst);
-            eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)");
+            if !quiet {
+                eprintln!(
+                    "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)"
+                );
+            }
         }
         OnSignal::Ignore => {}
         OnSignal::Abort => {
@@ -102,12 +116,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     })
     .context("cannot install the signal handler")?;
+    let device = super::device(&a.device)?;
+    let (group, device) = match a.ranks.join(device)? {
+        Some((g, d)) => (Some(g), d),
+        None => (None, device),
+    };
+    let observer: Arc<dyn Observer> = if quiet {
+        Arc::new(Silent)
+    } else {
+        Arc::new(Render::new(std::io::stderr().is_terminal()))
+    };
     let opts = TrainOptions {
         data: a.data,
-        device: super::device(&a.device)?,
-        observer: Arc::new(Render::new(std::io::stderr().is_terminal())),
+        device,
+        observer,
         stop,
         stop_after: a.stop_after,
+        group,
     };
     let (dir, outcome) = match (&a.resume, &a.recipe, &a.out) {
         (Some(dir), _, _) => (dir.clone(), resume(dir, opts)?),
@@ -117,6 +142,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         _ => bail!("give --recipe and --out, or --resume RUN"),
     };
+    if quiet {
+        return Ok(());
+    }
     match outcome {
         Outcome::Finished => {
             eprintln!(

@@ -51,6 +51,37 @@ pub fn smoke_package(dir: &Path) -> PathBuf {
     run
 }
 
+/// The smoke recipe with a first phase of `first_phase_steps` steps (time to stop it mid-way) and
+/// a checkpoint every `checkpoint_every` steps, written into `dir`; returns its path.
+pub fn smoke_recipe(dir: &Path, first_phase_steps: u32, checkpoint_every: u32) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/recipes/smoke.toml"),
+    )
+    .unwrap()
+    .replacen("steps = 3", &format!("steps = {first_phase_steps}"), 1)
+    .replace(
+        "checkpoint_every = 2",
+        &format!("checkpoint_every = {checkpoint_every}"),
+    );
+    let path = dir.join(format!("smoke-{first_phase_steps}-{checkpoint_every}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every tensor of two safetensors files equal, bit for bit (`why` names the comparison).
+pub fn assert_same_tensors(a: &Path, b: &Path, why: &str) {
+    let wa = ofa_supernet::checkpoint::read_safetensors(a)
+        .unwrap()
+        .tensors;
+    let wb = ofa_supernet::checkpoint::read_safetensors(b)
+        .unwrap()
+        .tensors;
+    assert_eq!(wa.len(), wb.len(), "{why}");
+    for (name, t) in &wa {
+        assert!(t.equal(&wb[name]), "{name} differs: {why}");
+    }
+}
+
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -10,6 +10,7 @@
 
 pub use ofa_package::augment;
 pub mod data;
+pub mod error;
 pub mod folder;
 pub mod loader;
 pub mod package;

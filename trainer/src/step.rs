@@ -1,13 +1,17 @@
 //! One progressive-shrinking training step with the reference semantics: teacher soft labels once
 //! per batch, then for each sampled subnet a forward pass on the same batch with
 //! `kd_ratio · CE(student, softmax(teacher)) + label-smoothed CE(student, y)`, gradients
-//! accumulated, one SGD (Nesterov) step; plus the cosine learning-rate schedule with warm-up.
+//! accumulated (and, in a data-parallel job, averaged across ranks in buckets), one SGD (Nesterov)
+//! step; plus the cosine learning-rate schedule with warm-up.
 
 use std::time::Instant;
 
+use ofa_dist::{ProcessGroup, BUCKET_BYTES};
 use ofa_space::ArchConfig;
 use ofa_supernet::{Mode, Result, Supernet};
 use tch::{Kind, Tensor};
+
+use crate::error::TrainError;
 
 /// `mean_i Σ_c −target[i, c] · log_softmax(logits)[i, c]` (the reference's
 /// `cross_entropy_loss_with_soft_target`).
@@ -183,6 +187,8 @@ pub struct StepStats {
     pub loss: f64,
     /// Mean top-1 of the step's subnets on the batch (fraction).
     pub top1: f64,
+    /// Gradient bytes averaged across ranks (0 on one process).
+    pub reduced_bytes: usize,
     /// Where the step's time went, in seconds.
     pub time: StepTime,
 }
@@ -198,11 +204,30 @@ pub struct StepTime {
     pub backward: f64,
     /// Zeroing gradients and the optimiser update.
     pub optimizer: f64,
+    /// Averaging the gradients across ranks.
+    pub allreduce: f64,
+}
+
+/// Average the gradients of `net`'s trainable tensors across the ranks of `group` (DDP's 25 MiB
+/// buckets, in registry order, which every rank shares). Returns the bytes reduced.
+pub fn average_gradients(
+    net: &Supernet,
+    group: &ProcessGroup,
+) -> std::result::Result<usize, TrainError> {
+    let mut grads: Vec<Tensor> = net
+        .tensors()
+        .iter()
+        .filter(|(spec, _)| spec.role.trainable())
+        .map(|(_, t)| t.grad())
+        .filter(Tensor::defined)
+        .collect();
+    Ok(group.average_in_buckets(&mut grads, BUCKET_BYTES)?)
 }
 
 /// One training step: soft labels from `teacher` (its largest subnet at the batch's resolution,
 /// train-mode BN under no-grad, as the reference), then forward/backward of every arch in
-/// `archs` on the same batch, gradients accumulated, one optimiser step with learning rate `lr`.
+/// `archs` on the same batch, gradients accumulated, averaged across the ranks of `group` where
+/// there is one (each rank's batch is its shard), one optimiser step with learning rate `lr`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &Supernet,
@@ -213,7 +238,8 @@ pub fn train_step(
     archs: &[ArchConfig],
     cfg: &StepConfig,
     lr: f64,
-) -> Result<StepStats> {
+    group: Option<&ProcessGroup>,
+) -> std::result::Result<StepStats, TrainError> {
     let mut time = StepTime::default();
     let mut t0 = Instant::now();
     let mut lap = |slot: &mut f64| {
@@ -250,12 +276,18 @@ pub fn train_step(
         top1_sum += correct.double_value(&[]);
         lap(&mut time.backward);
     }
+    let reduced_bytes = match group {
+        Some(g) => average_gradients(net, g)?,
+        None => 0,
+    };
+    lap(&mut time.allreduce);
     opt.step(net, lr);
     lap(&mut time.optimizer);
     let n = archs.len().max(1) as f64;
     Ok(StepStats {
         loss: loss_sum / n,
         top1: top1_sum / n,
+        reduced_bytes,
         time,
     })
 }

@@ -352,6 +352,7 @@ fn cpu_options(data: &Path, steps: u64) -> TrainOptions {
         observer: Arc::new(Silent),
         stop: Arc::new(AtomicBool::new(false)),
         stop_after: Some(steps),
+        group: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn opts(data: &Path, stop_after: Option<u64>) -> TrainOptions {
         observer: Arc::new(Silent),
         stop: Arc::new(AtomicBool::new(false)),
         stop_after,
+        group: None,
     }
 }
 

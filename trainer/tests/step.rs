@@ -97,6 +97,7 @@ fn run(steps: usize) -> (Vec<f64>, Supernet) {
             &archs,
             &cfg,
             lr_at(step as u64, steps as u64, 2, 0.05),
+            None,
         )
         .unwrap();
         losses.push(st.loss);

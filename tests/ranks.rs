@@ -1,0 +1,289 @@
+//! `ofa train` as the ranks of a data-parallel job (Gloo on 127.0.0.1), launched as users launch
+//! it: `--nproc-per-node 2`, or two processes given torchrun's variables by hand. One package with
+//! the weights every rank agreed on; stopped and resumed equal to uninterrupted, bit for bit; a
+//! rank killed, hung or interrupted.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_same_tensors, ofa, run_ok, s, smoke_recipe};
+use ofa_supernet::checkpoint::read_safetensors;
+use ofa_supernet::Supernet;
+use ofa_trainer::data::write_synthetic_idx;
+use ofa_trainer::run::weights_fingerprint;
+use serde_json::Value;
+use tch::Device;
+
+/// Synthetic IDX data (160 training, 40 test images, 4 classes) in `dir/data`.
+fn data(dir: &Path) -> PathBuf {
+    let d = dir.join("data");
+    std::fs::create_dir_all(&d).unwrap();
+    write_synthetic_idx(&d, 160, 40, 4).unwrap();
+    d
+}
+
+/// `train --recipe RECIPE --data DATA --out OUT`.
+fn train_args<'a>(recipe: &'a Path, data: &'a Path, out: &'a Path) -> [&'a str; 7] {
+    [
+        "train",
+        "--recipe",
+        s(recipe),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+    ]
+}
+
+/// `ofa train` of `recipe` on `data` into `out` as 2 local ranks.
+fn local_job(recipe: &Path, data: &Path, out: &Path) -> Command {
+    let mut c = ofa();
+    c.args(train_args(recipe, data, out))
+        .args(["--nproc-per-node", "2"]);
+    c
+}
+
+fn metrics(run: &Path, kind: &str) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+fn checkpoint_state(run: &Path) -> Option<Value> {
+    let f = read_safetensors(&run.join("checkpoint.safetensors")).ok()?;
+    serde_json::from_str(f.metadata.get("state")?).ok()
+}
+
+#[test]
+fn two_local_ranks_train_one_package_and_resume_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let recipe = smoke_recipe(tmp.path(), 6, 2);
+    let train = |out: &Path, extra: &[&str]| run_ok(local_job(&recipe, &d, out).args(extra));
+
+    let a = tmp.path().join("a");
+    train(&a, &[]);
+    // One package, written by rank 0 alone, that records the job.
+    for f in [
+        "supernet.safetensors",
+        "calibration.safetensors",
+        "card.json",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["world_size"], 2);
+    assert_eq!(card["backend"], "gloo");
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["world_size"], 2);
+    // At each phase end both ranks held the same weights (the run fails otherwise), and the
+    // last fingerprint is the package's.
+    let agreed = metrics(&a, "ranks");
+    assert_eq!(agreed.len(), 6, "one agreement per phase");
+    let pkg = Supernet::load(&a.join("supernet.safetensors"), Device::Cpu).unwrap();
+    assert_eq!(
+        agreed.last().unwrap()["weights_fingerprint"],
+        format!("{:016x}", weights_fingerprint(&pkg.net))
+    );
+    // Each step's images are the global batch: 16, not 8 per rank.
+    let steps = metrics(&a, "step");
+    assert_eq!(steps.len(), 6 + 2 * 5);
+    assert_eq!(steps[0]["global_step"], 1);
+
+    // Stopped mid-phase, then resumed: the same package.
+    let b = tmp.path().join("b");
+    train(&b, &["--stop-after", "3"]);
+    assert!(!b.join("supernet.safetensors").exists());
+    let state = checkpoint_state(&b).unwrap();
+    assert_eq!(state["global_step"], 3);
+    assert_eq!(state["world_size"], 2);
+    assert_eq!(state["backend"], "gloo");
+    let mut c = ofa();
+    c.args(["train", "--resume", s(&b), "--nproc-per-node", "2"]);
+    run_ok(&mut c);
+    assert_same_tensors(
+        &a.join("supernet.safetensors"),
+        &b.join("supernet.safetensors"),
+        "a 2-rank run stopped at step 3 and resumed",
+    );
+}
+
+/// One rank of a 2-rank job, launched as torchrun launches it.
+fn rank(rank: usize, port: u16, args: &[&str]) -> Child {
+    ofa()
+        .args(args)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", "2")
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait until rank 0 has saved a checkpoint at or past step `step`.
+fn wait_for_checkpoint(run: &Path, step: u64, ranks: &mut [Child]) {
+    let t0 = Instant::now();
+    while checkpoint_state(run)
+        .and_then(|s| s["global_step"].as_u64())
+        .is_none_or(|s| s < step)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        for r in ranks.iter_mut() {
+            assert!(r.try_wait().unwrap().is_none(), "a rank ended early");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait for a rank to end; its output and how long it took.
+fn ended(child: Child) -> (Output, Duration) {
+    let t0 = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    (out, t0.elapsed())
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn a_killed_or_hung_rank_ends_the_job_with_a_clear_error_and_it_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let recipe = smoke_recipe(tmp.path(), 400, 2);
+    // Two ranks of a job writing `out`, given torchrun's variables by hand, once rank 0 has
+    // saved a checkpoint at step 4.
+    let started = |out: &Path, timeout: &str| -> Vec<Child> {
+        let args = [
+            &train_args(&recipe, &d, out)[..],
+            &["--dist-timeout", timeout],
+        ]
+        .concat();
+        let port = free_port();
+        let mut ranks = vec![rank(0, port, &args), rank(1, port, &args)];
+        wait_for_checkpoint(out, 4, &mut ranks);
+        ranks
+    };
+
+    // Killed: the other rank fails at its next collective, long before the timeout.
+    let run = tmp.path().join("killed");
+    let mut ranks = started(&run, "60");
+    let mut one = ranks.pop().unwrap();
+    one.kill().unwrap();
+    one.wait().unwrap();
+    let (out, took) = ended(ranks.pop().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
+    assert!(err.contains("error (rank 0): data-parallel job"), "{err}");
+    assert!(err.contains("rank 0 of 2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The job resumes from rank 0's last checkpoint; stopped again a few steps later, it
+    // stands exactly where an uninterrupted job does.
+    let at = checkpoint_state(&run).unwrap()["global_step"]
+        .as_u64()
+        .unwrap();
+    let stop = (at + 3).to_string();
+    let mut c = ofa();
+    c.args([
+        "train",
+        "--resume",
+        s(&run),
+        "--nproc-per-node",
+        "2",
+        "--stop-after",
+        &stop,
+    ]);
+    run_ok(&mut c);
+    let straight = tmp.path().join("straight");
+    run_ok(local_job(&recipe, &d, &straight).args(["--stop-after", &stop]));
+    let wa = read_safetensors(&run.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(
+        wa.metadata
+            .get("state")
+            .map(|s| s.contains(&format!("\"global_step\":{stop}"))),
+        Some(true)
+    );
+    assert_same_tensors(
+        &run.join("checkpoint.safetensors"),
+        &straight.join("checkpoint.safetensors"),
+        "a job resumed after a killed rank",
+    );
+
+    // Hung (stopped with SIGSTOP): the other rank gives up after the timeout, with c10d's
+    // message.
+    let run = tmp.path().join("hung");
+    let mut ranks = started(&run, "3");
+    let mut one = ranks.pop().unwrap();
+    signal(&one, "STOP");
+    let (out, took) = ended(ranks.pop().unwrap());
+    one.kill().unwrap();
+    one.wait().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
+    assert!(err.to_lowercase().contains("timed out"), "{err}");
+}
+
+#[test]
+fn ctrl_c_on_one_rank_stops_the_job_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let recipe = smoke_recipe(tmp.path(), 400, 1000);
+    let run = tmp.path().join("run");
+    let args = train_args(&recipe, &d, &run);
+    let port = free_port();
+    let ranks = [rank(0, port, &args), rank(1, port, &args)];
+    let t0 = Instant::now();
+    while !run.join("metrics.jsonl").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&ranks[1], "INT");
+    let [zero, one] = ranks;
+    let (out0, _) = ended(zero);
+    let (out1, _) = ended(one);
+    let err0 = String::from_utf8_lossy(&out0.stderr);
+    assert!(out0.status.success(), "{err0}");
+    assert!(
+        out1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out1.stderr)
+    );
+    assert!(err0.contains("continue with: ofa train --resume"), "{err0}");
+    let step = checkpoint_state(&run).unwrap()["global_step"]
+        .as_u64()
+        .unwrap();
+    assert!((1..400).contains(&step), "{step}");
+}

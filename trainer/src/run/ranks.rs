@@ -1,0 +1,125 @@
+//! What the ranks of a data-parallel run agree on, through their c10d process group: that every
+//! rank got through a stage (setup, the final writes), where the run stands, when to stop and, at
+//! each phase end, that their weights are still bit-identical; and the one start they share
+//! (rank 0's parameters and buffers). On one process every function here is a no-op.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use ofa_dist::{ProcessGroup, BUCKET_BYTES};
+use ofa_supernet::Supernet;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::TrainError;
+
+/// A fingerprint of `net`'s trainable tensors: a hash of their values in registry order, laid out
+/// as NCHW (so a channels-last training copy and the saved package give the same value). Ranks
+/// whose fingerprints agree hold bit-identical weights.
+pub fn weights_fingerprint(net: &Supernet) -> u64 {
+    let mut h = DefaultHasher::new();
+    let mut buf = Vec::new();
+    for (spec, t) in net.tensors() {
+        if !spec.role.trainable() {
+            continue;
+        }
+        let t = t.to_device(Device::Cpu).contiguous();
+        let n = t.numel();
+        buf.resize(n * t.kind().elt_size_in_bytes(), 0);
+        t.copy_data_u8(&mut buf, n);
+        spec.name.hash(&mut h);
+        buf.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// `result` on this rank, once every rank has got this far: the first failing rank's error on
+/// that rank, and [`TrainError::PeerFailed`] on the others (instead of each waiting at its next
+/// collective for a rank that is gone).
+pub(super) fn all_ok<T>(
+    group: Option<&ProcessGroup>,
+    result: Result<T, TrainError>,
+) -> Result<T, TrainError> {
+    let Some(g) = group else { return result };
+    let flags = g.exchange(i64::from(result.is_err()))?;
+    match result {
+        Err(e) => Err(e),
+        Ok(v) => match flags.iter().position(|&f| f != 0) {
+            Some(rank) => Err(TrainError::PeerFailed {
+                rank,
+                world: g.world(),
+            }),
+            None => Ok(v),
+        },
+    }
+}
+
+/// Fail unless every rank passes the same `value` for `what`.
+pub(super) fn agree(
+    group: Option<&ProcessGroup>,
+    what: &'static str,
+    value: u64,
+) -> Result<(), TrainError> {
+    let Some(g) = group else { return Ok(()) };
+    let values = g.exchange(value as i64)?;
+    if values.iter().all(|&v| v == values[0]) {
+        return Ok(());
+    }
+    let values = values
+        .iter()
+        .enumerate()
+        .map(|(r, v)| format!("rank {r}: {:016x}", *v as u64))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(TrainError::RanksDisagree { what, values })
+}
+
+/// A hash of `parts` (for [`agree`]).
+pub(super) fn hash_of(parts: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+/// Overwrite `net`'s parameters and buffers on every rank with rank 0's (float tensors in
+/// buckets; the int64 batch counters one by one).
+pub(super) fn broadcast_from_first(
+    group: Option<&ProcessGroup>,
+    net: &Supernet,
+) -> Result<(), TrainError> {
+    let Some(g) = group else { return Ok(()) };
+    let (mut floats, others): (Vec<Tensor>, Vec<Tensor>) = net
+        .tensors()
+        .iter()
+        .map(|(_, t)| t.shallow_clone())
+        .partition(|t| t.kind() == Kind::Float);
+    g.broadcast_in_buckets(&mut floats, 0, BUCKET_BYTES)?;
+    for mut t in others {
+        let mut host = t.to_device(Device::Cpu).contiguous();
+        g.broadcast(&mut host, 0)?;
+        tch::no_grad(|| t.copy_(&host));
+    }
+    Ok(())
+}
+
+/// The step's metrics averaged over the ranks, and whether any rank asked to stop: one small
+/// all-reduce per step, so that every rank stops after the same step.
+pub(super) fn step_consensus(
+    group: Option<&ProcessGroup>,
+    loss: f64,
+    top1: f64,
+    stop: bool,
+) -> Result<(f64, f64, bool), TrainError> {
+    let Some(g) = group else {
+        return Ok((loss, top1, stop));
+    };
+    let mut t = Tensor::from_slice(&[loss, top1, f64::from(u8::from(stop))]);
+    g.all_reduce_sum(&mut t)?;
+    let w = g.world() as f64;
+    let v = |i: i64| t.double_value(&[i]);
+    Ok((v(0) / w, v(1) / w, v(2) > 0.0))
+}
+
+/// Whether any rank asked to stop.
+pub(super) fn any_stop(group: Option<&ProcessGroup>, stop: bool) -> Result<bool, TrainError> {
+    let Some(g) = group else { return Ok(stop) };
+    Ok(g.exchange(i64::from(stop))?.iter().any(|&f| f != 0))
+}

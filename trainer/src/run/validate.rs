@@ -1,0 +1,115 @@
+//! The phase-end validation table: the phase's smallest, middle and largest subnets at the
+//! smallest and largest resolution, each recalibrated and scored on the held-out split (and on
+//! the test split after the last phase).
+
+use ofa_package::measure::{recalibrated, top1, Recalibration};
+use ofa_space::{ArchConfig, N_STAGES};
+use ofa_supernet::Supernet;
+use serde_json::{json, Value};
+use tch::Tensor;
+
+use super::{Ctx, TrainError};
+
+impl Ctx {
+    /// The table of phase `pi`: min / mid / max subnets of the phase's choices at the smallest and
+    /// largest resolution, each after BN recalibration, scored on the validation split; rows
+    /// `{subnet, resolution, val_top1[, test_top1]}` in percent.
+    pub(super) fn validate(&self, net: &Supernet, pi: usize) -> Result<Vec<Value>, TrainError> {
+        let phase = &self.recipe.phases[pi];
+        let n = self.space.n_elastic_blocks();
+        let pick = |l: &[u32], which: usize| {
+            let mut v = l.to_vec();
+            v.sort_unstable();
+            match which {
+                0 => v[0],
+                1 => v[v.len() / 2],
+                _ => v[v.len() - 1],
+            }
+        };
+        let res = &self.space.resolutions;
+        let rs = [
+            *res.iter().min().unwrap_or(&32),
+            *res.iter().max().unwrap_or(&32),
+        ];
+        let v = &self.recipe.validation;
+        // The table's rows in order, each pointing at a distinct subnet to measure: min, mid
+        // and max coincide where a phase has one choice, and are measured once.
+        let mut slots: Vec<(&str, u32, usize)> = Vec::new();
+        let mut jobs: Vec<ArchConfig> = Vec::new();
+        for (which, label) in [(0, "min"), (1, "mid"), (2, "max")] {
+            for &r in rs.iter() {
+                let arch = ArchConfig {
+                    ks: vec![pick(&phase.ks, which); n],
+                    e: vec![pick(&phase.expand, which); n],
+                    d: vec![pick(&phase.depth, which); N_STAGES],
+                    r,
+                };
+                let job = match jobs.iter().position(|a| *a == arch) {
+                    Some(j) => j,
+                    None => {
+                        jobs.push(arch);
+                        jobs.len() - 1
+                    }
+                };
+                slots.push((label, r, job));
+                if rs[0] == rs[1] {
+                    break;
+                }
+            }
+        }
+        // In a data-parallel run the subnets are shared out between the ranks and the scores
+        // summed (each score has one non-zero term, so the sum is exact).
+        let (rank, world) = self.group().map_or((0, 1), |g| (g.rank(), g.world()));
+        let last = pi + 1 == self.recipe.phases.len();
+        let mut scores = vec![0.0f64; 2 * jobs.len()];
+        for (j, arch) in jobs.iter().enumerate() {
+            if j % world != rank {
+                continue;
+            }
+            let sub = recalibrated(
+                net,
+                arch,
+                &self.calib,
+                &self.recipe.augment,
+                &Recalibration {
+                    images: usize::MAX,
+                    batch: v.batch_size,
+                    seed: self.recipe.train.seed,
+                },
+            )?;
+            scores[2 * j] = top1(
+                &sub,
+                &self.val,
+                arch.r,
+                &self.recipe.augment,
+                v.batch_size,
+                v.images,
+            )?;
+            scores[2 * j + 1] = match (&self.test, last) {
+                (Some(test), true) => {
+                    test.top1(&sub, arch.r, &self.recipe.augment, v.batch_size)?
+                }
+                _ => f64::NAN,
+            };
+        }
+        if let Some(g) = self.group() {
+            let mut t = Tensor::from_slice(&scores);
+            g.all_reduce_sum(&mut t)?;
+            scores = Vec::<f64>::try_from(&t).map_err(|e| ofa_dist::DistError::BadTensor {
+                op: "validation scores",
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(slots
+            .iter()
+            .map(|&(label, r, j)| {
+                let mut row =
+                    json!({"subnet": label, "resolution": r, "val_top1": scores[2 * j] * 100.0});
+                if !scores[2 * j + 1].is_nan() {
+                    row["test_top1"] = json!(scores[2 * j + 1] * 100.0);
+                }
+                row
+            })
+            .collect())
+    }
+}
