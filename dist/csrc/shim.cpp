@@ -108,6 +108,31 @@ int ofa_c10d_barrier(void* g, char* err, size_t err_len) {
   });
 }
 
+// Host a TCPStore at host:port (0: any free port) for ranks that are all clients, as torchrun's
+// agent does. Returns the store, or null with `err` set; `*port_out` is the port it listens on.
+void* ofa_c10d_store_host(const char* host, uint16_t port, int64_t timeout_ms, uint16_t* port_out,
+                          char* err, size_t err_len) {
+  c10d::TCPStore* out = nullptr;
+  int rc = guarded(err, err_len, [&] {
+    c10d::TCPStoreOptions so;
+    so.port = port;
+    so.isServer = true;
+    so.waitWorkers = false;
+    so.timeout = std::chrono::milliseconds(timeout_ms);
+    auto* store = new c10d::TCPStore(std::string(host), so);
+    *port_out = store->getPort();
+    out = store;
+  });
+  return rc == 0 ? out : nullptr;
+}
+
+void ofa_c10d_store_free(void* s) {
+  try {
+    delete static_cast<c10d::TCPStore*>(s);
+  } catch (...) {
+  }
+}
+
 void ofa_c10d_free(void* g) {
   try {
     delete static_cast<Group*>(g);

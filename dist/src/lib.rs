@@ -77,6 +77,15 @@ mod ffi {
         ) -> c_int;
         pub fn ofa_c10d_barrier(g: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
         pub fn ofa_c10d_free(g: *mut c_void);
+        pub fn ofa_c10d_store_host(
+            host: *const c_char,
+            port: u16,
+            timeout_ms: i64,
+            port_out: *mut u16,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> *mut c_void;
+        pub fn ofa_c10d_store_free(s: *mut c_void);
     }
 }
 
@@ -96,6 +105,9 @@ pub struct LaunchEnv {
     /// Every rank is a store client (`TORCHELASTIC_USE_AGENT_STORE=True`: torchrun's agent hosts
     /// the store); otherwise rank 0 hosts it.
     pub agent_store: bool,
+    /// How many times the agent has restarted the job (`TORCHELASTIC_RESTART_COUNT`): under the
+    /// agent store each attempt's keys live under `/worker/attempt_N`, as PyTorch keeps them.
+    pub restart_count: u32,
 }
 
 impl LaunchEnv {
@@ -131,6 +143,12 @@ impl LaunchEnv {
             .map_err(|_| DistError::Env(format!("MASTER_PORT={port:?} is not a port")))?;
         let agent_store = lookup("TORCHELASTIC_USE_AGENT_STORE")
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        let restart_count = match lookup("TORCHELASTIC_RESTART_COUNT") {
+            Some(v) => v.trim().parse().map_err(|_| {
+                DistError::Env(format!("TORCHELASTIC_RESTART_COUNT={v:?} is not a whole number"))
+            })?,
+            None => 0,
+        };
         Ok(Some(LaunchEnv {
             rank,
             world,
@@ -138,12 +156,80 @@ impl LaunchEnv {
             master_addr,
             master_port,
             agent_store,
+            restart_count,
         }))
     }
 
     /// [`LaunchEnv::from_lookup`] over this process's environment.
     pub fn from_env() -> Result<Option<Self>, DistError> {
         Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// The key prefix of this job's group in the store: under torchrun's agent store PyTorch
+    /// puts each attempt's keys under `/worker/attempt_N`; ours go beneath, under `ofa/`.
+    pub fn store_prefix(&self) -> String {
+        if self.agent_store {
+            format!("/worker/attempt_{}/ofa/", self.restart_count)
+        } else {
+            "ofa/".to_string()
+        }
+    }
+}
+
+/// A `TCPStore` this process hosts for ranks that are all clients of it, as torchrun's agent
+/// does (they run with `TORCHELASTIC_USE_AGENT_STORE=True`). The store lives as long as this value.
+#[derive(Debug)]
+pub struct StoreHost {
+    ptr: NonNull<c_void>,
+    port: u16,
+}
+
+// SAFETY: the store is a heap object owned by this value alone and only freed, in `Drop`.
+#[allow(unsafe_code)]
+unsafe impl Send for StoreHost {}
+
+impl StoreHost {
+    /// Listen on `host:port` (`port` 0: any free port).
+    pub fn bind(host: &str, port: u16, timeout: Duration) -> Result<Self, DistError> {
+        let fail = |message: String| DistError::C10d {
+            op: "host the store",
+            rank: 0,
+            world: 0,
+            message,
+        };
+        let h = CString::new(host).map_err(|_| DistError::Env("host holds a NUL byte".into()))?;
+        let mut err = vec![0u8; ERR_LEN];
+        let mut bound = 0u16;
+        #[allow(unsafe_code)]
+        // SAFETY: `h` is NUL-terminated and outlives the call; `bound` and `err` are writable
+        // (`err` of `ERR_LEN` bytes, filled NUL-terminated on failure).
+        let ptr = unsafe {
+            ffi::ofa_c10d_store_host(
+                h.as_ptr(),
+                port,
+                timeout.as_millis().min(i64::MAX as u128) as i64,
+                &mut bound,
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        let ptr = NonNull::new(ptr).ok_or_else(|| fail(message(&err)))?;
+        Ok(StoreHost { ptr, port: bound })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for StoreHost {
+    fn drop(&mut self) {
+        #[allow(unsafe_code)]
+        // SAFETY: `self.ptr` came from `ofa_c10d_store_host` and is freed once, here.
+        unsafe {
+            ffi::ofa_c10d_store_free(self.ptr.as_ptr())
+        }
     }
 }
 
@@ -254,7 +340,7 @@ impl ProcessGroup {
         };
         let host = CString::new(env.master_addr.clone())
             .map_err(|_| DistError::Env("MASTER_ADDR holds a NUL byte".into()))?;
-        let prefix = CString::new("ofa/").map_err(|e| c10d(e.to_string()))?;
+        let prefix = CString::new(env.store_prefix()).map_err(|e| c10d(e.to_string()))?;
         let mut err = vec![0u8; ERR_LEN];
         #[allow(unsafe_code)]
         // SAFETY: the strings are NUL-terminated and outlive the call; `err` is a writable

@@ -201,6 +201,7 @@ fn launch_variables_are_read_as_torchrun_sets_them() {
         ("MASTER_ADDR", "10.0.0.1"),
         ("MASTER_PORT", "29500"),
         ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+        ("TORCHELASTIC_RESTART_COUNT", "2"),
     ]))
     .unwrap()
     .unwrap();
@@ -209,6 +210,8 @@ fn launch_variables_are_read_as_torchrun_sets_them() {
         (1, 4, 1, 29500)
     );
     assert!(e.agent_store);
+    // PyTorch's key space for each of the agent's attempts.
+    assert_eq!(e.store_prefix(), "/worker/attempt_2/ofa/");
     for (bad, want) in [
         (&[("RANK", "4"), ("WORLD_SIZE", "4")][..], "not a rank"),
         (&[("RANK", "x"), ("WORLD_SIZE", "4")][..], "RANK=\"x\""),

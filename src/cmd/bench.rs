@@ -299,7 +299,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "steps, batch and subnets must be positive"
     );
     if let Some(n) = a.ranks.nproc_per_node {
-        return super::launch::spawn_local(n, Duration::from_secs(30));
+        return super::launch::spawn_local(n, Duration::from_secs(30), a.ranks.timeout());
     }
     let device = super::device(&a.device)?;
     let (group, device) = match a.ranks.join(device)? {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ofa_dist::{Backend, LaunchEnv, ProcessGroup};
+use ofa_dist::{Backend, LaunchEnv, ProcessGroup, StoreHost};
 use tch::Device;
 
 /// The flags of a command that can run as a rank of a data-parallel job.
@@ -29,6 +29,12 @@ pub struct RankArgs {
 }
 
 impl RankArgs {
+    /// The collectives' timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.dist_timeout.max(1))
+    }
+
+
     /// Join the job of this process's environment, if it is a rank of one: the process group,
     /// and the device moved to `cuda:LOCAL_RANK` where the device is CUDA.
     pub fn join(&self, device: Device) -> anyhow::Result<Option<(Arc<ProcessGroup>, Device)>> {
@@ -56,8 +62,7 @@ impl RankArgs {
                 }
             }
         };
-        let timeout = Duration::from_secs(self.dist_timeout.max(1));
-        let group = ProcessGroup::join(&env, backend, timeout).with_context(|| {
+        let group = ProcessGroup::join(&env, backend, self.timeout()).with_context(|| {
             format!(
                 "joining the job at {}:{} as rank {} of {}",
                 env.master_addr, env.master_port, env.rank, env.world
@@ -93,21 +98,22 @@ fn args_without_nproc() -> Vec<String> {
     out
 }
 
-/// Run this command again as `n` local ranks on 127.0.0.1 and wait for them. When a rank fails
+/// Run this command again as `n` local ranks on 127.0.0.1 and wait for them. Like torchrun's
+/// agent, this process hosts the rendezvous store (on a free port) and the ranks are its clients
+/// (`TORCHELASTIC_USE_AGENT_STORE=True`). When a rank fails
 /// the others end on their own within moments (their collectives see it leave); any still running
 /// after `grace` are killed. A stop signal to this launcher is passed on to every rank (which
 /// then stop together after a checkpoint). Fails with the first failing rank's status.
-pub fn spawn_local(n: usize, grace: Duration) -> anyhow::Result<()> {
+pub fn spawn_local(n: usize, grace: Duration, timeout: Duration) -> anyhow::Result<()> {
     if n == 0 {
         bail!("--nproc-per-node must be at least 1");
     }
     if std::env::var_os("RANK").is_some() {
         bail!("--nproc-per-node inside a launched rank (RANK is set): use one launcher");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("no free port on 127.0.0.1 for the rendezvous")?
-        .port();
+    let store = StoreHost::bind("127.0.0.1", 0, timeout)
+        .context("cannot host the rendezvous store on 127.0.0.1")?;
+    let port = store.port();
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let args = args_without_nproc();
     let mut children: Vec<Child> = Vec::with_capacity(n);
@@ -120,6 +126,8 @@ pub fn spawn_local(n: usize, grace: Duration) -> anyhow::Result<()> {
             .env("LOCAL_WORLD_SIZE", n.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
+            .env("TORCHELASTIC_USE_AGENT_STORE", "True")
+            .env("TORCHELASTIC_RESTART_COUNT", "0")
             .spawn()
             .with_context(|| format!("cannot start rank {rank}"));
         match child {
@@ -179,6 +187,7 @@ pub fn spawn_local(n: usize, grace: Duration) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(store);
     if let Some((rank, s, _)) = first_failure {
         bail!("rank {rank} of {n} failed ({s}); see its error above");
     }

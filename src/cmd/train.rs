@@ -93,7 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(n) = a.ranks.nproc_per_node {
-        return super::launch::spawn_local(n, RANK_GRACE);
+        return super::launch::spawn_local(n, RANK_GRACE, a.ranks.timeout());
     }
     // Ranks other than 0 stay quiet: rank 0 draws the progress and tables.
     let quiet = super::launch::is_follower();
