@@ -350,6 +350,44 @@ fn devices_and_bench_json() {
     assert!(t["images_per_s"].as_f64().unwrap() > 0.0);
     assert!(t["breakdown_ms"]["backward"].as_f64().unwrap() > 0.0);
     assert_eq!(t["layout"], "channels_last");
+    assert_eq!(t["world_size"], 1);
+    assert_eq!(t["reduced_bytes_per_step"], 0);
+    // The same steps as 2 local ranks: each step reduces every trainable float once.
+    let t: Value = serde_json::from_str(&ok(&[
+        "--threads",
+        "1",
+        "bench",
+        "train",
+        "--space",
+        "ofa-mbv3-tiny",
+        "--batch",
+        "4",
+        "--resolution",
+        "32",
+        "--steps",
+        "2",
+        "--nproc-per-node",
+        "2",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(t["world_size"], 2);
+    assert_eq!(t["backend"], "gloo");
+    let space = ofa_space::SearchSpace::preset("ofa-mbv3-tiny").unwrap();
+    let net = ofa_supernet::Supernet::new(&space, 0, tch::Device::Cpu).unwrap();
+    let trainable: i64 = net
+        .tensors()
+        .iter()
+        .filter(|(spec, _)| spec.role.trainable())
+        .map(|(_, t)| t.numel() as i64 * 4)
+        .sum();
+    assert_eq!(t["reduced_bytes_per_step"], trainable, "{t}");
+    let share = t["allreduce_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 1.0, "{t}");
+    let e = fails(&["bench", "train", "--backend", "gloo"]);
+    assert!(e.contains("not a rank of a job"), "{e}");
+    let e = fails(&["bench", "train", "--nproc-per-node", "0"]);
+    assert!(e.contains("at least 1"), "{e}");
 
     // A generated folder of real JPEGs, streamed: the data benchmark, and training steps fed by it.
     let tmp = tempfile::tempdir().unwrap();

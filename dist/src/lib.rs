@@ -145,7 +145,9 @@ impl LaunchEnv {
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
         let restart_count = match lookup("TORCHELASTIC_RESTART_COUNT") {
             Some(v) => v.trim().parse().map_err(|_| {
-                DistError::Env(format!("TORCHELASTIC_RESTART_COUNT={v:?} is not a whole number"))
+                DistError::Env(format!(
+                    "TORCHELASTIC_RESTART_COUNT={v:?} is not a whole number"
+                ))
             })?,
             None => 0,
         };

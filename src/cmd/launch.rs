@@ -34,7 +34,6 @@ impl RankArgs {
         Duration::from_secs(self.dist_timeout.max(1))
     }
 
-
     /// Join the job of this process's environment, if it is a rank of one: the process group,
     /// and the device moved to `cuda:LOCAL_RANK` where the device is CUDA.
     pub fn join(&self, device: Device) -> anyhow::Result<Option<(Arc<ProcessGroup>, Device)>> {
@@ -116,6 +115,12 @@ pub fn spawn_local(n: usize, grace: Duration, timeout: Duration) -> anyhow::Resu
     let port = store.port();
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let args = args_without_nproc();
+    // As torchrun, the ranks do not each take every core: without OMP_NUM_THREADS (or
+    // `--threads`), each gets its share of this machine's cores.
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (cores / n).max(1).to_string()
+    });
     let mut children: Vec<Child> = Vec::with_capacity(n);
     for rank in 0..n {
         let child = Command::new(&exe)
@@ -124,6 +129,7 @@ pub fn spawn_local(n: usize, grace: Duration, timeout: Duration) -> anyhow::Resu
             .env("WORLD_SIZE", n.to_string())
             .env("LOCAL_RANK", rank.to_string())
             .env("LOCAL_WORLD_SIZE", n.to_string())
+            .env("OMP_NUM_THREADS", &threads)
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", port.to_string())
             .env("TORCHELASTIC_USE_AGENT_STORE", "True")
