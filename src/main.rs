@@ -86,10 +86,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            match std::env::var("RANK") {
-                Ok(rank) => eprintln!("error (rank {rank}): {}", cmd::render(&e)),
-                Err(_) => eprintln!("error: {}", cmd::render(&e)),
-            }
+            // One write per line: the ranks of a local job share this stderr.
+            let line = match std::env::var("RANK") {
+                Ok(rank) => format!("error (rank {rank}): {}\n", cmd::render(&e)),
+                Err(_) => format!("error: {}\n", cmd::render(&e)),
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             ExitCode::from(cmd::exit_code(&e))
         }
     }

@@ -4,6 +4,7 @@
 // exceptions and reports them as a message, so no exception crosses into Rust.
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -46,7 +47,8 @@ int guarded(char* err, size_t len, F&& f) {
 extern "C" {
 
 // Join the job: rank 0 hosts the TCPStore at host:port unless `client_only` (torchrun's agent
-// store), every rank connects, then a Gloo group of `world` ranks forms on `host`'s interface.
+// store), every rank connects, then a Gloo group of `world` ranks forms (on the interfaces of
+// GLOO_SOCKET_IFNAME, or the one this machine's hostname resolves to, as PyTorch chooses).
 // Returns the group, or null with `err` set.
 void* ofa_c10d_gloo_new(const char* host, uint16_t port, int rank, int world, int client_only,
                         int64_t timeout_ms, const char* prefix, char* err, size_t err_len) {
@@ -63,7 +65,23 @@ void* ofa_c10d_gloo_new(const char* host, uint16_t port, int rank, int world, in
     c10::intrusive_ptr<c10d::Store> store =
         c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(host)));
+    // As PyTorch: the interfaces GLOO_SOCKET_IFNAME names (comma-separated), else the address
+    // this machine's hostname resolves to.
+    if (const char* ifnames = std::getenv("GLOO_SOCKET_IFNAME"); ifnames && *ifnames) {
+      std::string all(ifnames);
+      size_t start = 0;
+      while (start <= all.size()) {
+        size_t end = all.find(',', start);
+        if (end == std::string::npos) end = all.size();
+        if (end > start) {
+          opts->devices.push_back(
+              c10d::ProcessGroupGloo::createDeviceForInterface(all.substr(start, end - start)));
+        }
+        start = end + 1;
+      }
+    } else {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
     out = new Group{tcp, pg, timeout};
   });

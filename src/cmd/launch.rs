@@ -62,10 +62,7 @@ impl RankArgs {
             }
         };
         let group = ProcessGroup::join(&env, backend, self.timeout()).with_context(|| {
-            format!(
-                "joining the job at {}:{} as rank {} of {}",
-                env.master_addr, env.master_port, env.rank, env.world
-            )
+            format!("joining the job at {}:{}", env.master_addr, env.master_port)
         })?;
         tracing::info!(
             rank = env.rank,
