@@ -331,7 +331,7 @@ impl Ctx {
             obs.phase_start(pi, self.recipe.phases.len(), &phase.name, state.step, total);
             let mut loader =
                 Loader::new(&self.train, &plan, state.step, total, t.workers, t.prefetch);
-            let mut window = (0.0f64, 0.0f64, 0usize, Instant::now(), 0usize);
+            let mut window = LogWindow::new();
             let use_teacher = if pi > 0 { teacher.as_ref() } else { None };
             while state.step < total {
                 let Some(batch) = loader.next() else { break };
@@ -355,37 +355,37 @@ impl Ctx {
                     ranks::step_consensus(group, stats.loss, stats.top1, asked)?;
                 state.step += 1;
                 state.global_step += 1;
-                window.0 += loss;
-                window.1 += top1;
-                window.2 += 1;
-                window.4 += x.size()[0] as usize * self.world();
+                window.add(loss, top1, x.size()[0] as usize * self.world());
                 obs.step(state.step, loss, lr);
                 if state.step % t.log_every.max(1) == 0 || state.step == total {
-                    let secs = window.3.elapsed().as_secs_f64().max(1e-9);
+                    let secs = window.start.elapsed().as_secs_f64().max(1e-9);
                     self.log(&json!({
                         "kind": "step", "phase": phase.name, "step": state.step, "global_step": state.global_step,
-                        "loss": window.0 / window.2 as f64, "top1": window.1 / window.2 as f64, "lr": lr,
-                        "images_per_s": window.4 as f64 / secs, "data_wait_s": loader.waited().as_secs_f64(),
+                        "loss": window.loss / window.steps as f64, "top1": window.top1 / window.steps as f64, "lr": lr,
+                        "images_per_s": window.images as f64 / secs, "data_wait_s": loader.waited().as_secs_f64(),
                         "elapsed_s": elapsed_before + session_start.elapsed().as_secs_f64(),
                     }))?;
-                    window = (0.0, 0.0, 0, Instant::now(), 0);
+                    window = LogWindow::new();
                 }
                 let stop_now =
                     asked || self.opts.stop_after.is_some_and(|s| state.global_step >= s);
-                if state.step < total
+                let saved = if state.step < total
                     && (state.global_step % t.checkpoint_every.max(1) == 0 || stop_now)
                 {
                     state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
-                    self.save_checkpoint(&net, teacher.as_ref(), Some(&opt), &state)?;
-                }
+                    self.save_checkpoint(&net, teacher.as_ref(), Some(&opt), &state)
+                } else {
+                    Ok(())
+                };
                 if stop_now && state.step < total {
-                    // Every rank returns once rank 0's checkpoint is on disk.
-                    ranks::all_ok(group, Ok(()))?;
+                    // Every rank returns once rank 0's checkpoint is on disk (or with its error).
+                    ranks::all_ok(group, saved)?;
                     obs.phase_steps_end(false);
                     return Ok(Outcome::Interrupted {
                         global_step: state.global_step,
                     });
                 }
+                saved?;
             }
             drop(loader);
             if let TrainData::Stream(stream) = &self.train {
@@ -452,6 +452,35 @@ impl Ctx {
             .open(&path)
             .map_err(|e| run_err(&path, e.to_string()))?;
         writeln!(f, "{v}").map_err(|e| run_err(&path, e.to_string()))
+    }
+}
+
+/// The steps since the last metrics line: sums of their loss and top-1, their count, when the
+/// window opened and the images trained (over all ranks).
+struct LogWindow {
+    loss: f64,
+    top1: f64,
+    steps: usize,
+    start: Instant,
+    images: usize,
+}
+
+impl LogWindow {
+    fn new() -> LogWindow {
+        LogWindow {
+            loss: 0.0,
+            top1: 0.0,
+            steps: 0,
+            start: Instant::now(),
+            images: 0,
+        }
+    }
+
+    fn add(&mut self, loss: f64, top1: f64, images: usize) {
+        self.loss += loss;
+        self.top1 += top1;
+        self.steps += 1;
+        self.images += images;
     }
 }
 
