@@ -100,6 +100,20 @@ fn two_local_ranks_train_one_package_and_resume_bit_for_bit() {
     assert_eq!(steps.len(), 6 + 2 * 5);
     assert_eq!(steps[0]["global_step"], 1);
 
+    // A setup error on one rank (rank 0 refuses a folder that holds a run) ends every rank with
+    // a named error, not a wait at the next collective.
+    let out = local_job(&recipe, &d, &a).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error (rank 0):") && err.contains("already holds a run"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error (rank 1): data-parallel job: rank 0 of 2 failed while setting up"),
+        "{err}"
+    );
+
     // Stopped mid-phase, then resumed: the same package.
     let b = tmp.path().join("b");
     train(&b, &["--stop-after", "3"]);
