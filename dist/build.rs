@@ -8,6 +8,10 @@ mod rpath;
 fn main() {
     rpath::main();
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    // The ABI torch-sys builds with (its LIBTORCH_CXX11_ABI, default 1): the shim passes
+    // `std::string`s to libtorch, so both sides must agree.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     let include = std::path::Path::new(&lib).join("../include");
@@ -23,7 +27,7 @@ fn main() {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("USE_C10D_GLOO", None)
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
         .opt_level(1)

@@ -23,6 +23,11 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
+// A store hosted for ranks that are all its clients (torchrun's agent store).
+struct HostedStore {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+};
+
 void set_err(char* err, size_t len, const char* msg) {
   if (err == nullptr || len == 0) return;
   std::strncpy(err, msg, len - 1);
@@ -130,23 +135,23 @@ int ofa_c10d_barrier(void* g, char* err, size_t err_len) {
 // agent does. Returns the store, or null with `err` set; `*port_out` is the port it listens on.
 void* ofa_c10d_store_host(const char* host, uint16_t port, int64_t timeout_ms, uint16_t* port_out,
                           char* err, size_t err_len) {
-  c10d::TCPStore* out = nullptr;
+  HostedStore* out = nullptr;
   int rc = guarded(err, err_len, [&] {
     c10d::TCPStoreOptions so;
     so.port = port;
     so.isServer = true;
     so.waitWorkers = false;
     so.timeout = std::chrono::milliseconds(timeout_ms);
-    auto* store = new c10d::TCPStore(std::string(host), so);
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
     *port_out = store->getPort();
-    out = store;
+    out = new HostedStore{store};
   });
   return rc == 0 ? out : nullptr;
 }
 
 void ofa_c10d_store_free(void* s) {
   try {
-    delete static_cast<c10d::TCPStore*>(s);
+    delete static_cast<HostedStore*>(s);
   } catch (...) {
   }
 }

@@ -81,6 +81,33 @@ fn two_ranks_all_reduce_broadcast_and_barrier() {
             pg.broadcast(&mut b, 1).unwrap();
             assert_eq!(Vec::<f32>::try_from(&b).unwrap(), [1., 10.]);
             pg.barrier().unwrap();
+            // Exchange: every rank's value, in rank order, exactly (even past f64's 2^53).
+            let big = (1i64 << 62) + 7;
+            assert_eq!(pg.exchange(big - pg.rank() as i64).unwrap(), [big, big - 1]);
+            // Bucketed broadcast from rank 0 into rank-dependent tensors, one of them
+            // channels-last (strided), across two buckets.
+            let mut cl = Tensor::empty_strided(
+                [2, 3, 4, 4],
+                [48, 1, 12, 3],
+                (Kind::Float, tch::Device::Cpu),
+            );
+            cl.copy_(
+                &(Tensor::arange(96, (Kind::Float, tch::Device::Cpu)).reshape([2, 3, 4, 4])
+                    + f64::from(r) * 1000.0),
+            );
+            let mut model = vec![
+                Tensor::full([5], f64::from(r) + 0.5, (Kind::Float, tch::Device::Cpu)),
+                cl.shallow_clone(),
+            ];
+            let sent = pg.broadcast_in_buckets(&mut model, 0, 64).unwrap();
+            assert_eq!(sent, (5 + 96) * 4);
+            assert_eq!(Vec::<f32>::try_from(&model[0]).unwrap(), [0.5; 5]);
+            let want = Tensor::arange(96, (Kind::Float, tch::Device::Cpu)).reshape([2, 3, 4, 4]);
+            assert!(
+                cl.equal(&want),
+                "the channels-last tensor got rank 0's values in place"
+            );
+            assert!(!cl.is_contiguous(), "and kept its layout");
             // Refused before c10d sees them.
             let mut strided = Tensor::zeros([4, 4], (Kind::Float, tch::Device::Cpu)).t_();
             let e = pg.all_reduce_sum(&mut strided).unwrap_err();

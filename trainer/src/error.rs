@@ -36,13 +36,15 @@ pub enum TrainError {
         /// Each rank's value.
         values: String,
     },
-    /// Another rank failed before training began.
-    #[error("data-parallel job: rank {rank} of {world} failed while setting up (its own output says why)")]
+    /// Another rank failed at a stage every rank passes together.
+    #[error("data-parallel job: rank {rank} of {world} failed {stage} (its own output says why)")]
     PeerFailed {
         /// The rank that failed (the lowest, where several did).
         rank: usize,
         /// The world size.
         world: usize,
+        /// What the ranks were doing (`while setting up`, …).
+        stage: &'static str,
     },
     /// Run directory problems.
     #[error("{path}: {reason}")]

@@ -23,7 +23,7 @@ pub fn branch(
 ) -> Result<Outcome, TrainError> {
     let group = opts.group.clone();
     let prepared = prepare(recipe, dir, from, opts);
-    let (ctx, state, loaded) = ranks::all_ok(group.as_deref(), prepared)?;
+    let (ctx, state, loaded) = ranks::all_ok(group.as_deref(), super::SETUP, prepared)?;
     ctx.run_from(loaded.net, loaded.teacher, state, None)
 }
 

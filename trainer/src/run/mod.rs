@@ -122,7 +122,7 @@ struct Ctx {
 /// Start a new run of `recipe` in `dir` (created; must not hold a run already).
 pub fn train(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
     let group = opts.group.clone();
-    let ctx = ranks::all_ok(group.as_deref(), Ctx::create(recipe, dir, opts))?;
+    let ctx = ranks::all_ok(group.as_deref(), SETUP, Ctx::create(recipe, dir, opts))?;
     let net = ctx.fresh_net()?;
     ctx.run_from(net, None, RunState::default(), None)
 }
@@ -150,7 +150,7 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
         };
         Ok((ctx, loaded))
     })();
-    let (ctx, loaded) = ranks::all_ok(group.as_deref(), opened)?;
+    let (ctx, loaded) = ranks::all_ok(group.as_deref(), SETUP, opened)?;
     match loaded {
         None => {
             let net = ctx.fresh_net()?;
@@ -198,6 +198,18 @@ impl Ctx {
             .data
             .clone()
             .unwrap_or_else(|| PathBuf::from(&recipe.data));
+        if let Some(g) = opts.group.as_deref() {
+            let b = recipe.train.batch_size;
+            if b % g.world() != 0 {
+                return Err(run_err(
+                    dir,
+                    format!(
+                        "a batch of {b} does not split evenly between {} ranks: choose a `train.batch_size` that the world size divides, so each step's averaged gradient is the whole batch's",
+                        g.world()
+                    ),
+                ));
+            }
+        }
         let sp = load_splits(&recipe, &data_dir)?;
         let space = resolve_space(&recipe, sp.n_classes)?;
         let (train, val, calib) = (sp.train, sp.val, sp.calib);
@@ -271,12 +283,17 @@ impl Ctx {
         let group = self.group();
         ranks::agree(
             group,
-            "where the run stands (phase, step, teacher)",
+            "the run (recipe, data sizes, phase, step, teacher)",
             ranks::hash_of((
-                state.phase,
-                state.step,
-                state.global_step,
-                teacher.is_some(),
+                self.recipe.to_toml(),
+                [self.train.len(), self.val.len(), self.calib.len()],
+                self.space.n_classes,
+                (
+                    state.phase,
+                    state.step,
+                    state.global_step,
+                    teacher.is_some(),
+                ),
             )),
         )?;
         ranks::broadcast_from_first(group, &net)?;
@@ -334,10 +351,20 @@ impl Ctx {
             let mut window = LogWindow::new();
             let use_teacher = if pi > 0 { teacher.as_ref() } else { None };
             while state.step < total {
-                let Some(batch) = loader.next() else { break };
+                let Some(batch) = loader.next() else {
+                    return Err(run_err(
+                        &self.dir,
+                        format!("the data loader stopped at step {} of {total}", state.step),
+                    ));
+                };
                 let batch = batch?;
                 let step = state.step;
-                tch::manual_seed(mix(&[t.seed, pi as u64, step, 4]) as i64);
+                // Dropout masks: each rank draws its own for its shard.
+                let dropout_seed = match group {
+                    None => mix(&[t.seed, pi as u64, step, 4]),
+                    Some(g) => mix(&[t.seed, pi as u64, step, 4, g.rank() as u64]),
+                };
+                tch::manual_seed(dropout_seed as i64);
                 let archs = step_archs(
                     &self.space,
                     &choices,
@@ -379,7 +406,7 @@ impl Ctx {
                 };
                 if stop_now && state.step < total {
                     // Every rank returns once rank 0's checkpoint is on disk (or with its error).
-                    ranks::all_ok(group, saved)?;
+                    ranks::all_ok(group, "saving the stop checkpoint", saved)?;
                     obs.phase_steps_end(false);
                     return Ok(Outcome::Interrupted {
                         global_step: state.global_step,
@@ -426,7 +453,7 @@ impl Ctx {
             state.step = 0;
             state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
             let saved = self.save_checkpoint(&net, teacher.as_ref(), None, &state);
-            ranks::all_ok(group, saved)?;
+            ranks::all_ok(group, "saving the phase-end checkpoint", saved)?;
             let asked = ranks::any_stop(group, self.opts.stop.load(Ordering::SeqCst))?;
             let stop_now = asked || self.opts.stop_after.is_some_and(|s| state.global_step >= s);
             if stop_now && state.phase < self.recipe.phases.len() {
@@ -436,7 +463,7 @@ impl Ctx {
             }
         }
         let written = self.write_package(&net, &state);
-        ranks::all_ok(group, written)?;
+        ranks::all_ok(group, "writing the package", written)?;
         Ok(Outcome::Finished)
     }
 
@@ -483,6 +510,9 @@ impl LogWindow {
         self.images += images;
     }
 }
+
+/// The stage [`ranks::all_ok`] names when a rank fails before training.
+const SETUP: &str = "while setting up";
 
 /// Whether a process of `group` writes the run directory.
 fn is_lead(group: Option<&ProcessGroup>) -> bool {

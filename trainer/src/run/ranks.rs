@@ -31,11 +31,13 @@ pub fn weights_fingerprint(net: &Supernet) -> u64 {
     h.finish()
 }
 
-/// `result` on this rank, once every rank has got this far: the first failing rank's error on
+/// `result` on this rank, once every rank has got this far (`stage`: what they were doing, as
+/// "while setting up"): the first failing rank's error on
 /// that rank, and [`TrainError::PeerFailed`] on the others (instead of each waiting at its next
 /// collective for a rank that is gone).
 pub(super) fn all_ok<T>(
     group: Option<&ProcessGroup>,
+    stage: &'static str,
     result: Result<T, TrainError>,
 ) -> Result<T, TrainError> {
     let Some(g) = group else { return result };
@@ -46,6 +48,7 @@ pub(super) fn all_ok<T>(
             Some(rank) => Err(TrainError::PeerFailed {
                 rank,
                 world: g.world(),
+                stage,
             }),
             None => Ok(v),
         },
