@@ -7,7 +7,7 @@ OFA := target/release/ofa
 DEMO := target/demo
 REFDATA ?= ../shared/reference-data
 
-.PHONY: setup build test demo demo-reference bench bench-data fmt lint clean
+.PHONY: setup build test test-torchrun demo demo-reference bench bench-data fmt lint clean
 
 setup:  ## libtorch 2.11.0 (project-local, from the PyPI wheel) and Fashion-MNIST; idempotent
 	@bash scripts/setup.sh
@@ -42,6 +42,11 @@ bench: build
 	  apt-get update -qq && apt-get install -y -qq wrk; }
 	@if [ -d $(BENCH_PACKAGE) ]; then $(OFA) bench serve --package $(BENCH_PACKAGE); \
 	else echo "== (bench serve skipped: no package at $(BENCH_PACKAGE); set BENCH_PACKAGE=DIR)"; fi
+
+# PyTorch's own launcher runs `ofa train` as its ranks (torch with its CUDA stack: 4.6 GB, so not in `make test`).
+test-torchrun: setup
+	@test -x .torchrun-venv/bin/torchrun || (python3 -m venv .torchrun-venv && .torchrun-venv/bin/pip install --quiet "torch==2.11.0")
+	OFA_TORCHRUN=$(CURDIR)/.torchrun-venv/bin/torchrun $(CARGO) test --workspace --locked --test ranks -- --ignored
 
 bench-data: build  ## streamed image folders against torchvision, RSS at 2,000 vs 20,000 images, data wait of a w1.0 step
 	bash scripts/bench-data.sh

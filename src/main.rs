@@ -92,6 +92,7 @@ fn main() -> ExitCode {
                 Err(_) => format!("error: {}\n", cmd::render(&e)),
             };
             let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            cmd::launch::record_error(&cmd::render(&e));
             ExitCode::from(cmd::exit_code(&e))
         }
     }

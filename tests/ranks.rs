@@ -316,3 +316,54 @@ fn ctrl_c_on_one_rank_stops_the_job_with_a_checkpoint() {
         .unwrap();
     assert!((1..400).contains(&step), "{step}");
 }
+
+/// PyTorch's own launcher, where the environment names one (`OFA_TORCHRUN`; `make test-torchrun`
+/// installs it: torch with its CUDA stack is 4.6 GB, too much for every test run).
+fn torchrun() -> Option<PathBuf> {
+    std::env::var_os("OFA_TORCHRUN").map(PathBuf::from)
+}
+
+#[test]
+#[ignore = "needs PyTorch's torchrun: `make test-torchrun` (installs it, 4.6 GB, and runs this)"]
+fn torchrun_launches_the_ranks_as_it_launches_pytorch_and_reports_their_errors() {
+    let _turn = turn();
+    let torchrun = torchrun().expect("OFA_TORCHRUN names torchrun");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let recipe = smoke_recipe(tmp.path(), 6, 2);
+    let launch = |nproc: &str, out: &Path| {
+        Command::new(&torchrun)
+            .args(["--nproc-per-node", nproc, "--no-python"])
+            .arg(env!("CARGO_BIN_EXE_ofa"))
+            .args(["--threads", "1"])
+            .args(train_args(&recipe, &d, out))
+            .output()
+            .unwrap()
+    };
+    // Under torchrun's agent store, the same job as --nproc-per-node's: the same weights.
+    let under_torchrun = tmp.path().join("torchrun");
+    let out = launch("2", &under_torchrun);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = tmp.path().join("ours");
+    run_ok(&mut local_job(&recipe, &d, &ours));
+    let last = |run: &Path| metrics(run, "ranks").last().unwrap()["weights_fingerprint"].clone();
+    assert_eq!(last(&under_torchrun), last(&ours));
+    assert_same_tensors(
+        &under_torchrun.join("supernet.safetensors"),
+        &ours.join("supernet.safetensors"),
+        "torchrun against --nproc-per-node",
+    );
+    // A failing rank's error reaches torchrun's summary (its error file), as a Python rank's does.
+    let out = launch("3", &tmp.path().join("three"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Root Cause"), "{err}");
+    assert!(
+        err.contains("does not split evenly between 3 ranks"),
+        "{err}"
+    );
+}

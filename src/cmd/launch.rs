@@ -75,6 +75,27 @@ impl RankArgs {
     }
 }
 
+/// Under torchrun, write the error where its agent looks for a failed rank's root cause
+/// (`TORCHELASTIC_ERROR_FILE`, in the JSON layout of PyTorch's `record_exception`), so the agent's
+/// failure summary names it instead of "<N/A>".
+pub fn record_error(message: &str) {
+    let Some(path) = std::env::var_os("TORCHELASTIC_ERROR_FILE") else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let data = serde_json::json!({
+        "message": {
+            "message": format!("ofa: {message}"),
+            "extraInfo": {"py_callstack": message, "timestamp": now.to_string()},
+        }
+    });
+    if let Err(e) = std::fs::write(&path, data.to_string()) {
+        tracing::warn!(path = %std::path::Path::new(&path).display(), error = %e, "cannot write torchrun's error file");
+    }
+}
+
 /// Whether this process is a rank other than 0 of a job (it stays quiet: rank 0 reports).
 pub fn is_follower() -> bool {
     matches!(LaunchEnv::from_env(), Ok(Some(e)) if e.rank != 0)
