@@ -7,7 +7,7 @@ OFA := target/release/ofa
 DEMO := target/demo
 REFDATA ?= ../shared/reference-data
 
-.PHONY: setup build test test-torchrun demo demo-reference bench bench-data fmt lint clean
+.PHONY: setup build test test-torchrun demo demo-reference bench bench-ranks bench-data fmt lint clean
 
 setup:  ## libtorch 2.11.0 (project-local, from the PyPI wheel) and Fashion-MNIST; idempotent
 	@bash scripts/setup.sh
@@ -47,6 +47,9 @@ bench: build
 test-torchrun: setup
 	@test -x .torchrun-venv/bin/torchrun || (python3 -m venv .torchrun-venv && .torchrun-venv/bin/pip install --quiet "torch==2.11.0")
 	OFA_TORCHRUN=$(CURDIR)/.torchrun-venv/bin/torchrun $(CARGO) test --workspace --locked --test ranks -- --ignored
+
+bench-ranks: build  ## data-parallel steps, 1 and 2 ranks, against the reference under PyTorch DDP (needs make test-torchrun first)
+	bash scripts/bench-train-ranks.sh 2
 
 bench-data: build  ## streamed image folders against torchvision, RSS at 2,000 vs 20,000 images, data wait of a w1.0 step
 	bash scripts/bench-data.sh
