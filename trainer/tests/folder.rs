@@ -285,19 +285,7 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
     let data = tmp.path().join("imagenet");
     write_synthetic_folder(&data.join("train"), 4, 10, (120, 90), 3).unwrap();
     write_synthetic_folder(&data.join("val"), 4, 2, (120, 90), 4).unwrap();
-    let paper = Recipe::builtin_toml("paper").unwrap();
-    let short = paper
-        .replace("batch_size = 2048", "batch_size = 4")
-        .replace("workers = 8", "workers = 2\ndata_loading = \"stream\"")
-        .replace("holdout = 10000", "holdout = 4")
-        .replace("images = 10000", "images = 4")
-        .replace("calibration_images = 2000", "calibration_images = 4")
-        .replace("batch_size = 200", "batch_size = 4")
-        .replace(
-            "space = \"ofa-mbv3-w1.0\"",
-            "space = \"ofa-mbv3-w1.0\"\nresolutions = [32]",
-        );
-    let short = one_step_phases(&short);
+    let short = paper_shortened();
     let recipe = Recipe::from_toml(&short, "paper (shortened)").unwrap();
     assert_eq!(recipe.space, "ofa-mbv3-w1.0");
     let out = tmp.path().join("run");
@@ -316,16 +304,7 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
     // An HTML page saved as a JPEG, in the first batch (its file worked out as the run picks
     // it: the holdout taken out, then step 0's indices): skipped, and counted in the metrics at
     // the phase's end.
-    let ix = scan(&data).unwrap();
-    let (rest, _) = ofa_package::holdout_indices(ix.train.len(), 4, 0);
-    let step0 = BatchPlan {
-        seed: 0,
-        phase: 0,
-        ..plan(4, None)
-    };
-    let first = step0.indices(rest.len(), 0)[0];
-    let victim = ix.train[rest[first as usize] as usize].path.clone();
-    std::fs::write(&victim, "<html></html>").unwrap();
+    let victim = spoil_step0_image(&data, 0);
     let out = tmp.path().join("run-bad");
     let recipe = Recipe::from_toml(&short, "paper (shortened)").unwrap();
     let opts = cpu_options(&data, 1);
@@ -334,14 +313,131 @@ fn the_paper_recipe_shortened_streams_an_imagenet_layout_folder() {
         matches!(o, Outcome::Interrupted { global_step: 1 }),
         "{o:?}"
     );
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let data_line: Value = metrics
+    let data_line = data_line(&out);
+    assert_eq!(data_line["bad_images"], 1, "{data_line}");
+    assert_eq!(data_line["files"][0]["path"], victim.display().to_string());
+}
+
+/// Set in the children of the 2-rank test: the folder its parent prepared.
+const RANK_ROLE: &str = "OFA_TRAINER_RANK_OF";
+
+#[test]
+fn two_ranks_stream_their_shards_and_count_every_ranks_bad_images() {
+    const NAME: &str = "two_ranks_stream_their_shards_and_count_every_ranks_bad_images";
+    if let Some(dir) = std::env::var_os(RANK_ROLE) {
+        // A rank: one step of the shortened recipe, then the phase end.
+        tch::set_num_threads(1);
+        let dir = Path::new(&dir);
+        let env = ofa_dist::LaunchEnv::from_env().unwrap().unwrap();
+        let group = ofa_dist::ProcessGroup::gloo(&env, std::time::Duration::from_secs(60)).unwrap();
+        let text = std::fs::read_to_string(dir.join("short.toml")).unwrap();
+        let recipe = Recipe::from_toml(&text, "paper (shortened)").unwrap();
+        let mut opts = cpu_options(&dir.join("imagenet"), 1);
+        opts.group = Some(Arc::new(group));
+        let o = train(recipe, &dir.join("run"), opts).unwrap();
+        assert!(
+            matches!(o, Outcome::Interrupted { global_step: 1 }),
+            "{o:?}"
+        );
+        println!("rank {} ok", env.rank);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("imagenet");
+    write_synthetic_folder(&data.join("train"), 4, 10, (120, 90), 3).unwrap();
+    write_synthetic_folder(&data.join("val"), 4, 2, (120, 90), 4).unwrap();
+    let short = paper_shortened();
+    std::fs::write(tmp.path().join("short.toml"), &short).unwrap();
+    // The bad file in rank 1's shard (positions 2 and 3 of the global batch of 4) of step 0.
+    spoil_step0_image(&data, 2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let exe = std::env::current_exe().unwrap();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            std::process::Command::new(&exe)
+                .args([NAME, "--exact", "--nocapture", "--test-threads", "1"])
+                .env(RANK_ROLE, tmp.path())
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "rank {rank}: {text}");
+        assert!(
+            text.contains(&format!("rank {rank} ok")),
+            "rank {rank}: {text}"
+        );
+    }
+    let data_line = data_line(&tmp.path().join("run"));
+    assert_eq!(data_line["bad_images"], 1, "{data_line}");
+    assert_eq!(
+        data_line["bad_images_per_rank"],
+        serde_json::json!([0, 1]),
+        "{data_line}"
+    );
+    assert_eq!(
+        data_line["files"],
+        serde_json::json!([]),
+        "rank 0 names its own files"
+    );
+}
+
+/// Replace the image at `position` of step 0's global batch of 4 (as a run of
+/// [`paper_shortened`] picks it: the holdout taken out, then step 0's indices) with an HTML page
+/// saved as a JPEG; its path.
+fn spoil_step0_image(data: &Path, position: usize) -> std::path::PathBuf {
+    let ix = scan(data).unwrap();
+    let (rest, _) = ofa_package::holdout_indices(ix.train.len(), 4, 0);
+    let step0 = BatchPlan {
+        seed: 0,
+        phase: 0,
+        ..plan(4, None)
+    };
+    let i = step0.indices(rest.len(), 0)[position];
+    let victim = ix.train[rest[i as usize] as usize].path.clone();
+    std::fs::write(&victim, "<html></html>").unwrap();
+    victim
+}
+
+/// The run's `"kind": "data"` metrics line.
+fn data_line(run: &Path) -> Value {
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    metrics
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .find(|v| v["kind"] == "data")
-        .unwrap_or_else(|| panic!("no data line: {metrics}"));
-    assert_eq!(data_line["bad_images"], 1, "{data_line}");
-    assert_eq!(data_line["files"][0]["path"], victim.display().to_string());
+        .unwrap_or_else(|| panic!("no data line: {metrics}"))
+}
+
+/// The `paper` recipe at 4 images a batch, 32 px, one step a phase, streamed.
+fn paper_shortened() -> String {
+    let paper = Recipe::builtin_toml("paper").unwrap();
+    let short = paper
+        .replace("batch_size = 2048", "batch_size = 4")
+        .replace("workers = 8", "workers = 2\ndata_loading = \"stream\"")
+        .replace("holdout = 10000", "holdout = 4")
+        .replace("images = 10000", "images = 4")
+        .replace("calibration_images = 2000", "calibration_images = 4")
+        .replace("batch_size = 200", "batch_size = 4")
+        .replace(
+            "space = \"ofa-mbv3-w1.0\"",
+            "space = \"ofa-mbv3-w1.0\"\nresolutions = [32]",
+        );
+    one_step_phases(&short)
 }
 
 /// Train on the CPU from `data`, stopping after `steps` global steps.

@@ -416,17 +416,26 @@ impl Ctx {
             }
             drop(loader);
             if let TrainData::Stream(stream) = &self.train {
-                // Skipped images are counted in the metrics, not only in the log.
+                // Skipped images are counted in the metrics, not only in the log: every rank's
+                // count (each skips within its own shards), and rank 0's files by name.
                 let bad = stream.bad_files();
-                if !bad.is_empty() {
+                let per_rank = match group {
+                    Some(g) => g.exchange(bad.len() as i64)?,
+                    None => vec![bad.len() as i64],
+                };
+                if per_rank.iter().any(|&n| n > 0) {
                     let files: Vec<Value> = bad
                         .iter()
                         .map(|(p, why)| json!({"path": p.display().to_string(), "reason": why}))
                         .collect();
-                    self.log(&json!({
-                        "kind": "data", "phase": phase.name, "bad_images": bad.len(),
+                    let mut line = json!({
+                        "kind": "data", "phase": phase.name, "bad_images": per_rank.iter().sum::<i64>(),
                         "limit": t.max_bad_images, "files": files,
-                    }))?;
+                    });
+                    if group.is_some() {
+                        line["bad_images_per_rank"] = json!(per_rank);
+                    }
+                    self.log(&line)?;
                 }
             }
             obs.phase_steps_end(true);
