@@ -331,46 +331,28 @@ fn devices_and_bench_json() {
     .unwrap();
     assert!(b["median_ms"].as_f64().unwrap() > 0.0);
     assert!(b["forward_largest"]["median_ms"].as_f64().unwrap() > 0.0);
-    let t: Value = serde_json::from_str(&ok(&[
-        "bench",
-        "train",
-        "--space",
-        "ofa-mbv3-tiny",
-        "--batch",
-        "4",
-        "--resolution",
-        "32",
-        "--steps",
-        "2",
-        "--subnets-per-step",
-        "2",
-        "--json",
-    ]))
-    .unwrap();
+    // Training steps of the tiny space, batch 4 at 32 px, with `extra` arguments.
+    let bench_train = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "--threads",
+            "1",
+            "bench",
+            "train",
+            "--space",
+            "ofa-mbv3-tiny",
+        ];
+        args.extend(["--batch", "4", "--resolution", "32", "--json"]);
+        args.extend(extra);
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    let t = bench_train(&["--steps", "2", "--subnets-per-step", "2"]);
     assert!(t["images_per_s"].as_f64().unwrap() > 0.0);
     assert!(t["breakdown_ms"]["backward"].as_f64().unwrap() > 0.0);
     assert_eq!(t["layout"], "channels_last");
     assert_eq!(t["world_size"], 1);
     assert_eq!(t["reduced_bytes_per_step"], 0);
     // The same steps as 2 local ranks: each step reduces every trainable float once.
-    let t: Value = serde_json::from_str(&ok(&[
-        "--threads",
-        "1",
-        "bench",
-        "train",
-        "--space",
-        "ofa-mbv3-tiny",
-        "--batch",
-        "4",
-        "--resolution",
-        "32",
-        "--steps",
-        "2",
-        "--nproc-per-node",
-        "2",
-        "--json",
-    ]))
-    .unwrap();
+    let t = bench_train(&["--steps", "2", "--nproc-per-node", "2"]);
     assert_eq!(t["world_size"], 2);
     assert_eq!(t["backend"], "gloo");
     let space = ofa_space::SearchSpace::preset("ofa-mbv3-tiny").unwrap();
@@ -417,22 +399,7 @@ fn devices_and_bench_json() {
     assert!(d["images_per_s"].as_f64().unwrap() > 0.0, "{d}");
     assert_eq!(d["per_image_ms"]["images"], 3);
     assert!(d["per_image_ms"]["decode"].as_f64().unwrap() > 0.0, "{d}");
-    let t: Value = serde_json::from_str(&ok(&[
-        "bench",
-        "train",
-        "--space",
-        "ofa-mbv3-tiny",
-        "--batch",
-        "4",
-        "--resolution",
-        "32",
-        "--steps",
-        "1",
-        "--data",
-        f,
-        "--json",
-    ]))
-    .unwrap();
+    let t = bench_train(&["--steps", "1", "--data", f]);
     let share = t["data_wait_share"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&share), "{t}");
     let e = fails(&["bench", "data", "--data", f, "--decoder", "turbo"]);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_tensors, ofa, run_ok, s, smoke_recipe};
+use common::{assert_same_tensors, ofa, run_ok, s, smoke_recipe, wait_until_exists};
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_supernet::Supernet;
 use ofa_trainer::data::write_synthetic_idx;
@@ -291,14 +291,7 @@ fn ctrl_c_on_one_rank_stops_the_job_with_a_checkpoint() {
     let args = train_args(&recipe, &d, &run);
     let port = free_port();
     let ranks = [rank(0, port, &args), rank(1, port, &args)];
-    let t0 = Instant::now();
-    while !run.join("metrics.jsonl").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "training did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_exists(&run.join("metrics.jsonl"));
     signal(&ranks[1], "INT");
     let [zero, one] = ranks;
     let (out0, _) = ended(zero);

@@ -11,7 +11,7 @@ use ofa_supernet::checkpoint::read_safetensors;
 use ofa_trainer::data::write_synthetic_idx;
 
 mod common;
-use common::{assert_same_tensors, ofa, run_ok, smoke_recipe};
+use common::{assert_same_tensors, ofa, run_ok, smoke_recipe, wait_until_exists};
 
 fn global_step(run: &Path) -> Option<u64> {
     let f = read_safetensors(&run.join("checkpoint.safetensors")).ok()?;
@@ -103,14 +103,7 @@ fn signals_save_a_checkpoint(signals: &[&str]) {
         .spawn()
         .unwrap();
     // Wait until training has started (metrics are logged every step in this recipe).
-    let t0 = Instant::now();
-    while !run.join("metrics.jsonl").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "training did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_exists(&run.join("metrics.jsonl"));
     for sig in signals {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &child.id().to_string()])

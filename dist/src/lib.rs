@@ -527,6 +527,17 @@ impl ProcessGroup {
         })
     }
 
+    /// The element-wise sum over all ranks of `values` (the same length on every rank): small
+    /// vectors of metrics or scores.
+    pub fn sum_f64(&self, values: &[f64]) -> Result<Vec<f64>, DistError> {
+        let mut t = Tensor::from_slice(values);
+        self.all_reduce_sum(&mut t)?;
+        Vec::<f64>::try_from(&t).map_err(|e| DistError::BadTensor {
+            op: "sum",
+            reason: e.to_string(),
+        })
+    }
+
     /// Every rank's `value`, in rank order (one all-reduce of a slot per rank: exact, since each
     /// slot has one non-zero term).
     pub fn exchange(&self, value: i64) -> Result<Vec<i64>, DistError> {

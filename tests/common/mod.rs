@@ -82,6 +82,19 @@ pub fn assert_same_tensors(a: &Path, b: &Path, why: &str) {
     }
 }
 
+/// Wait until `path` exists (a run's first metrics line: training has started), at most 2 minutes.
+pub fn wait_until_exists(path: &Path) {
+    let t0 = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -114,11 +114,9 @@ pub(super) fn step_consensus(
     let Some(g) = group else {
         return Ok((loss, top1, stop));
     };
-    let mut t = Tensor::from_slice(&[loss, top1, f64::from(u8::from(stop))]);
-    g.all_reduce_sum(&mut t)?;
+    let v = g.sum_f64(&[loss, top1, f64::from(u8::from(stop))])?;
     let w = g.world() as f64;
-    let v = |i: i64| t.double_value(&[i]);
-    Ok((v(0) / w, v(1) / w, v(2) > 0.0))
+    Ok((v[0] / w, v[1] / w, v[2] > 0.0))
 }
 
 /// Whether any rank asked to stop.

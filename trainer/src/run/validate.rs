@@ -6,7 +6,6 @@ use ofa_package::measure::{recalibrated, top1, Recalibration};
 use ofa_space::{ArchConfig, N_STAGES};
 use ofa_supernet::Supernet;
 use serde_json::{json, Value};
-use tch::Tensor;
 
 use super::{Ctx, TrainError};
 
@@ -93,12 +92,7 @@ impl Ctx {
             };
         }
         if let Some(g) = self.group() {
-            let mut t = Tensor::from_slice(&scores);
-            g.all_reduce_sum(&mut t)?;
-            scores = Vec::<f64>::try_from(&t).map_err(|e| ofa_dist::DistError::BadTensor {
-                op: "validation scores",
-                reason: e.to_string(),
-            })?;
+            scores = g.sum_f64(&scores)?;
         }
         Ok(slots
             .iter()
