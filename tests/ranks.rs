@@ -156,6 +156,26 @@ fn rank(rank: usize, port: u16, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// The two ranks of a job started by hand: killed and reaped when the test ends, however it ends
+/// (a rank stopped with SIGSTOP would otherwise outlive it).
+struct Job([Child; 2]);
+
+impl Job {
+    fn start(args: &[&str]) -> Job {
+        let port = free_port();
+        Job([rank(0, port, args), rank(1, port, args)])
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -182,10 +202,19 @@ fn wait_for_checkpoint(run: &Path, step: u64, ranks: &mut [Child]) {
     }
 }
 
-/// Wait for a rank to end; its output and how long it took.
-fn ended(child: Child) -> (Output, Duration) {
+/// Wait for a rank to end; its exit status and stderr, and how long it took.
+fn ended(child: &mut Child) -> (Output, Duration) {
     let t0 = Instant::now();
-    let out = child.wait_with_output().unwrap();
+    let mut stderr = Vec::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_end(&mut e, &mut stderr).unwrap();
+    }
+    let status = child.wait().unwrap();
+    let out = Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    };
     (out, t0.elapsed())
 }
 
@@ -205,25 +234,23 @@ fn a_killed_or_hung_rank_ends_the_job_with_a_clear_error_and_it_resumes_exactly(
     let recipe = smoke_recipe(tmp.path(), 400, 2);
     // Two ranks of a job writing `out`, given torchrun's variables by hand, once rank 0 has
     // saved a checkpoint at step 4.
-    let started = |out: &Path, timeout: &str| -> Vec<Child> {
+    let started = |out: &Path, timeout: &str| -> Job {
         let args = [
             &train_args(&recipe, &d, out)[..],
             &["--dist-timeout", timeout],
         ]
         .concat();
-        let port = free_port();
-        let mut ranks = vec![rank(0, port, &args), rank(1, port, &args)];
-        wait_for_checkpoint(out, 4, &mut ranks);
-        ranks
+        let mut job = Job::start(&args);
+        wait_for_checkpoint(out, 4, &mut job.0);
+        job
     };
 
     // Killed: the other rank fails at its next collective, long before the timeout.
     let run = tmp.path().join("killed");
-    let mut ranks = started(&run, "60");
-    let mut one = ranks.pop().unwrap();
-    one.kill().unwrap();
-    one.wait().unwrap();
-    let (out, took) = ended(ranks.pop().unwrap());
+    let mut job = started(&run, "60");
+    job.0[1].kill().unwrap();
+    job.0[1].wait().unwrap();
+    let (out, took) = ended(&mut job.0[0]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
@@ -265,12 +292,10 @@ fn a_killed_or_hung_rank_ends_the_job_with_a_clear_error_and_it_resumes_exactly(
     // Hung (stopped with SIGSTOP): the other rank gives up after the 10 s timeout, with c10d's
     // message.
     let run = tmp.path().join("hung");
-    let mut ranks = started(&run, "10");
-    let mut one = ranks.pop().unwrap();
-    signal(&one, "STOP");
-    let (out, took) = ended(ranks.pop().unwrap());
-    one.kill().unwrap();
-    one.wait().unwrap();
+    let mut job = started(&run, "10");
+    signal(&job.0[1], "STOP");
+    let (out, took) = ended(&mut job.0[0]);
+    drop(job); // rank 1, still stopped, is killed
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(took < Duration::from_secs(40), "took {took:?}: {err}");
@@ -289,13 +314,11 @@ fn ctrl_c_on_one_rank_stops_the_job_with_a_checkpoint() {
     let recipe = smoke_recipe(tmp.path(), 400, 1000);
     let run = tmp.path().join("run");
     let args = train_args(&recipe, &d, &run);
-    let port = free_port();
-    let ranks = [rank(0, port, &args), rank(1, port, &args)];
+    let mut job = Job::start(&args);
     wait_until_exists(&run.join("metrics.jsonl"));
-    signal(&ranks[1], "INT");
-    let [zero, one] = ranks;
-    let (out0, _) = ended(zero);
-    let (out1, _) = ended(one);
+    signal(&job.0[1], "INT");
+    let (out0, _) = ended(&mut job.0[0]);
+    let (out1, _) = ended(&mut job.0[1]);
     let err0 = String::from_utf8_lossy(&out0.stderr);
     assert!(out0.status.success(), "{err0}");
     assert!(

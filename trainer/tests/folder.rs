@@ -372,8 +372,12 @@ fn two_ranks_stream_their_shards_and_count_every_ranks_bad_images() {
                 .unwrap()
         })
         .collect();
-    for (rank, child) in ranks.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
+    // Both ranks end before anything is asserted, so a failure leaves no rank behind.
+    let outs: Vec<_> = ranks
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for (rank, out) in outs.into_iter().enumerate() {
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "rank {rank}: {text}");
