@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ofa_dist::{DistError, LaunchEnv, ProcessGroup};
+use ofa_dist::{Backend, DistError, LaunchEnv, ProcessGroup};
 use tch::{Kind, Tensor};
 
 /// Set in the children: which scenario this process plays.
@@ -239,10 +239,35 @@ fn launch_variables_are_read_as_torchrun_sets_them() {
     assert!(e.agent_store);
     // PyTorch's key space for each of the agent's attempts.
     assert_eq!(e.store_prefix(), "/worker/attempt_2/ofa/");
+    // Backends by PyTorch's names; anything else is named back.
+    assert_eq!("GLOO".parse::<Backend>().unwrap(), Backend::Gloo);
+    assert_eq!("nccl".parse::<Backend>().unwrap(), Backend::Nccl);
+    let e = "mpi".parse::<Backend>().unwrap_err().to_string();
+    assert!(e.contains("\"mpi\"") && e.contains("gloo or nccl"), "{e}");
+    assert!(Backend::Gloo.is_built() && !Backend::Nccl.is_built());
     for (bad, want) in [
         (&[("RANK", "4"), ("WORLD_SIZE", "4")][..], "not a rank"),
         (&[("RANK", "x"), ("WORLD_SIZE", "4")][..], "RANK=\"x\""),
         (&[("RANK", "0"), ("WORLD_SIZE", "2")][..], "MASTER_ADDR"),
+        (
+            &[
+                ("RANK", "0"),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", "h"),
+                ("MASTER_PORT", "70000"),
+            ][..],
+            "MASTER_PORT=\"70000\" is not a port",
+        ),
+        (
+            &[
+                ("RANK", "0"),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", "h"),
+                ("MASTER_PORT", "1"),
+                ("TORCHELASTIC_RESTART_COUNT", "-1"),
+            ][..],
+            "TORCHELASTIC_RESTART_COUNT=\"-1\"",
+        ),
     ] {
         let bad: &'static [(&str, &str)] = Box::leak(bad.to_vec().into_boxed_slice());
         let e = LaunchEnv::from_lookup(env(bad)).unwrap_err().to_string();
