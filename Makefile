@@ -15,8 +15,9 @@ setup:  ## libtorch 2.11.0 (project-local, from the PyPI wheel) and Fashion-MNIS
 build: setup
 	$(CARGO) build --release --locked
 
+# --no-fail-fast: every test binary runs even after one fails, so one failure never hides others.
 test: setup
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked --no-fail-fast
 
 PACKAGE ?= checkpoints/fashion-mnist
 

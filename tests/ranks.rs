@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{assert_same_tensors, ofa, run_ok, s, smoke_recipe, wait_until_exists};
 use ofa_supernet::checkpoint::read_safetensors;
@@ -184,17 +184,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Wait until rank 0 has saved a checkpoint at or past step `step`.
+/// Wait until rank 0 has saved a checkpoint at or past step `step` (failing if a rank ends first).
 fn wait_for_checkpoint(run: &Path, step: u64, ranks: &mut [Child]) {
-    let t0 = Instant::now();
     while checkpoint_state(run)
         .and_then(|s| s["global_step"].as_u64())
         .is_none_or(|s| s < step)
     {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
         for r in ranks.iter_mut() {
             assert!(r.try_wait().unwrap().is_none(), "a rank ended early");
         }
@@ -202,20 +197,18 @@ fn wait_for_checkpoint(run: &Path, step: u64, ranks: &mut [Child]) {
     }
 }
 
-/// Wait for a rank to end; its exit status and stderr, and how long it took.
-fn ended(child: &mut Child) -> (Output, Duration) {
-    let t0 = Instant::now();
+/// Wait for a rank to end; its exit status and stderr.
+fn ended(child: &mut Child) -> Output {
     let mut stderr = Vec::new();
     if let Some(mut e) = child.stderr.take() {
         std::io::Read::read_to_end(&mut e, &mut stderr).unwrap();
     }
     let status = child.wait().unwrap();
-    let out = Output {
+    Output {
         status,
         stdout: Vec::new(),
         stderr,
-    };
-    (out, t0.elapsed())
+    }
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -245,15 +238,16 @@ fn a_killed_or_hung_rank_ends_the_job_with_a_clear_error_and_it_resumes_exactly(
         job
     };
 
-    // Killed: the other rank fails at its next collective, long before the timeout.
+    // Killed: the other rank fails at its next collective on the closed connection, not by the
+    // (long) timeout, whose error would say "timed out".
     let run = tmp.path().join("killed");
-    let mut job = started(&run, "60");
+    let mut job = started(&run, "600");
     job.0[1].kill().unwrap();
     job.0[1].wait().unwrap();
-    let (out, took) = ended(&mut job.0[0]);
+    let out = ended(&mut job.0[0]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
+    assert!(!err.to_lowercase().contains("timed out"), "{err}");
     assert!(err.contains("error (rank 0): data-parallel job"), "{err}");
     assert!(err.contains("rank 0 of 2"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -289,20 +283,16 @@ fn a_killed_or_hung_rank_ends_the_job_with_a_clear_error_and_it_resumes_exactly(
         "a job resumed after a killed rank",
     );
 
-    // Hung (stopped with SIGSTOP): the other rank gives up after the 10 s timeout, with c10d's
-    // message.
+    // Hung (stopped with SIGSTOP): the other rank gives up when the 10 s timeout passes, with
+    // c10d's message. (A healthy peer is never 10 s behind here: the two ranks run the same
+    // steps and this test's jobs take turns with the others.)
     let run = tmp.path().join("hung");
     let mut job = started(&run, "10");
     signal(&job.0[1], "STOP");
-    let (out, took) = ended(&mut job.0[0]);
+    let out = ended(&mut job.0[0]);
     drop(job); // rank 1, still stopped, is killed
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(took < Duration::from_secs(40), "took {took:?}: {err}");
-    assert!(
-        took > Duration::from_secs(8),
-        "ended before the timeout ({took:?}): {err}"
-    );
     assert!(err.to_lowercase().contains("timed out"), "{err}");
 }
 
@@ -315,10 +305,10 @@ fn ctrl_c_on_one_rank_stops_the_job_with_a_checkpoint() {
     let run = tmp.path().join("run");
     let args = train_args(&recipe, &d, &run);
     let mut job = Job::start(&args);
-    wait_until_exists(&run.join("metrics.jsonl"));
+    wait_until_exists(&run.join("metrics.jsonl"), &mut job.0);
     signal(&job.0[1], "INT");
-    let (out0, _) = ended(&mut job.0[0]);
-    let (out1, _) = ended(&mut job.0[1]);
+    let out0 = ended(&mut job.0[0]);
+    let out1 = ended(&mut job.0[1]);
     let err0 = String::from_utf8_lossy(&out0.stderr);
     assert!(out0.status.success(), "{err0}");
     assert!(

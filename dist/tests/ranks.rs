@@ -1,6 +1,7 @@
 //! Two real ranks (two processes: this test binary run again) on 127.0.0.1 with Gloo: the
-//! primitives against known values, and a rank that dies making the other fail within the
-//! timeout with an error that says so.
+//! primitives against known values, and a rank that dies making the other fail on the closed
+//! connection (not by the timeout) with an error that says so. Timeouts here are hang guards far
+//! beyond any run: no test depends on how fast a rank is.
 
 #![allow(clippy::unwrap_used)]
 
@@ -66,7 +67,7 @@ fn join(timeout: Duration) -> ProcessGroup {
 fn two_ranks_all_reduce_broadcast_and_barrier() {
     match std::env::var(ROLE).as_deref() {
         Ok("primitives") => {
-            let pg = join(Duration::from_secs(30));
+            let pg = join(Duration::from_secs(600));
             let r = pg.rank() as f32;
             // All-reduce: rank k holds (k + 1) · [1, 2, 3, 4]; the sum is 3 · [1, 2, 3, 4].
             let mut t = Tensor::from_slice(&[1f32, 2., 3., 4.]) * f64::from(r + 1.0);
@@ -125,10 +126,12 @@ fn two_ranks_all_reduce_broadcast_and_barrier() {
 }
 
 #[test]
-fn a_rank_that_dies_fails_the_other_within_the_timeout() {
+fn a_rank_that_dies_fails_the_other_on_the_closed_connection() {
     match std::env::var(ROLE).as_deref() {
         Ok("dies") => {
-            let pg = join(Duration::from_secs(5));
+            // A timeout far beyond the test: the failure must come from the closed connection
+            // (a timeout's error would say "timed out").
+            let pg = join(Duration::from_secs(600));
             pg.barrier().unwrap();
             if pg.rank() == 1 {
                 // Gone without a word, as a killed process.
@@ -137,15 +140,17 @@ fn a_rank_that_dies_fails_the_other_within_the_timeout() {
             let t0 = Instant::now();
             let mut t = Tensor::ones([16], (Kind::Float, tch::Device::Cpu));
             let e = pg.all_reduce_sum(&mut t).unwrap_err();
-            let waited = t0.elapsed();
-            println!("rank 0 failed after {:.1} s: {e}", waited.as_secs_f64());
-            assert!(waited < Duration::from_secs(30), "{waited:?}");
+            println!(
+                "rank 0 failed after {:.1} s: {e}",
+                t0.elapsed().as_secs_f64()
+            );
             assert!(e.to_string().contains("all-reduce (rank 0 of 2)"), "{e}");
+            assert!(!e.to_string().to_lowercase().contains("timed out"), "{e}");
         }
         Ok(other) => panic!("unexpected role {other}"),
         Err(_) => {
             let outs = spawn_ranks(
-                "a_rank_that_dies_fails_the_other_within_the_timeout",
+                "a_rank_that_dies_fails_the_other_on_the_closed_connection",
                 "dies",
             );
             let text = String::from_utf8_lossy(&outs[0].stdout).to_string()
@@ -179,7 +184,7 @@ fn shard_gradients(rows: std::ops::Range<i64>) -> Vec<Tensor> {
 fn the_averaged_gradient_is_the_mean_of_the_shards_gradients() {
     match std::env::var(ROLE).as_deref() {
         Ok("gradients") => {
-            let pg = join(Duration::from_secs(30));
+            let pg = join(Duration::from_secs(600));
             let k = pg.rank() as i64;
             let mut mine = shard_gradients(4 * k..4 * k + 4);
             // 600 bytes a bucket: w1 (512 bytes) alone, then w2 and b2 (192 + 12) together.

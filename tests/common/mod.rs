@@ -82,15 +82,18 @@ pub fn assert_same_tensors(a: &Path, b: &Path, why: &str) {
     }
 }
 
-/// Wait until `path` exists (a run's first metrics line: training has started), at most 2 minutes.
-pub fn wait_until_exists(path: &Path) {
-    let t0 = std::time::Instant::now();
+/// Wait until `path` exists (a run's first metrics line: training has started), failing if one of
+/// `children` (the processes that would write it) ends first.
+pub fn wait_until_exists(path: &Path, children: &mut [std::process::Child]) {
     while !path.exists() {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(120),
-            "{} did not appear",
-            path.display()
-        );
+        for c in children.iter_mut() {
+            if let Some(st) = c.try_wait().unwrap() {
+                panic!(
+                    "{} did not appear: a process ended ({st:?})",
+                    path.display()
+                );
+            }
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

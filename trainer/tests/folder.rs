@@ -329,7 +329,8 @@ fn two_ranks_stream_their_shards_and_count_every_ranks_bad_images() {
         tch::set_num_threads(1);
         let dir = Path::new(&dir);
         let env = ofa_dist::LaunchEnv::from_env().unwrap().unwrap();
-        let group = ofa_dist::ProcessGroup::gloo(&env, std::time::Duration::from_secs(60)).unwrap();
+        let group =
+            ofa_dist::ProcessGroup::gloo(&env, std::time::Duration::from_secs(600)).unwrap();
         let text = std::fs::read_to_string(dir.join("short.toml")).unwrap();
         let recipe = Recipe::from_toml(&text, "paper (shortened)").unwrap();
         let mut opts = cpu_options(&dir.join("imagenet"), 1);
