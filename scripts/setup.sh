@@ -6,6 +6,7 @@
 #   .libtorch/site/torch/{lib,include}   the wheel's libtorch (what tch links against)
 #   .libtorch/site/nvidia/...            CUDA runtime libraries libtorch_cpu.so needs (cudart, cupti)
 #   .libtorch/torch -> site/torch        the path LIBTORCH points at (see .cargo/config.toml)
+#   .onnxruntime/site/onnxruntime        ONNX Runtime's wheel (and numpy): the timing of probes
 #
 # CPU machines get the wheel without its CUDA dependencies (about 0.5 GB instead of 4.7 GB) and
 # the CUDA parts of the wheel are removed; machines with an NVIDIA GPU get the full install. A
@@ -124,9 +125,32 @@ install_gloo_headers() {
   fi
 }
 
+ORT_VERSION=1.32.0
+install_onnxruntime() {
+  # ONNX Runtime, the runtime deployments run our ONNX files in, from its PyPI wheel (with numpy),
+  # project-local: `ofa hardware` probes are timed in it, and the tests run the timing script
+  # with PYTHONPATH=.onnxruntime/site. The wheel ships libonnxruntime.so too.
+  local ort="$root/.onnxruntime"
+  local ort_stamp="$ort/.installed-$ORT_VERSION"
+  if [ -f "$ort_stamp" ] && [ -d "$ort/site/onnxruntime" ]; then
+    log "onnxruntime $ORT_VERSION already installed in .onnxruntime"
+    return
+  fi
+  if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    log "pip is missing: installing python3-pip"
+    apt_install python3-pip
+  fi
+  log "installing onnxruntime==$ORT_VERSION into .onnxruntime (about 150 MB with numpy)"
+  rm -rf "$ort/site"
+  mkdir -p "$ort"
+  "$PYTHON" -m pip install --quiet --no-input --target "$ort/site" "onnxruntime==$ORT_VERSION"
+  touch "$ort_stamp"
+}
+
 case "${1:-all}" in
   libtorch) install_libtorch; install_gloo_headers ;;
   data) install_fmnist; install_font ;;
-  all) install_libtorch; install_gloo_headers; install_fmnist; install_font; install_curl ;;
-  *) log "usage: setup.sh [all|libtorch|data]"; exit 2 ;;
+  onnxruntime) install_onnxruntime ;;
+  all) install_libtorch; install_gloo_headers; install_onnxruntime; install_fmnist; install_font; install_curl ;;
+  *) log "usage: setup.sh [all|libtorch|data|onnxruntime]"; exit 2 ;;
 esac

@@ -47,6 +47,10 @@ enum Command {
     Profile(cmd::profile::Args),
     /// Accuracy predictor: build a dataset of measured subnets, fit, evaluate.
     Predictor(cmd::predictor::Args),
+    /// Predicted top-1, latency on each hardware, MACs and params of given archs.
+    Predict(cmd::predict::Args),
+    /// Onboard a device: export probes, fit its latency table from their timings, check it.
+    Hardware(cmd::hardware::Args),
     /// Serve subnets over HTTP: search, cut and download on demand.
     Serve(cmd::serve::Args),
     /// Benchmarks (readable table, or one JSON object with --json).
@@ -80,6 +84,8 @@ fn main() -> ExitCode {
         Command::Search(a) => cmd::search::run(a),
         Command::Profile(a) => cmd::profile::run(a),
         Command::Predictor(a) => cmd::predictor::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
+        Command::Hardware(a) => cmd::hardware::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };

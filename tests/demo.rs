@@ -49,6 +49,17 @@ fn demo_script_fast_mode_serves_downloads_measures_and_tabulates() {
     assert!(run.status.success(), "{stdout}\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
+    // this machine's latency fitted from probes timed here, into a served copy of the package
+    let name = pkg.file_name().unwrap();
+    assert!(out.join(name).join("latency/local.json").is_file());
+    let fit: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    assert_eq!(fit["measurements"], 20, "{fit}");
+    assert!(
+        !pkg.join("latency/local.json").exists(),
+        "the package itself is untouched"
+    );
+
     // three subnets over HTTP and one offline, each with its files and its own measurement
     let dirs = ["http-1", "http-2", "http-3", "offline"];
     for d in dirs {
@@ -78,6 +89,7 @@ fn demo_script_fast_mode_serves_downloads_measures_and_tabulates() {
         )
         .unwrap();
         assert!(rec["predicted"]["latency_ms"].as_f64().unwrap() <= budget + 1e-9);
+        assert_eq!(rec["hardware"], "local");
     }
     assert!(out.join("front/front.svg").is_file());
     // the server drained and stopped; the table has a header and four rows

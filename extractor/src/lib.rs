@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use ofa_predictors::Metric;
 
+pub mod calibrate;
 pub mod evolution;
 pub mod pareto;
 pub mod pipeline;
@@ -104,6 +105,9 @@ pub enum ExtractError {
     /// ONNX export.
     #[error(transparent)]
     Onnx(#[from] ofa_onnx::OnnxError),
+    /// A latency model of new hardware (probes, measurements, fit).
+    #[error(transparent)]
+    Hardware(#[from] ofa_predictors::hardware::HardwareError),
     /// Files.
     #[error("{}: {reason}", path.display())]
     File {

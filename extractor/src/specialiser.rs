@@ -118,27 +118,7 @@ impl Specialiser {
         let mut latency = BTreeMap::new();
         for (name, path) in tables {
             let t = load_latency_table(path)?;
-            let a = Additive::latency(&space, &t);
-            let incomplete = |reason: String| ExtractError::IncompleteLatencyTable {
-                hardware: name.clone(),
-                path: path.clone(),
-                reason,
-            };
-            if a.resolutions().is_empty() {
-                return Err(incomplete(format!(
-                    "covers none of the space's resolutions {:?} (it has {:?})",
-                    space.resolutions,
-                    t.tables.keys().collect::<Vec<_>>()
-                )));
-            }
-            let missing = a.missing_keys();
-            if let Some(first) = missing.first() {
-                return Err(incomplete(format!(
-                    "lacks {} layer(s) the space needs, e.g. `{first}`",
-                    missing.len()
-                )));
-            }
-            latency.insert(name.clone(), a);
+            latency.insert(name.clone(), compile_table(&space, name, path, &t)?);
         }
         Ok(Specialiser {
             macs: Additive::macs(&space),
@@ -147,6 +127,14 @@ impl Specialiser {
             accuracy,
             latency,
         })
+    }
+
+    /// Add (or replace) the hardware `name` from a table in memory (a calibration), checked as the
+    /// tables of [`Specialiser::new`] are.
+    pub fn add_hardware(&mut self, name: &str, table: &LatencyTable) -> Result<(), ExtractError> {
+        let a = compile_table(&self.space, name, Path::new(&format!("<{name}>")), table)?;
+        self.latency.insert(name.to_string(), a);
+        Ok(())
     }
 
     /// From a package folder: `supernet.safetensors` (its space), `accuracy.safetensors`, and
@@ -285,4 +273,35 @@ impl Specialiser {
             p(&ArchConfig::largest(&self.space))?,
         ))
     }
+}
+
+/// `table` compiled for `space`, or why it cannot serve as the hardware `name`: it covers none of
+/// the space's resolutions, or lacks layers the space needs.
+fn compile_table(
+    space: &SearchSpace,
+    name: &str,
+    path: &Path,
+    t: &LatencyTable,
+) -> Result<Additive, ExtractError> {
+    let a = Additive::latency(space, t);
+    let incomplete = |reason: String| ExtractError::IncompleteLatencyTable {
+        hardware: name.to_string(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    if a.resolutions().is_empty() {
+        return Err(incomplete(format!(
+            "covers none of the space's resolutions {:?} (it has {:?})",
+            space.resolutions,
+            t.tables.keys().collect::<Vec<_>>()
+        )));
+    }
+    let missing = a.missing_keys();
+    if let Some(first) = missing.first() {
+        return Err(incomplete(format!(
+            "lacks {} layer(s) the space needs, e.g. `{first}`",
+            missing.len()
+        )));
+    }
+    Ok(a)
 }

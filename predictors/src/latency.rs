@@ -56,6 +56,13 @@ pub struct Meta {
     /// latency is `a · Σ layers + b` (ms). Absent: the plain sum, as the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correction: Option<Correction>,
+    /// Runtime the measurements were taken in (`libtorch`, `onnxruntime`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// How a table made by `ofa hardware fit` was fitted: its model, weights and leave-one-out
+    /// errors on the measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<crate::hardware::FitReport>,
 }
 
 /// A linear correction of the per-layer sum.

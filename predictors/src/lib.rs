@@ -14,6 +14,7 @@ pub mod accuracy;
 pub mod dataset;
 pub mod efficiency;
 pub mod fit;
+pub mod hardware;
 mod kernel;
 pub mod latency;
 pub mod metrics;

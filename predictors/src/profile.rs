@@ -133,6 +133,8 @@ pub fn profile(
         date: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
         source: Some(format!("ofa profile, space {}", space.name)),
         correction: None,
+        runtime: Some("libtorch".to_string()),
+        fit: None,
     };
     let mut table = if out.is_file() {
         let t = LatencyTable::load(out).map_err(|e| PredictorError::File {

@@ -149,6 +149,7 @@ impl From<ExtractError> for ApiError {
                 ApiError::unprocessable("invalid_opset", message)
             }
             ExtractError::Onnx(_) => ApiError::Internal(message),
+            ExtractError::Hardware(_) => ApiError::unprocessable("invalid_measurements", message),
             ExtractError::MissingSplit(_)
             | ExtractError::IncompleteLatencyTable { .. }
             | ExtractError::NoAccuracyPredictor { .. }

@@ -1,0 +1,248 @@
+//! A new device onboarded as a user does it, on a copy of the shipped package: `ofa hardware
+//! probes` exports ONNX probes and the timing script, the script times them in ONNX Runtime (the
+//! project's own copy, installed by `make setup`), `ofa hardware fit` writes the device's table,
+//! `ofa predict`, `ofa search` and `ofa hardware check` use it; bad measurements are refused
+//! line by line. Nothing here depends on how fast anything runs: timings are only required to be
+//! positive.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fails_with, ofa, run_ok, s};
+use serde_json::Value;
+
+/// A copy of the shipped package (fits write into its `latency/`).
+fn package(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/fashion-mnist");
+    let dst = dir.join("fashion-mnist");
+    std::fs::create_dir_all(dst.join("latency")).unwrap();
+    for f in [
+        "supernet.safetensors",
+        "calibration.safetensors",
+        "card.json",
+        "accuracy.safetensors",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    std::fs::copy(
+        src.join("latency/cpu-xeon-emr-2t.json"),
+        dst.join("latency/cpu-xeon-emr-2t.json"),
+    )
+    .unwrap();
+    dst
+}
+
+/// `python3` with the project's ONNX Runtime (installed by `make setup`) on its path.
+fn python() -> Command {
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join(".onnxruntime/site");
+    assert!(
+        site.join("onnxruntime").is_dir(),
+        "{} is missing: run `make setup` (it installs ONNX Runtime there)",
+        site.display()
+    );
+    let mut c = Command::new("python3");
+    c.env("PYTHONPATH", site);
+    c
+}
+
+/// `ofa hardware probes --package PKG --count 8 --out OUT`.
+fn probes_cmd(pkg: &Path, out: &Path) -> Command {
+    let mut c = ofa();
+    c.args([
+        "hardware",
+        "probes",
+        "--package",
+        s(pkg),
+        "--count",
+        "8",
+        "--out",
+        s(out),
+    ]);
+    c
+}
+
+/// `ofa hardware fit --package PKG --measurements CSV --name NAME`.
+fn fit(pkg: &Path, csv: &Path, name: &str) -> Command {
+    let mut c = ofa();
+    c.args([
+        "hardware",
+        "fit",
+        "--package",
+        s(pkg),
+        "--measurements",
+        s(csv),
+        "--name",
+        name,
+    ]);
+    c
+}
+
+#[test]
+fn probes_timed_in_onnx_runtime_become_a_table_every_command_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = package(tmp.path());
+    let probes = tmp.path().join("probes");
+    let out = run_ok(&mut probes_cmd(&pkg, &probes));
+    assert!(out.contains("wrote 8 probes (spread)"), "{out}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(probes.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["format"], "ofa-probes/1");
+    assert_eq!(manifest["base"], "cpu-xeon-emr-2t");
+    let list = manifest["probes"].as_array().unwrap();
+    assert_eq!(list.len(), 8);
+    for p in list {
+        assert!(probes.join(p["file"].as_str().unwrap()).is_file(), "{p}");
+        assert!(p["base_latency_ms"].as_f64().unwrap() > 0.0);
+    }
+    // a second export into the same folder would mix two probe sets
+    fails_with(&mut probes_cmd(&pkg, &probes), "is not empty");
+
+    // the device side: Python and ONNX Runtime only
+    let st = python()
+        .args([
+            s(&probes.join("time_probes.py")),
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let csv = probes.join("measurements.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows[0], "id,latency_ms");
+    assert_eq!(rows.len(), 9, "{text}");
+    for r in &rows[1..] {
+        let ms: f64 = r.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(ms > 0.0, "{r}");
+    }
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(probes.join("environment.json")).unwrap())
+            .unwrap();
+    assert_eq!(env["runtime"], "onnxruntime");
+    assert_eq!(env["threads"], 1);
+
+    // the fit: a table in the package, in the format every command reads
+    let report = run_ok(fit(&pkg, &csv, "ort-1t").arg("--json"));
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["measurements"], 8);
+    assert!(
+        report["loo"]["mape_pct"].as_f64().unwrap().is_finite(),
+        "{report}"
+    );
+    let table: Value =
+        serde_json::from_str(&std::fs::read_to_string(pkg.join("latency/ort-1t.json")).unwrap())
+            .unwrap();
+    assert_eq!(table["format"], "ofa-latency-table/1");
+    assert_eq!(table["meta"]["runtime"], "onnxruntime");
+    assert!(table["meta"]["libraries"]["onnxruntime"].is_string());
+    assert_eq!(table["meta"]["fit"]["measurements"], 8);
+    // not overwritten unless asked
+    fails_with(
+        &mut fit(&pkg, &csv, "ort-1t"),
+        "already has a hardware `ort-1t`",
+    );
+
+    // `ofa predict` of every probe on both hardware
+    let jsonl = tmp.path().join("archs.jsonl");
+    let archs: Vec<String> = list.iter().map(|p| p["arch"].to_string()).collect();
+    std::fs::write(&jsonl, archs.join("\n")).unwrap();
+    let lines = run_ok(ofa().args([
+        "predict",
+        "--package",
+        s(&pkg),
+        "--arch",
+        s(&jsonl),
+        "--hardware",
+        "ort-1t",
+        "--hardware",
+        "cpu-xeon-emr-2t",
+        "--json",
+    ]));
+    let preds: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(preds.len(), 8);
+    for p in &preds {
+        assert!(p["latency_ms"]["ort-1t"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(p["top1"].as_f64().unwrap() > 0.0);
+        assert!(p["macs_m"].as_f64().unwrap() > 0.0);
+    }
+    // the check against the probes themselves
+    let check = run_ok(ofa().args([
+        "hardware",
+        "check",
+        "--package",
+        s(&pkg),
+        "--hardware",
+        "ort-1t",
+        "--measurements",
+        s(&csv),
+        "--json",
+    ]));
+    let check: Value = serde_json::from_str(&check).unwrap();
+    assert_eq!(check["n"], 8);
+    // a search names the new hardware like any other
+    let mid = {
+        let mut v: Vec<f64> = preds
+            .iter()
+            .map(|p| p["latency_ms"]["ort-1t"].as_f64().unwrap())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[4]
+    };
+    let found = run_ok(ofa().args([
+        "search",
+        "--package",
+        s(&pkg),
+        "--hardware",
+        "ort-1t",
+        "--max-latency-ms",
+        &mid.to_string(),
+        "--generations",
+        "20",
+        "--json",
+    ]));
+    let found: Value = serde_json::from_str(&found).unwrap();
+    let got = found["predicted"]["latency_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{found}"));
+    assert!(got <= mid, "{got} > {mid}");
+
+    // bad measurements: every bad line named, nothing written
+    let bad = probes.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "id,latency_ms\np000,0.1\np000,0.2\nnope,1\np001,-3\np002,abc\n",
+    )
+    .unwrap();
+    let out = fails_with(&mut fit(&pkg, &bad, "bad"), "4 bad line(s)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "line 3: duplicate id `p000`",
+        "line 4: unknown id `nope`",
+        "line 5: latency -3 ms",
+        "line 6: latency `abc`",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(!pkg.join("latency/bad.json").exists());
+    // too few for any model
+    let few = probes.join("few.csv");
+    std::fs::write(&few, "p000,0.1\np001,0.2\n").unwrap();
+    fails_with(&mut fit(&pkg, &few, "few"), "2 measurements are too few");
+    fails_with(
+        &mut fit(&pkg, &csv, "../escape"),
+        "a hardware name is letters",
+    );
+}
