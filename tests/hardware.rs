@@ -246,3 +246,33 @@ fn probes_timed_in_onnx_runtime_become_a_table_every_command_reads() {
         "a hardware name is letters",
     );
 }
+
+#[test]
+fn bench_hardware_reports_the_onboarding_figures_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = package(tmp.path());
+    let out = run_ok(ofa().args([
+        "bench",
+        "hardware",
+        "--package",
+        s(&pkg),
+        "--probes",
+        "5",
+        "--heldout",
+        "4",
+        "--json",
+    ]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for key in [
+        "probes_export_s",
+        "fit_s",
+        "calibrate_s",
+        "heldout_mape_pct",
+        "within_10pct",
+        "spearman",
+    ] {
+        assert!(v[key].as_f64().is_some_and(f64::is_finite), "{key}: {v}");
+    }
+    assert_eq!(v["probes"], 5);
+    assert_eq!(v["runtime"], "libtorch");
+}

@@ -694,6 +694,42 @@ fn identical_concurrent_cold_requests_share_one_computation() {
 }
 
 #[test]
+fn calibrate_fits_a_local_hardware_at_start_up_and_searches_use_it() {
+    let server = Serve::start(package(), &["--calibrate", "6"]);
+    let info = get(&server.url("/v1/supernets/pkg")).json();
+    let hw = info["hardware"].as_array().unwrap();
+    let names: Vec<&str> = hw.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cpu", "local"], "{info}");
+    // the package's own table has no calibration; `local` has the fit report
+    assert!(hw[0].get("calibration").is_none(), "{info}");
+    let cal = &hw[1]["calibration"];
+    assert_eq!(cal["probes"], 6, "{info}");
+    assert_eq!(cal["threads"], 1, "{info}");
+    assert!(cal["loo_mape_pct"].as_f64().unwrap().is_finite(), "{info}");
+    let (lo, hi) = (
+        hw[1]["latency_ms"]["min"].as_f64().unwrap(),
+        hw[1]["latency_ms"]["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < lo && lo < hi, "{info}");
+    let budget = lo + 0.5 * (hi - lo);
+    let r = post(
+        &server.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "hardware": "local", "constraints": {"latency_ms": budget}}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rec = r.json();
+    assert_eq!(rec["hardware"], "local");
+    assert!(rec["predicted"]["latency_ms"].as_f64().unwrap() <= budget);
+    // the package folder is left as it was
+    assert!(!package().join("latency/local.json").exists());
+    // a calibration needs enough probes for a model
+    common::fails_with(
+        ofa().args(["serve", "--package", s(package()), "--calibrate", "2"]),
+        "--calibrate takes 3 to 1000 probes, got 2",
+    );
+}
+
+#[test]
 fn the_disk_cache_survives_restarts_is_shared_and_recomputes_damage() {
     let pkg = package();
     let cache = tempfile::tempdir().unwrap();

@@ -50,6 +50,8 @@ pub struct Calibration {
     pub table: LatencyTable,
     /// The fit.
     pub report: FitReport,
+    /// The probes and their times.
+    pub measurements: Vec<Measurement>,
     /// Wall time of the whole calibration, seconds.
     pub seconds: f64,
 }
@@ -108,6 +110,7 @@ pub fn calibrate(
     Ok(Calibration {
         table,
         report,
+        measurements: ms,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

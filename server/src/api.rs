@@ -156,6 +156,29 @@ pub struct HardwareInfo {
     pub name: String,
     /// Predicted latency, ms: the smallest achievable and the largest subnet's.
     pub latency_ms: Range,
+    /// How the hardware `local` was fitted at start-up (`ofa serve --calibrate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationInfo>,
+}
+
+/// A calibration: probes timed on the serving machine at start-up and the latency model fitted
+/// to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CalibrationInfo {
+    /// The latency model chosen (lowest leave-one-out error).
+    pub model: String,
+    /// Probes timed.
+    pub probes: usize,
+    /// libtorch intra-op threads they were timed at.
+    pub threads: i32,
+    /// Leave-one-out MAPE on the probes, percent.
+    pub loo_mape_pct: f64,
+    /// Leave-one-out share within ±10 %, percent.
+    pub loo_within_10pct: f64,
+    /// Leave-one-out Spearman ρ.
+    pub loo_spearman: f64,
+    /// Wall time of the calibration, seconds.
+    pub seconds: f64,
 }
 
 /// The elastic dimensions of a supernet.

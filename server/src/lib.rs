@@ -76,6 +76,9 @@ pub struct ServeConfig {
     /// libtorch intra-op threads of the model threads (weights are bit-identical to `ofa
     /// extract`'s at the same count).
     pub threads: i32,
+    /// Before serving, time probes on each model thread and add the hardware `local` fitted to
+    /// them (`ofa serve --calibrate N`).
+    pub calibrate: Option<ofa_extractor::calibrate::CalibrateOptions>,
 }
 
 impl Default for ServeConfig {
@@ -93,6 +96,7 @@ impl Default for ServeConfig {
             device: tch::Device::Cpu,
             recalibration: Recalibration::default(),
             threads: tch::get_num_threads(),
+            calibrate: None,
         }
     }
 }
@@ -183,16 +187,17 @@ impl Server {
             if supernets.contains_key(&name) {
                 return Err(ServeError::DuplicateName(name));
             }
-            let (d, n, device, recal, q, threads) = (
+            let (d, n, device, recal, q, threads, calibrate) = (
                 dir.clone(),
                 name.clone(),
                 cfg.device,
                 cfg.recalibration,
                 cfg.max_queue,
                 cfg.threads,
+                cfg.calibrate,
             );
             let served = tokio::task::spawn_blocking(move || {
-                Served::open(&n, &d, device, recal, q, threads)
+                Served::open(&n, &d, device, recal, q, threads, calibrate)
             })
             .await
             .map_err(|e| ServeError::Package {

@@ -36,6 +36,7 @@ use crate::routes;
         api::SupernetInfo,
         api::SpaceInfo,
         api::HardwareInfo,
+        api::CalibrationInfo,
         api::Range,
         api::ErrorBody,
         api::ErrorDetail,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use ofa_extractor::calibrate::CalibrateOptions;
 use ofa_extractor::Specialiser;
 use ofa_package::measure::Recalibration;
 use ofa_predictors::Metric;
@@ -14,10 +15,13 @@ use ofa_space::ArchConfig;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::api::{HardwareInfo, Range, SpaceInfo, SupernetInfo};
+use crate::api::{CalibrationInfo, HardwareInfo, Range, SpaceInfo, SupernetInfo};
 use crate::cache::Store;
 use crate::error::ApiError;
 use crate::worker::{Opened, Worker};
+
+/// The hardware name of a calibration (`ofa serve --calibrate`): this machine, as served.
+pub const LOCAL: &str = "local";
 
 /// One served supernet.
 #[derive(Debug)]
@@ -37,7 +41,8 @@ pub struct Served {
 }
 
 impl Served {
-    /// Open `dir`: its predictors here, its weights in a new model thread.
+    /// Open `dir`: its predictors here, its weights in a new model thread (which first times
+    /// probes and fits the hardware [`LOCAL`] when `calibrate` is given).
     pub fn open(
         name: &str,
         dir: &std::path::Path,
@@ -45,17 +50,40 @@ impl Served {
         recalibration: Recalibration,
         queue: usize,
         threads: i32,
+        calibrate: Option<CalibrateOptions>,
     ) -> Result<Served, String> {
-        let (worker, Opened { sha256, space }) =
-            Worker::spawn(name, dir, device, recalibration, queue, threads)?;
-        let spec = Specialiser::from_package(dir).map_err(|e| e.to_string())?;
+        let (
+            worker,
+            Opened {
+                sha256,
+                space,
+                calibration,
+            },
+        ) = Worker::spawn(name, dir, device, recalibration, queue, threads, calibrate)?;
+        let mut spec = Specialiser::from_package(dir).map_err(|e| e.to_string())?;
+        let calibrated = match calibration {
+            Some(c) => {
+                spec.add_hardware(LOCAL, &c.table)
+                    .map_err(|e| e.to_string())?;
+                Some(CalibrationInfo {
+                    model: c.report.model.name.clone(),
+                    probes: c.report.measurements,
+                    threads,
+                    loo_mape_pct: c.report.loo.mape_pct,
+                    loo_within_10pct: c.report.loo.within_10pct,
+                    loo_spearman: c.report.loo.spearman,
+                    seconds: c.seconds,
+                })
+            }
+            None => None,
+        };
         if space != spec.space {
             return Err(format!(
                 "{}: the supernet's space differs from the predictors' space",
                 dir.display()
             ));
         }
-        let info = summary(name, &sha256, &spec).map_err(|e| e.to_string())?;
+        let info = summary(name, &sha256, &spec, calibrated).map_err(|e| e.to_string())?;
         Ok(Served {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -98,6 +126,7 @@ fn summary(
     name: &str,
     sha256: &str,
     spec: &Specialiser,
+    calibration: Option<CalibrationInfo>,
 ) -> Result<SupernetInfo, ofa_extractor::ExtractError> {
     let s = &spec.space;
     let range = |(min, max): (f64, f64)| Range { min, max };
@@ -105,6 +134,7 @@ fn summary(
     for h in spec.hardware_names() {
         hardware.push(HardwareInfo {
             latency_ms: range(spec.range(Metric::LatencyMs, Some(&h))?),
+            calibration: calibration.clone().filter(|_| h == LOCAL),
             name: h,
         });
     }

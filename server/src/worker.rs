@@ -10,6 +10,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ofa_extractor::calibrate::{calibrate, CalibrateOptions, Calibration};
 use ofa_extractor::pipeline::{cut, Artefacts, OnnxOptions};
 use ofa_extractor::Predicted;
 use ofa_package::measure::Recalibration;
@@ -27,6 +28,9 @@ pub struct Opened {
     pub sha256: String,
     /// The supernet's space.
     pub space: SearchSpace,
+    /// This machine's latency, when asked for (`--calibrate`): probes timed on this thread, at
+    /// its libtorch thread count, before any request.
+    pub calibration: Option<Calibration>,
 }
 
 struct Job {
@@ -48,7 +52,7 @@ pub struct Worker {
 
 impl Worker {
     /// Start the thread for the package in `dir` (libtorch on `threads` intra-op threads) and wait
-    /// until it has opened it.
+    /// until it has opened it (and calibrated this machine's latency, with `calibrate`).
     pub fn spawn(
         name: &str,
         dir: &Path,
@@ -56,6 +60,7 @@ impl Worker {
         recalibration: Recalibration,
         capacity: usize,
         threads: i32,
+        calibrate_with: Option<CalibrateOptions>,
     ) -> Result<(Worker, Opened), String> {
         let (tx, rx) = sync_channel::<Job>(capacity.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -78,9 +83,19 @@ impl Worker {
                         return;
                     }
                 };
+                let calibration = match calibrate_with.map(|o| calibrate_here(&pkg, &dir, &o)) {
+                    Some(Err(e)) => {
+                        a.store(false, Ordering::SeqCst);
+                        let _ = ready_tx.send(Err(format!("calibration: {e}")));
+                        return;
+                    }
+                    Some(Ok(c)) => Some(c),
+                    None => None,
+                };
                 let _ = ready_tx.send(Ok(Opened {
                     sha256: pkg.supernet_sha256().to_string(),
                     space: pkg.space().clone(),
+                    calibration,
                 }));
                 for job in rx {
                     let depth = q.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
@@ -187,4 +202,16 @@ fn run(pkg: &Package, job: &Job, recalibration: &Recalibration) -> Result<Artefa
         Some(o) => art.with_onnx(&sub, &job.arch, o)?,
         None => art,
     })
+}
+
+/// Calibrate over the package's first latency table (its layer times are the model's base
+/// features), or MACs and counts alone when it has none.
+fn calibrate_here(pkg: &Package, dir: &Path, o: &CalibrateOptions) -> Result<Calibration, String> {
+    let base = match ofa_package::latency_tables(dir).first() {
+        Some((_, path)) => {
+            Some(ofa_extractor::specialiser::load_latency_table(path).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    calibrate(pkg, base.as_ref(), o).map_err(|e| e.to_string())
 }

@@ -36,6 +36,8 @@ enum What {
     /// Search quality on a package: each budget's pick against the predictor dataset's best
     /// measured subnet within it, top-1 and latency measured; and the measurement noise.
     Quality(super::bench_quality::Args),
+    /// Onboarding a device: probes exported, a calibration here, the fit, held-out error.
+    Hardware(super::bench_hardware::Args),
 }
 
 /// Arguments of `ofa bench train`.
@@ -143,6 +145,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Search(s) => super::bench_search::run(s),
         What::Serve(s) => super::bench_serve::run(s),
         What::Quality(q) => super::bench_quality::run(q),
+        What::Hardware(h) => super::bench_hardware::run(h),
         What::Data(d) => super::bench_data::run(d),
     }
 }

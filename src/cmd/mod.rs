@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_data;
+pub mod bench_hardware;
 pub mod bench_predict;
 pub mod bench_quality;
 pub mod bench_search;

@@ -42,6 +42,10 @@ pub struct Args {
     /// Device of the model threads: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Before serving, time N probe subnets here (libtorch, at --threads) and add the hardware
+    /// `local` fitted to them: latency budgets that hold on this machine (default N: 20).
+    #[arg(long, num_args = 0..=1, default_missing_value = "20", value_name = "N")]
+    calibrate: Option<usize>,
 }
 
 fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -54,6 +58,12 @@ fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
 /// Run `ofa serve`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.max_queue > 0, "--max-queue must be positive");
+    if let Some(n) = a.calibrate {
+        anyhow::ensure!(
+            (3..=1000).contains(&n),
+            "--calibrate takes 3 to 1000 probes, got {n}"
+        );
+    }
     let cfg = ServeConfig {
         packages: a.package.clone(),
         addr: a.addr,
@@ -70,6 +80,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         // this thread's count: `--threads`, or libtorch's default
         threads: tch::get_num_threads(),
+        calibrate: a
+            .calibrate
+            .map(|probes| ofa_extractor::calibrate::CalibrateOptions {
+                probes,
+                ..Default::default()
+            }),
         ..ServeConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
