@@ -36,6 +36,11 @@ if [ ! -f "$W/heldout/measurements-libtorch.csv" ]; then
   "$OFA" --threads 1 hardware time --package "$pkg" --rounds 5 \
     --dir "$W/heldout" --dir "$W/probes-10" --dir "$W/probes-20" --dir "$W/probes-40" >/dev/null
 fi
+# ONNX Runtime timed by ofa itself (the same library, loaded at run time), interleaved the same way
+if [ ! -f "$W/heldout/measurements-onnxruntime.csv" ]; then
+  "$OFA" --threads 1 hardware time --runtime onnxruntime --package "$pkg" --rounds 5 --repeats 200 \
+    --warmup 20 --dir "$W/heldout" --dir "$W/probes-10" --dir "$W/probes-20" --dir "$W/probes-40" >/dev/null
+fi
 
 results="$W/results.jsonl"
 : > "$results"
@@ -43,8 +48,12 @@ check() { # label, n, runtime, table, held-out csv
   "$OFA" hardware check --package "$pkg" --hardware "$4" --measurements "$5" --json \
     | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(label='$1', n=$2, runtime='$3'); print(json.dumps(d))" >> "$results"
 }
-for rt in onnxruntime libtorch; do
-  csv_name=measurements.csv; [ "$rt" = libtorch ] && csv_name=measurements-libtorch.csv
+for rt in onnxruntime onnxruntime-ofa libtorch; do
+  case "$rt" in
+    onnxruntime) csv_name=measurements.csv ;;            # the probes' Python script
+    onnxruntime-ofa) csv_name=measurements-onnxruntime.csv ;;  # ofa hardware time --runtime onnxruntime
+    libtorch) csv_name=measurements-libtorch.csv ;;
+  esac
   held="$W/heldout/$csv_name"
   check "base table alone" 0 "$rt" "$base" "$held"
   for n in 10 20 40; do

@@ -131,6 +131,55 @@ fn probes_timed_in_onnx_runtime_become_a_table_every_command_reads() {
     assert_eq!(env["runtime"], "onnxruntime");
     assert_eq!(env["threads"], 1);
 
+    // the same probes timed by ofa itself in ONNX Runtime (the wheel's library, loaded at run
+    // time) and in libtorch, each set with its environment
+    for runtime in ["onnxruntime", "libtorch"] {
+        run_ok(ofa().args([
+            "hardware",
+            "time",
+            "--runtime",
+            runtime,
+            "--package",
+            s(&pkg),
+            "--dir",
+            s(&probes),
+            "--rounds",
+            "1",
+            "--repeats",
+            "3",
+        ]));
+        let text =
+            std::fs::read_to_string(probes.join(format!("measurements-{runtime}.csv"))).unwrap();
+        assert_eq!(text.lines().count(), 9, "{text}");
+        let env: Value = serde_json::from_str(
+            &std::fs::read_to_string(probes.join(format!("environment-{runtime}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(env["runtime"], runtime);
+    }
+    let env: Value = serde_json::from_str(
+        &std::fs::read_to_string(probes.join("environment-onnxruntime.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(env["version"], "1.32.0");
+    // a runtime that is not there is a named error, not a crash
+    let out = fails_with(
+        ofa()
+            .env("ORT_DYLIB_PATH", tmp.path().join("nope.so"))
+            .args([
+                "hardware",
+                "time",
+                "--runtime",
+                "onnxruntime",
+                "--package",
+                s(&pkg),
+                "--dir",
+                s(&probes),
+            ]),
+        "nope.so is not a file",
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+
     // the fit: a table in the package, in the format every command reads
     let report = run_ok(fit(&pkg, &csv, "ort-1t").arg("--json"));
     let report: Value = serde_json::from_str(&report).unwrap();

@@ -115,19 +115,58 @@ pub fn calibrate(
     })
 }
 
-/// Batch-1 latency (ms) of each arch of `pkg` here, through `measure::latency`: per pass the median
-/// of `o.repeats` timed runs after `o.warmup`, and the lowest over `o.rounds` passes. Pass `k`
-/// starts `k · n / rounds` probes further on and odd passes run backwards, so no probe is always
-/// timed at the same moment of a pass.
+/// Where subnets are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// libtorch, through `ofa_package::measure::latency` (the one measurement path).
+    Libtorch,
+    /// ONNX Runtime on the subnet's exported ONNX graph (`ofa_onnx::runtime`), on the CPU
+    /// execution provider at the calling thread's libtorch thread count.
+    OnnxRuntime,
+}
+
+/// Batch-1 latency (ms) of each arch of `pkg` here, in libtorch: see [`time_archs_in`].
 pub fn time_archs(
     pkg: &Package,
     archs: &[ArchConfig],
     o: &CalibrateOptions,
 ) -> Result<Vec<f64>, ExtractError> {
+    time_archs_in(pkg, archs, o, Runtime::Libtorch)
+}
+
+/// Batch-1 latency (ms) of each arch of `pkg` here, in `runtime`: per pass the median of
+/// `o.repeats` timed runs after `o.warmup`, and the lowest over `o.rounds` passes. Pass `k` starts
+/// `k · n / rounds` probes further on and odd passes run backwards, so no probe is always timed at
+/// the same moment of a pass.
+pub fn time_archs_in(
+    pkg: &Package,
+    archs: &[ArchConfig],
+    o: &CalibrateOptions,
+    runtime: Runtime,
+) -> Result<Vec<f64>, ExtractError> {
     let subs = archs
         .iter()
         .map(|a| pkg.net().extract(a))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut sessions = match runtime {
+        Runtime::Libtorch => Vec::new(),
+        Runtime::OnnxRuntime => {
+            let threads = tch::get_num_threads().max(1) as usize;
+            let channels = pkg.space().in_channels as usize;
+            subs.iter()
+                .zip(archs)
+                .map(|(sub, a)| {
+                    let bytes = ofa_onnx::export(sub, &ofa_onnx::ExportOptions::new(a.r))?;
+                    let r = a.r as usize;
+                    Ok(ofa_onnx::runtime::Timed::new(
+                        &bytes,
+                        [1, channels, r, r],
+                        threads,
+                    )?)
+                })
+                .collect::<Result<Vec<_>, ExtractError>>()?
+        }
+    };
     let n = archs.len();
     let rounds = o.rounds.max(1);
     let mut best = vec![f64::INFINITY; n];
@@ -139,9 +178,14 @@ pub fn time_archs(
             order.reverse();
         }
         for i in order {
-            let s =
-                ofa_package::measure::latency(&subs[i], archs[i].r, o.warmup, o.repeats.max(1))?;
-            best[i] = best[i].min(s.median_ms);
+            let ms = match runtime {
+                Runtime::Libtorch => {
+                    ofa_package::measure::latency(&subs[i], archs[i].r, o.warmup, o.repeats.max(1))?
+                        .median_ms
+                }
+                Runtime::OnnxRuntime => sessions[i].median_ms(o.warmup, o.repeats)?,
+            };
+            best[i] = best[i].min(ms);
         }
     }
     Ok(best)

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 #[cfg(feature = "check")]
 pub mod check;
+pub mod runtime;
 
 use ofa_space::Activation;
 use ofa_supernet::layers::{BlockRun, BlockWeights, Bn, Se};
@@ -41,6 +42,9 @@ pub enum OnnxError {
     /// The protobuf encoder failed.
     #[error("encoding the ONNX model: {0}")]
     Encode(String),
+    /// ONNX Runtime is missing, cannot be loaded, or failed on a model.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 /// How to export.

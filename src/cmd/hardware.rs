@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use ofa_extractor::calibrate::{time_archs, CalibrateOptions};
+use ofa_extractor::calibrate::{time_archs_in, CalibrateOptions, Runtime};
 use ofa_predictors::hardware::{
     choose_probes, fit, read_measurements, to_table, Candidate, Environment, ErrorStats, Features,
     FitReport, ModelChoice, Probe, ProbeManifest, ProbeSelection, CANDIDATES, MANIFEST_FORMAT,
@@ -37,9 +37,15 @@ enum Sub {
     Fit(FitArgs),
     /// Score a latency table against measured subnets (e.g. held-out probes).
     Check(CheckArgs),
-    /// Time a probe folder's subnets here in libtorch (at --threads), as the script does in
-    /// ONNX Runtime: measurements-libtorch.csv and environment-libtorch.json.
+    /// Time a probe folder's subnets here (libtorch or ONNX Runtime, at --threads):
+    /// measurements-RUNTIME.csv and environment-RUNTIME.json.
     Time(TimeArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RuntimeArg {
+    Libtorch,
+    Onnxruntime,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +65,10 @@ struct TimeArgs {
     /// Passes over the probes in rotated orders; a probe's latency is its lowest median.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// CSV to write, with one --dir (default DIR/measurements-libtorch.csv; environment-libtorch.json
+    /// Where to time them: libtorch, or ONNX Runtime on their ONNX graphs (CPU, at --threads).
+    #[arg(long, value_enum, default_value = "libtorch")]
+    runtime: RuntimeArg,
+    /// CSV to write, with one --dir (default DIR/measurements-RUNTIME.csv; environment-RUNTIME.json
     /// beside).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -500,10 +509,18 @@ fn time(a: TimeArgs) -> anyhow::Result<()> {
         rounds: a.rounds,
         ..CalibrateOptions::default()
     };
-    let mut times = time_archs(&pkg, &archs, &o)?.into_iter();
+    let (runtime, name, version) = match a.runtime {
+        RuntimeArg::Libtorch => (Runtime::Libtorch, "libtorch", "2.11.0".to_string()),
+        RuntimeArg::Onnxruntime => (
+            Runtime::OnnxRuntime,
+            "onnxruntime",
+            ofa_onnx::runtime::version()?,
+        ),
+    };
+    let mut times = time_archs_in(&pkg, &archs, &o, runtime)?.into_iter();
     let env = Environment {
-        runtime: "libtorch".into(),
-        version: "2.11.0".into(),
+        runtime: name.into(),
+        version,
         threads: tch::get_num_threads().max(1) as u32,
         cpu: ofa_predictors::profile::describe_device(tch::Device::Cpu)
             .trim_start_matches("CPU: ")
@@ -513,7 +530,7 @@ fn time(a: TimeArgs) -> anyhow::Result<()> {
         let out = a
             .out
             .clone()
-            .unwrap_or_else(|| dir.join("measurements-libtorch.csv"));
+            .unwrap_or_else(|| dir.join(format!("measurements-{name}.csv")));
         let mut csv = String::from("id,latency_ms\n");
         for (p, ms) in manifest.probes.iter().zip(times.by_ref()) {
             csv.push_str(&format!("{},{ms:.6}\n", p.id));
@@ -522,7 +539,7 @@ fn time(a: TimeArgs) -> anyhow::Result<()> {
         let env_path = environment_beside(&out);
         write_atomic(&env_path, serde_json::to_string_pretty(&env)?.as_bytes())?;
         println!(
-            "timed {} probes in libtorch ({} thread(s)): {} and {}",
+            "timed {} probes in {name} ({} thread(s)): {} and {}",
             manifest.probes.len(),
             env.threads,
             out.display(),
