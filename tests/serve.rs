@@ -722,6 +722,22 @@ fn calibrate_fits_a_local_hardware_at_start_up_and_searches_use_it() {
     assert!(rec["predicted"]["latency_ms"].as_f64().unwrap() <= budget);
     // the package folder is left as it was
     assert!(!package().join("latency/local.json").exists());
+    // each start measures `local` anew: a search on it is keyed by its table, so a restart on the
+    // same cache folder does not answer from the previous calibration (two calibrations of real
+    // timings never give bit-identical tables)
+    let cache = tempfile::tempdir().unwrap();
+    let c = s(cache.path());
+    let body =
+        json!({"supernet": "pkg", "hardware": "local", "constraints": {"latency_ms": budget}});
+    let first = Serve::start(package(), &["--calibrate", "3", "--cache-dir", c]);
+    assert_eq!(post(&first.url("/v1/subnets"), &body).status, 200);
+    drop(first);
+    let second = Serve::start(package(), &["--calibrate", "3", "--cache-dir", c]);
+    assert_eq!(post(&second.url("/v1/subnets"), &body).status, 200);
+    assert_eq!(
+        metric(&second, "ofa_computations_total{kind=\"search\"}"),
+        1.0
+    );
     // a calibration needs enough probes for a model
     common::fails_with(
         ofa().args(["serve", "--package", s(package()), "--calibrate", "2"]),

@@ -218,15 +218,21 @@ pub async fn post_subnet(
                 return Err(ofa_extractor::ExtractError::NeedsHardware("constraint").into());
             }
             let seed = req.seed.unwrap_or(0);
-            let key = content_id(&[
+            let constraints_json = serde_json::to_string(&constraints).unwrap_or_default();
+            let seed_text = seed.to_string();
+            let mut parts: Vec<&[u8]> = vec![
                 b"search/1",
                 sn.sha256.as_bytes(),
                 hardware.unwrap_or("").as_bytes(),
-                serde_json::to_string(&constraints)
-                    .unwrap_or_default()
-                    .as_bytes(),
-                seed.to_string().as_bytes(),
-            ]);
+                constraints_json.as_bytes(),
+                seed_text.as_bytes(),
+            ];
+            // a calibrated hardware is keyed by its table too (keys of the others are unchanged)
+            let tag = sn.hardware_tag(hardware);
+            if !tag.is_empty() {
+                parts.push(tag.as_bytes());
+            }
+            let key = content_id(&parts);
             let blob = within(
                 &s,
                 s.store.get_or_compute(
@@ -528,16 +534,22 @@ pub async fn post_pareto(
     let constraints: Constraints = req.constraints.unwrap_or_default().into();
     constraints.validate()?;
     let seed = req.seed.unwrap_or(0);
-    let key = content_id(&[
+    let constraints_json = serde_json::to_string(&constraints).unwrap_or_default();
+    let seed_text = seed.to_string();
+    let mut parts: Vec<&[u8]> = vec![
         b"pareto/1",
         sn.sha256.as_bytes(),
         hardware.as_deref().unwrap_or("").as_bytes(),
         objective.name().as_bytes(),
-        serde_json::to_string(&constraints)
-            .unwrap_or_default()
-            .as_bytes(),
-        seed.to_string().as_bytes(),
-    ]);
+        constraints_json.as_bytes(),
+        seed_text.as_bytes(),
+    ];
+    // a calibrated hardware is keyed by its table too (keys of the others are unchanged)
+    let tag = sn.hardware_tag(hardware.as_deref());
+    if !tag.is_empty() {
+        parts.push(tag.as_bytes());
+    }
+    let key = content_id(&parts);
     let spec = sn.spec.clone();
     let deadline = Instant::now() + s.limits.request_timeout;
     let blob = within(

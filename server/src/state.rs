@@ -38,6 +38,10 @@ pub struct Served {
     pub worker: Worker,
     /// `GET /v1/supernets/{name}`.
     pub info: SupernetInfo,
+    /// Only the calibrated hardware ([`LOCAL`]): a hash of its table, part of search and front
+    /// keys, because each start measures it anew; the package's tables are keyed by the supernet
+    /// and their name, as before (their files do not change under a running server).
+    pub local_tag: Option<String>,
 }
 
 impl Served {
@@ -61,6 +65,9 @@ impl Served {
             },
         ) = Worker::spawn(name, dir, device, recalibration, queue, threads, calibrate)?;
         let mut spec = Specialiser::from_package(dir).map_err(|e| e.to_string())?;
+        let local_tag = calibration
+            .as_ref()
+            .map(|c| content_id(&[b"local", c.table.to_json().as_bytes()]));
         let calibrated = match calibration {
             Some(c) => {
                 spec.add_hardware(LOCAL, &c.table)
@@ -91,7 +98,17 @@ impl Served {
             spec: Arc::new(spec),
             worker,
             info,
+            local_tag,
         })
+    }
+
+    /// What a search or front key needs of `hardware` beyond its name: the calibration's hash for
+    /// [`LOCAL`], nothing for the package's own tables.
+    pub fn hardware_tag(&self, hardware: Option<&str>) -> &str {
+        match (hardware, &self.local_tag) {
+            (Some(LOCAL), Some(tag)) => tag,
+            _ => "",
+        }
     }
 
     /// The id of `arch` (canonical) on this supernet: 32 hex digits of SHA-256 over the supernet
