@@ -746,6 +746,145 @@ fn calibrate_fits_a_local_hardware_at_start_up_and_searches_use_it() {
 }
 
 #[test]
+fn a_device_learnt_over_http_is_served_kept_and_its_bad_measurements_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let c = s(cache.path());
+    let server = Serve::start(package(), &["--cache-dir", c]);
+    let probes = get(&server.url("/v1/supernets/pkg/probes?count=8&seed=1"));
+    assert_eq!(
+        probes.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&probes.body)
+    );
+    let probes = probes.json();
+    assert_eq!(probes["base"], "cpu");
+    let list = probes["probes"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 8);
+    // each probe is a subnet record: its ONNX is served like any subnet's
+    let onnx = get(&server.url(list[0]["links"]["onnx"].as_str().unwrap()));
+    assert_eq!(onnx.status, 200);
+    for (q, code) in [("count=2", 422), ("count=x", 400), ("bogus=1", 400)] {
+        let r = get(&server.url(&format!("/v1/supernets/pkg/probes?{q}")));
+        assert_eq!(r.status, code, "{q}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // a device whose latency is a known function of MACs (no timing in a test)
+    let measurements: Vec<Value> = list
+        .iter()
+        .map(|p| {
+            let macs = p["predicted"]["macs_m"].as_f64().unwrap();
+            json!({"id": p["id"], "latency_ms": 0.02 + 0.05 * macs})
+        })
+        .collect();
+    let url = server.url("/v1/supernets/pkg/hardware");
+    let body = json!({"name": "edge", "runtime": "onnxruntime", "measurements": measurements});
+    let r = post(&url, &body);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let hw = r.json()["hardware"].clone();
+    assert_eq!(hw["name"], "edge");
+    assert_eq!(hw["fit"]["measurements"], 8);
+    assert_eq!(hw["fit"]["runtime"], "onnxruntime");
+    assert!(hw["fit"]["loo_mape_pct"].as_f64().unwrap() < 1.0, "{hw}");
+    let mid = (hw["latency_ms"]["min"].as_f64().unwrap()
+        + hw["latency_ms"]["max"].as_f64().unwrap())
+        / 2.0;
+    let search = json!({"supernet": "pkg", "hardware": "edge", "constraints": {"latency_ms": mid}});
+    let found = post(&server.url("/v1/subnets"), &search);
+    assert_eq!(
+        found.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&found.body)
+    );
+    assert!(found.json()["predicted"]["latency_ms"].as_f64().unwrap() <= mid);
+    // a name taken: 409 unless replaced; the package's own tables are never replaced
+    assert_eq!(post(&url, &body).status, 409);
+    let mut again = body.clone();
+    again["replace"] = json!(true);
+    assert_eq!(post(&url, &again).status, 201);
+    let mut cpu = again.clone();
+    cpu["name"] = json!("cpu");
+    let r = post(&url, &cpu);
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"]["code"], "hardware_exists");
+    // bad bodies: 4xx naming the entry, never 5xx
+    let m0 = measurements[0].clone();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut b = body.clone();
+        b["name"] = json!("other");
+        f(&mut b);
+        post(&url, &b)
+    };
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Edit, u16, &str)> = vec![
+        (
+            Box::new(|b| b["measurements"][3]["latency_ms"] = json!(-1.0)),
+            422,
+            "measurements[3]: latency_ms -1",
+        ),
+        (
+            Box::new(|b| b["measurements"][2]["id"] = json!("0123456789abcdef0123456789abcdef")),
+            422,
+            "measurements[2]: unknown subnet id",
+        ),
+        (
+            Box::new(|b| {
+                b["measurements"][1]["arch"] = json!({"ks": [3], "e": [3], "d": [2], "r": 32})
+            }),
+            422,
+            "measurements[1]: give `id` or `arch`",
+        ),
+        (
+            Box::new(move |b| b["measurements"][4] = m0.clone()),
+            422,
+            "measurements[4]: the same subnet as measurements[0]",
+        ),
+        (
+            Box::new(|b| {
+                b["measurements"] = json!(b["measurements"].as_array().unwrap()[..2].to_vec())
+            }),
+            422,
+            "too few",
+        ),
+        (
+            Box::new(|b| b["name"] = json!("../x")),
+            422,
+            "hardware name `../x`",
+        ),
+        (
+            Box::new(|b| b["base"] = json!("nope")),
+            422,
+            "`nope` is not a latency table",
+        ),
+        (
+            Box::new(|b| b["colour"] = json!("red")),
+            422,
+            "unknown field",
+        ),
+    ];
+    for (edit, status, needle) in &cases {
+        let r = with(edit.as_ref());
+        let text = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, *status, "{needle}: {text}");
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    assert_eq!(metric(&server, "ofa_http_internal_errors_total"), 0.0);
+    // kept on the cache folder: a restart (or another replica on it) serves it
+    drop(server);
+    let restarted = Serve::start(package(), &["--cache-dir", c]);
+    let info = get(&restarted.url("/v1/supernets/pkg")).json();
+    let edge = info["hardware"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "edge")
+        .unwrap_or_else(|| panic!("{info}"))
+        .clone();
+    assert_eq!(edge["fit"]["measurements"], 8);
+    assert_eq!(post(&restarted.url("/v1/subnets"), &search).status, 200);
+}
+
+#[test]
 fn the_disk_cache_survives_restarts_is_shared_and_recomputes_damage() {
     let pkg = package();
     let cache = tempfile::tempdir().unwrap();

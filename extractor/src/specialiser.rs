@@ -92,7 +92,7 @@ pub fn space_of_supernet(path: &Path) -> Result<SearchSpace, ExtractError> {
 }
 
 /// The predictors of one supernet.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Specialiser {
     /// The space (its resolutions are the ones searched).
     pub space: SearchSpace,

@@ -159,6 +159,80 @@ pub struct HardwareInfo {
     /// How the hardware `local` was fitted at start-up (`ofa serve --calibrate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationInfo>,
+    /// How a hardware added over HTTP was fitted (`POST /v1/supernets/{name}/hardware`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<FitInfo>,
+}
+
+/// A hardware fitted from measurements sent over HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FitInfo {
+    /// The latency model chosen (lowest leave-one-out error).
+    pub model: String,
+    /// Measurements used.
+    pub measurements: usize,
+    /// The base table (a hardware of the package), or `none`.
+    pub base: String,
+    /// The runtime the measurements were taken in, as the client said.
+    pub runtime: Option<String>,
+    /// Leave-one-out MAPE on the measurements, percent.
+    pub loo_mape_pct: f64,
+    /// Leave-one-out share within ±10 %, percent.
+    pub loo_within_10pct: f64,
+    /// Leave-one-out Spearman ρ.
+    pub loo_spearman: f64,
+    /// Every candidate model's leave-one-out MAPE, percent.
+    pub candidates: BTreeMap<String, f64>,
+}
+
+/// `POST /v1/supernets/{name}/hardware`: measured subnets of a device.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareRequest {
+    /// Its name (letters, digits, `-`, `_`, `.`; not first), for later searches.
+    pub name: String,
+    /// The base table: a hardware of the package, or `none` (default: the package's first).
+    pub base: Option<String>,
+    /// The runtime the subnets were timed in (recorded).
+    pub runtime: Option<String>,
+    /// The measurements.
+    pub measurements: Vec<MeasurementBody>,
+    /// Replace a hardware of that name that was added before.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// One measured subnet: its id (a subnet record of this supernet, e.g. a probe) or its arch.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeasurementBody {
+    /// A subnet id of this supernet.
+    pub id: Option<String>,
+    /// Or an arch.
+    #[schema(value_type = Object)]
+    pub arch: Option<Value>,
+    /// Its latency, ms.
+    pub latency_ms: f64,
+}
+
+/// The answer to `POST /v1/supernets/{name}/hardware` (201).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HardwareFitted {
+    /// The new hardware.
+    pub hardware: HardwareInfo,
+}
+
+/// `GET /v1/supernets/{name}/probes`: the subnets to time on a device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProbeSet {
+    /// The supernet.
+    pub supernet: String,
+    /// The table the probes are spread by, or `none`.
+    pub base: String,
+    /// Their seed.
+    pub seed: u64,
+    /// The probes, as subnet records (`links.onnx` is each one's ONNX).
+    pub probes: Vec<SubnetRecord>,
 }
 
 /// A calibration: probes timed on the serving machine at start-up and the latency model fitted

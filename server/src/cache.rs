@@ -224,6 +224,10 @@ fn clone_error(e: &ApiError) -> ApiError {
             message: message.clone(),
             feasible_minimum: feasible_minimum.clone(),
         },
+        ApiError::Conflict { code, message } => ApiError::Conflict {
+            code,
+            message: message.clone(),
+        },
         ApiError::Overloaded(n) => ApiError::Overloaded(*n),
         ApiError::Timeout(s) => ApiError::Timeout(*s),
         ApiError::Internal(m) => ApiError::Internal(m.clone()),

@@ -53,6 +53,14 @@ pub enum ApiError {
         /// For `infeasible`: the smallest achievable value per bound.
         feasible_minimum: Option<BTreeMap<String, f64>>,
     },
+    /// The request conflicts with what exists (a hardware name taken).
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// What conflicts.
+        message: String,
+    },
     /// The work queue is full.
     #[error("the server is busy ({0} requests queued); retry later")]
     Overloaded(usize),
@@ -75,6 +83,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Overloaded(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -85,7 +94,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
-            | ApiError::Unprocessable { code, .. } => code,
+            | ApiError::Unprocessable { code, .. }
+            | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",

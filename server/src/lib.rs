@@ -6,6 +6,8 @@
 //!   thread (the package's tensors have one owner, fed through a bounded queue), its summary;
 //! - [`routes`]: the handlers; searches run on rayon behind permits and a deadline, cuts on the
 //!   model thread; every wait is bounded by the request timeout;
+//! - [`hardware`]: the routes that learn a device: its probes, and its measurements fitted into a
+//!   hardware that later searches can name (kept in `--cache-dir`);
 //! - [`cache`]: results in memory (bounded in bytes) and on disk (atomic, hash-checked), with
 //!   identical concurrent cold requests sharing one computation;
 //! - [`error`]: one enum mapped to statuses and stable codes; [`api`]: the JSON types;
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod cache;
 pub mod error;
+pub mod hardware;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -210,6 +213,13 @@ impl Server {
             })?;
             supernets.insert(name, served);
         }
+        // hardware added over HTTP before, on this cache folder
+        let hardware_dir = cfg.cache_dir.as_ref().map(|d| d.join("hardware"));
+        if let Some(dir) = &hardware_dir {
+            for sn in supernets.values() {
+                state::restore_hardware(dir, sn);
+            }
+        }
         let store = cache::Store::new(cfg.cache_dir.as_deref(), cfg.cache_bytes).map_err(|e| {
             ServeError::Cache {
                 path: cfg.cache_dir.clone().unwrap_or_default(),
@@ -237,6 +247,7 @@ impl Server {
             },
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             metrics,
+            hardware_dir,
         });
         let listener = TcpListener::bind(cfg.addr)
             .await
@@ -318,6 +329,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/supernets", get(routes::list_supernets))
         .route("/v1/supernets/{name}", get(routes::get_supernet))
+        .route("/v1/supernets/{name}/probes", get(hardware::get_probes))
+        .route("/v1/supernets/{name}/hardware", post(hardware::post_hardware))
         .route("/v1/subnets", post(routes::post_subnet))
         .route("/v1/subnets/{id}", get(routes::get_subnet))
         .route("/v1/subnets/{id}/weights", get(routes::get_weights))

@@ -65,7 +65,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     }
 }
 
-fn query_rejection(r: QueryRejection) -> ApiError {
+pub(crate) fn query_rejection(r: QueryRejection) -> ApiError {
     ApiError::bad("invalid_query", r.body_text())
 }
 
@@ -75,7 +75,7 @@ fn json_blob<T: serde::Serialize>(v: &T) -> Blob {
     ))
 }
 
-fn parse_blob<T: DeserializeOwned>(b: &Blob) -> Result<T, ApiError> {
+pub(crate) fn parse_blob<T: DeserializeOwned>(b: &Blob) -> Result<T, ApiError> {
     serde_json::from_slice(b)
         .map_err(|e| ApiError::Internal(format!("a cached entry does not parse: {e}")))
 }
@@ -84,7 +84,7 @@ fn parse_blob<T: DeserializeOwned>(b: &Blob) -> Result<T, ApiError> {
 #[utoipa::path(get, path = "/v1/supernets", responses((status = 200, body = SupernetList)))]
 pub async fn list_supernets(State(s): Shared) -> Json<SupernetList> {
     Json(SupernetList {
-        supernets: s.supernets.values().map(|x| x.info.clone()).collect(),
+        supernets: s.supernets.values().map(|x| x.info()).collect(),
     })
 }
 
@@ -95,17 +95,17 @@ pub async fn get_supernet(
     State(s): Shared,
     Path(name): Path<String>,
 ) -> Result<Json<SupernetInfo>, ApiError> {
-    Ok(Json(s.supernet(&name)?.info.clone()))
+    Ok(Json(s.supernet(&name)?.info()))
 }
 
 /// The record of `arch` on `sn`: hardware-independent predictions, latency on every hardware.
-fn base_record(sn: &Served, scored: &Scored) -> Result<SubnetRecord, ApiError> {
+pub(crate) fn base_record(sn: &Served, scored: &Scored) -> Result<SubnetRecord, ApiError> {
     let arch = scored.arch.clone();
     let p = Predicted::of(scored);
     let mut by_hw = BTreeMap::new();
-    for h in sn.spec.hardware_names() {
-        let ms = sn
-            .spec
+    let spec = sn.spec();
+    for h in spec.hardware_names() {
+        let ms = spec
             .hardware(&h)?
             .predict(&arch)
             .map_err(ofa_extractor::ExtractError::from)?;
@@ -186,7 +186,7 @@ pub async fn post_subnet(
     let sn = s.supernet(&req.supernet)?;
     let hardware = req.hardware.as_deref();
     if let Some(h) = hardware {
-        sn.spec.hardware(h)?;
+        sn.spec().hardware(h)?;
     }
     match (req.arch, req.constraints) {
         (Some(_), Some(_)) => Err(ApiError::unprocessable(
@@ -203,7 +203,7 @@ pub async fn post_subnet(
             let arch = ArchConfig::deserialize(a).map_err(|e| {
                 ApiError::unprocessable("invalid_arch", format!("not a valid arch: {e}"))
             })?;
-            let scored = sn.spec.score(&arch, None)?;
+            let scored = sn.spec().score(&arch, None)?;
             let record = base_record(sn, &scored)?;
             keep_record(&s, &record).await;
             Ok(Json(for_hardware(record, hardware)).into_response())
@@ -261,7 +261,7 @@ async fn search(
     hardware: Option<&str>,
     seed: u64,
 ) -> Result<Blob, ApiError> {
-    let spec = sn.spec.clone();
+    let spec = sn.spec();
     let hw = hardware.map(str::to_string);
     let deadline = Instant::now() + s.limits.request_timeout;
     let cfg = ofa_extractor::EvolutionConfig {
@@ -287,7 +287,7 @@ async fn search(
 }
 
 /// Store a subnet's record unless it is there already (a memory lookup on the hot path).
-async fn keep_record(s: &AppState, r: &SubnetRecord) {
+pub(crate) async fn keep_record(s: &AppState, r: &SubnetRecord) {
     if s.store.peek(Kind::Subnet, &r.id).await.is_none() {
         s.store.put(Kind::Subnet, &r.id, json_blob(r)).await;
     }
@@ -336,7 +336,7 @@ pub async fn get_net_config(
     let r = record(&s, &id).await?;
     let sn = s.supernet(&r.supernet)?;
     Ok(Json(
-        SubnetConfig::from_arch(&sn.spec.space, &r.arch).to_net_config(),
+        SubnetConfig::from_arch(&sn.spec().space, &r.arch).to_net_config(),
     ))
 }
 
@@ -353,7 +353,7 @@ pub async fn get_weights(
     let r = record(&s, &id).await?;
     let sn = s.supernet(&r.supernet)?;
     // The metadata's predictions come from the predictors, as `ofa extract` computes them.
-    let predicted = Predicted::of(&sn.spec.score(&r.arch, None)?).without_latency();
+    let predicted = Predicted::of(&sn.spec().score(&r.arch, None)?).without_latency();
     let t = Instant::now();
     let arch = r.arch.clone();
     let blob = within(
@@ -405,7 +405,7 @@ pub async fn get_onnx(
     }
     let r = record(&s, &id).await?;
     let sn = s.supernet(&r.supernet)?;
-    let predicted = Predicted::of(&sn.spec.score(&r.arch, None)?).without_latency();
+    let predicted = Predicted::of(&sn.spec().score(&r.arch, None)?).without_latency();
     let arch = r.arch.clone();
     let key = format!(
         "{id}.opset{}{}",
@@ -513,7 +513,7 @@ pub async fn post_pareto(
     let sn = s.supernet(&req.supernet)?;
     let hardware = req.hardware.clone();
     if let Some(h) = &hardware {
-        sn.spec.hardware(h)?;
+        sn.spec().hardware(h)?;
     }
     let objective = match req.objective.as_deref() {
         Some("latency_ms") => Metric::LatencyMs,
@@ -550,7 +550,7 @@ pub async fn post_pareto(
         parts.push(tag.as_bytes());
     }
     let key = content_id(&parts);
-    let spec = sn.spec.clone();
+    let spec = sn.spec();
     let deadline = Instant::now() + s.limits.request_timeout;
     let blob = within(
         &s,

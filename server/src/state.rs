@@ -3,25 +3,50 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use ofa_extractor::calibrate::CalibrateOptions;
+use ofa_extractor::specialiser::load_latency_table;
 use ofa_extractor::Specialiser;
+use ofa_package::latency_tables;
 use ofa_package::measure::Recalibration;
+use ofa_predictors::LatencyTable;
 use ofa_predictors::Metric;
 use ofa_space::ArchConfig;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::api::{CalibrationInfo, HardwareInfo, Range, SpaceInfo, SupernetInfo};
+use crate::api::{CalibrationInfo, FitInfo, HardwareInfo, Range, SpaceInfo, SupernetInfo};
 use crate::cache::Store;
 use crate::error::ApiError;
 use crate::worker::{Opened, Worker};
 
 /// The hardware name of a calibration (`ofa serve --calibrate`): this machine, as served.
 pub const LOCAL: &str = "local";
+
+/// How a hardware that was measured rather than shipped came to be: `ofa serve --calibrate`
+/// ([`LOCAL`]) or `POST /v1/supernets/{name}/hardware`.
+#[derive(Debug, Clone)]
+struct Measured {
+    /// A hash of its table: part of search and front keys on it, so a refit is never answered
+    /// from entries of the table it replaced.
+    tag: String,
+    /// What `GET /v1/supernets/{name}` says of it.
+    calibration: Option<CalibrationInfo>,
+    fit: Option<FitInfo>,
+}
+
+/// What can change while serving: the predictors (a hardware added), its summary, and the
+/// measured hardware.
+#[derive(Debug)]
+struct Live {
+    spec: Arc<Specialiser>,
+    info: SupernetInfo,
+    measured: BTreeMap<String, Measured>,
+}
 
 /// One served supernet.
 #[derive(Debug)]
@@ -32,16 +57,12 @@ pub struct Served {
     pub dir: PathBuf,
     /// SHA-256 of its supernet file.
     pub sha256: String,
-    /// Predictors (no tensors: shared by search threads).
-    pub spec: Arc<Specialiser>,
     /// The model thread.
     pub worker: Worker,
-    /// `GET /v1/supernets/{name}`.
-    pub info: SupernetInfo,
-    /// Only the calibrated hardware ([`LOCAL`]): a hash of its table, part of search and front
-    /// keys, because each start measures it anew; the package's tables are keyed by the supernet
-    /// and their name, as before (their files do not change under a running server).
-    pub local_tag: Option<String>,
+    /// The package's first latency table (name, table): the base of probes and fits.
+    pub base: Option<(String, LatencyTable)>,
+    /// Predictors (no tensors: shared by search threads), swapped whole when a hardware is added.
+    live: RwLock<Live>,
 }
 
 impl Served {
@@ -64,57 +85,201 @@ impl Served {
                 calibration,
             },
         ) = Worker::spawn(name, dir, device, recalibration, queue, threads, calibrate)?;
-        let mut spec = Specialiser::from_package(dir).map_err(|e| e.to_string())?;
-        let local_tag = calibration
-            .as_ref()
-            .map(|c| content_id(&[b"local", c.table.to_json().as_bytes()]));
-        let calibrated = match calibration {
-            Some(c) => {
-                spec.add_hardware(LOCAL, &c.table)
-                    .map_err(|e| e.to_string())?;
-                Some(CalibrationInfo {
-                    model: c.report.model.name.clone(),
-                    probes: c.report.measurements,
-                    threads,
-                    loo_mape_pct: c.report.loo.mape_pct,
-                    loo_within_10pct: c.report.loo.within_10pct,
-                    loo_spearman: c.report.loo.spearman,
-                    seconds: c.seconds,
-                })
-            }
-            None => None,
-        };
+        let spec = Specialiser::from_package(dir).map_err(|e| e.to_string())?;
         if space != spec.space {
             return Err(format!(
                 "{}: the supernet's space differs from the predictors' space",
                 dir.display()
             ));
         }
-        let info = summary(name, &sha256, &spec, calibrated).map_err(|e| e.to_string())?;
-        Ok(Served {
+        let base = match latency_tables(dir).into_iter().next() {
+            Some((n, path)) => Some((n, load_latency_table(&path).map_err(|e| e.to_string())?)),
+            None => None,
+        };
+        let info = summary(name, &sha256, &spec, &BTreeMap::new()).map_err(|e| e.to_string())?;
+        let served = Served {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             sha256,
-            spec: Arc::new(spec),
             worker,
-            info,
-            local_tag,
-        })
+            base,
+            live: RwLock::new(Live {
+                spec: Arc::new(spec),
+                info,
+                measured: BTreeMap::new(),
+            }),
+        };
+        if let Some(c) = calibration {
+            let info = CalibrationInfo {
+                model: c.report.model.name.clone(),
+                probes: c.report.measurements,
+                threads,
+                loo_mape_pct: c.report.loo.mape_pct,
+                loo_within_10pct: c.report.loo.within_10pct,
+                loo_spearman: c.report.loo.spearman,
+                seconds: c.seconds,
+            };
+            served
+                .add_hardware(LOCAL, &c.table, true, Some(info), None)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(served)
     }
 
-    /// What a search or front key needs of `hardware` beyond its name: the calibration's hash for
-    /// [`LOCAL`], nothing for the package's own tables.
-    pub fn hardware_tag(&self, hardware: Option<&str>) -> &str {
-        match (hardware, &self.local_tag) {
-            (Some(LOCAL), Some(tag)) => tag,
-            _ => "",
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        // a writer that panicked left either the old or the new whole value: both are usable
+        self.live.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The predictors as they are now.
+    pub fn spec(&self) -> Arc<Specialiser> {
+        self.live().spec.clone()
+    }
+
+    /// `GET /v1/supernets/{name}` as it is now.
+    pub fn info(&self) -> SupernetInfo {
+        self.live().info.clone()
+    }
+
+    /// What a search or front key needs of `hardware` beyond its name: the table's hash for a
+    /// measured hardware, nothing for the package's own tables (their keys are as before).
+    pub fn hardware_tag(&self, hardware: Option<&str>) -> String {
+        hardware
+            .and_then(|h| self.live().measured.get(h).map(|m| m.tag.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Whether `name` is a hardware of this supernet, and whether it was measured (not shipped).
+    pub fn has_hardware(&self, name: &str) -> (bool, bool) {
+        let live = self.live();
+        (
+            live.spec.latency.contains_key(name),
+            live.measured.contains_key(name),
+        )
+    }
+
+    /// Serve `table` as the hardware `name` from now on. An existing name is a conflict unless
+    /// `replace`; a table of the package itself is never replaced.
+    pub fn add_hardware(
+        &self,
+        name: &str,
+        table: &LatencyTable,
+        replace: bool,
+        calibration: Option<CalibrationInfo>,
+        fit: Option<FitInfo>,
+    ) -> Result<(), ApiError> {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let exists = live.spec.latency.contains_key(name);
+        let measured = live.measured.contains_key(name);
+        if exists && !measured {
+            return Err(ApiError::Conflict {
+                code: "hardware_exists",
+                message: format!(
+                    "`{name}` is a latency table of the package {}: choose another name",
+                    self.name
+                ),
+            });
         }
+        if exists && !replace {
+            return Err(ApiError::Conflict {
+                code: "hardware_exists",
+                message: format!(
+                    "the hardware `{name}` exists: send \"replace\": true to fit it anew"
+                ),
+            });
+        }
+        let mut spec = (*live.spec).clone();
+        spec.add_hardware(name, table)?;
+        let mut all = live.measured.clone();
+        all.insert(
+            name.to_string(),
+            Measured {
+                tag: content_id(&[b"measured", table.to_json().as_bytes()]),
+                calibration,
+                fit,
+            },
+        );
+        let info = summary(&self.name, &self.sha256, &spec, &all)?;
+        *live = Live {
+            spec: Arc::new(spec),
+            info,
+            measured: all,
+        };
+        Ok(())
     }
 
     /// The id of `arch` (canonical) on this supernet: 32 hex digits of SHA-256 over the supernet
     /// file's hash and the canonical arch, so every server of this package agrees.
     pub fn subnet_id(&self, arch: &ArchConfig) -> String {
         content_id(&[self.sha256.as_bytes(), arch.to_json().as_bytes()])
+    }
+}
+
+/// A hardware added over HTTP, as kept in the cache folder.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptHardware {
+    fit: FitInfo,
+    table: LatencyTable,
+}
+
+/// Keep a hardware added over HTTP in `dir/<supernet sha256>/<name>.json` (atomic), so a restart
+/// and every replica on the same cache folder serve it.
+pub fn keep_hardware(
+    dir: &std::path::Path,
+    sn: &Served,
+    name: &str,
+    table: &LatencyTable,
+) -> Result<(), ApiError> {
+    let fit = sn
+        .info()
+        .hardware
+        .into_iter()
+        .find(|h| h.name == name)
+        .and_then(|h| h.fit)
+        .ok_or_else(|| ApiError::Internal(format!("no fit recorded for `{name}`")))?;
+    let folder = dir.join(&sn.sha256);
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", folder.display())))?;
+    let body = serde_json::to_vec(&KeptHardware {
+        fit,
+        table: table.clone(),
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let path = folder.join(format!("{name}.json"));
+    ofa_supernet::checkpoint::write_atomic(&path, &body)
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
+}
+
+/// Serve again the hardware added over HTTP that `dir` keeps for `sn`; a file that does not read
+/// is skipped with a warning (and left for an operator to look at).
+pub fn restore_hardware(dir: &std::path::Path, sn: &Served) {
+    let Ok(rd) = std::fs::read_dir(dir.join(&sn.sha256)) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for path in files {
+        let Some(name) = path
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let kept = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<KeptHardware>(&b).map_err(|e| e.to_string()));
+        let added = kept.and_then(|k| {
+            sn.add_hardware(&name, &k.table, true, None, Some(k.fit))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = added {
+            tracing::warn!(path = %path.display(), error = %e, "a kept hardware was not restored");
+        }
     }
 }
 
@@ -143,7 +308,7 @@ fn summary(
     name: &str,
     sha256: &str,
     spec: &Specialiser,
-    calibration: Option<CalibrationInfo>,
+    measured: &BTreeMap<String, Measured>,
 ) -> Result<SupernetInfo, ofa_extractor::ExtractError> {
     let s = &spec.space;
     let range = |(min, max): (f64, f64)| Range { min, max };
@@ -151,7 +316,8 @@ fn summary(
     for h in spec.hardware_names() {
         hardware.push(HardwareInfo {
             latency_ms: range(spec.range(Metric::LatencyMs, Some(&h))?),
-            calibration: calibration.clone().filter(|_| h == LOCAL),
+            calibration: measured.get(&h).and_then(|m| m.calibration.clone()),
+            fit: measured.get(&h).and_then(|m| m.fit.clone()),
             name: h,
         });
     }
@@ -201,6 +367,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Where hardware added over HTTP is kept (`--cache-dir`/hardware).
+    pub hardware_dir: Option<PathBuf>,
 }
 
 impl AppState {
