@@ -325,3 +325,46 @@ fn bench_hardware_reports_the_onboarding_figures_by_name() {
     assert_eq!(v["probes"], 5);
     assert_eq!(v["runtime"], "libtorch");
 }
+
+#[test]
+fn eval_scores_and_times_a_subnet_file_in_onnx_runtime_as_in_libtorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = package(tmp.path());
+    let out = tmp.path().join("cut");
+    run_ok(ofa().args([
+        "extract",
+        "--package",
+        s(&pkg),
+        "--arch",
+        "smallest",
+        "--out",
+        s(&out),
+    ]));
+    let file = out.join("subnet.safetensors");
+    let eval = |runtime: &str| -> Value {
+        let text = run_ok(ofa().args([
+            "eval",
+            "--model",
+            s(&file),
+            "--images",
+            "300",
+            "--latency-repeats",
+            "5",
+            "--runtime",
+            runtime,
+            "--json",
+        ]));
+        serde_json::from_str(&text).unwrap()
+    };
+    let (lt, ort) = (eval("libtorch"), eval("onnxruntime"));
+    assert_eq!(ort["runtime"], "onnxruntime 1.32.0");
+    assert_eq!(ort["images"], 300);
+    assert!(ort["latency_ms"].as_f64().unwrap() > 0.0);
+    // the same network in two runtimes: the same answers, up to an image whose two best logits
+    // are within float rounding
+    let (a, b) = (lt["top1"].as_f64().unwrap(), ort["top1"].as_f64().unwrap());
+    assert!(
+        (a - b).abs() <= 100.0 / 300.0 + 1e-9,
+        "libtorch {a} %, onnxruntime {b} %"
+    );
+}

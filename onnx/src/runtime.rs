@@ -134,6 +134,54 @@ pub fn version() -> Result<String, OnnxError> {
     init()
 }
 
+/// A session for the model `bytes` on the CPU execution provider: `threads` intra-op threads, one
+/// inter-op, sequential execution, every graph optimisation (as a deployment runs it, and as the
+/// probes' timing script does).
+fn session(bytes: &[u8], threads: usize) -> Result<Session, OnnxError> {
+    init()?;
+    let e = |e: ort::Error| runtime_error(e.to_string());
+    Session::builder()
+        .map_err(e)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(e)?
+        .with_intra_threads(threads.max(1))
+        .map_err(e)?
+        .with_inter_threads(1)
+        .map_err(e)?
+        .with_parallel_execution(false)
+        .map_err(e)?
+        .commit_from_memory(bytes)
+        .map_err(e)
+}
+
+/// A model in an ONNX Runtime session that maps a float32 batch to its first output.
+#[derive(Debug)]
+pub struct Runner {
+    session: Session,
+}
+
+impl Runner {
+    /// A session for the model `bytes` (see [`Timed::new`] for its settings).
+    pub fn new(bytes: &[u8], threads: usize) -> Result<Runner, OnnxError> {
+        Ok(Runner {
+            session: session(bytes, threads)?,
+        })
+    }
+
+    /// The first output for the input `data` of `shape` (row-major): its shape and values.
+    pub fn run(
+        &mut self,
+        shape: [usize; 4],
+        data: Vec<f32>,
+    ) -> Result<(Vec<i64>, Vec<f32>), OnnxError> {
+        let e = |e: ort::Error| runtime_error(e.to_string());
+        let input = Tensor::from_array((shape, data)).map_err(e)?;
+        let out = self.session.run(ort::inputs![input]).map_err(e)?;
+        let (dims, values) = out[0].try_extract_tensor::<f32>().map_err(e)?;
+        Ok((dims.iter().copied().collect(), values.to_vec()))
+    }
+}
+
 /// One model in an ONNX Runtime session, ready to be timed at batch 1.
 #[derive(Debug)]
 pub struct Timed {
@@ -146,26 +194,13 @@ impl Timed {
     /// one inter-op, sequential execution, every graph optimisation (as a deployment runs it, and
     /// as the probes' timing script does), fed a seeded random input of `shape`.
     pub fn new(bytes: &[u8], shape: [usize; 4], threads: usize) -> Result<Timed, OnnxError> {
-        init()?;
-        let e = |e: ort::Error| runtime_error(e.to_string());
-        let session = Session::builder()
-            .map_err(e)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(e)?
-            .with_intra_threads(threads.max(1))
-            .map_err(e)?
-            .with_inter_threads(1)
-            .map_err(e)?
-            .with_parallel_execution(false)
-            .map_err(e)?
-            .commit_from_memory(bytes)
-            .map_err(e)?;
+        let session = session(bytes, threads)?;
         let n: usize = shape.iter().product();
         // a fixed pseudo-random input (latency does not depend on the values)
         let data: Vec<f32> = (0..n)
             .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let input = Tensor::from_array((shape, data)).map_err(e)?;
+        let input = Tensor::from_array((shape, data)).map_err(|e| runtime_error(e.to_string()))?;
         Ok(Timed { session, input })
     }
 

@@ -35,6 +35,9 @@ pub enum PackageError {
     /// Supernet, subnet or libtorch.
     #[error(transparent)]
     Net(#[from] SupernetError),
+    /// Another runtime a subnet was scored in (ONNX Runtime) failed.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl PackageError {

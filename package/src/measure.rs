@@ -100,6 +100,24 @@ pub fn top1(
     let channels = i64::from(net.config().in_channels);
     let device = net.device();
     let net = &net.to_layout(Layout::ChannelsLast);
+    top1_by(split, r, aug, batch, limit, channels, |x| {
+        let x = net.match_layout(&x.to_device(device));
+        Ok(net.forward(&x, Mode::Eval)?)
+    })
+}
+
+/// Top-1 (fraction) of any forward on the first `limit` examples of `split` at resolution `r`:
+/// `forward` maps a batch of eval-transformed NCHW float images with `channels` channels (on the
+/// CPU) to its logits. The one scoring loop for libtorch and other runtimes (ONNX Runtime).
+pub fn top1_by(
+    split: &Split,
+    r: u32,
+    aug: &AugmentConfig,
+    batch: usize,
+    limit: usize,
+    channels: i64,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor, PackageError>,
+) -> Result<f64, PackageError> {
     let n = split.len().min(limit) as i64;
     if n == 0 {
         return Err(PackageError::EmptySplit);
@@ -110,9 +128,9 @@ pub fn top1(
         for start in (0..n).step_by(bs as usize) {
             let len = bs.min(n - start);
             let x = eval_batch(&split.images.narrow(0, start, len), i64::from(r), aug);
-            let x = net.match_layout(&match_channels(&x, channels).to_device(device));
-            let y = split.labels.narrow(0, start, len).to_device(device);
-            let out = net.forward(&x, Mode::Eval)?;
+            let x = match_channels(&x, channels);
+            let out = forward(&x)?;
+            let y = split.labels.narrow(0, start, len).to_device(out.device());
             correct += out
                 .argmax(1, false)
                 .eq_tensor(&y)

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use ofa_onnx::runtime::{Runner, Timed};
 use ofa_package::augment::AugmentConfig;
-use ofa_package::measure::{latency, top1};
+use ofa_package::measure::{latency, top1, top1_by};
+use ofa_package::PackageError;
 use ofa_supernet::checkpoint::{open_model, Model};
 use serde_json::json;
 
@@ -36,9 +38,19 @@ pub struct Args {
     /// Also time the subnet at batch 1 on the device: median of this many runs (0: no timing).
     #[arg(long, default_value_t = 0)]
     latency_repeats: usize,
+    /// Where to run it: libtorch, or ONNX Runtime on its ONNX export (CPU, at --threads; the
+    /// runtime deployments use).
+    #[arg(long, value_enum, default_value = "libtorch")]
+    runtime: RuntimeArg,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeArg {
+    Libtorch,
+    Onnxruntime,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -85,19 +97,59 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Split::Train => ("train", ds.train),
     };
     let t = Instant::now();
-    let acc = top1(&f.net, &split, r, &augment, a.batch, a.images)?;
+    let threads = tch::get_num_threads().max(1);
+    let channels = i64::from(f.net.config().in_channels);
+    let (acc, lat, runtime) = match a.runtime {
+        RuntimeArg::Libtorch => {
+            let acc = top1(&f.net, &split, r, &augment, a.batch, a.images)?;
+            let lat = match a.latency_repeats {
+                0 => None,
+                n => Some(latency(&f.net, r, 5, n)?.median_ms),
+            };
+            (acc, lat, "libtorch".to_string())
+        }
+        RuntimeArg::Onnxruntime => {
+            anyhow::ensure!(
+                device == tch::Device::Cpu,
+                "--runtime onnxruntime runs on the CPU: leave out --device"
+            );
+            let bytes = ofa_onnx::export(&f.net, &ofa_onnx::ExportOptions::new(r))?;
+            let mut runner = Runner::new(&bytes, threads as usize)?;
+            let acc = top1_by(&split, r, &augment, a.batch, a.images, channels, |x| {
+                let x = x.to_kind(tch::Kind::Float).contiguous();
+                let s = x.size();
+                let shape = [s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize];
+                let data = Vec::<f32>::try_from(&x.flatten(0, -1))?;
+                let (dims, logits) = runner
+                    .run(shape, data)
+                    .map_err(|e| PackageError::Runtime(e.to_string()))?;
+                Ok(tch::Tensor::from_slice(&logits).view([dims[0], dims[1]]))
+            })?;
+            let lat = match a.latency_repeats {
+                0 => None,
+                n => Some(
+                    Timed::new(
+                        &bytes,
+                        [1, channels as usize, r as usize, r as usize],
+                        threads as usize,
+                    )?
+                    .median_ms(5, n)?,
+                ),
+            };
+            (
+                acc,
+                lat,
+                format!("onnxruntime {}", ofa_onnx::runtime::version()?),
+            )
+        }
+    };
     let n = a.images.min(split.len());
     let mut out = json!({"top1": acc * 100.0, "split": name, "images": n, "resolution": r,
-                         "data": ds.name, "seconds": t.elapsed().as_secs_f64()});
-    let lat = if a.latency_repeats > 0 {
-        let s = latency(&f.net, r, 5, a.latency_repeats)?;
-        out["latency_ms"] = json!(s.median_ms);
-        out["latency_p90_ms"] = json!(s.p90_ms);
-        out["latency_threads"] = json!(tch::get_num_threads());
-        Some(s)
-    } else {
-        None
-    };
+                         "data": ds.name, "seconds": t.elapsed().as_secs_f64(), "runtime": runtime});
+    if let Some(ms) = lat {
+        out["latency_ms"] = json!(ms);
+        out["latency_threads"] = json!(threads);
+    }
     if a.json {
         println!("{out}");
     } else {
@@ -106,14 +158,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             acc * 100.0,
             ds.name
         );
-        if let Some(s) = lat {
+        if let Some(ms) = lat {
             println!(
-                "latency {:.3} ms (median of {}, p90 {:.3} ms; batch 1, {} threads, {:?})",
-                s.median_ms,
-                s.n,
-                s.p90_ms,
-                tch::get_num_threads(),
-                f.net.device()
+                "latency {ms:.3} ms (median of {}; batch 1, {threads} threads, {runtime})",
+                a.latency_repeats
             );
         }
     }
