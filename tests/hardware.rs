@@ -368,3 +368,55 @@ fn eval_scores_and_times_a_subnet_file_in_onnx_runtime_as_in_libtorch() {
         "libtorch {a} %, onnxruntime {b} %"
     );
 }
+
+#[test]
+fn profile_times_every_layer_in_onnx_runtime_on_its_own_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = package(tmp.path());
+    run_ok(ofa().args([
+        "profile",
+        "--runtime",
+        "onnxruntime",
+        "--package",
+        s(&pkg),
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+    ]));
+    let read = |name: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(pkg.join(format!("latency/{name}.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let (ort, lt) = (read("onnxruntime-cpu"), read("cpu-xeon-emr-2t"));
+    assert_eq!(ort["meta"]["runtime"], "onnxruntime");
+    assert_eq!(ort["meta"]["libraries"]["onnxruntime"], "1.32.0");
+    // the same keys as the libtorch profile, every one timed
+    for (r, layers) in lt["tables"].as_object().unwrap() {
+        for key in layers.as_object().unwrap().keys() {
+            let e = &ort["tables"][r][key];
+            assert!(
+                e["mean"].as_f64().is_some_and(|m| m > 0.0),
+                "{r} {key}: {e}"
+            );
+        }
+    }
+    // a table every command reads
+    let p = run_ok(ofa().args([
+        "predict",
+        "--package",
+        s(&pkg),
+        "--arch",
+        "largest",
+        "--hardware",
+        "onnxruntime-cpu",
+        "--json",
+    ]));
+    let p: Value = serde_json::from_str(&p).unwrap();
+    assert!(
+        p["latency_ms"]["onnxruntime-cpu"].as_f64().unwrap() > 0.0,
+        "{p}"
+    );
+}

@@ -152,15 +152,15 @@ pub fn time_archs_in(
         Runtime::Libtorch => Vec::new(),
         Runtime::OnnxRuntime => {
             let threads = tch::get_num_threads().max(1) as usize;
-            let channels = pkg.space().in_channels as usize;
+            let channels = i64::from(pkg.space().in_channels);
             subs.iter()
                 .zip(archs)
                 .map(|(sub, a)| {
                     let bytes = ofa_onnx::export(sub, &ofa_onnx::ExportOptions::new(a.r))?;
-                    let r = a.r as usize;
+                    let r = i64::from(a.r);
                     Ok(ofa_onnx::runtime::Timed::new(
                         &bytes,
-                        [1, channels, r, r],
+                        &[1, channels, r, r],
                         threads,
                     )?)
                 })

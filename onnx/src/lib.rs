@@ -116,36 +116,10 @@ pub fn model(sub: &Subnet, o: &ExportOptions) -> Result<pb::ModelProto, OnnxErro
         fold_bn: o.fold_bn,
         eps: cfg.bn_eps,
     };
-    let (stem, blocks, head) = sub.layers();
-    let x = "input".to_string();
-    let mut h = g.conv_bn(&x, "first_conv", &stem.conv, 2, 1, &stem.bn)?;
-    h = g.act(&h, Activation::HSwish);
-    for (i, (run, w)) in blocks.iter().enumerate() {
-        h = g.block(&h, &format!("blocks.{i}"), *run, w)?;
+    let mut h = "input".to_string();
+    for step in 0..n_steps(sub) {
+        h = g.step(sub, step, &h)?;
     }
-    h = g.conv_bn(
-        &h,
-        "final_expand_layer",
-        &head.final_expand,
-        1,
-        1,
-        &head.final_bn,
-    )?;
-    h = g.act(&h, Activation::HSwish);
-    h = g.op("GlobalAveragePool", vec![h], vec![]);
-    let w = g.init("feature_mix_layer.conv.weight", &head.feature_mix)?;
-    h = g.op("Conv", vec![h, w], conv_attrs(&head.feature_mix, 1, 1));
-    h = g.act(&h, Activation::HSwish);
-    h = g.op("Flatten", vec![h], vec![int("axis", 1)]);
-    let w = g.init("classifier.linear.weight", &head.classifier_weight)?;
-    let b = g.init("classifier.linear.bias", &head.classifier_bias)?;
-    g.op_to(
-        "Gemm",
-        vec![h, w, b],
-        vec![int("transB", 1)],
-        "logits".into(),
-    );
-
     let r = i64::from(o.resolution);
     let mut graph = pb::GraphProto::new();
     graph.name = "ofa_subnet".into();
@@ -155,10 +129,76 @@ pub fn model(sub: &Subnet, o: &ExportOptions) -> Result<pb::ModelProto, OnnxErro
         "input",
         &[None, Some(i64::from(cfg.in_channels)), Some(r), Some(r)],
     )];
-    graph.output = vec![value_info(
-        "logits",
-        &[None, Some(i64::from(cfg.n_classes))],
-    )];
+    graph.output = vec![value_info(&h, &[None, Some(i64::from(cfg.n_classes))])];
+    Ok(wrap(graph, o))
+}
+
+/// The steps of `Subnet::eval_steps`: the first conv, each block, and the head's four (final
+/// expand, pooling, feature mix, classifier), one per latency-table key.
+fn n_steps(sub: &Subnet) -> usize {
+    1 + sub.layers().1.len() + 4
+}
+
+/// One layer's model: its input shape at batch 1, and the serialised ONNX model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerModel {
+    /// The input shape, `[1, …]`.
+    pub input_shape: Vec<i64>,
+    /// The model.
+    pub bytes: Vec<u8>,
+}
+
+/// One ONNX model per step of `Subnet::eval_steps` (one per latency-table key, in execution
+/// order), each taking the step's input at batch 1. The shapes are
+/// those of `sub`'s eval forward at resolution `o.resolution`. A runtime's per-layer table is
+/// timed on these (`ofa profile --runtime onnxruntime`).
+pub fn layer_models(sub: &Subnet, o: &ExportOptions) -> Result<Vec<LayerModel>, OnnxError> {
+    if !(MIN_OPSET..=MAX_OPSET).contains(&o.opset) {
+        return Err(OnnxError::Opset(o.opset));
+    }
+    if o.resolution == 0 {
+        return Err(OnnxError::Resolution(o.resolution));
+    }
+    let cfg = sub.config();
+    let r = i64::from(o.resolution);
+    // the shapes between steps, from the eval forward itself
+    let mut x = tch::Tensor::zeros(
+        [1, i64::from(cfg.in_channels), r, r],
+        (tch::Kind::Float, sub.device()),
+    );
+    let mut out = Vec::new();
+    let steps = sub.eval_steps();
+    for (i, step) in steps.iter().enumerate() {
+        let shape_in = x.size();
+        let y = tch::no_grad(|| step(&x));
+        let mut g = Graph {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            fold_bn: o.fold_bn,
+            eps: cfg.bn_eps,
+        };
+        let h = g.step(sub, i, "input")?;
+        let mut graph = pb::GraphProto::new();
+        graph.name = format!("ofa_subnet_step_{i}");
+        graph.node = g.nodes;
+        graph.initializer = g.inits;
+        let dims = |s: &[i64]| s.iter().map(|d| Some(*d)).collect::<Vec<_>>();
+        graph.input = vec![value_info("input", &dims(&shape_in))];
+        graph.output = vec![value_info(&h, &dims(&y.size()))];
+        let bytes = wrap(graph, o)
+            .write_to_bytes()
+            .map_err(|e| OnnxError::Encode(e.to_string()))?;
+        out.push(LayerModel {
+            input_shape: shape_in,
+            bytes,
+        });
+        x = y;
+    }
+    Ok(out)
+}
+
+/// `graph` as a model of opset `o.opset` with `o.metadata`.
+fn wrap(graph: pb::GraphProto, o: &ExportOptions) -> pb::ModelProto {
     let mut m = pb::ModelProto::new();
     m.ir_version = ir_version(o.opset);
     m.producer_name = "ofa".into();
@@ -179,7 +219,7 @@ pub fn model(sub: &Subnet, o: &ExportOptions) -> Result<pb::ModelProto, OnnxErro
         })
         .collect();
     m.graph = protobuf::MessageField::some(graph);
-    Ok(m)
+    m
 }
 
 struct Graph {
@@ -190,6 +230,51 @@ struct Graph {
 }
 
 impl Graph {
+    /// Step `i` of the eval forward (see [`n_steps`]) on `x`; returns its output's name.
+    fn step(&mut self, sub: &Subnet, i: usize, x: &str) -> Result<String, OnnxError> {
+        let (stem, blocks, head) = sub.layers();
+        let x = x.to_string();
+        let n = blocks.len();
+        Ok(match i {
+            0 => {
+                let h = self.conv_bn(&x, "first_conv", &stem.conv, 2, 1, &stem.bn)?;
+                self.act(&h, Activation::HSwish)
+            }
+            i if i <= n => {
+                let (run, w) = &blocks[i - 1];
+                self.block(&x, &format!("blocks.{}", i - 1), *run, w)?
+            }
+            i if i == n + 1 => {
+                let h = self.conv_bn(
+                    &x,
+                    "final_expand_layer",
+                    &head.final_expand,
+                    1,
+                    1,
+                    &head.final_bn,
+                )?;
+                self.act(&h, Activation::HSwish)
+            }
+            i if i == n + 2 => self.op("GlobalAveragePool", vec![x], vec![]),
+            i if i == n + 3 => {
+                let w = self.init("feature_mix_layer.conv.weight", &head.feature_mix)?;
+                let h = self.op("Conv", vec![x, w], conv_attrs(&head.feature_mix, 1, 1));
+                let h = self.act(&h, Activation::HSwish);
+                self.op("Flatten", vec![h], vec![int("axis", 1)])
+            }
+            _ => {
+                let w = self.init("classifier.linear.weight", &head.classifier_weight)?;
+                let b = self.init("classifier.linear.bias", &head.classifier_bias)?;
+                self.op_to(
+                    "Gemm",
+                    vec![x, w, b],
+                    vec![int("transB", 1)],
+                    "logits".into(),
+                )
+            }
+        })
+    }
+
     /// A node `op` on `inputs`; returns its output's name (unique: the node's index).
     fn op(&mut self, op: &str, inputs: Vec<String>, attribute: Vec<pb::AttributeProto>) -> String {
         let out = format!("{}_{}", op.to_lowercase(), self.nodes.len());

@@ -193,9 +193,9 @@ impl Timed {
     /// A session for the model `bytes` on the CPU execution provider: `threads` intra-op threads,
     /// one inter-op, sequential execution, every graph optimisation (as a deployment runs it, and
     /// as the probes' timing script does), fed a seeded random input of `shape`.
-    pub fn new(bytes: &[u8], shape: [usize; 4], threads: usize) -> Result<Timed, OnnxError> {
+    pub fn new(bytes: &[u8], shape: &[i64], threads: usize) -> Result<Timed, OnnxError> {
         let session = session(bytes, threads)?;
-        let n: usize = shape.iter().product();
+        let n: usize = shape.iter().map(|d| (*d).max(0) as usize).product();
         // a fixed pseudo-random input (latency does not depend on the values)
         let data: Vec<f32> = (0..n)
             .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
@@ -215,14 +215,17 @@ impl Timed {
         Ok(t.elapsed().as_secs_f64() * 1e3)
     }
 
-    /// `warmup` untimed runs, then the median of `repeats` timed ones, ms.
-    pub fn median_ms(&mut self, warmup: usize, repeats: usize) -> Result<f64, OnnxError> {
+    /// `warmup` untimed runs, then `repeats` timed ones, ms.
+    pub fn times_ms(&mut self, warmup: usize, repeats: usize) -> Result<Vec<f64>, OnnxError> {
         for _ in 0..warmup {
             self.run_ms()?;
         }
-        let mut ms = (0..repeats.max(1))
-            .map(|_| self.run_ms())
-            .collect::<Result<Vec<_>, _>>()?;
+        (0..repeats.max(1)).map(|_| self.run_ms()).collect()
+    }
+
+    /// `warmup` untimed runs, then the median of `repeats` timed ones, ms.
+    pub fn median_ms(&mut self, warmup: usize, repeats: usize) -> Result<f64, OnnxError> {
+        let mut ms = self.times_ms(warmup, repeats)?;
         ms.sort_by(f64::total_cmp);
         Ok(ms[ms.len() / 2])
     }

@@ -19,7 +19,7 @@ use ofa_space::latency::layer_keys;
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace, N_STAGES};
 use ofa_supernet::checkpoint::write_atomic;
 use ofa_supernet::timing::time_ms;
-use ofa_supernet::Supernet;
+use ofa_supernet::{Subnet, Supernet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,7 @@ pub fn describe_device(device: Device) -> String {
 }
 
 /// The archs that together cover every layer key: for each (kernel, expand), all blocks active.
-fn covering_archs(space: &SearchSpace, r: u32) -> Vec<ArchConfig> {
+pub fn covering_archs(space: &SearchSpace, r: u32) -> Vec<ArchConfig> {
     let n = space.n_elastic_blocks();
     let d = space.depth_list.iter().copied().max().unwrap_or(1);
     let mut out = Vec::new();
@@ -112,13 +112,13 @@ fn covering_archs(space: &SearchSpace, r: u32) -> Vec<ArchConfig> {
     out
 }
 
-/// Measure the layers of `net`'s space into the table at `out` (created or resumed).
+/// Measure the layers of `net`'s space into the table at `out` (created or resumed), in libtorch.
 /// `progress(done, total)` is called after each covering subnet.
 pub fn profile(
     net: &Supernet,
     opts: &ProfileOptions,
     out: &Path,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<LatencyTable, PredictorError> {
     let space = net.space();
     let threads = tch::get_num_threads() as u32;
@@ -136,6 +136,49 @@ pub fn profile(
         runtime: Some("libtorch".to_string()),
         fit: None,
     };
+    let channels = i64::from(space.in_channels);
+    let timer = |sub: &Subnet, arch: &ArchConfig, need: &[bool]| {
+        let steps = sub.eval_steps();
+        if steps.len() != need.len() {
+            return Err(PredictorError::Model(format!(
+                "{} steps for {} layer keys",
+                steps.len(),
+                need.len()
+            )));
+        }
+        let r = i64::from(arch.r);
+        let mut x = Tensor::randn([opts.batch, channels, r, r], (Kind::Float, opts.device));
+        let mut out = Vec::with_capacity(steps.len());
+        tch::no_grad(|| {
+            for (step, need) in steps.iter().zip(need) {
+                out.push(need.then(|| {
+                    summarise(time_ms(opts.device, opts.warmup, opts.repeats, || step(&x)))
+                }));
+                x = step(&x);
+            }
+        });
+        Ok(out)
+    };
+    profile_by(net, opts, out, meta, timer, progress)
+}
+
+/// [`profile`] with another timer: `time_steps(subnet, arch, need)` times the steps of
+/// `Subnet::eval_steps` whose `need` is set (one per layer key, in execution order), e.g. in ONNX
+/// Runtime on each step's own graph. `meta` describes the measurement; a table at `out` measured
+/// otherwise is refused rather than mixed.
+pub fn profile_by(
+    net: &Supernet,
+    opts: &ProfileOptions,
+    out: &Path,
+    meta: Meta,
+    mut time_steps: impl FnMut(
+        &Subnet,
+        &ArchConfig,
+        &[bool],
+    ) -> Result<Vec<Option<Entry>>, PredictorError>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<LatencyTable, PredictorError> {
+    let space = net.space();
     let mut table = if out.is_file() {
         let t = LatencyTable::load(out).map_err(|e| PredictorError::File {
             path: out.to_path_buf(),
@@ -169,7 +212,6 @@ pub fn profile(
         .iter()
         .flat_map(|&r| covering_archs(space, r))
         .collect();
-    let channels = i64::from(space.in_channels);
     for (done, arch) in jobs.iter().enumerate() {
         let keys = layer_keys(space, arch);
         let have = table.tables.entry(arch.r).or_default();
@@ -178,25 +220,20 @@ pub fn profile(
             continue;
         }
         let sub = net.extract(arch)?;
-        let steps = sub.eval_steps();
-        if steps.len() != keys.len() {
+        let need: Vec<bool> = keys.iter().map(|(_, k)| !have.contains_key(k)).collect();
+        let entries = time_steps(&sub, arch, &need)?;
+        if entries.len() != keys.len() {
             return Err(PredictorError::Model(format!(
-                "{} steps for {} layer keys",
-                steps.len(),
+                "{} timed steps for {} layer keys",
+                entries.len(),
                 keys.len()
             )));
         }
-        let r = i64::from(arch.r);
-        let mut x = Tensor::randn([opts.batch, channels, r, r], (Kind::Float, opts.device));
-        tch::no_grad(|| {
-            for (step, (_, key)) in steps.iter().zip(&keys) {
-                if !have.contains_key(key) {
-                    let ms = time_ms(opts.device, opts.warmup, opts.repeats, || step(&x));
-                    have.insert(key.clone(), summarise(ms));
-                }
-                x = step(&x);
+        for ((_, key), e) in keys.iter().zip(entries) {
+            if let Some(e) = e {
+                have.entry(key.clone()).or_insert(e);
             }
-        });
+        }
         let text = serde_json::to_string_pretty(&table).unwrap_or_default();
         write_atomic(out, text.as_bytes())?;
         progress(done + 1, jobs.len());

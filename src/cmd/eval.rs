@@ -130,7 +130,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 n => Some(
                     Timed::new(
                         &bytes,
-                        [1, channels as usize, r as usize, r as usize],
+                        &[1, channels, i64::from(r), i64::from(r)],
                         threads as usize,
                     )?
                     .median_ms(5, n)?,

@@ -14,7 +14,7 @@ pub struct Args {
     /// The supernet package (its accuracy predictor and latency tables).
     #[arg(long)]
     package: PathBuf,
-    /// An arch JSON file, or a JSONL file with one arch per line.
+    /// An arch JSON file, a JSONL file with one arch per line, or `largest` / `smallest`.
     #[arg(long)]
     arch: PathBuf,
     /// Hardware to predict latency on (repeatable; default: every table of the package).
@@ -25,8 +25,11 @@ pub struct Args {
     json: bool,
 }
 
-/// Read one arch, or one per non-empty line.
-fn read_archs(path: &PathBuf) -> anyhow::Result<Vec<ArchConfig>> {
+/// Read one arch, or one per non-empty line (`largest` and `smallest` name the space's ends).
+fn read_archs(path: &PathBuf, space: &ofa_space::SearchSpace) -> anyhow::Result<Vec<ArchConfig>> {
+    if !path.exists() && matches!(path.to_str(), Some("largest" | "smallest")) {
+        return Ok(vec![super::arch_arg(path, space)?]);
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if let Ok(a) = ArchConfig::from_json(&text) {
@@ -58,7 +61,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .map(|h| Ok((h.clone(), spec.hardware(h)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let archs = read_archs(&a.arch)?;
+    let archs = read_archs(&a.arch, &spec.space)?;
     if !a.json {
         print!(
             "{:>4}  {:>7}  {:>8}  {:>8}",

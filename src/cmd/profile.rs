@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use ofa_predictors::latency::Correction;
-use ofa_predictors::profile::{profile, validate, ProfileOptions};
+use ofa_predictors::profile::{profile, profile_by, validate, ProfileOptions};
 use ofa_predictors::LatencyTable;
 use ofa_supernet::Supernet;
 
@@ -22,9 +22,20 @@ pub struct Args {
     /// Output table (default with --package: PACKAGE/latency/<--name>.json).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Hardware name of the table in the package (default: cpu, or cuda for a CUDA device).
+    /// Hardware name of the table in the package (default: cpu, or cuda for a CUDA device;
+    /// onnxruntime-cpu for ONNX Runtime).
     #[arg(long)]
     name: Option<String>,
+    /// Where the layers are timed: libtorch, or ONNX Runtime on each layer's own ONNX graph (CPU,
+    /// batch 1, at --threads).
+    #[arg(long, value_enum, default_value = "libtorch")]
+    runtime: RuntimeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeArg {
+    Libtorch,
+    Onnxruntime,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -136,7 +147,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (Some(o), _) => o.clone(),
         (None, Some(p)) => {
             let name = a.name.clone().unwrap_or_else(|| {
-                if matches!(opts.device, tch::Device::Cuda(_)) {
+                if a.runtime == RuntimeArg::Onnxruntime {
+                    "onnxruntime-cpu".into()
+                } else if matches!(opts.device, tch::Device::Cuda(_)) {
                     "cuda".into()
                 } else {
                     "cpu".into()
@@ -151,10 +164,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let b = bar(0, "subnets profiled");
     let t = std::time::Instant::now();
-    let table = profile(&net, &opts, &out, |done, total| {
+    let progress = |done: usize, total: usize| {
         b.set_length(total as u64);
         b.set_position(done as u64);
-    })?;
+    };
+    let table = match a.runtime {
+        RuntimeArg::Libtorch => profile(&net, &opts, &out, progress)?,
+        RuntimeArg::Onnxruntime => profile_onnxruntime(&net, &opts, &out, progress)?,
+    };
     b.finish_and_clear();
     let n: usize = table.tables.values().map(|t| t.len()).sum();
     eprintln!(
@@ -209,4 +226,70 @@ fn validate_cmd(v: ValidateArgs) -> anyhow::Result<()> {
         r.mape_corrected
     );
     Ok(())
+}
+
+/// The per-layer table in ONNX Runtime: each step of the eval forward exported as its own graph
+/// (`ofa_onnx::layer_models`) and timed at batch 1 on the CPU execution provider.
+fn profile_onnxruntime(
+    net: &Supernet,
+    opts: &ProfileOptions,
+    out: &std::path::Path,
+    progress: impl FnMut(usize, usize),
+) -> anyhow::Result<LatencyTable> {
+    if opts.batch != 1 || opts.device != tch::Device::Cpu {
+        bail!("--runtime onnxruntime times batch 1 on the CPU: leave out --batch and --device");
+    }
+    let version = ofa_onnx::runtime::version()?;
+    let threads = tch::get_num_threads().max(1);
+    let meta = ofa_predictors::latency::Meta {
+        device: ofa_predictors::profile::describe_device(tch::Device::Cpu),
+        batch: Some(1),
+        threads: Some(threads as u32),
+        libraries: [
+            ("onnxruntime".to_string(), version),
+            ("ofa".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ]
+        .into(),
+        date: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        source: Some(format!(
+            "ofa profile --runtime onnxruntime, space {}",
+            net.space().name
+        )),
+        correction: None,
+        runtime: Some("onnxruntime".to_string()),
+        fit: None,
+    };
+    let timer = |sub: &ofa_supernet::Subnet,
+                 arch: &ofa_space::ArchConfig,
+                 need: &[bool]|
+     -> Result<
+        Vec<Option<ofa_predictors::latency::Entry>>,
+        ofa_predictors::PredictorError,
+    > {
+        let fail = |e: ofa_onnx::OnnxError| ofa_predictors::PredictorError::Model(e.to_string());
+        let models =
+            ofa_onnx::layer_models(sub, &ofa_onnx::ExportOptions::new(arch.r)).map_err(fail)?;
+        if models.len() != need.len() {
+            return Err(ofa_predictors::PredictorError::Model(format!(
+                "{} layer graphs for {} layer keys",
+                models.len(),
+                need.len()
+            )));
+        }
+        models
+            .iter()
+            .zip(need)
+            .map(|(m, need)| {
+                if !need {
+                    return Ok(None);
+                }
+                let mut t =
+                    ofa_onnx::runtime::Timed::new(&m.bytes, &m.input_shape, threads as usize)
+                        .map_err(fail)?;
+                let ms = t.times_ms(opts.warmup, opts.repeats).map_err(fail)?;
+                Ok(Some(ofa_predictors::profile::summarise(ms)))
+            })
+            .collect()
+    };
+    Ok(profile_by(net, opts, out, meta, timer, progress)?)
 }
