@@ -419,4 +419,24 @@ fn profile_times_every_layer_in_onnx_runtime_on_its_own_graph() {
         p["latency_ms"]["onnxruntime-cpu"].as_f64().unwrap() > 0.0,
         "{p}"
     );
+    // and checked against whole subnets timed in ONNX Runtime
+    let table = pkg.join("latency/onnxruntime-cpu.json");
+    let v = run_ok(ofa().args([
+        "profile",
+        "validate",
+        "--runtime",
+        "onnxruntime",
+        "--package",
+        s(&pkg),
+        "--table",
+        s(&table),
+        "--samples",
+        "4",
+        "--repeats",
+        "3",
+        "--json",
+    ]));
+    let v: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["n"], 4);
+    assert!(v["mape"].as_f64().unwrap().is_finite(), "{v}");
 }

@@ -268,29 +268,11 @@ pub fn validate(
     opts: &ProfileOptions,
     samples: usize,
     seed: u64,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Validation, PredictorError> {
     let space = net.space();
-    let lat = Additive::latency(space, table);
-    let mut choices = Choices::all(space);
-    choices.r.retain(|r| lat.resolutions().contains(r));
-    if let Some(rs) = &opts.resolutions {
-        choices.r.retain(|r| rs.contains(r));
-    }
-    if choices.r.is_empty() || samples < 3 {
-        return Err(PredictorError::Data(
-            "need at least 3 samples and a resolution the table covers".into(),
-        ));
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let channels = i64::from(space.in_channels);
-    let mut pairs = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let arch = sample(space, &choices, &mut rng);
-        let predicted = lat
-            .predict(&arch)
-            .map_err(|e| PredictorError::Data(e.to_string()))?;
-        let sub = net.extract(&arch)?;
+    let time_one = |sub: &Subnet, arch: &ArchConfig| {
         let r = i64::from(arch.r);
         let x = Tensor::randn([opts.batch, channels, r, r], (Kind::Float, opts.device));
         let ms = tch::no_grad(|| {
@@ -300,33 +282,97 @@ pub fn validate(
                     .fold(x.shallow_clone(), |h, s| s(&h))
             })
         });
-        pairs.push((predicted, summarise(ms).mean));
+        Ok(summarise(ms).mean)
+    };
+    validate_by(
+        net,
+        table,
+        opts.resolutions.as_deref(),
+        samples,
+        seed,
+        time_one,
+        progress,
+    )
+}
+
+/// [`validate`] with another timer of whole subnets (`time_one(subnet, arch)` → ms, e.g. in ONNX
+/// Runtime on the subnet's export): the same random subnets for the same seed.
+pub fn validate_by(
+    net: &Supernet,
+    table: &LatencyTable,
+    resolutions: Option<&[u32]>,
+    samples: usize,
+    seed: u64,
+    time_one: impl FnMut(&Subnet, &ArchConfig) -> Result<f64, PredictorError>,
+    progress: impl FnMut(usize, usize),
+) -> Result<Validation, PredictorError> {
+    let space = net.space();
+    let lat = Additive::latency(space, table);
+    let mut choices = Choices::all(space);
+    choices.r.retain(|r| lat.resolutions().contains(r));
+    if let Some(rs) = resolutions {
+        choices.r.retain(|r| rs.contains(r));
+    }
+    if choices.r.is_empty() || samples < 3 {
+        return Err(PredictorError::Data(
+            "need at least 3 samples and a resolution the table covers".into(),
+        ));
+    }
+    validate_draws(net, &lat, &choices, samples, seed, time_one, progress)
+}
+
+fn validate_draws(
+    net: &Supernet,
+    lat: &Additive,
+    choices: &Choices,
+    samples: usize,
+    seed: u64,
+    mut time_one: impl FnMut(&Subnet, &ArchConfig) -> Result<f64, PredictorError>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Validation, PredictorError> {
+    let space = net.space();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut pairs = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let arch = sample(space, choices, &mut rng);
+        let predicted = lat
+            .predict(&arch)
+            .map_err(|e| PredictorError::Data(e.to_string()))?;
+        let sub = net.extract(&arch)?;
+        pairs.push((predicted, time_one(&sub, &arch)?));
         progress(i + 1, samples);
     }
-    let (p, m): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
-    let mape = |f: &dyn Fn(f64) -> f64| {
-        p.iter()
-            .zip(&m)
-            .map(|(p, m)| ((f(*p) - m) / m).abs())
-            .sum::<f64>()
-            / p.len() as f64
-            * 100.0
-    };
-    let n = p.len() as f64;
-    let (mp, mm) = (p.iter().sum::<f64>() / n, m.iter().sum::<f64>() / n);
-    let sxy: f64 = p.iter().zip(&m).map(|(a, b)| (a - mp) * (b - mm)).sum();
-    let sxx: f64 = p.iter().map(|a| (a - mp) * (a - mp)).sum();
-    let a = if sxx > 0.0 { sxy / sxx } else { 1.0 };
-    let b = mm - a * mp;
-    Ok(Validation {
-        n: pairs.len(),
-        mape: mape(&|v| v),
-        spearman_rho: spearman(&p, &m),
-        fit_a: a,
-        fit_b: b,
-        mape_corrected: mape(&|v| a * v + b),
-        pairs,
-    })
+    Ok(Validation::of(pairs))
+}
+
+impl Validation {
+    /// The figures of (predicted, measured) pairs, ms.
+    pub fn of(pairs: Vec<(f64, f64)>) -> Validation {
+        let (p, m): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+        let mape = |f: &dyn Fn(f64) -> f64| {
+            p.iter()
+                .zip(&m)
+                .map(|(p, m)| ((f(*p) - m) / m).abs())
+                .sum::<f64>()
+                / p.len() as f64
+                * 100.0
+        };
+        let n = p.len() as f64;
+        let (mp, mm) = (p.iter().sum::<f64>() / n, m.iter().sum::<f64>() / n);
+        let sxy: f64 = p.iter().zip(&m).map(|(a, b)| (a - mp) * (b - mm)).sum();
+        let sxx: f64 = p.iter().map(|a| (a - mp) * (a - mp)).sum();
+        let a = if sxx > 0.0 { sxy / sxx } else { 1.0 };
+        let b = mm - a * mp;
+        Validation {
+            n: pairs.len(),
+            mape: mape(&|v| v),
+            spearman_rho: spearman(&p, &m),
+            fit_a: a,
+            fit_b: b,
+            mape_corrected: mape(&|v| a * v + b),
+            pairs,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use ofa_predictors::latency::Correction;
-use ofa_predictors::profile::{profile, profile_by, validate, ProfileOptions};
+use ofa_predictors::profile::{profile, profile_by, validate, validate_by, ProfileOptions};
 use ofa_predictors::LatencyTable;
 use ofa_supernet::Supernet;
 
@@ -87,6 +87,10 @@ struct ValidateArgs {
     /// Store the fitted correction in the table, so that predictions use it.
     #[arg(long)]
     write_correction: bool,
+    /// Where the subnets are timed: libtorch, or ONNX Runtime on their ONNX exports (CPU, batch
+    /// 1, at --threads).
+    #[arg(long, value_enum, default_value = "libtorch")]
+    runtime: RuntimeArg,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -193,9 +197,37 @@ fn validate_cmd(v: ValidateArgs) -> anyhow::Result<()> {
     // validate the raw sum: a stored correction is refitted from scratch
     let previous = table.meta.correction.take();
     let b = bar(v.samples, "subnets timed");
-    let r = validate(&net, &table, &opts, v.samples, v.seed, |d, _| {
-        b.set_position(d as u64)
-    })?;
+    let progress = |d: usize, _: usize| b.set_position(d as u64);
+    let r = match v.runtime {
+        RuntimeArg::Libtorch => validate(&net, &table, &opts, v.samples, v.seed, progress)?,
+        RuntimeArg::Onnxruntime => {
+            if opts.batch != 1 || opts.device != tch::Device::Cpu {
+                bail!("--runtime onnxruntime times batch 1 on the CPU: leave out --batch and --device");
+            }
+            let threads = tch::get_num_threads().max(1) as usize;
+            let channels = i64::from(net.space().in_channels);
+            let time_one = |sub: &ofa_supernet::Subnet, arch: &ofa_space::ArchConfig| {
+                let fail =
+                    |e: ofa_onnx::OnnxError| ofa_predictors::PredictorError::Model(e.to_string());
+                let bytes =
+                    ofa_onnx::export(sub, &ofa_onnx::ExportOptions::new(arch.r)).map_err(fail)?;
+                let r = i64::from(arch.r);
+                let ms = ofa_onnx::runtime::Timed::new(&bytes, &[1, channels, r, r], threads)
+                    .and_then(|mut t| t.times_ms(opts.warmup, opts.repeats))
+                    .map_err(fail)?;
+                Ok(ofa_predictors::profile::summarise(ms).mean)
+            };
+            validate_by(
+                &net,
+                &table,
+                opts.resolutions.as_deref(),
+                v.samples,
+                v.seed,
+                time_one,
+                progress,
+            )?
+        }
+    };
     b.finish_and_clear();
     if v.write_correction {
         table.meta.correction = Some(Correction {
