@@ -217,7 +217,14 @@ pub fn evaluate(
     let acc = top1(sub, split.1, arch.r, augment, o.batch, o.images)?;
     times.eval_top1_s = since(t);
     let t = Instant::now();
-    let lat = latency(sub, arch.r, 5, o.latency_repeats)?;
+    // the lowest median of 3 passes: the statistic calibrations and `ofa eval` use
+    let mut lat = latency(sub, arch.r, 5, o.latency_repeats)?;
+    for _ in 1..3 {
+        let again = latency(sub, arch.r, 5, o.latency_repeats)?;
+        if again.median_ms < lat.median_ms {
+            lat = again;
+        }
+    }
     times.eval_latency_s = since(t);
     Ok(Measured {
         top1: acc * 100.0,
