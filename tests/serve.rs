@@ -750,6 +750,8 @@ fn a_device_learnt_over_http_is_served_kept_and_its_bad_measurements_refused() {
     let cache = tempfile::tempdir().unwrap();
     let c = s(cache.path());
     let server = Serve::start(package(), &["--cache-dir", c]);
+    // another replica on the same cache folder, running before the hardware exists
+    let replica = Serve::start(package(), &["--cache-dir", c]);
     let probes = get(&server.url("/v1/supernets/pkg/probes?count=8&seed=1"));
     assert_eq!(
         probes.status,
@@ -797,6 +799,19 @@ fn a_device_learnt_over_http_is_served_kept_and_its_bad_measurements_refused() {
         String::from_utf8_lossy(&found.body)
     );
     assert!(found.json()["predicted"]["latency_ms"].as_f64().unwrap() <= mid);
+    // the running replica learns it from the cache folder when a request names it
+    let there = post(&replica.url("/v1/subnets"), &search);
+    assert_eq!(
+        there.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&there.body)
+    );
+    assert_eq!(there.json()["id"], found.json()["id"]);
+    // a name nobody added is still a 404 there
+    let mut nobody = search.clone();
+    nobody["hardware"] = json!("nobody");
+    assert_eq!(post(&replica.url("/v1/subnets"), &nobody).status, 404);
     // a name taken: 409 unless replaced; the package's own tables are never replaced
     assert_eq!(post(&url, &body).status, 409);
     let mut again = body.clone();

@@ -186,6 +186,7 @@ pub async fn post_subnet(
     let sn = s.supernet(&req.supernet)?;
     let hardware = req.hardware.as_deref();
     if let Some(h) = hardware {
+        s.learn_hardware(sn, h);
         sn.spec().hardware(h)?;
     }
     match (req.arch, req.constraints) {
@@ -513,6 +514,7 @@ pub async fn post_pareto(
     let sn = s.supernet(&req.supernet)?;
     let hardware = req.hardware.clone();
     if let Some(h) = &hardware {
+        s.learn_hardware(sn, h);
         sn.spec().hardware(h)?;
     }
     let objective = match req.objective.as_deref() {

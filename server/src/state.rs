@@ -267,6 +267,7 @@ pub fn restore_hardware(dir: &std::path::Path, sn: &Served) {
             .file_stem()
             .and_then(|n| n.to_str())
             .map(str::to_string)
+            .filter(|n| crate::hardware::valid_hardware_name(n))
         else {
             continue;
         };
@@ -279,6 +280,30 @@ pub fn restore_hardware(dir: &std::path::Path, sn: &Served) {
         });
         if let Err(e) = added {
             tracing::warn!(path = %path.display(), error = %e, "a kept hardware was not restored");
+        }
+    }
+}
+
+/// Serve the hardware `name` if `dir` keeps it for `sn` (added over HTTP by another replica on
+/// the same cache folder since this one started); whether it is served now.
+pub fn restore_one(dir: &std::path::Path, sn: &Served, name: &str) -> bool {
+    if !crate::hardware::valid_hardware_name(name) {
+        return false;
+    }
+    let path = dir.join(&sn.sha256).join(format!("{name}.json"));
+    let Ok(bytes) = std::fs::read(&path) else {
+        return false;
+    };
+    match serde_json::from_slice::<KeptHardware>(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|k| {
+            sn.add_hardware(name, &k.table, true, None, Some(k.fit))
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "a kept hardware was not restored");
+            false
         }
     }
 }
@@ -372,6 +397,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Make sure `sn` serves `hardware` if any replica on this cache folder added it: a name this
+    /// server does not know is looked up in the kept hardware once (a small file read, only on
+    /// that miss) before the request is answered 404.
+    pub fn learn_hardware(&self, sn: &Served, hardware: &str) {
+        if !sn.has_hardware(hardware).0 {
+            if let Some(dir) = &self.hardware_dir {
+                restore_one(dir, sn, hardware);
+            }
+        }
+    }
+
     /// The supernet called `name`, or a 404 naming the ones there are.
     pub fn supernet(&self, name: &str) -> Result<&Served, ApiError> {
         self.supernets.get(name).ok_or_else(|| ApiError::NotFound {
