@@ -440,3 +440,39 @@ fn profile_times_every_layer_in_onnx_runtime_on_its_own_graph() {
     assert_eq!(v["n"], 4);
     assert!(v["mape"].as_f64().unwrap().is_finite(), "{v}");
 }
+
+#[test]
+fn corrupt_manifests_and_environments_are_named_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = package(tmp.path());
+    let dir = tmp.path().join("probes");
+    run_ok(&mut probes_cmd(&pkg, &dir));
+    let csv = dir.join("measurements.csv");
+    let lines: Vec<String> = (0..8)
+        .map(|i| format!("p{i:03},{}", 0.1 + i as f64 * 0.01))
+        .collect();
+    std::fs::write(&csv, lines.join("\n")).unwrap();
+    // a corrupt environment beside the measurements: named, nothing written
+    std::fs::write(dir.join("environment.json"), "{not json").unwrap();
+    fails_with(&mut fit(&pkg, &csv, "env"), "not an environment file");
+    assert!(!pkg.join("latency/env.json").exists());
+    std::fs::remove_file(dir.join("environment.json")).unwrap();
+    // a corrupt manifest
+    std::fs::write(dir.join("manifest.json"), "[1, 2").unwrap();
+    fails_with(&mut fit(&pkg, &csv, "man"), "not a probe manifest");
+    let out = fails_with(
+        ofa().args([
+            "hardware",
+            "time",
+            "--package",
+            s(&pkg),
+            "--dir",
+            s(&dir),
+            "--rounds",
+            "1",
+        ]),
+        "not a probe manifest",
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(!pkg.join("latency/man.json").exists());
+}

@@ -102,24 +102,7 @@ pub async fn post_hardware(
             ),
         ));
     }
-    let (exists, measured) = sn.has_hardware(&req.name);
-    if exists && (!measured || !req.replace) {
-        // the same answers `add_hardware` gives, before any work
-        return Err(ApiError::Conflict {
-            code: "hardware_exists",
-            message: if measured {
-                format!(
-                    "the hardware `{}` exists: send \"replace\": true to fit it anew",
-                    req.name
-                )
-            } else {
-                format!(
-                    "`{}` is a latency table of the package {}: choose another name",
-                    req.name, sn.name
-                )
-            },
-        });
-    }
+    sn.may_add(&req.name, req.replace)?;
     let spec = sn.spec();
     // the measurements, each checked and named by its position
     let mut ms = Vec::with_capacity(req.measurements.len());

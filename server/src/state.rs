@@ -158,6 +158,12 @@ impl Served {
         )
     }
 
+    /// Whether `name` may be added (checked again by [`Served::add_hardware`] under its lock): a
+    /// request asks before it does any work.
+    pub fn may_add(&self, name: &str, replace: bool) -> Result<(), ApiError> {
+        conflict(&self.name, &self.live(), name, replace)
+    }
+
     /// Serve `table` as the hardware `name` from now on. An existing name is a conflict unless
     /// `replace`; a table of the package itself is never replaced.
     pub fn add_hardware(
@@ -169,25 +175,7 @@ impl Served {
         fit: Option<FitInfo>,
     ) -> Result<(), ApiError> {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
-        let exists = live.spec.latency.contains_key(name);
-        let measured = live.measured.contains_key(name);
-        if exists && !measured {
-            return Err(ApiError::Conflict {
-                code: "hardware_exists",
-                message: format!(
-                    "`{name}` is a latency table of the package {}: choose another name",
-                    self.name
-                ),
-            });
-        }
-        if exists && !replace {
-            return Err(ApiError::Conflict {
-                code: "hardware_exists",
-                message: format!(
-                    "the hardware `{name}` exists: send \"replace\": true to fit it anew"
-                ),
-            });
-        }
+        conflict(&self.name, &live, name, replace)?;
         let mut spec = (*live.spec).clone();
         spec.add_hardware(name, table)?;
         let mut all = live.measured.clone();
@@ -213,6 +201,28 @@ impl Served {
     pub fn subnet_id(&self, arch: &ArchConfig) -> String {
         content_id(&[self.sha256.as_bytes(), arch.to_json().as_bytes()])
     }
+}
+
+/// The conflict of adding `name` to `live` (of the supernet `supernet`): a table of the package
+/// is never replaced, a measured hardware only with `replace`.
+fn conflict(supernet: &str, live: &Live, name: &str, replace: bool) -> Result<(), ApiError> {
+    let exists = live.spec.latency.contains_key(name);
+    let measured = live.measured.contains_key(name);
+    if exists && !measured {
+        return Err(ApiError::Conflict {
+            code: "hardware_exists",
+            message: format!(
+                "`{name}` is a latency table of the package {supernet}: choose another name"
+            ),
+        });
+    }
+    if exists && !replace {
+        return Err(ApiError::Conflict {
+            code: "hardware_exists",
+            message: format!("the hardware `{name}` exists: send \"replace\": true to fit it anew"),
+        });
+    }
+    Ok(())
 }
 
 /// A hardware added over HTTP, as kept in the cache folder.
