@@ -117,8 +117,10 @@ fn demo_script_fast_mode_serves_downloads_measures_and_tabulates() {
     );
     assert!(table[4].starts_with("ofa extract "), "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.starts_with("measured here: ")
-            && l.ends_with(" within 10 % of their prediction")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("measured here: ")
+                && l.ends_with(" within 10 % of their prediction")),
         "{stdout}"
     );
 }

@@ -814,9 +814,33 @@ fn a_device_learnt_over_http_is_served_kept_and_its_bad_measurements_refused() {
     assert_eq!(post(&replica.url("/v1/subnets"), &nobody).status, 404);
     // a name taken: 409 unless replaced; the package's own tables are never replaced
     assert_eq!(post(&url, &body).status, 409);
+    // a replacement (the device measured twice as slow) reaches the running replica too
+    let range = |server: &Serve| {
+        let info = get(&server.url("/v1/supernets/pkg")).json();
+        let edge = info["hardware"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == "edge")
+            .unwrap_or_else(|| panic!("{info}"))
+            .clone();
+        edge["latency_ms"]["max"].as_f64().unwrap()
+    };
+    let before = range(&replica);
     let mut again = body.clone();
     again["replace"] = json!(true);
+    for m in again["measurements"].as_array_mut().unwrap() {
+        m["latency_ms"] = json!(2.0 * m["latency_ms"].as_f64().unwrap());
+    }
     assert_eq!(post(&url, &again).status, 201);
+    let slower = post(&replica.url("/v1/subnets"), &search);
+    assert_eq!(slower.status, 200);
+    let after = range(&replica);
+    assert!(
+        (after / before - 2.0).abs() < 0.05,
+        "the replica still serves the replaced table: {before} ms, then {after} ms"
+    );
+    assert!((range(&server) / after - 1.0).abs() < 1e-9);
     let mut cpu = again.clone();
     cpu["name"] = json!("cpu");
     let r = post(&url, &cpu);
@@ -884,9 +908,21 @@ fn a_device_learnt_over_http_is_served_kept_and_its_bad_measurements_refused() {
         assert!(text.contains(needle), "{needle}: {text}");
     }
     assert_eq!(metric(&server, "ofa_http_internal_errors_total"), 0.0);
-    // kept on the cache folder: a restart (or another replica on it) serves it
+    // kept on the cache folder: a restart (or another replica on it) serves it; a kept file
+    // damaged on disk is skipped (logged), not fatal
+    let kept = std::fs::read_dir(cache.path().join("hardware"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(kept.join("edge.json").is_file());
+    std::fs::write(kept.join("torn.json"), b"{\"fit\": ").unwrap();
     drop(server);
     let restarted = Serve::start(package(), &["--cache-dir", c]);
+    let mut torn = search.clone();
+    torn["hardware"] = json!("torn");
+    assert_eq!(post(&restarted.url("/v1/subnets"), &torn).status, 404);
     let info = get(&restarted.url("/v1/supernets/pkg")).json();
     let edge = info["hardware"]
         .as_array()

@@ -231,7 +231,7 @@ pub async fn post_hardware(
             .map(|c| (c.name.clone(), c.loo.mape_pct))
             .collect(),
     };
-    sn.add_hardware(&req.name, &table, req.replace, None, Some(fit))?;
+    sn.add_hardware(&req.name, &table, req.replace, None, Some(fit), None)?;
     if let Some(dir) = &s.hardware_dir {
         crate::state::keep_hardware(dir, sn, &req.name, &table)?;
     }

@@ -37,6 +37,21 @@ struct Measured {
     /// What `GET /v1/supernets/{name}` says of it.
     calibration: Option<CalibrationInfo>,
     fit: Option<FitInfo>,
+    /// The modification time of the kept file it was read from (a hardware restored from the
+    /// cache folder): a newer file there is a replacement another replica made.
+    kept: Option<std::time::SystemTime>,
+}
+
+/// What a replica knows of a hardware name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Not served here (another replica may have added it since).
+    Unknown,
+    /// A table of the package, or this replica's own calibration: never replaced from the folder.
+    Package,
+    /// Added over HTTP; the modification time of the kept file it was read from (`None`: added
+    /// by a request to this replica, not read from the folder yet).
+    Kept(Option<std::time::SystemTime>),
 }
 
 /// What can change while serving: the predictors (a hardware added), its summary, and the
@@ -120,7 +135,7 @@ impl Served {
                 seconds: c.seconds,
             };
             served
-                .add_hardware(LOCAL, &c.table, true, Some(info), None)
+                .add_hardware(LOCAL, &c.table, true, Some(info), None, None)
                 .map_err(|e| e.to_string())?;
         }
         Ok(served)
@@ -158,6 +173,17 @@ impl Served {
         )
     }
 
+    /// What this replica knows of the hardware `name`, for [`AppState::learn_hardware`].
+    pub fn kept_stamp(&self, name: &str) -> Stamp {
+        let live = self.live();
+        match live.measured.get(name) {
+            Some(m) if m.calibration.is_none() => Stamp::Kept(m.kept),
+            Some(_) => Stamp::Package,
+            None if live.spec.latency.contains_key(name) => Stamp::Package,
+            None => Stamp::Unknown,
+        }
+    }
+
     /// Whether `name` may be added (checked again by [`Served::add_hardware`] under its lock): a
     /// request asks before it does any work.
     pub fn may_add(&self, name: &str, replace: bool) -> Result<(), ApiError> {
@@ -173,6 +199,7 @@ impl Served {
         replace: bool,
         calibration: Option<CalibrationInfo>,
         fit: Option<FitInfo>,
+        kept: Option<std::time::SystemTime>,
     ) -> Result<(), ApiError> {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         conflict(&self.name, &live, name, replace)?;
@@ -185,6 +212,7 @@ impl Served {
                 tag: content_id(&[b"measured", table.to_json().as_bytes()]),
                 calibration,
                 fit,
+                kept,
             },
         );
         let info = summary(&self.name, &self.sha256, &spec, &all)?;
@@ -273,23 +301,8 @@ pub fn restore_hardware(dir: &std::path::Path, sn: &Served) {
         .collect();
     files.sort();
     for path in files {
-        let Some(name) = path
-            .file_stem()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-            .filter(|n| crate::hardware::valid_hardware_name(n))
-        else {
-            continue;
-        };
-        let kept = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<KeptHardware>(&b).map_err(|e| e.to_string()));
-        let added = kept.and_then(|k| {
-            sn.add_hardware(&name, &k.table, true, None, Some(k.fit))
-                .map_err(|e| e.to_string())
-        });
-        if let Err(e) = added {
-            tracing::warn!(path = %path.display(), error = %e, "a kept hardware was not restored");
+        if let Some(name) = path.file_stem().and_then(|n| n.to_str()) {
+            restore_one(dir, sn, name);
         }
     }
 }
@@ -301,13 +314,17 @@ pub fn restore_one(dir: &std::path::Path, sn: &Served, name: &str) -> bool {
         return false;
     }
     let path = dir.join(&sn.sha256).join(format!("{name}.json"));
+    // the time is read before the bytes: a replacement written in between is read again later
+    let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+        return false;
+    };
     let Ok(bytes) = std::fs::read(&path) else {
         return false;
     };
     match serde_json::from_slice::<KeptHardware>(&bytes)
         .map_err(|e| e.to_string())
         .and_then(|k| {
-            sn.add_hardware(name, &k.table, true, None, Some(k.fit))
+            sn.add_hardware(name, &k.table, true, None, Some(k.fit), Some(modified))
                 .map_err(|e| e.to_string())
         }) {
         Ok(()) => true,
@@ -411,10 +428,23 @@ impl AppState {
     /// server does not know is looked up in the kept hardware once (a small file read, only on
     /// that miss) before the request is answered 404.
     pub fn learn_hardware(&self, sn: &Served, hardware: &str) {
-        if !sn.has_hardware(hardware).0 {
-            if let Some(dir) = &self.hardware_dir {
-                restore_one(dir, sn, hardware);
+        let Some(dir) = &self.hardware_dir else {
+            return;
+        };
+        let stale = match sn.kept_stamp(hardware) {
+            Stamp::Unknown => true,
+            Stamp::Package => false,
+            // one stat per request naming a hardware added over HTTP: a newer kept file is a
+            // replacement another replica made
+            Stamp::Kept(seen) => {
+                let path = dir.join(&sn.sha256).join(format!("{hardware}.json"));
+                std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|now| Some(now) != seen)
             }
+        };
+        if stale {
+            restore_one(dir, sn, hardware);
         }
     }
 
