@@ -13,17 +13,14 @@ use ofa_space::{cost, sample, ArchConfig, Choices, Encoding, SearchSpace};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn reference_data() -> Option<PathBuf> {
+fn reference_data() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference-data");
-    if root.is_dir() {
-        Some(root)
-    } else {
-        eprintln!(
-            "skipped: {} absent (reference data lives in ../shared)",
-            root.display()
-        );
-        None
-    }
+    assert!(
+        root.is_dir(),
+        "{} is absent: the reference data lives in ../shared",
+        root.display()
+    );
+    root
 }
 
 fn fixture(root: &Path) -> Vec<serde_json::Value> {
@@ -35,8 +32,12 @@ fn fixture(root: &Path) -> Vec<serde_json::Value> {
 }
 
 #[test]
+#[cfg_attr(
+    shared_absent,
+    ignore = "needs ../shared/reference-data (absent here; CI=true runs it and fails)"
+)]
 fn tutorial_predictor_reproduces_the_reference() {
-    let Some(root) = reference_data() else { return };
+    let root = reference_data();
     let p =
         AccuracyPredictor::load(&root.join("tutorial_acc_predictor.safetensors"), None).unwrap();
     assert_eq!(p.encoding(), &Encoding::tutorial());
@@ -79,8 +80,12 @@ fn tutorial_predictor_reproduces_the_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_absent,
+    ignore = "needs ../shared/reference-data (absent here; CI=true runs it and fails)"
+)]
 fn compiled_note10_latency_equals_the_reference() {
-    let Some(root) = reference_data() else { return };
+    let root = reference_data();
     let table = LatencyTable::import_reference_dir(&root.join("note10-lut"), "Note10").unwrap();
     let mut space = SearchSpace::preset("ofa-mbv3-w1.2").unwrap();
     space.resolutions = vec![160, 176, 192, 208, 224];
@@ -105,8 +110,12 @@ fn compiled_note10_latency_equals_the_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    shared_absent,
+    ignore = "needs ../shared/reference-data (absent here; CI=true runs it and fails)"
+)]
 fn missing_layer_names_the_key_and_the_arch() {
-    let Some(root) = reference_data() else { return };
+    let root = reference_data();
     let mut table = LatencyTable::import_reference_dir(&root.join("note10-lut"), "Note10").unwrap();
     let mut space = SearchSpace::preset("ofa-mbv3-w1.2").unwrap();
     space.resolutions = vec![160, 176, 192, 208, 224];
