@@ -2,7 +2,26 @@
 //!
 //! This binary only parses arguments and reports; the work lives in the workspace crates.
 
+/// `println!` for the command's output: a closed stdout (`ofa inspect … --json | head`) ends the
+/// program quietly with status 0, as ripgrep does, instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::out::line(format_args!(""))
+    };
+    ($($t:tt)*) => {
+        $crate::out::line(format_args!($($t)*))
+    };
+}
+
+/// `print!` for the command's output (see [`outln!`]).
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::out::text(format_args!($($t)*))
+    };
+}
+
 mod cmd;
+mod out;
 mod plot;
 
 use std::process::ExitCode;
@@ -89,6 +108,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
+    out::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -405,3 +405,27 @@ fn devices_and_bench_json() {
     let e = fails(&["bench", "data", "--data", f, "--decoder", "turbo"]);
     assert!(e.contains("turbo"), "{e}");
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_status_0() {
+    // the reader is gone before `ofa` writes anything: every write to stdout fails (EPIPE)
+    for args in [
+        &["inspect", "--devices", "--json"][..],
+        &["inspect", "--devices"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_ofa"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "ofa {args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "ofa {args:?}: {stderr}");
+    }
+}

@@ -223,21 +223,25 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
                             "images_per_s": a.batch as f64 / (fwd["median_ms"].as_f64().unwrap_or(1.0) / 1e3)},
     });
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "extraction, space {} (random weights, {} threads)",
         space.name,
         tch::get_num_threads()
     );
-    println!(
+    outln!(
         "{:<10} {:>10} {:>10} {:>10} {:>6}",
-        "arch", "median ms", "p10 ms", "p90 ms", "n"
+        "arch",
+        "median ms",
+        "p10 ms",
+        "p90 ms",
+        "n"
     );
     for kind in ["largest", "smallest", "random"] {
         let r = &out["by_arch"][kind];
-        println!(
+        outln!(
             "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>6}",
             kind,
             r["median_ms"].as_f64().unwrap_or(0.0),
@@ -246,13 +250,13 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
             r["n"].as_u64().unwrap_or(0)
         );
     }
-    println!(
+    outln!(
         "{:<10} {:>10.3}",
         "all",
         out["median_ms"].as_f64().unwrap_or(0.0)
     );
     let f = &out["forward_largest"];
-    println!(
+    outln!(
         "eval forward, largest subnet, r={} batch {}: median {:.1} ms ({:.0} images/s)",
         a.resolution,
         a.batch,
@@ -447,11 +451,11 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         out["data_wait_share"] = json!(waited / wall.max(1e-12));
     }
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
     if a.data.is_some() {
-        println!(
+        outln!(
             "data wait    {:.1} % of the step ({:.2} s of {:.2} s; {} workers)",
             100.0 * waited / wall.max(1e-12),
             waited,
@@ -459,24 +463,24 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             a.workers
         );
     }
-    println!(
+    outln!(
         "training steps, {} (width {}, {} classes), batch {} at r={}, {} subnet(s)/step, {} threads, {:?}, {}",
         space.name, space.width_mult, space.n_classes, a.batch, a.resolution, a.subnets_per_step, tch::get_num_threads(),
         a.precision, if a.nchw { "NCHW" } else { "channels-last" }
     );
-    println!(
+    outln!(
         "images/s     {:.1}",
         out["images_per_s"].as_f64().unwrap_or(0.0)
     );
     if let Some(g) = &group {
-        println!(
+        outln!(
             "ranks        {world} ({}); all-reduce {:.1} % of the step, {:.1} MiB per step",
             g.backend().name(),
             100.0 * total.allreduce / wall.max(1e-12),
             reduced_bytes as f64 / f64::from(1 << 20)
         );
     }
-    println!(
+    outln!(
         "step median  {:.1} ms (p10 {:.1}, p90 {:.1})",
         median,
         st["p10_ms"].as_f64().unwrap_or(0.0),
@@ -489,14 +493,14 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "optimizer",
         "allreduce",
     ] {
-        println!(
+        outln!(
             "  {:<16} {:>8.1} ms",
             k,
             out["breakdown_ms"][k].as_f64().unwrap_or(0.0)
         );
     }
     if let Some(m) = peak_rss_mib() {
-        println!("peak memory  {m:.0} MiB");
+        outln!("peak memory  {m:.0} MiB");
     }
     Ok(())
 }

@@ -132,29 +132,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "mean_megapixels": stages.pixels as f64 / 1e6 / stages.images.max(1) as f64,
     });
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "streamed image folder {} ({n} images), r={}, batch {}, {} workers, {decoder}",
         a.data.display(),
         a.resolution,
         a.batch,
         a.workers
     );
-    println!("images/s       {:.0}", images / secs);
-    println!("batch          {:.1} ms", secs * 1e3 / a.batches as f64);
+    outln!("images/s       {:.0}", images / secs);
+    outln!("batch          {:.1} ms", secs * 1e3 / a.batches as f64);
     if let Some(m) = out["peak_rss_mib"].as_f64() {
-        println!("peak memory    {m:.0} MiB");
+        outln!("peak memory    {m:.0} MiB");
     }
-    println!(
+    outln!(
         "one image, one thread ({} images, mean {:.0} KB, {:.2} MP):",
         stages.images,
         out["mean_file_kb"].as_f64().unwrap_or(0.0),
         out["mean_megapixels"].as_f64().unwrap_or(0.0)
     );
     for k in ["read", "decode", "crop_resize", "jitter_normalize"] {
-        println!(
+        outln!(
             "  {:<17} {:>6.2} ms",
             k,
             out["per_image_ms"][k].as_f64().unwrap_or(0.0)

@@ -108,28 +108,29 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "spearman": stats.spearman,
     });
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "onboarding {} on this machine (libtorch, {} threads), {} probes",
         a.package.display(),
         tch::get_num_threads(),
         a.probes
     );
-    println!(
+    outln!(
         "  probes selected and exported as ONNX  {probes_export_s:>8.3} s ({} KB)",
         onnx_bytes / 1024
     );
-    println!(
+    outln!(
         "  calibration (time probes + fit)       {:>8.3} s",
         cal.seconds
     );
-    println!("  fit alone                             {fit_s:>8.3} s");
-    println!(
+    outln!("  fit alone                             {fit_s:>8.3} s");
+    outln!(
         "  model `{}`; leave-one-out {}",
-        cal.report.model.name, cal.report.loo
+        cal.report.model.name,
+        cal.report.loo
     );
-    println!("  {} held-out random subnets: {stats}", a.heldout);
+    outln!("  {} held-out random subnets: {stats}", a.heldout);
     Ok(())
 }

@@ -122,30 +122,38 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "reference": {"encode_predict_archs_per_s": 65_000, "forward_archs_per_s": 254_000, "flops_model_archs_per_s": 1_500},
     });
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "predictors, {} random archs of ofa-mbv3-w1.2 at 160–224 ({} threads)",
         a.archs,
         rayon::current_num_threads()
     );
-    println!("  {:<36} {:>14} {:>14}", "", "archs/s", "reference");
-    println!(
+    outln!("  {:<36} {:>14} {:>14}", "", "archs/s", "reference");
+    outln!(
         "  {:<36} {:>14.0} {:>14}",
-        "accuracy: encode + predict", archs_per_s, "65 000"
+        "accuracy: encode + predict",
+        archs_per_s,
+        "65 000"
     );
-    println!(
+    outln!(
         "  {:<36} {:>14.0} {:>14}",
-        "MACs (compiled table)", macs, "1 500"
+        "MACs (compiled table)",
+        macs,
+        "1 500"
     );
-    println!(
+    outln!(
         "  {:<36} {:>14.0} {:>14}",
-        "params (compiled table)", params, ""
+        "params (compiled table)",
+        params,
+        ""
     );
-    println!(
+    outln!(
         "  {:<36} {:>14.0} {:>14}",
-        "MACs (direct count)", direct, ""
+        "MACs (direct count)",
+        direct,
+        ""
     );
     Ok(())
 }

@@ -242,7 +242,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         noise,
     };
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
     print_table(&out);
@@ -250,23 +250,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn print_table(o: &Out) {
-    println!(
+    outln!(
         "search quality on {} ({}): the search's pick against the dataset's best measured subnet \
          within the budget ({} records); top-1 on {} held-out and {} test images; latency here, batch 1",
         o.package, o.hardware, o.dataset_records, o.val_images, o.test_images
     );
-    println!(
+    outln!(
         "{:>7}  {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>5} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>6} {:>6}",
         "budget", "MACs", "pred", "val", "test", "lat p", "lat m", "fit", "MACs", "val", "test",
         "lat p", "lat m", "Δval", "Δtest"
     );
-    println!(
+    outln!(
         "{:>7}  {:-^41}  {:-^40}  {:-^13}",
-        "ms", " search ", " dataset best ", " gap "
+        "ms",
+        " search ",
+        " dataset best ",
+        " gap "
     );
     for r in &o.rows {
         let s = &r.search;
-        print!(
+        out!(
             "{:>7.2}  {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.3} {:>6.3}  {:>5}",
             r.budget_ms,
             s.macs_m,
@@ -278,7 +281,7 @@ fn print_table(o: &Out) {
             r.dataset_fitting
         );
         match &r.dataset_best {
-            Some(d) => println!(
+            Some(d) => outln!(
                 " {:>6.2} {:>6.2} {:>6.2} {:>6.3} {:>6.3}  {:>+6.2} {:>+6.2}",
                 d.macs_m,
                 d.val_top1,
@@ -288,11 +291,11 @@ fn print_table(o: &Out) {
                 r.val_gap.unwrap_or(f64::NAN),
                 r.test_gap.unwrap_or(f64::NAN)
             ),
-            None => println!("  (no dataset subnet fits)"),
+            None => outln!("  (no dataset subnet fits)"),
         }
     }
     if let Some(n) = &o.noise {
-        println!(
+        outln!(
             "measurement noise: {} subnets recalibrated with two augmentation seeds: sd {:.3} points \
              per measurement (largest difference {:.2}); binomial standard error on {} images {:.3} points",
             n.samples, n.sd_points, n.max_diff_points, n.images, n.binomial_se_points

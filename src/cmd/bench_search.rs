@@ -69,20 +69,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "reference_wall_s": 47.8,
     });
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "evolutionary search, population 100 × 500 generations, MACs ≤ {} M, ofa-mbv3-w1.2 at 160–224 ({} threads)",
         a.max_macs_m,
         rayon::current_num_threads()
     );
-    println!(
+    outln!(
         "  wall time (median of {})   {:>8.3} s   (reference: 47.8 s)",
-        a.repeats, m.seconds
+        a.repeats,
+        m.seconds
     );
-    println!("  of which accuracy predictor {:>8.3} s", m.predict_seconds);
-    println!("  distinct archs evaluated    {:>8}", m.evaluated);
-    println!("  children drawn              {:>8}", m.draws);
+    outln!("  of which accuracy predictor {:>8.3} s", m.predict_seconds);
+    outln!("  distinct archs evaluated    {:>8}", m.evaluated);
+    outln!("  children drawn              {:>8}", m.draws);
     Ok(())
 }

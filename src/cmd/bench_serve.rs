@@ -289,37 +289,53 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "sustained_get_errors": sustained.errors,
     });
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "serving {} ({} connections, wrk on loopback, sharing the machine's cores)",
         a.package.display(),
         a.connections
     );
-    println!(
+    outln!(
         "{:<34} {:>12} {:>12} {:>8}",
-        "", "req/s", "p99 ms", "errors"
+        "",
+        "req/s",
+        "p99 ms",
+        "errors"
     );
-    println!(
+    outln!(
         "{:<34} {:>12.0} {:>12.2} {:>8}",
-        "cached GET /v1/subnets/{id}", g.rps, g.p99_ms, g.errors
+        "cached GET /v1/subnets/{id}",
+        g.rps,
+        g.p99_ms,
+        g.errors
     );
-    println!(
+    outln!(
         "{:<34} {:>12.0} {:>12.2} {:>8}",
-        "cached POST /v1/subnets", p.rps, p.p99_ms, p.errors
+        "cached POST /v1/subnets",
+        p.rps,
+        p.p99_ms,
+        p.errors
     );
-    println!(
+    outln!(
         "{:<34} {:>12} {:>12.1}",
-        "cold POST (search), p50 ms", "", cold_s.median_ms
+        "cold POST (search), p50 ms",
+        "",
+        cold_s.median_ms
     );
-    println!(
+    outln!(
         "{:<34} {:>12} {:>12.1}",
-        "first weights (cut + BN), p50 ms", "", first_s.median_ms
+        "first weights (cut + BN), p50 ms",
+        "",
+        first_s.median_ms
     );
-    println!(
+    outln!(
         "RSS over {} s of cached GETs: {:.1} → {:.1} MiB ({:+.2} %)",
-        a.rss_seconds, r0, r1, growth
+        a.rss_seconds,
+        r0,
+        r1,
+        growth
     );
     Ok(())
 }

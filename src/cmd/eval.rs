@@ -158,15 +158,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out["latency_rounds"] = json!(a.latency_rounds.max(1));
     }
     if a.json {
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!(
+        outln!(
             "top-1 {:.2} % on {n} {name} images of {} at r={r}",
             acc * 100.0,
             ds.name
         );
         if let Some(ms) = lat {
-            println!(
+            outln!(
                 "latency {ms:.3} ms (lowest of {} medians of {}; batch 1, {threads} threads, {runtime})",
                 a.latency_rounds.max(1),
                 a.latency_repeats

@@ -181,16 +181,16 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
     report.times.write_s = since(t);
     write_artefacts(&a.out, &art, &report)?;
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     eprintln!("wrote {}/{{{}}}", a.out.display(), report.files.join(", "));
-    println!("arch      {}", report.arch.to_json());
+    outln!("arch      {}", report.arch.to_json());
     if let Some(p) = &report.predicted {
-        println!("predicted {}", serde_json::to_string(p)?);
+        outln!("predicted {}", serde_json::to_string(p)?);
     }
     if let Some(m) = &report.measured {
-        println!("measured  {}", serde_json::to_string(m)?);
+        outln!("measured  {}", serde_json::to_string(m)?);
     }
     let steps = serde_json::to_value(report.times)?;
     let steps: Vec<String> = steps
@@ -205,7 +205,7 @@ fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
             )
         })
         .collect();
-    println!("seconds   {}", steps.join(", "));
+    outln!("seconds   {}", steps.join(", "));
     Ok(())
 }
 

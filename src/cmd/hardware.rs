@@ -263,14 +263,14 @@ fn probes(a: ProbesArgs) -> anyhow::Result<()> {
     let script = a.out.join("time_probes.py");
     write_atomic(&script, TIMING_SCRIPT.as_bytes())?;
     let secs = t0.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "wrote {} probes ({}) to {} in {secs:.2} s",
         manifest.probes.len(),
         manifest.selection,
         a.out.display()
     );
-    println!("time them on the device:  python3 {}", script.display());
-    println!(
+    outln!("time them on the device:  python3 {}", script.display());
+    outln!(
         "then:  ofa hardware fit --package {} --measurements {} --name NAME",
         a.package.display(),
         a.out.join("measurements.csv").display()
@@ -379,10 +379,10 @@ fn fit_cmd(a: FitArgs) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&report)?;
         v["table"] = serde_json::Value::String(out.display().to_string());
         v["fit_s"] = serde_json::json!(secs);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_fit(&report);
-        println!("wrote {} in {secs:.2} s", out.display());
+        outln!("wrote {} in {secs:.2} s", out.display());
     }
     Ok(())
 }
@@ -406,9 +406,10 @@ fn humantime_now() -> String {
 }
 
 fn print_fit(r: &FitReport) {
-    println!(
+    outln!(
         "latency model `{}` from {} measurements",
-        r.model.name, r.measurements
+        r.model.name,
+        r.measurements
     );
     for (t, w) in r.model.terms.iter().zip(&r.model.weights) {
         let names: Vec<String> = t
@@ -418,14 +419,14 @@ fn print_fit(r: &FitReport) {
                 _ => format!("{f:?}"),
             })
             .collect();
-        println!("  {:>12.6}  × {}", w, names.join(" + "));
+        outln!("  {:>12.6}  × {}", w, names.join(" + "));
     }
-    println!("leave-one-out: {}", r.loo);
-    println!("in sample:     {}", r.fit);
-    println!("candidates (leave-one-out MAPE):");
+    outln!("leave-one-out: {}", r.loo);
+    outln!("in sample:     {}", r.fit);
+    outln!("candidates (leave-one-out MAPE):");
     for c in &r.candidates {
         let mark = if c.name == r.model.name { "*" } else { " " };
-        println!("  {mark} {:<12} {:>7.2} %", c.name, c.loo.mape_pct);
+        outln!("  {mark} {:<12} {:>7.2} %", c.name, c.loo.mape_pct);
     }
 }
 
@@ -453,7 +454,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let measured: Vec<f64> = ms.iter().map(|m| m.latency_ms).collect();
     let stats = ErrorStats::of(&pred, &measured);
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "hardware": a.hardware,
@@ -466,7 +467,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
             }))?
         );
     } else {
-        println!(
+        outln!(
             "{} against {}: {stats}",
             a.hardware,
             a.measurements.display()
@@ -538,7 +539,7 @@ fn time(a: TimeArgs) -> anyhow::Result<()> {
         write_atomic(&out, csv.as_bytes())?;
         let env_path = environment_beside(&out);
         write_atomic(&env_path, serde_json::to_string_pretty(&env)?.as_bytes())?;
-        println!(
+        outln!(
             "timed {} probes in {name} ({} thread(s)): {} and {}",
             manifest.probes.len(),
             env.threads,

@@ -122,7 +122,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let out = Value::Object(out);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_text(&out);
     }
@@ -135,42 +135,47 @@ fn print_text(v: &Value) {
             .map(|x| x.to_string().trim_matches('"').to_string())
     };
     if let Some(f) = s("file") {
-        println!("file        {f}");
+        outln!("file        {f}");
     }
     if let Some(k) = s("kind") {
-        println!("kind        {k}");
+        outln!("kind        {k}");
     }
     if let Some(sp) = v.get("space") {
-        println!(
+        outln!(
             "space       {} (width {} · {} classes · {} input channels)",
             sp["name"].as_str().unwrap_or("?"),
             sp["width_mult"],
             sp["n_classes"],
             sp["in_channels"]
         );
-        println!(
+        outln!(
             "choices     kernel {} · expand {} · depth {} · resolutions {}",
-            sp["ks_list"], sp["expand_ratio_list"], sp["depth_list"], sp["resolutions"]
+            sp["ks_list"],
+            sp["expand_ratio_list"],
+            sp["depth_list"],
+            sp["resolutions"]
         );
     }
     if let Some(t) = s("tensors") {
-        println!("tensors     {t}");
+        outln!("tensors     {t}");
     }
     if let Some(p) = s("trainable_params").or_else(|| s("params")) {
-        println!("params      {p}");
+        outln!("params      {p}");
     }
     if let Some(m) = s("macs") {
-        println!("macs        {m}");
+        outln!("macs        {m}");
     }
     if let Some(subnets) = v.get("subnets").and_then(Value::as_array) {
         for sn in subnets {
-            println!("subnet      {}", sn["arch"]);
-            println!(
+            outln!("subnet      {}", sn["arch"]);
+            outln!(
                 "  {:>10}  {:>14}  {:>12}",
-                "resolution", "MACs (M)", "params (M)"
+                "resolution",
+                "MACs (M)",
+                "params (M)"
             );
             for r in sn["by_resolution"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "  {:>10}  {:>14.3}  {:>12.3}",
                     r["resolution"],
                     r["macs"].as_f64().unwrap_or(0.0) / 1e6,
@@ -180,7 +185,7 @@ fn print_text(v: &Value) {
         }
     }
     if let Some(d) = v.get("devices") {
-        println!("cpu         {} threads", d["cpu"]["threads"]);
+        outln!("cpu         {} threads", d["cpu"]["threads"]);
         let cuda = if d["cuda_available"].as_bool().unwrap_or(false) {
             format!(
                 "available, {} device(s), backend {}",
@@ -192,7 +197,7 @@ fn print_text(v: &Value) {
                 d["cuda_note"].as_str().unwrap_or("no GPU")
             )
         };
-        println!("cuda        {cuda}");
-        println!("libtorch    {}", d["libtorch"].as_str().unwrap_or("?"));
+        outln!("cuda        {cuda}");
+        outln!("libtorch    {}", d["libtorch"].as_str().unwrap_or("?"));
     }
 }

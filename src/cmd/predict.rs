@@ -63,14 +63,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let archs = read_archs(&a.arch, &spec.space)?;
     if !a.json {
-        print!(
+        out!(
             "{:>4}  {:>7}  {:>8}  {:>8}",
-            "#", "top-1", "MACs(M)", "params(M)"
+            "#",
+            "top-1",
+            "MACs(M)",
+            "params(M)"
         );
         for h in &hardware {
-            print!("  {:>12}", format!("{h} ms"));
+            out!("  {:>12}", format!("{h} ms"));
         }
-        println!();
+        outln!();
     }
     for (i, arch) in archs.iter().enumerate() {
         let s = spec
@@ -84,7 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let macs = s.metrics.get("macs_m").copied().unwrap_or(f64::NAN);
         let params = s.metrics.get("params_m").copied().unwrap_or(f64::NAN);
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "arch": s.arch,
@@ -95,11 +98,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 })
             );
         } else {
-            print!("{:>4}  {top1:>7.2}  {macs:>8.2}  {params:>8.3}", i + 1);
+            out!("{:>4}  {top1:>7.2}  {macs:>8.2}  {params:>8.3}", i + 1);
             for h in &hardware {
-                print!("  {:>12.4}", lat[h]);
+                out!("  {:>12.4}", lat[h]);
             }
-            println!();
+            outln!();
         }
     }
     Ok(())

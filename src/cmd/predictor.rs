@@ -254,23 +254,31 @@ fn fit_cmd(a: FitArgs) -> anyhow::Result<()> {
         .insert("dataset".into(), a.data.display().to_string());
     p.save(&out)?;
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        outln!(
             "accuracy predictor: {} train / {} test archs, {:.1} s → {}",
             report.n_train,
             report.n_test,
             report.seconds,
             out.display()
         );
-        println!(
+        outln!(
             "  {:<6} {:>10} {:>10} {:>10} {:>10}",
-            "split", "RMSE (pt)", "MAE (pt)", "Kendall τ", "Spearman ρ"
+            "split",
+            "RMSE (pt)",
+            "MAE (pt)",
+            "Kendall τ",
+            "Spearman ρ"
         );
         for (name, q) in [("train", report.train), ("test", report.test)] {
-            println!(
+            outln!(
                 "  {:<6} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-                name, q.rmse, q.mae, q.kendall_tau, q.spearman_rho
+                name,
+                q.rmse,
+                q.mae,
+                q.kendall_tau,
+                q.spearman_rho
             );
         }
     }
@@ -282,9 +290,9 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     let records = dataset::read(&a.data)?;
     let q = evaluate(&p, &records)?;
     if a.json {
-        println!("{}", serde_json::to_string(&q)?);
+        outln!("{}", serde_json::to_string(&q)?);
     } else {
-        println!(
+        outln!(
             "{} on {} ({} archs): RMSE {:.3} pt, MAE {:.3} pt, Kendall τ {:.3}, Spearman ρ {:.3}",
             a.predictor.display(),
             a.data.display(),

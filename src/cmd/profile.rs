@@ -244,10 +244,10 @@ fn validate_cmd(v: ValidateArgs) -> anyhow::Result<()> {
         );
     }
     if v.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{} on {} random subnets: MAPE {:.1} %, Spearman ρ {:.3}; corrected (measured ≈ {:.3} · table + {:.3} ms): MAPE {:.1} %",
         v.table.display(),
         r.n,

@@ -188,10 +188,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                    "seconds": r.seconds, "predict_seconds": r.predict_seconds},
     });
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
+        outln!("{}", serde_json::to_string(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "best subnet for {constraints}{}: predicted top-1 {:.2} % at r={}",
         hardware
             .as_ref()
@@ -201,10 +201,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         r.best.arch.r
     );
     for (k, v) in &r.best.metrics {
-        println!("  {k:<11} {v:.3}");
+        outln!("  {k:<11} {v:.3}");
     }
-    println!("  arch        {}", r.best.arch.to_json());
-    println!(
+    outln!("  arch        {}", r.best.arch.to_json());
+    outln!(
         "  search      {} archs evaluated over {} generations in {:.2} s",
         r.evaluated,
         r.history.len(),
@@ -243,18 +243,18 @@ fn front(
         )?;
     }
     if a.json {
-        println!("{}", serde_json::to_string(&f)?);
+        outln!("{}", serde_json::to_string(&f)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "Pareto front, predicted top-1 vs {objective}: {} points from {} archs in {:.2} s",
         f.points.len(),
         f.evaluated,
         f.seconds
     );
-    println!("  {:>12} {:>10}  arch", objective.name(), "top-1 %");
+    outln!("  {:>12} {:>10}  arch", objective.name(), "top-1 %");
     for p in &f.points {
-        println!(
+        outln!(
             "  {:>12.3} {:>10.2}  {}",
             p.metrics.get(objective.name()).copied().unwrap_or(f64::NAN),
             p.accuracy * 100.0,

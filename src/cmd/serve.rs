@@ -95,7 +95,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let server = Server::bind(cfg).await?;
-        println!("listening on http://{}", server.local_addr());
+        outln!("listening on http://{}", server.local_addr());
         match server.run(ofa_server::shutdown_signal()).await? {
             Stopped::Drained => eprintln!("stopped"),
             Stopped::DrainTimedOut => {

@@ -89,7 +89,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let Some(name) = &a.recipe else {
             bail!("--print-recipe needs --recipe")
         };
-        print!("{}", Recipe::load(name)?.to_toml());
+        out!("{}", Recipe::load(name)?.to_toml());
         return Ok(());
     }
     if let Some(n) = a.ranks.nproc_per_node {
