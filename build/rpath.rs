@@ -5,6 +5,8 @@
 //! without LD_LIBRARY_PATH, and exposes the same directory as `OFA_LIBTORCH_LIB` so the program can
 //! find `libtorch_cuda.so` next to it at start-up. It also marks whether `../shared/reference-data`
 //! is there ([`shared_data`]), for the tests that read it.
+// A build script talks to cargo on stdout.
+#![allow(clippy::print_stdout)]
 #[path = "shared_data.rs"]
 mod shared_data;
 

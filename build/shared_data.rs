@@ -5,6 +5,8 @@
 //! Under `CI=true` the cfg is never set, so a CI machine without the folder runs them and they fail
 //! naming it. The check runs when the build script runs (a first build, a change of `CI`, or a
 //! change inside the folder when it is there): a folder added later needs `cargo clean -p <crate>`.
+// A build script talks to cargo on stdout.
+#![allow(clippy::print_stdout)]
 use std::path::{Path, PathBuf};
 
 /// The workspace root: the nearest folder above the package with a `Cargo.lock`.

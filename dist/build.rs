@@ -1,6 +1,8 @@
 //! Compiles the c10d shim (`csrc/shim.cpp`) against the torch wheel's headers and Debian's Gloo
 //! headers (`libgloo-dev`, installed by `make setup`; the Gloo code itself is inside
 //! libtorch_cpu.so, so nothing more is linked), and embeds libtorch's rpath.
+// A build script talks to cargo on stdout.
+#![allow(clippy::print_stdout)]
 
 #[path = "../build/rpath.rs"]
 mod rpath;

@@ -2,6 +2,9 @@
 //!
 //! This binary only parses arguments and reports; the work lives in the workspace crates.
 
+// The CLI is where output is rendered: the libraries deny printing (workspace lints).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 /// `println!` for the command's output: a closed stdout (`ofa inspect … --json | head`) ends the
 /// program quietly with status 0, as ripgrep does, instead of panicking.
 macro_rules! outln {

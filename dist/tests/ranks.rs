@@ -4,6 +4,8 @@
 //! beyond any run: no test depends on how fast a rank is.
 
 #![allow(clippy::unwrap_used)]
+// A test reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! machine) at every latency budget.
 
 #![allow(clippy::unwrap_used)]
+// A test reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
 

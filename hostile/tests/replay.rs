@@ -3,6 +3,8 @@
 //! libFuzzer targets call. A reader that panics on any of them fails this test.
 
 #![allow(clippy::unwrap_used)]
+// A test reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
 

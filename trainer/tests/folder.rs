@@ -3,6 +3,8 @@
 //! recipe (shortened) starting on an ImageNet-layout folder without decoding it up front.
 
 #![allow(clippy::unwrap_used)]
+// A test reports what it measured.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
