@@ -368,7 +368,20 @@ fn happy_path_matches_ofa_extract_and_runs_under_ofa_infer() {
         );
     }
     assert!(doc["components"]["schemas"]["SubnetRecord"].is_object());
+    // made-up methods share one label: a client cannot grow the metrics
+    for i in 0..3 {
+        let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+        write!(
+            conn,
+            "MADEUP{i}X /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let head = read_head(&mut BufReader::new(conn));
+        assert!(head.starts_with("HTTP/1.1 4"), "{head}");
+    }
     let m = String::from_utf8(get(&server.url("/metrics")).body).unwrap();
+    assert!(!m.contains("MADEUP"), "{m}");
+    assert!(m.contains("method=\"other\""), "{m}");
     assert!(m.contains("ofa_http_requests_total"), "{m}");
     assert!(m.contains("ofa_search_seconds"), "{m}");
     assert!(m.contains("ofa_cut_recalibrate_seconds"), "{m}");

@@ -322,6 +322,9 @@ pub struct ErrorDetail {
     /// For `unknown_supernet` / `unknown_hardware`: the names there are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available: Option<Vec<String>>,
+    /// For `internal`: the request's `x-request-id`, under which the server logged the detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `GET /healthz`, `GET /readyz`.

@@ -10,6 +10,32 @@ use ofa_extractor::ExtractError;
 
 use crate::api::{ErrorBody, ErrorDetail};
 
+tokio::task_local! {
+    /// The `x-request-id` of the request being answered (set by [`with_request_id`]).
+    static REQUEST_ID: String;
+}
+
+/// Middleware: run the request with its `x-request-id` at hand, so a 500 can name it.
+pub async fn with_request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    REQUEST_ID.scope(id, next.run(req)).await
+}
+
+/// The id of the request being answered, or `-` outside one.
+fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(String::clone)
+        .unwrap_or_else(|_| "-".to_string())
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -180,9 +206,15 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded(_) => metrics::counter!("ofa_overloaded_total").increment(1),
             _ => {}
         }
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), "{self}");
-        }
+        // The detail of a server failure (paths, libtorch's text) is logged once, inside the
+        // request's span, and never sent: the client gets the request id to quote.
+        let request_id = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(code = self.code(), "internal error: {detail}");
+                Some(current_request_id())
+            }
+            _ => None,
+        };
         let (feasible_minimum, available) = match &self {
             ApiError::Unprocessable {
                 feasible_minimum, ..
@@ -193,9 +225,13 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_string(),
-                message: self.to_string(),
+                message: match &self {
+                    ApiError::Internal(_) => "internal error".to_string(),
+                    _ => self.to_string(),
+                },
                 feasible_minimum,
                 available,
+                request_id,
             },
         };
         let mut resp = (status, Json(body)).into_response();

@@ -360,6 +360,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .on_request(())
                 .on_response(log_response),
         )
+        .layer(middleware::from_fn(error::with_request_id))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
         .with_state(state)
@@ -412,7 +413,17 @@ async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // a fixed set of labels: a client cannot add series with made-up methods
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
     let t = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status();
@@ -434,6 +445,60 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    /// The layers of [`router`] that shape a 500, over `app`.
+    fn layered(app: Router) -> Router {
+        let x = HeaderName::from_static("x-request-id");
+        app.layer(catch_panics())
+            .layer(middleware::from_fn(error::with_request_id))
+            .layer(PropagateRequestIdLayer::new(x.clone()))
+            .layer(SetRequestIdLayer::new(x, MakeRequestUuid))
+    }
+
+    async fn call(app: &Router, path: &str) -> (StatusCode, String, serde_json::Value) {
+        let r = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("a request"))
+            .await
+            .unwrap_or_else(|e| match e {});
+        let status = r.status();
+        let id = r
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        (status, id, serde_json::from_slice(&body).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn a_500_says_internal_error_and_the_request_id_and_nothing_else() {
+        async fn fail() -> Result<&'static str, ApiError> {
+            Err(ApiError::Internal(
+                "/srv/cache/weights/abc: libtorch said no".into(),
+            ))
+        }
+        async fn boom() -> &'static str {
+            panic!("boom at /srv/secret")
+        }
+        let app = layered(
+            Router::new()
+                .route("/fail", get(fail))
+                .route("/boom", get(boom)),
+        );
+        for path in ["/fail", "/boom"] {
+            let (status, id, v) = call(&app, path).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(v["error"]["code"], "internal", "{v}");
+            assert_eq!(v["error"]["message"], "internal error", "{v}");
+            assert!(id.len() >= 32, "no request id header: {id:?}");
+            assert_eq!(v["error"]["request_id"], id.as_str(), "{v}");
+            assert!(!v.to_string().contains("/srv"), "{v}");
+        }
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_is_a_json_500_and_the_router_goes_on() {
