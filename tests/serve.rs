@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::{ofa, run_ok, s, specialised_package};
 use serde_json::{json, Value};
+use sha2::Digest;
 use ureq::http;
 
 /// A running `ofa serve`.
@@ -284,11 +285,38 @@ fn happy_path_matches_ofa_extract_and_runs_under_ofa_infer() {
         None,
     );
     assert_eq!(again.status, 304);
+    // each artefact's ETag is its SHA-256, hashed once: the 304 hashed nothing
+    let etags = metric(&server, "ofa_computations_total{kind=\"etag\"}");
+    let again = send(
+        "GET",
+        &server.url(&format!("/v1/subnets/{id}/model.onnx")),
+        &[("if-none-match", &oetag)],
+        None,
+    );
+    assert_eq!(again.status, 304);
+    assert_eq!(
+        metric(&server, "ofa_computations_total{kind=\"etag\"}"),
+        etags
+    );
     let folded = get(&server.url(&format!(
         "/v1/subnets/{id}/model.onnx?opset=18&fold_bn=true"
     )));
     assert_eq!(folded.status, 200);
     assert!(folded.body != onnx.body);
+    for (file, tag) in [
+        (&onnx, &oetag),
+        (&folded, &folded.header("etag").unwrap().to_string()),
+    ] {
+        let sha: String = sha2::Sha256::digest(&file.body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(*tag, format!("\"{sha}\""));
+    }
+    assert_eq!(
+        metric(&server, "ofa_computations_total{kind=\"etag\"}"),
+        etags + 1.0
+    );
     let bad = get(&server.url(&format!("/v1/subnets/{id}/model.onnx?opset=13")));
     assert_eq!(bad.status, 422);
     assert_eq!(bad.json()["error"]["code"], "invalid_opset");

@@ -27,7 +27,7 @@ pub enum Kind {
     Front,
     /// BN-recalibrated weights (safetensors) by subnet id.
     Weights,
-    /// The SHA-256 of a weights file by subnet id.
+    /// The SHA-256 of a download (weights by subnet id, ONNX by its key).
     Etag,
     /// ONNX files by subnet id, opset and BN folding.
     Onnx,

@@ -366,8 +366,7 @@ pub async fn get_weights(
     )
     .await?;
     metrics::histogram!("ofa_weights_seconds").record(t.elapsed().as_secs_f64());
-    let etag = format!("\"{}\"", etag_of(&s, &id, &blob).await);
-    let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (etag, tag) = etag_of(&s, &id, &blob).await?;
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
@@ -424,8 +423,7 @@ pub async fn get_onnx(
         }),
     )
     .await?;
-    let etag = format!("\"{}\"", sha256_hex(&blob));
-    let tag = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (etag, tag) = etag_of(&s, &key, &blob).await?;
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
@@ -468,19 +466,24 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t.trim() == etag || t.trim() == "*")
 }
 
-/// The SHA-256 of a weights file, computed once per id.
-async fn etag_of(s: &AppState, id: &str, blob: &Blob) -> String {
-    if let Some(e) = s.store.peek(Kind::Etag, id).await {
-        return String::from_utf8_lossy(&e).into_owned();
-    }
+/// The quoted ETag of a downloadable artefact cached under `key` (a weights file's id, an ONNX
+/// file's key): its SHA-256, computed once, on a blocking thread, and cached beside it. A 304
+/// costs a cache lookup.
+async fn etag_of(s: &AppState, key: &str, blob: &Blob) -> Result<(String, HeaderValue), ApiError> {
     let b = blob.clone();
-    let e = tokio::task::spawn_blocking(move || sha256_hex(&b))
-        .await
-        .unwrap_or_default();
-    s.store
-        .put(Kind::Etag, id, Arc::new(bytes::Bytes::from(e.clone())))
-        .await;
-    e
+    let e = s
+        .store
+        .get_or_compute(Kind::Etag, key, async move {
+            let hex = tokio::task::spawn_blocking(move || sha256_hex(&b))
+                .await
+                .map_err(|e| ApiError::Internal(format!("hashing a download: {e}")))?;
+            Ok(Arc::new(bytes::Bytes::from(hex)))
+        })
+        .await?;
+    let etag = format!("\"{}\"", String::from_utf8_lossy(&e));
+    let tag = HeaderValue::from_str(&etag)
+        .map_err(|_| ApiError::Internal(format!("a cached ETag is not a header value: {etag}")))?;
+    Ok((etag, tag))
 }
 
 /// `?format=json|csv`
