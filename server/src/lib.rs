@@ -155,6 +155,19 @@ pub struct Server {
     app: Router,
     addr: SocketAddr,
     drain: Duration,
+    /// The metrics upkeep task: it stops when the server does (returns from [`Server::run`] or
+    /// is dropped unstarted).
+    upkeep: Background,
+}
+
+/// A background task that ends with its owner.
+#[derive(Debug)]
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn recorder() -> PrometheusHandle {
@@ -228,14 +241,14 @@ impl Server {
         })?;
         // Histograms keep their samples until drained: drain them every few seconds, whether or
         // not anything scrapes `/metrics`, so memory stays flat under load.
-        let upkeep = metrics.clone();
-        tokio::spawn(async move {
+        let handle = metrics.clone();
+        let upkeep = Background(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
-                upkeep.run_upkeep();
+                handle.run_upkeep();
             }
-        });
+        }));
         let state = Arc::new(AppState {
             supernets,
             store,
@@ -264,6 +277,7 @@ impl Server {
             app: router(state),
             addr,
             drain: cfg.drain_timeout,
+            upkeep,
         })
     }
 
@@ -287,6 +301,8 @@ impl Server {
             .into_future();
         let addr = self.addr;
         let drain = self.drain;
+        // dropped when this returns: the upkeep task stops with the server
+        let _upkeep = self.upkeep;
         tokio::pin!(serve);
         tokio::select! {
             r = &mut serve => {
@@ -498,6 +514,27 @@ mod tests {
             assert_eq!(v["error"]["request_id"], id.as_str(), "{v}");
             assert!(!v.to_string().contains("/srv"), "{v}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_background_task_ends_with_its_owner() {
+        let alive = Arc::new(());
+        let held = alive.clone();
+        let task = Background(tokio::spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        }));
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&alive), 2, "the task holds its Arc");
+        drop(task);
+        // on this single-threaded runtime the aborted task is dropped at its next turn
+        for _ in 0..100 {
+            if Arc::strong_count(&alive) == 1 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the task outlived its owner");
     }
 
     #[tokio::test]
