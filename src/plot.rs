@@ -15,7 +15,7 @@ use plotters::prelude::*;
 
 use anyhow::Context;
 use ofa_extractor::Front;
-use serde::Deserialize;
+use ofa_schema::metrics::{read_metrics, MetricsLine, SubnetSize};
 
 const FONT_PATHS: [&str; 3] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -185,28 +185,6 @@ pub fn png(front: &Front, path: &Path, title: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// One line of a run's `metrics.jsonl` (other fields and kinds are ignored).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum Line {
-    Step {
-        phase: String,
-        global_step: u64,
-        loss: f64,
-    },
-    Validation {
-        phase: String,
-        rows: Vec<Row>,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-struct Row {
-    subnet: String,
-    resolution: u32,
-    val_top1: f64,
-}
-
 /// What the curves show: loss points per phase (in order), and per phase end the step it came
 /// after and the held-out top-1 of its min / mid / max subnets at the largest resolution.
 #[derive(Debug, Default)]
@@ -216,37 +194,31 @@ struct Curves {
 }
 
 fn read_curves(path: &Path) -> anyhow::Result<Curves> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // every line must parse; a torn last line (a run killed while appending it) is left out
+    let log = read_metrics(path)?;
     let mut c = Curves::default();
     let mut last_step = 0.0;
-    // A torn last line (a run killed mid-write) or a line of another kind is skipped.
-    for line in text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
-    {
+    for line in log.lines {
         match line {
-            Line::Step {
-                phase,
-                global_step,
-                loss,
-            } => {
-                last_step = global_step as f64;
+            MetricsLine::Step(s) => {
+                last_step = s.global_step as f64;
                 match c.loss.last_mut() {
-                    Some((p, pts)) if *p == phase => pts.push((last_step, loss)),
-                    _ => c.loss.push((phase, vec![(last_step, loss)])),
+                    Some((p, pts)) if *p == s.phase => pts.push((last_step, s.loss)),
+                    _ => c.loss.push((s.phase, vec![(last_step, s.loss)])),
                 }
             }
-            Line::Validation { phase, rows } => {
-                let r = rows.iter().map(|r| r.resolution).max().unwrap_or(0);
-                let pick = |which: &str| {
-                    rows.iter()
+            MetricsLine::Validation(t) => {
+                let r = t.rows.iter().map(|r| r.resolution).max().unwrap_or(0);
+                let pick = |which: SubnetSize| {
+                    t.rows
+                        .iter()
                         .find(|x| x.subnet == which && x.resolution == r)
                         .map(|x| x.val_top1)
                 };
-                c.ends
-                    .push((phase, last_step, [pick("min"), pick("mid"), pick("max")]));
+                let ends = [SubnetSize::Min, SubnetSize::Mid, SubnetSize::Max].map(pick);
+                c.ends.push((t.phase, last_step, ends));
             }
+            MetricsLine::Data(_) | MetricsLine::Ranks(_) | MetricsLine::Branch(_) => {}
         }
     }
     anyhow::ensure!(

@@ -4,26 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
+use ofa_schema::run::RunCard;
 use ofa_space::{ArchConfig, SearchSpace};
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_supernet::{Subnet, Supernet, SupernetCheckpoint};
-use serde_json::Value;
 use tch::{Device, Kind};
 
 use crate::augment::AugmentConfig;
 use crate::measure::{recalibrated, Recalibration};
 use crate::{PackageError, Split};
 
-/// The supernet checkpoint in a package.
-pub const SUPERNET_FILE: &str = "supernet.safetensors";
-/// BN-recalibration images (uint8 `images`, int64 `labels`, metadata `augment`).
-pub const CALIBRATION_FILE: &str = "calibration.safetensors";
-/// Provenance and measured metrics.
-pub const CARD_FILE: &str = "card.json";
-/// The accuracy predictor.
-pub const ACCURACY_FILE: &str = "accuracy.safetensors";
-/// The folder of latency tables, one `<hardware>.json` each.
-pub const LATENCY_DIR: &str = "latency";
+pub use ofa_schema::files::{
+    ACCURACY_FILE, CALIBRATION_FILE, CARD_FILE, LATENCY_DIR, SUPERNET_FILE,
+};
 
 /// An opened package.
 #[derive(Debug)]
@@ -36,8 +29,8 @@ pub struct Package {
     pub calib: Split,
     /// Augmentation used for recalibration and the eval transform.
     pub augment: AugmentConfig,
-    /// `card.json` (`Null` when the package has none).
-    pub card: Value,
+    /// `card.json`'s text, checked against the schema at open (`None`: the package has none).
+    card: Option<String>,
 }
 
 impl Package {
@@ -93,10 +86,14 @@ impl Package {
             None => return Err(PackageError::bad(&cal, "metadata `augment` is missing")),
         };
         let card_path = dir.join(CARD_FILE);
-        let card = match std::fs::read_to_string(&card_path) {
-            Ok(t) => serde_json::from_str(&t)
-                .map_err(|e| PackageError::bad(&card_path, format!("not valid JSON: {e}")))?,
-            Err(_) => Value::Null,
+        let card = if card_path.exists() {
+            let text = std::fs::read_to_string(&card_path)
+                .map_err(|e| PackageError::bad(&card_path, e.to_string()))?;
+            serde_json::from_str::<RunCard<serde::de::IgnoredAny>>(&text)
+                .map_err(|e| PackageError::bad(&card_path, e.to_string()))?;
+            Some(text)
+        } else {
+            None
         };
         Ok(Package {
             dir: dir.to_path_buf(),
@@ -105,6 +102,17 @@ impl Package {
             augment,
             card,
         })
+    }
+
+    /// The run card, its recipe read as `R` (the trainer's `Recipe`); `None` when the package has
+    /// no card (an imported supernet).
+    pub fn card<R: serde::de::DeserializeOwned>(&self) -> Result<Option<RunCard<R>>, PackageError> {
+        let Some(text) = &self.card else {
+            return Ok(None);
+        };
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| PackageError::bad(self.dir.join(CARD_FILE), e.to_string()))
     }
 
     /// The package's name: its folder name.

@@ -78,7 +78,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     }
                     out.insert("subnets".into(), json!(subnets));
                     if let Some(m) = &ck.metrics {
-                        out.insert("metrics".into(), m.clone());
+                        out.insert("metrics".into(), serde_json::to_value(m)?);
                     }
                 }
                 Model::Subnet(f) => {

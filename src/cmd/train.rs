@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use ofa_schema::metrics::ValidationRow;
 use ofa_trainer::recipe::Recipe;
 use ofa_trainer::run::{branch, resume, train, Observer, Outcome, Silent, TrainOptions};
-use serde_json::Value;
 
 /// How long the other local ranks may take to end on their own after one fails.
 const RANK_GRACE: Duration = Duration::from_secs(30);
@@ -215,29 +215,29 @@ impl Observer for Render {
         });
     }
 
-    fn validation(&self, phase: &str, rows: &[Value]) {
+    fn validation(&self, phase: &str, rows: &[ValidationRow]) {
         eprintln!("{}", validation_table(phase, rows));
     }
 }
 
 /// A phase-end validation table as text.
-fn validation_table(phase: &str, rows: &[Value]) -> String {
+fn validation_table(phase: &str, rows: &[ValidationRow]) -> String {
     let mut s = format!(
         "phase {phase}: top-1 after BN recalibration\n  {:<6} {:>10} {:>10}",
         "subnet", "resolution", "val %"
     );
-    let has_test = rows.iter().any(|r| r.get("test_top1").is_some());
+    let has_test = rows.iter().any(|r| r.test_top1.is_some());
     if has_test {
         s.push_str(&format!(" {:>10}", "test %"));
     }
     for r in rows {
         s.push_str(&format!(
             "\n  {:<6} {:>10} {:>10.2}",
-            r["subnet"].as_str().unwrap_or("?"),
-            r["resolution"],
-            r["val_top1"].as_f64().unwrap_or(0.0)
+            r.subnet.name(),
+            r.resolution,
+            r.val_top1
         ));
-        if let Some(t) = r.get("test_top1").and_then(Value::as_f64) {
+        if let Some(t) = r.test_top1 {
             s.push_str(&format!(" {t:>10.2}"));
         }
     }

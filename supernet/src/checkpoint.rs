@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
+use ofa_schema::run::SupernetMetrics;
 use ofa_space::{ArchConfig, SearchSpace};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde_json::Value;
@@ -99,6 +100,7 @@ pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<TensorFile> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
         SupernetError::bad_file(path, format!("not a valid safetensors file ({e})"))
     })?;
+    // a file without `__metadata__` has none (an `Option`, not a failure)
     let metadata: BTreeMap<String, String> = meta
         .metadata()
         .clone()
@@ -293,8 +295,8 @@ pub struct SupernetCheckpoint {
     pub net: Supernet,
     /// Its provenance.
     pub provenance: Provenance,
-    /// Free-form metrics JSON, if any.
-    pub metrics: Option<Value>,
+    /// What it measured in training, if it says.
+    pub metrics: Option<SupernetMetrics>,
     /// SHA-256 of the file.
     pub sha256: String,
 }
@@ -305,7 +307,7 @@ impl Supernet {
         &self,
         path: &Path,
         provenance: &Provenance,
-        metrics: Option<&Value>,
+        metrics: Option<&SupernetMetrics>,
     ) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self
             .tensors()
@@ -315,12 +317,9 @@ impl Supernet {
         let mut meta = BTreeMap::new();
         meta.insert("format".into(), SUPERNET_FORMAT.into());
         meta.insert("space".into(), self.space().to_json());
-        meta.insert(
-            "provenance".into(),
-            serde_json::to_string(provenance).unwrap_or_default(),
-        );
+        meta.insert("provenance".into(), ofa_schema::to_json(provenance));
         if let Some(m) = metrics {
-            meta.insert("metrics".into(), m.to_string());
+            meta.insert("metrics".into(), ofa_schema::to_json(m));
         }
         write_safetensors(path, &tensors, &meta)
     }
@@ -350,15 +349,20 @@ impl Supernet {
             .ok_or_else(|| SupernetError::bad_file(path, "metadata has no `space`"))?;
         let space = SearchSpace::from_json(space_json)
             .map_err(|e| SupernetError::bad_file(path, format!("metadata `space`: {e}")))?;
-        let provenance = file
-            .metadata
-            .get("provenance")
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or_default();
-        let metrics = file
-            .metadata
-            .get("metrics")
-            .and_then(|m| serde_json::from_str(m).ok());
+        // absent (an imported or hand-made file): nothing known; present and unreadable: damage
+        let provenance = match file.metadata.get("provenance") {
+            Some(p) => serde_json::from_str(p).map_err(|e| {
+                SupernetError::bad_file(path, format!("metadata `provenance`: {e}"))
+            })?,
+            None => Provenance::default(),
+        };
+        let metrics =
+            match file.metadata.get("metrics") {
+                Some(m) => Some(serde_json::from_str(m).map_err(|e| {
+                    SupernetError::bad_file(path, format!("metadata `metrics`: {e}"))
+                })?),
+                None => None,
+            };
         let net = Supernet::from_tensors(&space, file.tensors, device)
             .map_err(|e| SupernetError::bad_file(path, e.to_string()))?;
         Ok(SupernetCheckpoint {
@@ -397,10 +401,7 @@ impl Subnet {
             "net_config".into(),
             self.config().to_net_config().to_string(),
         );
-        meta.insert(
-            "ofa_subnet".into(),
-            serde_json::to_string(self.config()).unwrap_or_default(),
-        );
+        meta.insert("ofa_subnet".into(), ofa_schema::to_json(self.config()));
         safetensors_bytes(&self.named_tensors(), &meta)
     }
 
@@ -510,6 +511,7 @@ pub fn open_model(path: &Path, device: Device) -> Result<Model> {
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
             SupernetError::bad_file(path, format!("not a valid safetensors file ({e})"))
         })?;
+        // a file without `__metadata__` has none (an `Option`, not a failure)
         let meta = meta.metadata().clone().unwrap_or_default();
         match meta.get("format").map(String::as_str) {
             Some(SUPERNET_FORMAT) => {

@@ -284,6 +284,32 @@ fn write_variant(
 }
 
 #[test]
+fn corrupt_provenance_or_metrics_metadata_is_an_error_not_a_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let t: Vec<(String, Tensor)> = fixture_tensors().into_iter().collect();
+    for (key, value, expect) in [
+        ("provenance", "{\"dataset\": 3", "metadata `provenance`"),
+        (
+            "metrics",
+            "{\"tables\": [{\"phase\": 1}]}",
+            "metadata `metrics`",
+        ),
+    ] {
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "ofa-supernet/1".to_string());
+        meta.insert("space".to_string(), space().to_json());
+        meta.insert(key.to_string(), value.to_string());
+        let p = dir.path().join(format!("{key}.safetensors"));
+        write_safetensors(&p, &t, &meta).unwrap();
+        let e = Supernet::load(&p, Device::Cpu).unwrap_err().to_string();
+        assert!(
+            e.contains(expect) && e.contains(&format!("{key}.safetensors")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn bad_checkpoints_give_typed_errors_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

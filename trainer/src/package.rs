@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ofa_package::{Package, CARD_FILE};
-use serde_json::Value;
+use ofa_schema::run::RunCard;
 
 use crate::recipe::Recipe;
 use crate::run::{load_splits, Splits, TrainError};
@@ -17,26 +17,29 @@ fn bad(pkg: &Package, reason: &str) -> TrainError {
     }
 }
 
+/// The package's run card, with its recipe.
+fn card(pkg: &Package) -> Result<RunCard<Recipe>, TrainError> {
+    pkg.card::<Recipe>()
+        .map_err(|e| bad(pkg, &e.to_string()))?
+        .ok_or_else(|| {
+            bad(
+                pkg,
+                "the package has no card: cannot rebuild the held-out split",
+            )
+        })
+}
+
 /// The recipe the package was trained with (from the card).
 pub fn recipe(pkg: &Package) -> Result<Recipe, TrainError> {
-    let r = pkg
-        .card
-        .get("recipe")
-        .ok_or_else(|| bad(pkg, "no `recipe`: cannot rebuild the held-out split"))?;
-    serde_json::from_value(r.clone()).map_err(|e| bad(pkg, &format!("`recipe`: {e}")))
+    Ok(card(pkg)?.recipe)
 }
 
 /// The run's splits, rebuilt from `data` or the dataset named in the card.
 pub fn splits(pkg: &Package, data: Option<&Path>) -> Result<Splits, TrainError> {
-    let recipe = recipe(pkg)?;
+    let card = card(pkg)?;
     let dir = match data {
         Some(d) => d.to_path_buf(),
-        None => PathBuf::from(
-            pkg.card
-                .get("dataset")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(pkg, "no `dataset`: give the data path"))?,
-        ),
+        None => PathBuf::from(&card.dataset),
     };
-    load_splits(&recipe, &dir)
+    load_splits(&card.recipe, &dir)
 }

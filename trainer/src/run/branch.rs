@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use ofa_schema::files::METRICS_FILE;
+use ofa_schema::metrics::{read_metrics, BranchLine, MetricsLine};
 use ofa_supernet::checkpoint::read_safetensors;
-use serde_json::{json, Value};
 
 use super::checkpoint::{checkpoint_state, Branched, Loaded, RunState};
 use super::{ranks, run_err, Ctx, Outcome, TrainError, TrainOptions};
@@ -67,24 +68,22 @@ fn prepare(
         ));
     }
     let ctx = Ctx::create(recipe, dir, opts)?;
-    let src_metrics = from.with_file_name("metrics.jsonl");
-    if let Ok(text) = std::fs::read_to_string(&src_metrics) {
+    // the source run's log up to the checkpoint (a checkpoint copied away from its run folder
+    // has none; a damaged one is an error, a torn last line is left out)
+    let src_metrics = from.with_file_name(METRICS_FILE);
+    if src_metrics.exists() {
+        let log = read_metrics(&src_metrics).map_err(|e| run_err(&src_metrics, e.to_string()))?;
         let mut validations = 0;
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let within = v["global_step"]
-                .as_u64()
-                .is_some_and(|g| g <= state.global_step);
-            if v["kind"] == "validation" {
+        for line in &log.lines {
+            let within = line.global_step().is_some_and(|g| g <= state.global_step);
+            if matches!(line, MetricsLine::Validation(_)) {
                 if validations == done {
                     break;
                 }
                 validations += 1;
-                ctx.log(&v)?;
+                ctx.log(line)?;
             } else if within {
-                ctx.log(&v)?;
+                ctx.log(line)?;
             }
         }
     }
@@ -94,10 +93,12 @@ fn prepare(
         recipe: source.name.clone(),
         phases: done,
     });
-    ctx.log(
-        &json!({"kind": "branch", "from": from.display().to_string(), "recipe": source.name,
-                    "phases": done, "global_step": state.global_step}),
-    )?;
+    ctx.log(&MetricsLine::Branch(BranchLine {
+        from: from.display().to_string(),
+        recipe: source.name.clone(),
+        phases: done,
+        global_step: state.global_step,
+    }))?;
     let loaded = ctx.load_checkpoint(from)?;
     Ok((ctx, state, loaded))
 }

@@ -6,8 +6,6 @@ use std::path::Path;
 
 use ofa_supernet::checkpoint::{read_safetensors, write_safetensors};
 use ofa_supernet::{Layout, Supernet};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tch::Tensor;
 
 use super::{run_err, Ctx, TrainError};
@@ -16,40 +14,9 @@ use crate::step::Sgd;
 /// `format` of a run checkpoint.
 pub const RUN_FORMAT: &str = "ofa-run/1";
 
-/// Where a run stands (saved in every checkpoint).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunState {
-    /// Phase being trained (== number of phases when done).
-    pub phase: usize,
-    /// Steps done in that phase.
-    pub step: u64,
-    /// Steps done in the whole run.
-    pub global_step: u64,
-    /// Phase-end validation tables so far.
-    pub tables: Vec<Value>,
-    /// Seconds of training so far (over all sessions).
-    pub elapsed_s: f64,
-    /// Ranks of the job that saved it (0 in checkpoints from before data-parallel runs).
-    #[serde(default)]
-    pub world_size: usize,
-    /// Its collective backend (`gloo`, `nccl`; absent on one process).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend: Option<String>,
-    /// The checkpoint this run branched from ([`super::branch`]), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branched_from: Option<Branched>,
-}
-
-/// Where a branched run came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Branched {
-    /// The checkpoint file, as given.
-    pub checkpoint: String,
-    /// Its recipe's name.
-    pub recipe: String,
-    /// Phases it had completed (shared with this run).
-    pub phases: usize,
-}
+pub use ofa_schema::run::Branched;
+/// Where a run stands (saved in every checkpoint): the schema's checkpoint state.
+pub use ofa_schema::run::CheckpointState as RunState;
 
 /// The [`RunState`] in a run checkpoint's metadata.
 pub(super) fn checkpoint_state(
@@ -62,9 +29,55 @@ pub(super) fn checkpoint_state(
             format!("not a run checkpoint (format {RUN_FORMAT} expected)"),
         ));
     }
-    meta.get("state")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| run_err(path, "metadata has no readable `state`"))
+    let state = meta
+        .get("state")
+        .ok_or_else(|| run_err(path, "metadata has no `state`"))?;
+    serde_json::from_str(state).map_err(|e| run_err(path, format!("metadata `state`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(state: Option<&str>) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("format".to_string(), RUN_FORMAT.to_string());
+        if let Some(s) = state {
+            m.insert("state".to_string(), s.to_string());
+        }
+        m
+    }
+
+    #[test]
+    fn a_missing_or_corrupt_state_is_named_never_a_fresh_start() {
+        let p = Path::new("runs/a/checkpoint.safetensors");
+        let good = ofa_schema::to_json(&RunState {
+            global_step: 7,
+            ..RunState::default()
+        });
+        assert_eq!(
+            checkpoint_state(p, &meta(Some(&good)))
+                .map(|s| s.global_step)
+                .ok(),
+            Some(7)
+        );
+        for (state, expect) in [
+            (None, "metadata has no `state`"),
+            (Some(""), "metadata `state`: EOF"),
+            (
+                Some("{\"phase\": \"two\"}"),
+                "metadata `state`: invalid type",
+            ),
+        ] {
+            let e = checkpoint_state(p, &meta(state))
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                e.contains("runs/a/checkpoint.safetensors") && e.contains(expect),
+                "{e}"
+            );
+        }
+    }
 }
 
 /// What a checkpoint holds, loaded onto the run's device in the training layout.
@@ -109,10 +122,7 @@ impl Ctx {
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), RUN_FORMAT.to_string());
         meta.insert("space".to_string(), self.space.to_json());
-        meta.insert(
-            "state".to_string(),
-            serde_json::to_string(state).unwrap_or_default(),
-        );
+        meta.insert("state".to_string(), ofa_schema::to_json(state));
         meta.insert("recipe".to_string(), self.recipe.to_toml());
         write_safetensors(&self.dir.join("checkpoint.safetensors"), &tensors, &meta)?;
         Ok(())

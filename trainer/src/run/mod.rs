@@ -11,12 +11,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ofa_dist::ProcessGroup;
+use ofa_schema::files::{METRICS_FILE, RUN_INFO_FILE};
+use ofa_schema::metrics::{
+    BadFile, DataLine, MetricsLine, PhaseTable, RanksLine, StepLine, ValidationRow,
+};
+use ofa_schema::run::{DataLoading, RunInfo};
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace};
 use ofa_supernet::checkpoint::write_atomic;
 use ofa_supernet::{channels_last, Layout, Supernet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
 use tch::{Device, Tensor};
 
 use crate::data::Split;
@@ -54,8 +58,8 @@ pub trait Observer: Send + Sync {
     fn step(&self, _step: u64, _loss: f64, _lr: f64) {}
     /// The current phase's steps ended; `finished` is false when the run stops inside it.
     fn phase_steps_end(&self, _finished: bool) {}
-    /// The phase-end validation table: rows `{subnet, resolution, val_top1[, test_top1]}`.
-    fn validation(&self, _phase: &str, _rows: &[Value]) {}
+    /// The phase-end validation table.
+    fn validation(&self, _phase: &str, _rows: &[ValidationRow]) {}
 }
 
 /// An [`Observer`] that ignores everything.
@@ -135,11 +139,16 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
         let recipe = Recipe::from_toml(&text, &dir.join("recipe.toml").display().to_string())?;
         let mut opts = opts;
         if opts.data.is_none() {
-            let saved: Option<String> = std::fs::read_to_string(dir.join("run.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .and_then(|v| v["data"].as_str().map(str::to_string));
-            opts.data = Some(PathBuf::from(saved.unwrap_or_else(|| recipe.data.clone())));
+            // run folders from before run.json existed use the recipe's data folder
+            let info = dir.join(RUN_INFO_FILE);
+            let saved = if info.exists() {
+                ofa_schema::read_json::<RunInfo>(&info)
+                    .map_err(|e| run_err(&info, e.to_string()))?
+                    .data
+            } else {
+                recipe.data.clone()
+            };
+            opts.data = Some(PathBuf::from(saved));
         }
         let ctx = Ctx::new(recipe, dir, opts)?;
         let ck = dir.join("checkpoint.safetensors");
@@ -180,16 +189,21 @@ impl Ctx {
         std::fs::create_dir_all(dir).map_err(|e| run_err(dir, e.to_string()))?;
         let ctx = Ctx::new(recipe, dir, opts)?;
         write_atomic(&dir.join("recipe.toml"), ctx.recipe.to_toml().as_bytes())?;
-        let loading = match ctx.train {
-            TrainData::Memory(_) => "memory",
-            TrainData::Stream(_) => "stream",
+        let info = RunInfo {
+            data: ctx.dataset.clone(),
+            device: format!("{:?}", ctx.opts.device),
+            data_loading: match ctx.train {
+                TrainData::Memory(_) => DataLoading::Memory,
+                TrainData::Stream(_) => DataLoading::Stream,
+            },
+            train_images: ctx.train.len(),
+            world_size: ctx.world(),
+            backend: ctx.backend().map(str::to_string),
         };
-        let meta = json!({
-            "data": ctx.dataset, "device": format!("{:?}", ctx.opts.device),
-            "data_loading": loading, "train_images": ctx.train.len(),
-            "world_size": ctx.world(), "backend": ctx.backend(),
-        });
-        write_atomic(&dir.join("run.json"), meta.to_string().as_bytes())?;
+        write_atomic(
+            &dir.join(RUN_INFO_FILE),
+            ofa_schema::to_json(&info).as_bytes(),
+        )?;
         Ok(ctx)
     }
 
@@ -386,11 +400,16 @@ impl Ctx {
                 obs.step(state.step, loss, lr);
                 if state.step % t.log_every.max(1) == 0 || state.step == total {
                     let secs = window.start.elapsed().as_secs_f64().max(1e-9);
-                    self.log(&json!({
-                        "kind": "step", "phase": phase.name, "step": state.step, "global_step": state.global_step,
-                        "loss": window.loss / window.steps as f64, "top1": window.top1 / window.steps as f64, "lr": lr,
-                        "images_per_s": window.images as f64 / secs, "data_wait_s": loader.waited().as_secs_f64(),
-                        "elapsed_s": elapsed_before + session_start.elapsed().as_secs_f64(),
+                    self.log(&MetricsLine::Step(StepLine {
+                        phase: phase.name.clone(),
+                        step: state.step,
+                        global_step: state.global_step,
+                        loss: window.loss / window.steps as f64,
+                        top1: window.top1 / window.steps as f64,
+                        lr,
+                        images_per_s: window.images as f64 / secs,
+                        data_wait_s: loader.waited().as_secs_f64(),
+                        elapsed_s: elapsed_before + session_start.elapsed().as_secs_f64(),
                     }))?;
                     window = LogWindow::new();
                 }
@@ -424,18 +443,19 @@ impl Ctx {
                     None => vec![bad.len() as i64],
                 };
                 if per_rank.iter().any(|&n| n > 0) {
-                    let files: Vec<Value> = bad
-                        .iter()
-                        .map(|(p, why)| json!({"path": p.display().to_string(), "reason": why}))
-                        .collect();
-                    let mut line = json!({
-                        "kind": "data", "phase": phase.name, "bad_images": per_rank.iter().sum::<i64>(),
-                        "limit": t.max_bad_images, "files": files,
-                    });
-                    if group.is_some() {
-                        line["bad_images_per_rank"] = json!(per_rank);
-                    }
-                    self.log(&line)?;
+                    self.log(&MetricsLine::Data(DataLine {
+                        phase: phase.name.clone(),
+                        bad_images: per_rank.iter().sum::<i64>(),
+                        limit: t.max_bad_images as u64,
+                        files: bad
+                            .iter()
+                            .map(|(p, why)| BadFile {
+                                path: p.display().to_string(),
+                                reason: why.clone(),
+                            })
+                            .collect(),
+                        bad_images_per_rank: group.is_some().then(|| per_rank.clone()),
+                    }))?;
                 }
             }
             obs.phase_steps_end(true);
@@ -444,20 +464,24 @@ impl Ctx {
                 teacher = Some(net.deep_clone()?);
             }
             let table = self.validate(&net, pi)?;
-            self.log(&json!({"kind": "validation", "phase": phase.name, "rows": table}))?;
+            let table = PhaseTable {
+                phase: phase.name.clone(),
+                rows: table,
+            };
+            self.log(&MetricsLine::Validation(table.clone()))?;
             if let Some(g) = group {
                 let fingerprint = weights_fingerprint(&net);
                 ranks::agree(Some(g), "the weights (fingerprints)", fingerprint)?;
-                self.log(&json!({
-                    "kind": "ranks", "phase": phase.name, "global_step": state.global_step,
-                    "world_size": g.world(), "backend": g.backend().name(),
-                    "weights_fingerprint": format!("{fingerprint:016x}"),
+                self.log(&MetricsLine::Ranks(RanksLine {
+                    phase: phase.name.clone(),
+                    global_step: state.global_step,
+                    world_size: g.world(),
+                    backend: g.backend().name().to_string(),
+                    weights_fingerprint: format!("{fingerprint:016x}"),
                 }))?;
             }
-            obs.validation(&phase.name, &table);
-            state
-                .tables
-                .push(json!({"phase": phase.name, "rows": table}));
+            obs.validation(&phase.name, &table.rows);
+            state.tables.push(table);
             state.phase += 1;
             state.step = 0;
             state.elapsed_s = elapsed_before + session_start.elapsed().as_secs_f64();
@@ -477,17 +501,19 @@ impl Ctx {
     }
 
     /// Append a line to `metrics.jsonl` (rank 0 alone).
-    fn log(&self, v: &Value) -> Result<(), TrainError> {
+    fn log(&self, line: &MetricsLine) -> Result<(), TrainError> {
         if !self.lead() {
             return Ok(());
         }
-        let path = self.dir.join("metrics.jsonl");
+        let path = self.dir.join(METRICS_FILE);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| run_err(&path, e.to_string()))?;
-        writeln!(f, "{v}").map_err(|e| run_err(&path, e.to_string()))
+        // one write per line: a kill leaves at most a torn last line, which readers tell apart
+        f.write_all(format!("{}\n", line.to_line()).as_bytes())
+            .map_err(|e| run_err(&path, e.to_string()))
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use ofa_schema::run::{CardFiles, RunCard, SupernetMetrics};
 use ofa_supernet::checkpoint::{write_atomic, write_safetensors};
 use ofa_supernet::{Provenance, Supernet};
-use serde_json::json;
 
 use super::{Ctx, RunState, TrainError};
 
@@ -22,7 +22,9 @@ impl Ctx {
             seed: Some(self.recipe.train.seed),
             source: Some("ofa train".into()),
         };
-        let metrics = json!({"tables": state.tables});
+        let metrics = SupernetMetrics {
+            tables: state.tables.clone(),
+        };
         net.save(
             &self.dir.join("supernet.safetensors"),
             &prov,
@@ -32,7 +34,7 @@ impl Ctx {
         meta.insert("format".to_string(), "ofa-calibration/1".to_string());
         meta.insert(
             "augment".to_string(),
-            serde_json::to_string(&self.recipe.augment).unwrap_or_default(),
+            ofa_schema::to_json(&self.recipe.augment),
         );
         write_safetensors(
             &self.dir.join("calibration.safetensors"),
@@ -42,24 +44,22 @@ impl Ctx {
             ],
             &meta,
         )?;
-        let card = json!({
-            "name": self.recipe.name,
-            "space": self.space,
-            "dataset": self.dataset,
-            "recipe": self.recipe,
-            "steps": state.global_step,
-            "train_seconds": state.elapsed_s,
-            "validation": state.tables,
-            "branched_from": state.branched_from,
-            "world_size": state.world_size.max(1),
-            "backend": state.backend,
-            "files": {"supernet": "supernet.safetensors", "calibration": "calibration.safetensors"},
-        });
+        let card = RunCard {
+            name: self.recipe.name.clone(),
+            space: self.space.clone(),
+            dataset: self.dataset.clone(),
+            recipe: &self.recipe,
+            steps: state.global_step,
+            train_seconds: state.elapsed_s,
+            validation: state.tables.clone(),
+            branched_from: state.branched_from.clone(),
+            world_size: state.world_size.max(1),
+            backend: state.backend.clone(),
+            files: CardFiles::default(),
+        };
         write_atomic(
-            &self.dir.join("card.json"),
-            serde_json::to_string_pretty(&card)
-                .unwrap_or_default()
-                .as_bytes(),
+            &self.dir.join(ofa_schema::files::CARD_FILE),
+            ofa_schema::to_json_pretty(&card).as_bytes(),
         )?;
         Ok(())
     }

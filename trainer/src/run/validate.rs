@@ -3,9 +3,9 @@
 //! the test split after the last phase).
 
 use ofa_package::measure::{recalibrated, top1, Recalibration};
+use ofa_schema::metrics::{SubnetSize, ValidationRow};
 use ofa_space::{ArchConfig, N_STAGES};
 use ofa_supernet::Supernet;
-use serde_json::{json, Value};
 
 use super::{Ctx, TrainError};
 
@@ -13,7 +13,11 @@ impl Ctx {
     /// The table of phase `pi`: min / mid / max subnets of the phase's choices at the smallest and
     /// largest resolution, each after BN recalibration, scored on the validation split; rows
     /// `{subnet, resolution, val_top1[, test_top1]}` in percent.
-    pub(super) fn validate(&self, net: &Supernet, pi: usize) -> Result<Vec<Value>, TrainError> {
+    pub(super) fn validate(
+        &self,
+        net: &Supernet,
+        pi: usize,
+    ) -> Result<Vec<ValidationRow>, TrainError> {
         let phase = &self.recipe.phases[pi];
         let n = self.space.n_elastic_blocks();
         let pick = |l: &[u32], which: usize| {
@@ -33,9 +37,13 @@ impl Ctx {
         let v = &self.recipe.validation;
         // The table's rows in order, each pointing at a distinct subnet to measure: min, mid
         // and max coincide where a phase has one choice, and are measured once.
-        let mut slots: Vec<(&str, u32, usize)> = Vec::new();
+        let mut slots: Vec<(SubnetSize, u32, usize)> = Vec::new();
         let mut jobs: Vec<ArchConfig> = Vec::new();
-        for (which, label) in [(0, "min"), (1, "mid"), (2, "max")] {
+        for (which, label) in [
+            (0, SubnetSize::Min),
+            (1, SubnetSize::Mid),
+            (2, SubnetSize::Max),
+        ] {
             for &r in rs.iter() {
                 let arch = ArchConfig {
                     ks: vec![pick(&phase.ks, which); n],
@@ -96,13 +104,11 @@ impl Ctx {
         }
         Ok(slots
             .iter()
-            .map(|&(label, r, j)| {
-                let mut row =
-                    json!({"subnet": label, "resolution": r, "val_top1": scores[2 * j] * 100.0});
-                if !scores[2 * j + 1].is_nan() {
-                    row["test_top1"] = json!(scores[2 * j + 1] * 100.0);
-                }
-                row
+            .map(|&(subnet, resolution, j)| ValidationRow {
+                subnet,
+                resolution,
+                val_top1: scores[2 * j] * 100.0,
+                test_top1: (!scores[2 * j + 1].is_nan()).then(|| scores[2 * j + 1] * 100.0),
             })
             .collect())
     }
