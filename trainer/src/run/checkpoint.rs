@@ -35,51 +35,6 @@ pub(super) fn checkpoint_state(
     serde_json::from_str(state).map_err(|e| run_err(path, format!("metadata `state`: {e}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(state: Option<&str>) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::new();
-        m.insert("format".to_string(), RUN_FORMAT.to_string());
-        if let Some(s) = state {
-            m.insert("state".to_string(), s.to_string());
-        }
-        m
-    }
-
-    #[test]
-    fn a_missing_or_corrupt_state_is_named_never_a_fresh_start() {
-        let p = Path::new("runs/a/checkpoint.safetensors");
-        let good = ofa_schema::to_json(&RunState {
-            global_step: 7,
-            ..RunState::default()
-        });
-        assert_eq!(
-            checkpoint_state(p, &meta(Some(&good)))
-                .map(|s| s.global_step)
-                .ok(),
-            Some(7)
-        );
-        for (state, expect) in [
-            (None, "metadata has no `state`"),
-            (Some(""), "metadata `state`: EOF"),
-            (
-                Some("{\"phase\": \"two\"}"),
-                "metadata `state`: invalid type",
-            ),
-        ] {
-            let e = checkpoint_state(p, &meta(state))
-                .expect_err("refused")
-                .to_string();
-            assert!(
-                e.contains("runs/a/checkpoint.safetensors") && e.contains(expect),
-                "{e}"
-            );
-        }
-    }
-}
-
 /// What a checkpoint holds, loaded onto the run's device in the training layout.
 pub(super) struct Loaded {
     /// The supernet.
@@ -156,5 +111,50 @@ impl Ctx {
             state,
             momentum: mom,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(state: Option<&str>) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("format".to_string(), RUN_FORMAT.to_string());
+        if let Some(s) = state {
+            m.insert("state".to_string(), s.to_string());
+        }
+        m
+    }
+
+    #[test]
+    fn a_missing_or_corrupt_state_is_named_never_a_fresh_start() {
+        let p = Path::new("runs/a/checkpoint.safetensors");
+        let good = ofa_schema::to_json(&RunState {
+            global_step: 7,
+            ..RunState::default()
+        });
+        assert_eq!(
+            checkpoint_state(p, &meta(Some(&good)))
+                .map(|s| s.global_step)
+                .ok(),
+            Some(7)
+        );
+        for (state, expect) in [
+            (None, "metadata has no `state`"),
+            (Some(""), "metadata `state`: EOF"),
+            (
+                Some("{\"phase\": \"two\"}"),
+                "metadata `state`: invalid type",
+            ),
+        ] {
+            let e = checkpoint_state(p, &meta(state))
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                e.contains("runs/a/checkpoint.safetensors") && e.contains(expect),
+                "{e}"
+            );
+        }
     }
 }
