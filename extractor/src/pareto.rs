@@ -311,6 +311,7 @@ impl Front {
             .points
             .first()
             .map(|p| p.metrics.keys().cloned().collect())
+            // an empty front has no metric columns
             .unwrap_or_default();
         let mut s = format!("accuracy,{}", names.join(","));
         s.push_str(",arch\n");

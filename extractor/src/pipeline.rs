@@ -324,8 +324,7 @@ impl Artefacts {
         }
         Ok(Artefacts {
             subnet: sub.to_safetensors(&meta)?,
-            net_config: serde_json::to_string_pretty(&sub.config().to_net_config())
-                .unwrap_or_default(),
+            net_config: ofa_schema::to_json_pretty(&sub.config().to_net_config()),
             metadata: meta,
             onnx: None,
         })
@@ -350,7 +349,7 @@ impl Artefacts {
 }
 
 fn to_json(v: &impl Serialize) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+    ofa_schema::to_json(v)
 }
 
 /// Step 4: write the artefacts and the report into the folder `out`, replacing it whole.
@@ -369,7 +368,7 @@ pub fn write_artefacts(out: &Path, art: &Artefacts, report: &Report) -> Result<(
     if let Some(onnx) = &art.onnx {
         write_atomic(&tmp.path().join(ONNX_FILE), onnx)?;
     }
-    let text = serde_json::to_string_pretty(report).unwrap_or_default();
+    let text = ofa_schema::to_json_pretty(report);
     write_atomic(&tmp.path().join(REPORT_FILE), text.as_bytes())?;
     let tmp = tmp.keep();
     if out.exists() {

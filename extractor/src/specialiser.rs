@@ -61,7 +61,7 @@ pub fn load_latency_table(path: &Path) -> Result<LatencyTable, ExtractError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+            .unwrap_or_else(|| path.display().to_string());
         LatencyTable::import_reference_dir(path, &name)
     } else {
         LatencyTable::load(path)
@@ -220,7 +220,9 @@ impl Specialiser {
         let obj: &dyn Efficiency = match objective {
             Metric::MacsM => &self.macs,
             Metric::ParamsM => &self.params,
-            Metric::LatencyMs => self.hardware(hardware.unwrap_or_default())?,
+            Metric::LatencyMs => {
+                self.hardware(hardware.ok_or(ExtractError::NeedsHardware("front"))?)?
+            }
         };
         pareto_until(&problem, obj, cfg, deadline)
     }

@@ -292,10 +292,7 @@ impl AccuracyPredictor {
     pub fn save(&self, path: &Path) -> Result<(), PredictorError> {
         let mut meta = self.metadata.clone();
         meta.insert("format".into(), FORMAT.into());
-        meta.insert(
-            "encoding".into(),
-            serde_json::to_string(&self.encoding).unwrap_or_default(),
-        );
+        meta.insert("encoding".into(), ofa_schema::to_json(&self.encoding));
         ofa_supernet::checkpoint::write_safetensors(path, &self.tensors(), &meta)?;
         Ok(())
     }

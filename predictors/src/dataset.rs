@@ -163,7 +163,7 @@ pub fn build<E>(
             calibration_images: m.calibration_images,
             eval_images: m.eval_images,
         };
-        let mut line = serde_json::to_string(&rec).unwrap_or_default();
+        let mut line = ofa_schema::to_json(&rec);
         line.push('\n');
         file.write_all(line.as_bytes())
             .and_then(|_| file.flush())

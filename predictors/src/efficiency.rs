@@ -341,7 +341,11 @@ impl Additive {
 
     fn missing_error(&self, slot: usize, arch: &ArchConfig) -> EfficiencyError {
         EfficiencyError::Latency(LatencyError::MissingLayer {
-            key: self.missing.get(&slot).cloned().unwrap_or_default(),
+            key: self
+                .missing
+                .get(&slot)
+                .cloned()
+                .expect("a missing slot is recorded with its key when the table is compiled"),
             arch: arch.to_json(),
         })
     }

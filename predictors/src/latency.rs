@@ -182,7 +182,7 @@ impl LatencyTable {
 
     /// JSON text of the table.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+        ofa_schema::to_json_pretty(self)
     }
 
     /// Predicted latency (ms) of `arch` at its resolution: the sum of its layers' means (with the

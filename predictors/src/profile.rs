@@ -234,7 +234,7 @@ pub fn profile_by(
                 have.entry(key.clone()).or_insert(e);
             }
         }
-        let text = serde_json::to_string_pretty(&table).unwrap_or_default();
+        let text = ofa_schema::to_json_pretty(&table);
         write_atomic(out, text.as_bytes())?;
         progress(done + 1, jobs.len());
     }

@@ -235,6 +235,7 @@ impl Server {
         }
         let store = cache::Store::new(cfg.cache_dir.as_deref(), cfg.cache_bytes).map_err(|e| {
             ServeError::Cache {
+                // only a cache folder can fail to open: the path is always there
                 path: cfg.cache_dir.clone().unwrap_or_default(),
                 source: e,
             }
@@ -551,18 +552,18 @@ mod tests {
             .oneshot(
                 Request::get("/boom")
                     .body(Body::empty())
-                    .unwrap_or_default(),
+                    .expect("a request"),
             )
             .await
             .unwrap_or_else(|e| match e {});
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = axum::body::to_bytes(r.into_body(), 1 << 16)
             .await
-            .unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            .expect("a body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(v["error"]["code"], "internal");
         let r = app
-            .oneshot(Request::get("/ok").body(Body::empty()).unwrap_or_default())
+            .oneshot(Request::get("/ok").body(Body::empty()).expect("a request"))
             .await
             .unwrap_or_else(|e| match e {});
         assert_eq!(r.status(), StatusCode::OK);

@@ -70,9 +70,7 @@ pub(crate) fn query_rejection(r: QueryRejection) -> ApiError {
 }
 
 fn json_blob<T: serde::Serialize>(v: &T) -> Blob {
-    Arc::new(bytes::Bytes::from(
-        serde_json::to_vec(v).unwrap_or_default(),
-    ))
+    Arc::new(bytes::Bytes::from(ofa_schema::to_json(v).into_bytes()))
 }
 
 pub(crate) fn parse_blob<T: DeserializeOwned>(b: &Blob) -> Result<T, ApiError> {
@@ -219,7 +217,7 @@ pub async fn post_subnet(
                 return Err(ofa_extractor::ExtractError::NeedsHardware("constraint").into());
             }
             let seed = req.seed.unwrap_or(0);
-            let constraints_json = serde_json::to_string(&constraints).unwrap_or_default();
+            let constraints_json = ofa_schema::to_json(&constraints);
             let seed_text = seed.to_string();
             let mut parts: Vec<&[u8]> = vec![
                 b"search/1",
@@ -536,10 +534,11 @@ pub async fn post_pareto(
     if objective == Metric::LatencyMs && hardware.is_none() {
         return Err(ofa_extractor::ExtractError::NeedsHardware("front").into());
     }
+    // no `constraints` in a front request: none (the front spans the whole space)
     let constraints: Constraints = req.constraints.unwrap_or_default().into();
     constraints.validate()?;
     let seed = req.seed.unwrap_or(0);
-    let constraints_json = serde_json::to_string(&constraints).unwrap_or_default();
+    let constraints_json = ofa_schema::to_json(&constraints);
     let seed_text = seed.to_string();
     let mut parts: Vec<&[u8]> = vec![
         b"pareto/1",

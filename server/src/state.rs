@@ -161,6 +161,7 @@ impl Served {
     pub fn hardware_tag(&self, hardware: Option<&str>) -> String {
         hardware
             .and_then(|h| self.live().measured.get(h).map(|m| m.tag.clone()))
+            // the package's own tables add nothing to the key
             .unwrap_or_default()
     }
 

@@ -93,7 +93,7 @@ impl ArchConfig {
 
     /// Serialise to JSON.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        serde_json::to_string(self).expect("derived Serialize of integers cannot fail")
     }
 
     /// The largest subnet of a space at its largest resolution.

@@ -471,7 +471,7 @@ impl SearchSpace {
 
     /// Serialise to pretty JSON.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        serde_json::to_string(self).expect("derived Serialize with string keys cannot fail")
     }
 
     /// Parse from JSON and validate.

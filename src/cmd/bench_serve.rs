@@ -207,7 +207,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for i in 0..a.cold {
         let (ms, rec) = post(&body(i))?;
         cold.push(ms);
-        ids.push(rec["id"].as_str().unwrap_or_default().to_string());
+        let id = rec["id"].as_str().ok_or_else(|| {
+            anyhow::anyhow!("POST /v1/subnets answered a record without `id`: {rec}")
+        })?;
+        ids.push(id.to_string());
     }
     ids.dedup();
     let mut first = Vec::new();

@@ -99,6 +99,7 @@ pub fn parse_device(s: &str) -> Result<Device, String> {
                 .reason
                 .as_ref()
                 .map(|r| format!(" ({r})"))
+                // no reason known: nothing to add
                 .unwrap_or_default()
         ));
     }

@@ -126,6 +126,7 @@ fn class_files(dir: &Path, label: i64, skipped: &mut usize) -> Result<Vec<Sample
             continue;
         }
         let parent = p.parent().unwrap_or(dir).as_os_str().as_encoded_bytes();
+        // a walked file always has a name (only `/` and `..` paths have none)
         let name = p.file_name().unwrap_or_default().as_encoded_bytes();
         found.push((parent.to_vec(), name.to_vec(), p.to_path_buf()));
     }
@@ -481,10 +482,13 @@ impl FolderStream {
 
     /// The files that failed to decode so far, with why.
     pub fn bad_files(&self) -> Vec<(PathBuf, String)> {
-        self.bad
+        // a loader thread that panicked while holding the lock left a list that is still whole
+        // (pushes are single calls): read it rather than report no bad files
+        let bad = self
+            .bad
             .lock()
-            .map(|m| m.iter().map(|(p, r)| (p.clone(), r.clone())).collect())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        bad.iter().map(|(p, r)| (p.clone(), r.clone())).collect()
     }
 
     fn record_bad(&self, path: &Path, reason: String) -> Result<(), DataError> {
