@@ -12,17 +12,17 @@ use std::path::PathBuf;
 use ofa_predictors::Metric;
 
 pub mod calibrate;
-pub mod evolution;
-pub mod pareto;
 pub mod pipeline;
-pub mod problem;
 pub mod specialiser;
 
-pub use evolution::{
+/// The search itself lives in `ofa-search` (no libtorch); its modules are re-exported here.
+pub use ofa_search::{evolution, pareto, problem, SearchError};
+
+pub use ofa_search::evolution::{
     evolve, evolve_until, EvolutionConfig, Scored, SearchResult, MAX_GENERATIONS, MAX_POPULATION,
 };
-pub use pareto::{pareto, pareto_until, Front, ParetoConfig};
-pub use problem::{AccuracyModel, Bound, Constraints, Problem};
+pub use ofa_search::pareto::{pareto_until, Front, ParetoConfig};
+pub use ofa_search::problem::{AccuracyModel, Bound, Constraints, Problem};
 pub use specialiser::{Predicted, Specialiser};
 
 /// Why a search or extraction failed. Each variant is one kind of failure, so callers (the CLI's
@@ -83,7 +83,7 @@ pub enum ExtractError {
         seconds: f64,
     },
     /// No arch of the space meets the constraints.
-    #[error("{}", infeasible_message(*together, minima))]
+    #[error("{}", ofa_search::infeasible_message(*together, minima))]
     Infeasible {
         /// Whether every bound can be met alone but not all together.
         together: bool,
@@ -93,9 +93,15 @@ pub enum ExtractError {
     /// Accuracy predictor.
     #[error(transparent)]
     Predictor(#[from] ofa_predictors::PredictorError),
+    /// Another accuracy model of a search.
+    #[error(transparent)]
+    Accuracy(Box<dyn std::error::Error + Send + Sync>),
     /// Efficiency predictor (e.g. a lookup table without a layer the space needs).
     #[error(transparent)]
     Efficiency(#[from] ofa_predictors::EfficiencyError),
+    /// A latency table file.
+    #[error(transparent)]
+    Latency(#[from] ofa_predictors::LatencyError),
     /// Supernet / checkpoint.
     #[error(transparent)]
     Net(#[from] ofa_supernet::SupernetError),
@@ -126,28 +132,28 @@ fn list_or_none(v: &[String]) -> String {
     }
 }
 
-fn infeasible_message(together: bool, minima: &[(Metric, f64, f64)]) -> String {
-    let parts: Vec<String> = minima
-        .iter()
-        .map(|(m, max, v)| format!("{m} ≤ {max} (smallest achievable: {v:.4} {})", m.unit()))
-        .collect();
-    if together {
-        format!(
-            "infeasible constraints: each bound can be met alone but no subnet meets them all together: {}",
-            parts.join(", ")
-        )
-    } else {
-        let failing: Vec<String> = minima
-            .iter()
-            .filter(|(_, max, v)| v > max)
-            .map(|(m, max, v)| {
-                format!(
-                    "{m} ≤ {max} cannot be met: the smallest achievable {m} is {v:.4} {}",
-                    m.unit()
-                )
-            })
-            .collect();
-        format!("infeasible constraint: {}", failing.join("; "))
+impl From<SearchError> for ExtractError {
+    /// The same kind of failure: callers match on [`ExtractError`] alone.
+    fn from(e: SearchError) -> ExtractError {
+        match e {
+            SearchError::Constraint(m) => ExtractError::Constraint(m),
+            SearchError::Config(m) => ExtractError::Config(m),
+            SearchError::DeadlineExceeded {
+                generations,
+                seconds,
+            } => ExtractError::DeadlineExceeded {
+                generations,
+                seconds,
+            },
+            SearchError::Infeasible { together, minima } => {
+                ExtractError::Infeasible { together, minima }
+            }
+            SearchError::Efficiency(e) => ExtractError::Efficiency(e),
+            SearchError::Accuracy(e) => match e.downcast::<ofa_predictors::PredictorError>() {
+                Ok(p) => ExtractError::Predictor(*p),
+                Err(e) => ExtractError::Accuracy(e),
+            },
+        }
     }
 }
 

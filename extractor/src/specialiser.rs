@@ -66,7 +66,7 @@ pub fn load_latency_table(path: &Path) -> Result<LatencyTable, ExtractError> {
     } else {
         LatencyTable::load(path)
     };
-    table.map_err(|e| ExtractError::Efficiency(e.into()))
+    Ok(table?)
 }
 
 /// The `space` in a supernet file's metadata, read from the safetensors header alone.
@@ -201,7 +201,11 @@ impl Specialiser {
         cfg: &EvolutionConfig,
         deadline: Option<Instant>,
     ) -> Result<SearchResult, ExtractError> {
-        evolve_until(&self.problem(constraints, hardware)?, cfg, deadline)
+        Ok(evolve_until(
+            &self.problem(constraints, hardware)?,
+            cfg,
+            deadline,
+        )?)
     }
 
     /// The front of predicted accuracy vs `objective` (under `constraints`).
@@ -224,7 +228,7 @@ impl Specialiser {
                 self.hardware(hardware.ok_or(ExtractError::NeedsHardware("front"))?)?
             }
         };
-        pareto_until(&problem, obj, cfg, deadline)
+        Ok(pareto_until(&problem, obj, cfg, deadline)?)
     }
 
     /// Score a given arch (validated against the space).
@@ -233,7 +237,7 @@ impl Specialiser {
             .map_err(ExtractError::ArchMismatch)?;
         let problem = self.problem(&Constraints::default(), hardware)?;
         let acc = f64::from(self.accuracy.predict(arch)?);
-        scored(&problem, arch.canonical(&self.space), acc)
+        Ok(scored(&problem, arch.canonical(&self.space), acc)?)
     }
 
     /// The hardware names (latency tables), sorted.
@@ -285,7 +289,7 @@ fn compile_table(
     path: &Path,
     t: &LatencyTable,
 ) -> Result<Additive, ExtractError> {
-    let a = Additive::latency(space, t);
+    let a = t.additive(space);
     let incomplete = |reason: String| ExtractError::IncompleteLatencyTable {
         hardware: name.to_string(),
         path: path.to_path_buf(),

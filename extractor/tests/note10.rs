@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use ofa_extractor::{evolve, Bound, EvolutionConfig, Problem};
-use ofa_predictors::{AccuracyPredictor, Additive, LatencyTable};
+use ofa_predictors::{AccuracyPredictor, LatencyTable};
 use ofa_space::{Choices, SearchSpace};
 
 /// (budget ms, reference predicted top-1 %).
@@ -40,7 +40,7 @@ fn beats_the_reference_finder_at_every_budget() {
     let mut space = SearchSpace::preset("ofa-mbv3-w1.2").unwrap();
     space.resolutions = vec![160, 176, 192, 208, 224];
     predictor.check_space(&space, &space.resolutions).unwrap();
-    let latency = Additive::latency(&space, &table);
+    let latency = table.additive(&space);
     eprintln!(
         "{:>8} {:>10} {:>26} {:>10}",
         "budget", "reference", "ours (seeds 0, 1, 2)", "mean"

@@ -369,3 +369,14 @@ fn relu(v: &mut [f32]) {
 fn linear_acc(x: &[f32], d: &Dense, y: &mut [f32], m: usize) {
     crate::kernel::matmul_acc(x, &d.wt, y, m, d.n_in, d.n_out);
 }
+
+impl ofa_search::AccuracyModel for AccuracyPredictor {
+    fn predict(&self, archs: &[ArchConfig]) -> Result<Vec<f64>, ofa_search::SearchError> {
+        Ok(self
+            .predict_batch(archs)
+            .map_err(|e| ofa_search::SearchError::Accuracy(Box::new(e)))?
+            .into_iter()
+            .map(f64::from)
+            .collect())
+    }
+}

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ofa_search::{Additive, Metric};
 use ofa_space::latency::layer_keys;
 use ofa_space::{ArchConfig, SearchSpace};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,22 @@ fn bad(path: &Path, reason: impl Into<String>) -> LatencyError {
 }
 
 impl LatencyTable {
+    /// The table as a compiled additive model of `space`, over the resolutions it covers, with its
+    /// linear correction. Entries it lacks are reported, with the arch that needs them, when an
+    /// arch needs them ([`Additive::predict`]).
+    pub fn additive(&self, space: &SearchSpace) -> Additive {
+        let covered: Vec<u32> = space
+            .resolutions
+            .iter()
+            .copied()
+            .filter(|r| self.tables.contains_key(r))
+            .collect();
+        let correction = self.meta.correction.map_or((1.0, 0.0), |c| (c.a, c.b));
+        Additive::from_lookup(space, &covered, Metric::LatencyMs, correction, |r, key| {
+            self.tables.get(&r).and_then(|t| t.get(key)).map(|e| e.mean)
+        })
+    }
+
     /// Import the reference's `{R}_lookup_table.yaml` files from a directory (one file per
     /// resolution).
     pub fn import_reference_dir(dir: &Path, device: &str) -> Result<LatencyTable, LatencyError> {

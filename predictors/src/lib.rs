@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 pub mod accuracy;
 pub mod dataset;
-pub mod efficiency;
+/// The efficiency predictors' trait and the compiled additive model (in `ofa-search`).
+pub use ofa_search::efficiency;
 pub mod fit;
 pub mod hardware;
 mod kernel;

@@ -307,7 +307,7 @@ pub fn validate_by(
     progress: impl FnMut(usize, usize),
 ) -> Result<Validation, PredictorError> {
     let space = net.space();
-    let lat = Additive::latency(space, table);
+    let lat = table.additive(space);
     let mut choices = Choices::all(space);
     choices.r.retain(|r| lat.resolutions().contains(r));
     if let Some(rs) = resolutions {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use ofa_predictors::dataset::Record;
 use ofa_predictors::fit::{evaluate, fit, FitOptions};
-use ofa_predictors::{AccuracyPredictor, Additive, LatencyTable};
+use ofa_predictors::{AccuracyPredictor, LatencyTable};
 use ofa_space::{cost, sample, ArchConfig, Choices, Encoding, SearchSpace};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -91,7 +91,7 @@ fn compiled_note10_latency_equals_the_reference() {
     let table = LatencyTable::import_reference_dir(&root.join("note10-lut"), "Note10").unwrap();
     let mut space = SearchSpace::preset("ofa-mbv3-w1.2").unwrap();
     space.resolutions = vec![160, 176, 192, 208, 224];
-    let lat = Additive::latency(&space, &table);
+    let lat = table.additive(&space);
     assert_eq!(lat.resolutions(), &[160, 176, 192, 208, 224]);
     let mut checked = 0;
     for e in fixture(&root) {
@@ -125,7 +125,7 @@ fn missing_layer_names_the_key_and_the_arch() {
     arch.r = 160;
     let victim = ofa_space::latency::layer_keys(&space, &arch)[10].1.clone();
     table.tables.get_mut(&160).unwrap().remove(&victim).unwrap();
-    let lat = Additive::latency(&space, &table);
+    let lat = table.additive(&space);
     let err = lat.predict(&arch).unwrap_err().to_string();
     assert!(err.contains(&victim), "{err}");
     assert!(err.contains("\"r\":160"), "{err}");

@@ -11,7 +11,6 @@ use ofa_predictors::hardware::{
     HardwareError, Measurement, ModelChoice, ProbeSelection,
 };
 use ofa_predictors::latency::{Entry, LatencyTable, Meta, FORMAT};
-use ofa_predictors::Additive;
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -108,7 +107,7 @@ fn a_known_device_is_recovered_exactly_without_noise_and_closely_with_it() {
     let table = to_table(&f, &r, Meta::default()).unwrap();
     // the written table predicts what the model does, through the additive compiler the search
     // uses and through the table's own sum
-    let add = Additive::latency(&space, &table);
+    let add = table.additive(&space);
     for m in &hm {
         let via_add = add.predict(&m.arch).unwrap();
         let via_table = table.predict(&space, &m.arch).unwrap();
@@ -127,7 +126,7 @@ fn a_known_device_is_recovered_exactly_without_noise_and_closely_with_it() {
     let noisy = measurements(&f, &probes, 0.03, &mut rng);
     let r = fit(&f, &noisy, ModelChoice::Auto).unwrap();
     let table = to_table(&f, &r, Meta::default()).unwrap();
-    let add = Additive::latency(&space, &table);
+    let add = table.additive(&space);
     let pred: Vec<f64> = hm.iter().map(|m| add.predict(&m.arch).unwrap()).collect();
     let meas: Vec<f64> = hm.iter().map(|m| m.latency_ms).collect();
     let s = ErrorStats::of(&pred, &meas);
@@ -221,7 +220,7 @@ fn probes_are_distinct_span_the_cost_range_and_are_seeded() {
     );
     let distinct: std::collections::HashSet<_> = a.iter().collect();
     assert_eq!(distinct.len(), 12);
-    let lat = Additive::latency(&space, &base);
+    let lat = base.additive(&space);
     let costs: Vec<f64> = a.iter().map(|x| lat.predict(x).unwrap()).collect();
     let (lo, hi) = (
         lat.predict(&ArchConfig::smallest(&space)).unwrap(),

@@ -191,10 +191,18 @@ impl From<ExtractError> for ApiError {
             | ExtractError::NoAccuracyPredictor { .. }
             | ExtractError::Predictor(_)
             | ExtractError::Efficiency(_)
+            | ExtractError::Latency(_)
+            | ExtractError::Accuracy(_)
             | ExtractError::Net(_)
             | ExtractError::Package(_)
             | ExtractError::File { .. } => ApiError::Internal(message),
         }
+    }
+}
+
+impl From<ofa_extractor::SearchError> for ApiError {
+    fn from(e: ofa_extractor::SearchError) -> ApiError {
+        ExtractError::from(e).into()
     }
 }
 

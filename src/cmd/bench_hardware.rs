@@ -11,7 +11,7 @@ use ofa_extractor::calibrate::{calibrate, time_archs, CalibrateOptions};
 use ofa_predictors::hardware::{
     choose_probes, fit, ErrorStats, Features, ModelChoice, ProbeSelection,
 };
-use ofa_predictors::{Additive, LatencyTable};
+use ofa_predictors::LatencyTable;
 use ofa_space::Choices;
 use serde_json::json;
 
@@ -84,7 +84,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ProbeSelection::Random,
     )?;
     let measured = time_archs(&pkg, &held, &o)?;
-    let lat = Additive::latency(&space, &cal.table);
+    let lat = cal.table.additive(&space);
     let predicted = held
         .iter()
         .map(|x| lat.predict(x))

@@ -15,7 +15,7 @@ use ofa_predictors::hardware::{
     FitReport, ModelChoice, Probe, ProbeManifest, ProbeSelection, CANDIDATES, MANIFEST_FORMAT,
 };
 use ofa_predictors::latency::Meta;
-use ofa_predictors::{Additive, LatencyTable};
+use ofa_predictors::LatencyTable;
 use ofa_space::{cost, Choices};
 use ofa_supernet::checkpoint::write_atomic;
 
@@ -224,7 +224,7 @@ fn probes(a: ProbesArgs) -> anyhow::Result<()> {
     let archs = choose_probes(&features, &Choices::all(&space), a.count, a.seed, how)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let base_lat = base.as_ref().map(|b| Additive::latency(&space, &b.1));
+    let base_lat = base.as_ref().map(|b| b.1.additive(&space));
     let mut probes = Vec::with_capacity(archs.len());
     for (i, arch) in archs.iter().enumerate() {
         let id = format!("p{i:03}");
@@ -445,7 +445,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
         }
     };
     let table = LatencyTable::load(&path)?;
-    let lat = Additive::latency(&space, &table);
+    let lat = table.additive(&space);
     let ms = read_measurements(&a.measurements, &manifest.archs())?;
     let mut pred = Vec::with_capacity(ms.len());
     for m in &ms {

@@ -17,8 +17,6 @@ use ofa_space::cost::{block_cost, head_cost, stem_cost};
 use ofa_space::latency::{block_key, first_conv_key, head_keys};
 use ofa_space::{ActiveBlock, ArchConfig, Choices, SearchSpace};
 
-use crate::latency::{LatencyError, LatencyTable};
-
 /// What an efficiency predictor measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,8 +79,13 @@ pub enum EfficiencyError {
         value: u32,
     },
     /// The lookup table lacks a layer this arch needs.
-    #[error(transparent)]
-    Latency(#[from] LatencyError),
+    #[error("the latency table has no entry `{key}` (needed by arch {arch})")]
+    MissingLayer {
+        /// The layer's key.
+        key: String,
+        /// The arch, as JSON.
+        arch: String,
+    },
 }
 
 /// An efficiency predictor: one number per architecture, lower is better.
@@ -147,26 +150,20 @@ impl Additive {
         })
     }
 
-    /// Latency (ms) from a lookup table, over the resolutions the table covers (with the table's
-    /// linear correction, which keeps the model additive: `a · Σ + b`). Entries the table
-    /// lacks are remembered and reported, with the arch that needs them, by [`Additive::predict`].
-    pub fn latency(space: &SearchSpace, table: &LatencyTable) -> Additive {
-        let covered: Vec<u32> = space
-            .resolutions
-            .iter()
-            .copied()
-            .filter(|r| table.tables.contains_key(r))
-            .collect();
-        let (a, b) = table.meta.correction.map_or((1.0, 0.0), |c| (c.a, c.b));
-        Self::compile(space, &covered, Metric::LatencyMs, |part| {
-            let lookup = |r: u32, key: String| -> Result<f64, String> {
-                table
-                    .tables
-                    .get(&r)
-                    .and_then(|t| t.get(&key))
-                    .map(|e| e.mean)
-                    .ok_or(key)
-            };
+    /// A model read from per-layer values at each resolution in `resolutions`: `lookup(r, key)`
+    /// is the value of the layer `key` (the reference's lookup-table keys) at resolution `r`, and
+    /// a network's value is `a · Σ layers + b` (a lookup table's linear correction, which keeps
+    /// the model additive). Layers `lookup` lacks are remembered and reported, with the arch that
+    /// needs them, by [`Additive::predict`].
+    pub fn from_lookup(
+        space: &SearchSpace,
+        resolutions: &[u32],
+        metric: Metric,
+        (a, b): (f64, f64),
+        lookup: impl Fn(u32, &str) -> Option<f64>,
+    ) -> Additive {
+        Self::compile(space, resolutions, metric, |part| {
+            let get = |r: u32, key: String| lookup(r, &key).ok_or(key);
             match part {
                 Part::Fixed {
                     r,
@@ -174,14 +171,14 @@ impl Additive {
                     f_block0,
                     f_head,
                 } => {
-                    let mut total = lookup(r, first_conv_key(space, r))?;
-                    total += lookup(r, block_key(&block0, f_block0))?;
+                    let mut total = get(r, first_conv_key(space, r))?;
+                    total += get(r, block_key(&block0, f_block0))?;
                     for (_, k) in head_keys(space, f_head) {
-                        total += lookup(r, k)?;
+                        total += get(r, k)?;
                     }
                     Ok(a * total + b)
                 }
-                Part::Block { block, f, r } => Ok(a * lookup(r, block_key(&block, f))?),
+                Part::Block { block, f, r } => Ok(a * get(r, block_key(&block, f))?),
             }
         })
     }
@@ -340,14 +337,14 @@ impl Additive {
     }
 
     fn missing_error(&self, slot: usize, arch: &ArchConfig) -> EfficiencyError {
-        EfficiencyError::Latency(LatencyError::MissingLayer {
+        EfficiencyError::MissingLayer {
             key: self
                 .missing
                 .get(&slot)
                 .cloned()
                 .expect("a missing slot is recorded with its key when the table is compiled"),
             arch: arch.to_json(),
-        })
+        }
     }
 
     /// Predicted value of `arch` (whose lists must have the space's lengths).

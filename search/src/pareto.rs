@@ -10,7 +10,7 @@
 use rustc_hash::FxHashSet as HashSet;
 use std::time::Instant;
 
-use ofa_predictors::Efficiency;
+use crate::efficiency::Efficiency;
 use ofa_space::{crossover, mutate, sample, ArchConfig};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as SearchRng;
@@ -20,7 +20,7 @@ use crate::evolution::{
     check_deadline, feasible_seed, minimum, scored, Scored, MAX_GENERATIONS, MAX_POPULATION,
 };
 use crate::problem::Problem;
-use crate::ExtractError;
+use crate::SearchError;
 
 /// NSGA-II settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,25 +162,25 @@ pub fn pareto(
     problem: &Problem<'_>,
     objective: &dyn Efficiency,
     cfg: &ParetoConfig,
-) -> Result<Front, ExtractError> {
+) -> Result<Front, SearchError> {
     pareto_until(problem, objective, cfg, None)
 }
 
-/// [`pareto`], giving up with [`ExtractError::DeadlineExceeded`] when `deadline` passes (checked
+/// [`pareto`], giving up with [`SearchError::DeadlineExceeded`] when `deadline` passes (checked
 /// between generations).
 pub fn pareto_until(
     problem: &Problem<'_>,
     objective: &dyn Efficiency,
     cfg: &ParetoConfig,
     deadline: Option<Instant>,
-) -> Result<Front, ExtractError> {
+) -> Result<Front, SearchError> {
     if cfg.population < 4 || cfg.max_attempts == 0 {
-        return Err(ExtractError::Config(
+        return Err(SearchError::Config(
             "population must be at least 4 and max_attempts positive".into(),
         ));
     }
     if cfg.population > MAX_POPULATION || cfg.generations > MAX_GENERATIONS {
-        return Err(ExtractError::Config(format!(
+        return Err(SearchError::Config(format!(
             "population {} and generations {} must be at most {MAX_POPULATION} and {MAX_GENERATIONS}",
             cfg.population, cfg.generations
         )));
@@ -228,7 +228,7 @@ pub fn pareto_until(
         }
     }
     let evaluate =
-        |archs: Vec<ArchConfig>, archive: &mut Vec<Ind>| -> Result<Vec<Ind>, ExtractError> {
+        |archs: Vec<ArchConfig>, archive: &mut Vec<Ind>| -> Result<Vec<Ind>, SearchError> {
             let accs = problem.accuracy.predict(&archs)?;
             let mut out = Vec::with_capacity(archs.len());
             for (arch, acc) in archs.into_iter().zip(accs) {
@@ -294,7 +294,7 @@ pub fn pareto_until(
                 .insert(objective.metric().name().to_string(), archive[i].cost);
             Ok(s)
         })
-        .collect::<Result<Vec<_>, ExtractError>>()?;
+        .collect::<Result<Vec<_>, SearchError>>()?;
     Ok(Front {
         objective: objective.metric().name().to_string(),
         points,

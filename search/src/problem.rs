@@ -3,26 +3,16 @@
 
 use std::fmt;
 
-use ofa_predictors::{AccuracyPredictor, Efficiency, Metric};
+use crate::efficiency::{Efficiency, Metric};
 use ofa_space::{ArchConfig, Choices, SearchSpace};
 use serde::{Deserialize, Serialize};
 
-use crate::ExtractError;
+use crate::SearchError;
 
 /// Predicted accuracy of many archs at once (fraction or percent; higher is better).
 pub trait AccuracyModel: Send + Sync {
     /// One score per arch, in order.
-    fn predict(&self, archs: &[ArchConfig]) -> Result<Vec<f64>, ExtractError>;
-}
-
-impl AccuracyModel for AccuracyPredictor {
-    fn predict(&self, archs: &[ArchConfig]) -> Result<Vec<f64>, ExtractError> {
-        Ok(self
-            .predict_batch(archs)?
-            .into_iter()
-            .map(f64::from)
-            .collect())
-    }
+    fn predict(&self, archs: &[ArchConfig]) -> Result<Vec<f64>, SearchError>;
 }
 
 /// Upper bounds on efficiency metrics. Each must be positive and finite.
@@ -42,10 +32,10 @@ pub struct Constraints {
 
 impl Constraints {
     /// Check every bound is positive and finite.
-    pub fn validate(&self) -> Result<(), ExtractError> {
+    pub fn validate(&self) -> Result<(), SearchError> {
         for (name, v) in self.iter() {
             if !v.is_finite() || v <= 0.0 {
-                return Err(ExtractError::Constraint(format!(
+                return Err(SearchError::Constraint(format!(
                     "{name} must be a positive finite number, got {v}"
                 )));
             }
@@ -121,14 +111,14 @@ impl fmt::Debug for Problem<'_> {
 
 impl Problem<'_> {
     /// Check that the searched choices are non-empty and inside the space.
-    pub fn check_choices(&self) -> Result<(), ExtractError> {
+    pub fn check_choices(&self) -> Result<(), SearchError> {
         self.choices
             .validate(self.space)
-            .map_err(|e| ExtractError::Constraint(format!("choices: {e}")))
+            .map_err(|e| SearchError::Constraint(format!("choices: {e}")))
     }
 
     /// Whether `arch` meets every bound.
-    pub fn feasible(&self, arch: &ArchConfig) -> Result<bool, ExtractError> {
+    pub fn feasible(&self, arch: &ArchConfig) -> Result<bool, SearchError> {
         for b in &self.bounds {
             if b.predictor.predict(arch)? > b.max {
                 return Ok(false);
@@ -138,7 +128,7 @@ impl Problem<'_> {
     }
 
     /// Every metric of `arch` (constrained and reported), by name.
-    pub fn metrics(&self, arch: &ArchConfig) -> Result<Vec<(Metric, f64)>, ExtractError> {
+    pub fn metrics(&self, arch: &ArchConfig) -> Result<Vec<(Metric, f64)>, SearchError> {
         let mut out = Vec::new();
         for p in self
             .bounds

@@ -17,14 +17,14 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashSet as HashSet;
 use std::time::Instant;
 
-use ofa_predictors::{Additive, Efficiency};
+use crate::efficiency::{Additive, Efficiency};
 use ofa_space::{crossover, mutate, sample, ArchConfig, Choices};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as SearchRng;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
-use crate::ExtractError;
+use crate::SearchError;
 
 /// The largest population a search accepts (the reference uses 100).
 pub const MAX_POPULATION: usize = 10_000;
@@ -70,13 +70,13 @@ impl Default for EvolutionConfig {
 
 impl EvolutionConfig {
     /// Check the settings.
-    pub fn validate(&self) -> Result<(), ExtractError> {
-        let bad = |m: &str| Err(ExtractError::Config(m.to_string()));
+    pub fn validate(&self) -> Result<(), SearchError> {
+        let bad = |m: &str| Err(SearchError::Config(m.to_string()));
         if self.population < 2 {
             return bad("population must be at least 2");
         }
         if self.population > MAX_POPULATION || self.generations > MAX_GENERATIONS {
-            return Err(ExtractError::Config(format!(
+            return Err(SearchError::Config(format!(
                 "population {} and generations {} must be at most {MAX_POPULATION} and {MAX_GENERATIONS}",
                 self.population, self.generations
             )));
@@ -124,14 +124,14 @@ pub struct SearchResult {
     pub predict_seconds: f64,
 }
 
-/// [`ExtractError::DeadlineExceeded`] once `deadline` has passed.
+/// [`SearchError::DeadlineExceeded`] once `deadline` has passed.
 pub(crate) fn check_deadline(
     deadline: Option<Instant>,
     generations: usize,
     start: Instant,
-) -> Result<(), ExtractError> {
+) -> Result<(), SearchError> {
     match deadline {
-        Some(d) if Instant::now() >= d => Err(ExtractError::DeadlineExceeded {
+        Some(d) if Instant::now() >= d => Err(SearchError::DeadlineExceeded {
             generations,
             seconds: start.elapsed().as_secs_f64(),
         }),
@@ -139,12 +139,12 @@ pub(crate) fn check_deadline(
     }
 }
 
-/// Score `arch` fully (accuracy given).
-pub(crate) fn scored(
+/// Score `arch` fully (accuracy given): every metric of the problem.
+pub fn scored(
     problem: &Problem<'_>,
     arch: ArchConfig,
     accuracy: f64,
-) -> Result<Scored, ExtractError> {
+) -> Result<Scored, SearchError> {
     let metrics = problem
         .metrics(&arch)?
         .into_iter()
@@ -163,26 +163,24 @@ pub(crate) fn scored(
 pub fn minimum(
     problem: &Problem<'_>,
     predictor: &dyn Efficiency,
-) -> Result<(f64, ArchConfig), ExtractError> {
+) -> Result<(f64, ArchConfig), SearchError> {
     if let Some(a) = predictor.additive() {
         return Additive::minimize(&[(a, 1.0)], &problem.choices).ok_or_else(|| {
-            ExtractError::Constraint(format!(
+            SearchError::Constraint(format!(
                 "{} covers none of the searched resolutions {:?}",
                 predictor.metric(),
                 problem.choices.r
             ))
         });
     }
-    descend(problem, |a| {
-        predictor.predict(a).map_err(ExtractError::from)
-    })
+    descend(problem, |a| predictor.predict(a).map_err(SearchError::from))
 }
 
 /// Coordinate descent on `f` over every gene, from the smallest arch at each resolution.
 fn descend(
     problem: &Problem<'_>,
-    f: impl Fn(&ArchConfig) -> Result<f64, ExtractError>,
-) -> Result<(f64, ArchConfig), ExtractError> {
+    f: impl Fn(&ArchConfig) -> Result<f64, SearchError>,
+) -> Result<(f64, ArchConfig), SearchError> {
     let c = &problem.choices;
     let min = |l: &[u32]| l.iter().copied().min().unwrap_or(0);
     let n = problem.space.n_elastic_blocks();
@@ -226,12 +224,12 @@ fn descend(
             best = Some((v, a));
         }
     }
-    best.ok_or_else(|| ExtractError::Constraint("no resolution to search".into()))
+    best.ok_or_else(|| SearchError::Constraint("no resolution to search".into()))
 }
 
 /// A feasible arch to start from, or the error that says why none exists (with the smallest
 /// achievable value of every constrained metric).
-pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, ExtractError> {
+pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, SearchError> {
     let mut minima = Vec::new();
     let mut candidates = Vec::new();
     for b in &problem.bounds {
@@ -239,7 +237,7 @@ pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, ExtractError> 
         minima.push((b.predictor.metric(), b.max, v));
         candidates.push(a);
     }
-    let infeasible = |together: bool| ExtractError::Infeasible {
+    let infeasible = |together: bool| SearchError::Infeasible {
         together,
         minima: minima.clone(),
     };
@@ -333,17 +331,17 @@ fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
 }
 
 /// Run the evolutionary search.
-pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResult, ExtractError> {
+pub fn evolve(problem: &Problem<'_>, cfg: &EvolutionConfig) -> Result<SearchResult, SearchError> {
     evolve_until(problem, cfg, None)
 }
 
-/// Run the evolutionary search, giving up with [`ExtractError::DeadlineExceeded`] when `deadline`
+/// Run the evolutionary search, giving up with [`SearchError::DeadlineExceeded`] when `deadline`
 /// passes (checked between generations).
 pub fn evolve_until(
     problem: &Problem<'_>,
     cfg: &EvolutionConfig,
     deadline: Option<Instant>,
-) -> Result<SearchResult, ExtractError> {
+) -> Result<SearchResult, SearchError> {
     cfg.validate()?;
     problem.check_choices()?;
     let start = Instant::now();
@@ -443,7 +441,7 @@ pub fn evolve_until(
     let (mut acc, mut arch) = population
         .into_iter()
         .next()
-        .ok_or_else(|| ExtractError::Config("empty population".into()))?;
+        .ok_or_else(|| SearchError::Config("empty population".into()))?;
     // Polish the winner: best-improvement hill climbing over its one-gene neighbours (one batch
     // of ~200 per round), so the answer is at least a local optimum.
     let t = Instant::now();
