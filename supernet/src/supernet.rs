@@ -326,7 +326,7 @@ impl Supernet {
     /// their point-linear weights (descending, stable), keeping channels already trained at
     /// larger stages in their band; then SE hidden units by the L1 norm of their expand weights.
     /// At full width the network function is unchanged.
-    pub fn sort_channels(&self, expand_ratio_stage: usize) {
+    pub fn sort_channels(&mut self, expand_ratio_stage: usize) {
         tch::no_grad(|| {
             for blk in self.blocks.iter().skip(1) {
                 Self::sort_block(&self.space, blk, expand_ratio_stage);
@@ -392,15 +392,6 @@ impl Supernet {
             permute_bn(bn, &idx);
             permute(conv, 0, &idx);
         }
-    }
-
-    /// Copy every tensor's values from `other` (same space), e.g. to snapshot a teacher.
-    pub fn copy_from(&self, other: &Supernet) {
-        tch::no_grad(|| {
-            for ((_, dst), (_, src)) in self.registry.iter().zip(other.registry.iter()) {
-                dst.shallow_clone().copy_(src);
-            }
-        })
     }
 
     /// A deep copy (e.g. a frozen teacher), in the same layout.

@@ -124,7 +124,7 @@ fn reorg_blocks(space: &SearchSpace) -> Vec<usize> {
 
 #[test]
 fn importance_sorting_stage0_is_exact() {
-    let net = load_supernet();
+    let mut net = load_supernet();
     net.sort_channels(0);
     let reference = read_safetensors(&fixtures().join("supernet_reorg_e0.safetensors")).unwrap();
     for (spec, t) in net.tensors() {
@@ -141,7 +141,7 @@ fn importance_sorting_stage0_is_exact() {
 fn importance_sorting_stage1_up_to_ties() {
     let s = space();
     let original = load_supernet();
-    let net = load_supernet();
+    let mut net = load_supernet();
     net.sort_channels(1);
     let reference = read_safetensors(&fixtures().join("supernet_reorg_e1.safetensors")).unwrap();
     let ours: HashMap<String, Tensor> = net

@@ -426,9 +426,17 @@ pub fn jitter_normalize(
     }
 }
 
-/// The `n` floats of a freshly allocated, contiguous float32 CPU tensor, to write in place.
+/// The `n` floats of a contiguous float32 CPU tensor, to write in place.
+///
+/// # Safety
+///
+/// No other access to `x`'s storage may exist while the slice does: `x` must share its storage
+/// with no other tensor (no view, no shallow clone) and no other thread may use it. `&mut Tensor`
+/// cannot promise that, because a `Tensor` is a handle and two handles can share one storage; the
+/// caller can (the one caller allocates `x` itself and hands it out only after the slice is gone).
+/// The layout is checked here and a wrong one panics.
 #[allow(unsafe_code)]
-fn float_slice_mut(x: &mut Tensor, n: usize) -> &mut [f32] {
+unsafe fn float_slice_mut(x: &mut Tensor, n: usize) -> &mut [f32] {
     assert!(
         x.kind() == tch::Kind::Float
             && x.device() == tch::Device::Cpu
@@ -437,10 +445,9 @@ fn float_slice_mut(x: &mut Tensor, n: usize) -> &mut [f32] {
         "float_slice_mut needs a contiguous float32 CPU tensor of {n} elements"
     );
     // SAFETY: `x` is a contiguous float32 CPU tensor of exactly `n` elements (checked above), so
-    // its data pointer addresses `n` initialised (zeroed), aligned f32 values that live as long
-    // as `x`, which the returned borrow (of `x`, mutably) cannot outlive. The only caller allocates `x` itself and
-    // shares it with nothing (no view, no other thread) until the slice is dropped, so no other
-    // access to the storage exists while the slice does.
+    // its data pointer addresses `n` initialised, aligned f32 values that live as long as `x`,
+    // which the returned borrow (of `x`, mutably) cannot outlive; the caller promises that no
+    // other access to the storage exists meanwhile (the function's contract).
     unsafe { std::slice::from_raw_parts_mut(x.data_ptr().cast::<f32>(), n) }
 }
 
@@ -629,7 +636,10 @@ impl FolderStream {
             [idx.len() as i64, 3, ri, ri],
             (tch::Kind::Float, tch::Device::Cpu),
         );
-        let out = float_slice_mut(&mut x, idx.len() * per);
+        // SAFETY: `x` was allocated just above and is shared with nothing until it is returned,
+        // after the last use of `out`.
+        #[allow(unsafe_code)]
+        let out = unsafe { float_slice_mut(&mut x, idx.len() * per) };
         let mut labels = Vec::with_capacity(idx.len());
         let mut resizer = Resizer::new();
         for (i, (&k, slot)) in idx.iter().zip(out.chunks_exact_mut(per)).enumerate() {

@@ -282,7 +282,7 @@ impl Ctx {
 
     fn run_from(
         &self,
-        net: Supernet,
+        mut net: Supernet,
         mut teacher: Option<Supernet>,
         mut state: RunState,
         mut momentum: Option<HashMap<String, Tensor>>,
