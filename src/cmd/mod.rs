@@ -46,14 +46,16 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// The error as one line: each cause appended after `: `, except a cause whose text the line
-/// already holds (errors that print their source and also expose it, as thiserror's `source`
-/// fields do, would otherwise say it twice).
+/// The error as one line: each cause appended after `: `, except a cause the line already ends
+/// with (errors that print their source and also expose it, as thiserror's `source` fields do,
+/// would otherwise say it twice).
 pub fn render(e: &anyhow::Error) -> String {
     let mut line = e.to_string();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();
-        if !line.contains(&c) {
+        // an error whose message already ends with its source's (`"{path}: {source}"`) printed
+        // it: skip exactly that repeat, never a cause that merely occurs inside the message
+        if !line.ends_with(&c) {
             line.push_str(": ");
             line.push_str(&c);
         }
@@ -109,6 +111,10 @@ mod tests {
         assert_eq!(render(&e), "cannot export: /x/y: no such file");
         let e = anyhow::Error::new(io()).context("reading /z");
         assert_eq!(render(&e), "reading /z: no such file");
+        // a cause whose text occurs inside the message, but not as its end, is a real cause
+        let short = || std::io::Error::other("EOF");
+        let e = anyhow::Error::new(short()).context("EOF marker missing in /w");
+        assert_eq!(render(&e), "EOF marker missing in /w: EOF");
     }
 
     #[test]
