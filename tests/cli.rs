@@ -429,3 +429,25 @@ fn a_closed_stdout_ends_quietly_with_status_0() {
         assert!(stderr.is_empty(), "ofa {args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_bad_device_is_refused_by_the_argument_parser_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for device in ["tpu", "cuda:99"] {
+        let e = fails(&[
+            "train",
+            "--recipe",
+            "fmnist-short",
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            device,
+        ]);
+        assert!(
+            e.contains("--device") && e.contains(device),
+            "{device}: {e}"
+        );
+        assert!(!out.exists(), "the run folder was created before the check");
+    }
+}

@@ -65,8 +65,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 20)]
     steps: usize,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
     /// fp32 or bf16 (mixed precision).
     #[arg(long, value_enum, default_value = "fp32")]
     precision: PrecisionArg,
@@ -308,7 +308,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(n) = a.ranks.nproc_per_node {
         return super::launch::spawn_local(n, Duration::from_secs(30), a.ranks.timeout());
     }
-    let device = super::device(&a.device)?;
+    let device = a.device;
     let (group, device) = match a.ranks.join(device)? {
         Some((g, d)) => (Some(g), d),
         None => (None, device),
@@ -432,7 +432,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "benchmark": "train",
         "space": space.name, "width_mult": space.width_mult, "n_classes": space.n_classes,
         "batch": a.batch, "resolution": a.resolution, "subnets_per_step": a.subnets_per_step,
-        "device": a.device, "threads": tch::get_num_threads(), "precision": format!("{:?}", a.precision).to_lowercase(), "layout": if a.nchw { "nchw" } else { "channels_last" },
+        "device": super::device_name(a.device), "threads": tch::get_num_threads(), "precision": format!("{:?}", a.precision).to_lowercase(), "layout": if a.nchw { "nchw" } else { "channels_last" },
         "images_per_s": a.batch as f64 / (median / 1e3),
         "step_ms": st,
         "breakdown_ms": {"teacher_forward": total.teacher / n * 1e3, "student_forward": total.forward / n * 1e3,

@@ -33,8 +33,8 @@ pub struct Args {
     #[arg(long, default_value_t = 250)]
     batch: usize,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
     /// Also time the subnet at batch 1 on the device: median of this many runs (0: no timing).
     #[arg(long, default_value_t = 0)]
     latency_repeats: usize,
@@ -69,7 +69,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.batch > 0 && a.images > 0,
         "--batch and --images must be positive"
     );
-    let device = super::device(&a.device)?;
+    let device = a.device;
     let f = match open_model(&a.model, device)? {
         Model::Subnet(f) => f,
         Model::Supernet(_) => bail!(

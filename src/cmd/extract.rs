@@ -59,8 +59,8 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
     /// With --package: also write DIR/model.onnx.
     #[arg(long)]
     onnx: bool,
@@ -82,7 +82,7 @@ enum EvalSplit {
 }
 
 fn package(a: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
-    let device = super::device(&a.device)?;
+    let device = a.device;
     let mut times = Times::default();
     let t = Instant::now();
     let space = space_of_supernet(&dir.join(ofa_package::SUPERNET_FILE))?;

@@ -25,13 +25,13 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
 }
 
 /// Run `ofa infer`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let device: Device = super::device(&a.device)?;
+    let device: Device = a.device;
     let input = read_safetensors(&a.input)?;
     let x = input
         .tensors

@@ -93,9 +93,18 @@ pub fn read_space(spec: &str) -> anyhow::Result<SearchSpace> {
     Ok(SearchSpace::preset(spec)?)
 }
 
-/// Parse a device name.
-pub fn device(s: &str) -> anyhow::Result<tch::Device> {
-    ofa_supernet::device::parse_device(s).map_err(anyhow::Error::msg)
+/// `--device`: cpu, cuda or cuda:N, checked by clap before the command starts (an unknown name
+/// or a GPU this machine lacks is a usage error, before any work).
+pub fn device_arg(s: &str) -> Result<tch::Device, String> {
+    ofa_supernet::device::parse_device(s)
+}
+
+/// A device as `--device` names it.
+pub fn device_name(d: tch::Device) -> String {
+    match d {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
 }
 
 #[cfg(test)]

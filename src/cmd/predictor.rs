@@ -62,8 +62,8 @@ struct DatasetArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -133,7 +133,7 @@ fn build(a: DatasetArgs) -> anyhow::Result<()> {
     if a.samples == 0 {
         bail!("--samples must be positive");
     }
-    let device = super::device(&a.device)?;
+    let device = a.device;
     let pkg = Package::open(&a.package, device)?;
     let splits = ofa_trainer::package::splits(&pkg, a.data.as_deref())?;
     let split = match a.split {

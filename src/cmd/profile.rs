@@ -54,8 +54,8 @@ struct Source {
     #[arg(long, conflicts_with = "package")]
     space: Option<String>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
     /// Images per forward.
     #[arg(long, default_value_t = 1)]
     batch: i64,
@@ -97,7 +97,7 @@ struct ValidateArgs {
 }
 
 fn open(s: &Source) -> anyhow::Result<(Supernet, ProfileOptions)> {
-    let device = super::device(&s.device)?;
+    let device = s.device;
     let net = match (&s.package, &s.space) {
         (Some(p), _) => {
             Supernet::load(&p.join("supernet.safetensors"), device)

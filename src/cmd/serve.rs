@@ -40,8 +40,8 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     calibration_images: usize,
     /// Device of the model threads: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
     /// Before serving, time N probe subnets here (libtorch, at --threads) and add the hardware
     /// `local` fitted to them: latency budgets that hold on this machine (default N: 20).
     #[arg(long, num_args = 0..=1, default_missing_value = "20", value_name = "N")]
@@ -73,7 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_queue: a.max_queue,
         request_timeout: seconds(a.request_timeout, "request-timeout")?,
         drain_timeout: seconds(a.drain_timeout, "drain-timeout")?,
-        device: super::device(&a.device)?,
+        device: a.device,
         recalibration: Recalibration {
             images: a.calibration_images,
             ..Recalibration::default()

@@ -61,8 +61,8 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::device_arg)]
+    device: tch::Device,
     /// Run directory to create.
     #[arg(long, required_unless_present_any = ["resume", "print_recipe"], conflicts_with = "resume")]
     out: Option<PathBuf>,
@@ -116,7 +116,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     })
     .context("cannot install the signal handler")?;
-    let device = super::device(&a.device)?;
+    let device = a.device;
     let (group, device) = match a.ranks.join(device)? {
         Some((g, d)) => (Some(g), d),
         None => (None, device),
