@@ -222,12 +222,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         b.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = b.tempfile_in(dir).map_err(|e| SupernetError::io(dir, e))?;
+    // Every failure names the file being written (not the temporary one, which is removed when
+    // `tmp` drops): the previous file at `path`, if any, is untouched until the rename.
+    let mut tmp = b.tempfile_in(dir).map_err(|e| SupernetError::io(path, e))?;
     tmp.write_all(bytes)
-        .map_err(|e| SupernetError::io(tmp.path(), e))?;
+        .map_err(|e| SupernetError::io(path, e))?;
     tmp.as_file()
         .sync_all()
-        .map_err(|e| SupernetError::io(tmp.path(), e))?;
+        .map_err(|e| SupernetError::io(path, e))?;
     tmp.persist(path)
         .map_err(|e| SupernetError::io(path, e.error))?;
     Ok(())
