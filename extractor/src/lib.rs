@@ -9,8 +9,6 @@
 
 use std::path::PathBuf;
 
-use ofa_predictors::Metric;
-
 pub mod calibrate;
 pub mod pipeline;
 pub mod specialiser;
@@ -29,9 +27,6 @@ pub use specialiser::{Predicted, Specialiser};
 /// exit code, the server's status) can tell them apart without reading messages.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    /// A bound that is not a positive finite number, or choices outside the space.
-    #[error("invalid constraint: {0}")]
-    Constraint(String),
     /// Neither an arch nor a constraint: nothing to search for.
     #[error("give an arch or at least one constraint (max latency, MACs or params)")]
     NothingToSearch,
@@ -71,25 +66,9 @@ pub enum ExtractError {
     /// The dataset has no split of that name (e.g. no test split).
     #[error("the package's dataset has no {0} split")]
     MissingSplit(String),
-    /// Search settings.
-    #[error("invalid search settings: {0}")]
-    Config(String),
-    /// The search ran past its deadline.
-    #[error("the search ran past its deadline after {generations} generation(s) ({seconds:.2} s)")]
-    DeadlineExceeded {
-        /// Generations completed.
-        generations: usize,
-        /// Seconds spent.
-        seconds: f64,
-    },
-    /// No arch of the space meets the constraints.
-    #[error("{}", ofa_search::infeasible_message(*together, minima))]
-    Infeasible {
-        /// Whether every bound can be met alone but not all together.
-        together: bool,
-        /// (metric, bound, smallest achievable value) per constraint.
-        minima: Vec<(Metric, f64, f64)>,
-    },
+    /// The search (bad constraints or settings, infeasible bounds, a deadline).
+    #[error(transparent)]
+    Search(SearchError),
     /// Accuracy predictor.
     #[error(transparent)]
     Predictor(#[from] ofa_predictors::PredictorError),
@@ -133,26 +112,16 @@ fn list_or_none(v: &[String]) -> String {
 }
 
 impl From<SearchError> for ExtractError {
-    /// The same kind of failure: callers match on [`ExtractError`] alone.
+    /// The search's own failures stay [`ExtractError::Search`]; its efficiency and accuracy
+    /// errors join the predictors' variants (the same failure whichever path reached it).
     fn from(e: SearchError) -> ExtractError {
         match e {
-            SearchError::Constraint(m) => ExtractError::Constraint(m),
-            SearchError::Config(m) => ExtractError::Config(m),
-            SearchError::DeadlineExceeded {
-                generations,
-                seconds,
-            } => ExtractError::DeadlineExceeded {
-                generations,
-                seconds,
-            },
-            SearchError::Infeasible { together, minima } => {
-                ExtractError::Infeasible { together, minima }
-            }
             SearchError::Efficiency(e) => ExtractError::Efficiency(e),
             SearchError::Accuracy(e) => match e.downcast::<ofa_predictors::PredictorError>() {
                 Ok(p) => ExtractError::Predictor(*p),
                 Err(e) => ExtractError::Accuracy(e),
             },
+            e => ExtractError::Search(e),
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::evolution::{EvolutionConfig, SearchResult};
 use crate::problem::Constraints;
 use crate::specialiser::{Predicted, Specialiser};
 use crate::ExtractError;
+use crate::SearchError;
 
 /// What to extract: a given arch, or the best one for constraints.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,9 +131,9 @@ pub fn choose(
                 search: Some(SearchSummary::of(&r, search)),
             })
         }
-        (Target::Search { .. }, None) => Err(ExtractError::Config(
+        (Target::Search { .. }, None) => Err(ExtractError::Search(SearchError::Config(
             "a search needs an accuracy predictor".into(),
-        )),
+        ))),
     }
 }
 

@@ -17,6 +17,7 @@ pub trait AccuracyModel: Send + Sync {
 
 /// Upper bounds on efficiency metrics. Each must be positive and finite.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Constraints {
     /// Max latency, ms (needs a latency table).

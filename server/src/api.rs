@@ -8,31 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// Upper bounds; each must be a positive finite number.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConstraintsBody {
-    /// Max latency on the hardware, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-    /// Max MACs, millions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub macs_m: Option<f64>,
-    /// Max parameters, millions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub params_m: Option<f64>,
-}
-
-impl From<ConstraintsBody> for Constraints {
-    fn from(c: ConstraintsBody) -> Constraints {
-        Constraints {
-            latency_ms: c.latency_ms,
-            macs_m: c.macs_m,
-            params_m: c.params_m,
-        }
-    }
-}
-
 /// `POST /v1/subnets`: the best subnet for constraints on a hardware, or a given arch.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +19,7 @@ pub struct SubnetRequest {
     pub hardware: Option<String>,
     /// Bounds for a search.
     #[serde(default)]
-    pub constraints: Option<ConstraintsBody>,
+    pub constraints: Option<Constraints>,
     /// A given arch `{ks, e, d, r}` instead of a search.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -68,7 +43,7 @@ pub struct ParetoRequest {
     pub objective: Option<String>,
     /// Bounds on the front's subnets.
     #[serde(default)]
-    pub constraints: Option<ConstraintsBody>,
+    pub constraints: Option<Constraints>,
     /// Search seed (default 0).
     #[serde(default)]
     pub seed: Option<u64>,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ofa_extractor::ExtractError;
+use ofa_extractor::{ExtractError, SearchError};
 
 use crate::api::{ErrorBody, ErrorDetail};
 
@@ -160,7 +160,9 @@ impl From<ExtractError> for ApiError {
     fn from(e: ExtractError) -> ApiError {
         let message = e.to_string();
         match e {
-            ExtractError::Constraint(_) => ApiError::unprocessable("invalid_constraint", message),
+            ExtractError::Search(SearchError::Constraint(_)) => {
+                ApiError::unprocessable("invalid_constraint", message)
+            }
             ExtractError::NothingToSearch => ApiError::unprocessable("missing_constraint", message),
             ExtractError::NeedsHardware(_) => ApiError::unprocessable("hardware_required", message),
             ExtractError::UnknownHardware { available, .. } => ApiError::NotFound {
@@ -169,18 +171,24 @@ impl From<ExtractError> for ApiError {
                 available: Some(available),
             },
             ExtractError::ArchMismatch(_) => ApiError::unprocessable("invalid_arch", message),
-            ExtractError::Config(_) => ApiError::unprocessable("invalid_search_settings", message),
-            ExtractError::Infeasible { minima, .. } => ApiError::Unprocessable {
-                code: "infeasible",
-                message,
-                feasible_minimum: Some(
-                    minima
-                        .iter()
-                        .map(|(m, _, v)| (m.name().to_string(), *v))
-                        .collect(),
-                ),
-            },
-            ExtractError::DeadlineExceeded { seconds, .. } => ApiError::Timeout(seconds),
+            ExtractError::Search(SearchError::Config(_)) => {
+                ApiError::unprocessable("invalid_search_settings", message)
+            }
+            ExtractError::Search(SearchError::Infeasible { minima, .. }) => {
+                ApiError::Unprocessable {
+                    code: "infeasible",
+                    message,
+                    feasible_minimum: Some(
+                        minima
+                            .iter()
+                            .map(|(m, _, v)| (m.name().to_string(), *v))
+                            .collect(),
+                    ),
+                }
+            }
+            ExtractError::Search(SearchError::DeadlineExceeded { seconds, .. }) => {
+                ApiError::Timeout(seconds)
+            }
             ExtractError::Onnx(ofa_onnx::OnnxError::Opset(_)) => {
                 ApiError::unprocessable("invalid_opset", message)
             }
@@ -191,6 +199,7 @@ impl From<ExtractError> for ApiError {
             | ExtractError::NoAccuracyPredictor { .. }
             | ExtractError::Predictor(_)
             | ExtractError::Efficiency(_)
+            | ExtractError::Search(SearchError::Efficiency(_) | SearchError::Accuracy(_))
             | ExtractError::Latency(_)
             | ExtractError::Accuracy(_)
             | ExtractError::Net(_)

@@ -29,7 +29,7 @@ use crate::routes;
     components(schemas(
         api::SubnetRequest,
         api::ParetoRequest,
-        api::ConstraintsBody,
+        ofa_search::Constraints,
         api::SubnetRecord,
         api::PredictedBody,
         api::Links,

@@ -208,7 +208,7 @@ pub async fn post_subnet(
             Ok(Json(for_hardware(record, hardware)).into_response())
         }
         (None, Some(c)) => {
-            let constraints: Constraints = c.into();
+            let constraints: Constraints = c;
             constraints.validate()?;
             if constraints.is_empty() {
                 return Err(ofa_extractor::ExtractError::NothingToSearch.into());
@@ -535,7 +535,7 @@ pub async fn post_pareto(
         return Err(ofa_extractor::ExtractError::NeedsHardware("front").into());
     }
     // no `constraints` in a front request: none (the front spans the whole space)
-    let constraints: Constraints = req.constraints.unwrap_or_default().into();
+    let constraints: Constraints = req.constraints.unwrap_or_default();
     constraints.validate()?;
     let seed = req.seed.unwrap_or(0);
     let constraints_json = ofa_schema::to_json(&constraints);
