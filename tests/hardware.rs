@@ -373,17 +373,7 @@ fn eval_scores_and_times_a_subnet_file_in_onnx_runtime_as_in_libtorch() {
 fn profile_times_every_layer_in_onnx_runtime_on_its_own_graph() {
     let tmp = tempfile::tempdir().unwrap();
     let pkg = package(tmp.path());
-    run_ok(ofa().args([
-        "profile",
-        "--runtime",
-        "onnxruntime",
-        "--package",
-        s(&pkg),
-        "--repeats",
-        "3",
-        "--warmup",
-        "1",
-    ]));
+    common::quick_profile(&pkg, &["--runtime", "onnxruntime"]);
     let read = |name: &str| -> Value {
         serde_json::from_str(
             &std::fs::read_to_string(pkg.join(format!("latency/{name}.json"))).unwrap(),

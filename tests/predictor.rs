@@ -42,19 +42,7 @@ fn dataset_fit_eval_and_errors() {
     assert_eq!(all.lines().count(), 12);
     assert!(all.starts_with(&first));
 
-    let report = run_ok(ofa().args([
-        "predictor",
-        "fit",
-        "--data",
-        s(&acc),
-        "--package",
-        s(&pkg),
-        "--epochs",
-        "20",
-        "--hidden",
-        "32",
-        "--json",
-    ]));
+    let report = common::quick_fit(&pkg, &acc, 20, &["--json"]);
     let r: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(
         r["n_train"].as_u64().unwrap() + r["n_test"].as_u64().unwrap(),

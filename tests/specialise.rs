@@ -48,15 +48,7 @@ fn search_extract_profile_end_to_end() {
     assert_eq!(layers.len(), 9 * 5 * 2 + 6);
     assert!(layers.values().all(|e| e["mean"].as_f64().unwrap() > 0.0));
     // resumable: a rerun measures nothing new and keeps the values
-    run_ok(ofa().args([
-        "profile",
-        "--package",
-        s(&pkg),
-        "--repeats",
-        "3",
-        "--warmup",
-        "1",
-    ]));
+    common::quick_profile(&pkg, &[]);
     let again: Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
     assert_eq!(again["tables"], t["tables"]);
     let v = run_ok(ofa().args([

@@ -433,10 +433,7 @@ impl Subnet {
         map: HashMap<String, Tensor>,
         device: Device,
     ) -> Result<Subnet> {
-        let mut src = MapSource::new(map, device);
-        let net = Subnet::build(config, &mut src)?;
-        src.finish()?;
-        Ok(net)
+        MapSource::build_all(map, device, |src| Subnet::build(config, src))
     }
 
     /// The subnet's configuration.

@@ -59,10 +59,7 @@ impl Supernet {
         map: HashMap<String, Tensor>,
         device: Device,
     ) -> Result<Supernet> {
-        let mut src = MapSource::new(map, device);
-        let net = Supernet::build(space, &mut src)?;
-        src.finish()?;
-        Ok(net)
+        MapSource::build_all(map, device, |src| Supernet::build(space, src))
     }
 
     /// Build, taking every tensor from `source` under its reference supernet name.
@@ -406,10 +403,9 @@ impl Supernet {
             .iter()
             .map(|(s, t)| (s.name.clone(), crate::tensors::deep_copy(t)))
             .collect();
-        let mut src = MapSource::new(map, self.device());
-        let net = Supernet::build_with_layout(&self.space, &mut src, layout)?;
-        src.finish()?;
-        Ok(net)
+        MapSource::build_all(map, self.device(), |src| {
+            Supernet::build_with_layout(&self.space, src, layout)
+        })
     }
 
     /// The layout of the 4-D weights.

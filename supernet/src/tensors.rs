@@ -144,6 +144,19 @@ impl MapSource {
         MapSource { map, device }
     }
 
+    /// Build with every tensor of `map` (on `device`): `build` takes what it needs, and a tensor
+    /// it leaves is an error ([`MapSource::finish`]).
+    pub fn build_all<T>(
+        map: HashMap<String, Tensor>,
+        device: Device,
+        build: impl FnOnce(&mut MapSource) -> Result<T>,
+    ) -> Result<T> {
+        let mut src = MapSource::new(map, device);
+        let built = build(&mut src)?;
+        src.finish()?;
+        Ok(built)
+    }
+
     /// Error on the first (by name) tensor that was not consumed.
     pub fn finish(self) -> Result<()> {
         let mut left: Vec<_> = self.map.into_iter().collect();

@@ -120,28 +120,39 @@ pub fn specialised_package(dir: &Path) -> PathBuf {
         "--out",
         s(&acc),
     ]));
-    run_ok(ofa().args([
-        "predictor",
-        "fit",
-        "--data",
-        s(&acc),
-        "--package",
-        s(&pkg),
-        "--epochs",
-        "10",
-        "--hidden",
-        "32",
-    ]));
-    run_ok(ofa().args([
-        "profile",
-        "--package",
-        s(&pkg),
-        "--repeats",
-        "3",
-        "--warmup",
-        "1",
-    ]));
+    quick_fit(&pkg, &acc, 10, &[]);
+    quick_profile(&pkg, &[]);
     pkg
+}
+
+/// `ofa profile` of `pkg` with the suite's quick settings (3 timed runs after 1 warm-up) and
+/// `extra`; its stdout.
+pub fn quick_profile(pkg: &Path, extra: &[&str]) -> String {
+    run_ok(
+        ofa()
+            .args([
+                "profile",
+                "--package",
+                s(pkg),
+                "--repeats",
+                "3",
+                "--warmup",
+                "1",
+            ])
+            .args(extra),
+    )
+}
+
+/// `ofa predictor fit` of a small predictor (32 hidden units, `epochs`) on `data` for `pkg`,
+/// with `extra`; its stdout.
+pub fn quick_fit(pkg: &Path, data: &Path, epochs: u32, extra: &[&str]) -> String {
+    let epochs = epochs.to_string();
+    run_ok(
+        ofa()
+            .args(["predictor", "fit", "--data", s(data), "--package", s(pkg)])
+            .args(["--epochs", &epochs, "--hidden", "32"])
+            .args(extra),
+    )
 }
 
 /// `ofa infer` of `model` on a random `[2, 3, 32, 32]` input written in `dir`; returns the logits
