@@ -19,13 +19,17 @@ use ofa_space::{ActiveBlock, ArchConfig, Choices, SearchSpace};
 
 /// What an efficiency predictor measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Latency in milliseconds (from a lookup table).
+    #[cfg_attr(feature = "clap", value(name = "latency_ms"))]
     LatencyMs,
     /// Multiply-accumulates, millions.
+    #[cfg_attr(feature = "clap", value(name = "macs_m"))]
     MacsM,
     /// Trainable parameters, millions.
+    #[cfg_attr(feature = "clap", value(name = "params_m"))]
     ParamsM,
 }
 

@@ -69,7 +69,7 @@ pub struct TrainArgs {
     device: tch::Device,
     /// fp32 or bf16 (mixed precision).
     #[arg(long, value_enum, default_value = "fp32")]
-    precision: PrecisionArg,
+    precision: ofa_trainer::step::Precision,
     /// Keep NCHW weights and inputs (the trainer uses channels-last).
     #[arg(long)]
     nchw: bool,
@@ -87,21 +87,6 @@ pub struct TrainArgs {
     /// global batch, each rank steps on its shard and the gradients are averaged across ranks.
     #[command(flatten)]
     ranks: super::launch::RankArgs,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum PrecisionArg {
-    Fp32,
-    Bf16,
-}
-
-impl From<PrecisionArg> for ofa_trainer::step::Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::Fp32 => ofa_trainer::step::Precision::Fp32,
-            PrecisionArg::Bf16 => ofa_trainer::step::Precision::Bf16,
-        }
-    }
 }
 
 /// Arguments of `ofa bench extract`.
@@ -336,7 +321,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = StepConfig {
         kd_ratio: 1.0,
         label_smoothing: 0.1,
-        precision: a.precision.into(),
+        precision: a.precision,
     };
     let r = i64::from(a.resolution);
     let x = Tensor::randn(

@@ -90,37 +90,13 @@ pub struct Args {
     budget: Budget,
     /// Instead of one subnet, the whole front of predicted top-1 vs this metric.
     #[arg(long, value_enum)]
-    pareto: Option<MetricArg>,
+    pareto: Option<Metric>,
     /// With --pareto: write front.json, front.csv, front.svg and front.png here.
     #[arg(long, requires = "pareto")]
     out: Option<PathBuf>,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
-}
-
-/// A metric on the command line.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum MetricArg {
-    /// Latency (needs a table).
-    #[value(name = "latency_ms")]
-    LatencyMs,
-    /// MACs.
-    #[value(name = "macs_m")]
-    MacsM,
-    /// Parameters.
-    #[value(name = "params_m")]
-    ParamsM,
-}
-
-impl From<MetricArg> for Metric {
-    fn from(m: MetricArg) -> Metric {
-        match m {
-            MetricArg::LatencyMs => Metric::LatencyMs,
-            MetricArg::MacsM => Metric::MacsM,
-            MetricArg::ParamsM => Metric::ParamsM,
-        }
-    }
 }
 
 fn specialiser(a: &Args) -> anyhow::Result<Specialiser> {
@@ -163,7 +139,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let constraints = a.budget.constraints();
     let hardware = a.budget.hardware(&spec);
     if let Some(m) = a.pareto {
-        return front(&a, &spec, m.into(), &constraints, hardware.as_deref());
+        return front(&a, &spec, m, &constraints, hardware.as_deref());
     }
     if constraints.is_empty() {
         bail!("give at least one constraint: --max-latency-ms, --max-macs-m or --max-params-m (or --pareto)");

@@ -157,6 +157,7 @@ pub struct StepConfig {
 
 /// Arithmetic of training passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// float32 everywhere.
