@@ -120,7 +120,9 @@ fn main() {
         &dir,
         "net_config_json",
         "seed-smallest",
-        sub.config().to_net_config().to_string().as_bytes(),
+        serde_json::to_string(&sub.config().to_net_config())
+            .unwrap()
+            .as_bytes(),
     );
     put(&dir, "pth", "seed-one-tensor", &pth());
 

@@ -37,3 +37,29 @@ fn the_shipped_metrics_log_reads_line_by_line_and_writes_back_unchanged() {
         assert_eq!(a, b);
     }
 }
+
+/// The `net_config` metadata the reference wrote into a fixture subnet file.
+fn reference_net_config(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/ofa-tiny")
+        .join(name);
+    let bytes = std::fs::read(&path).expect("the fixture");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let text = header["__metadata__"]["net_config"]
+        .as_str()
+        .expect("net_config metadata");
+    serde_json::from_str(text).expect("JSON")
+}
+
+#[test]
+fn the_reference_net_configs_read_as_the_wire_type_and_write_back_unchanged() {
+    for name in ["subnet_1.safetensors", "subnet_3.safetensors"] {
+        let original = reference_net_config(name);
+        let wire: ofa_schema::net_config::NetConfig =
+            serde_json::from_value(original.clone()).expect("a reference net config");
+        let again: serde_json::Value =
+            serde_json::from_str(&ofa_schema::to_json(&wire)).expect("JSON");
+        assert_eq!(again, original, "{name}");
+    }
+}

@@ -331,7 +331,7 @@ pub async fn get_subnet(State(s): Shared, Path(id): Path<String>) -> Result<Resp
 pub async fn get_net_config(
     State(s): Shared,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ofa_schema::net_config::NetConfig>, ApiError> {
     let r = record(&s, &id).await?;
     let sn = s.supernet(&r.supernet)?;
     Ok(Json(

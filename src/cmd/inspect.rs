@@ -112,7 +112,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                             out.insert(k.into(), serde_json::from_str(v).unwrap_or(json!(v)));
                         }
                     }
-                    out.insert("net_config".into(), f.net.config().to_net_config());
+                    out.insert(
+                        "net_config".into(),
+                        serde_json::to_value(f.net.config().to_net_config())?,
+                    );
                 }
             }
         }

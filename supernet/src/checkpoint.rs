@@ -401,7 +401,7 @@ impl Subnet {
         meta.insert("format".into(), SUBNET_FORMAT.into());
         meta.insert(
             "net_config".into(),
-            self.config().to_net_config().to_string(),
+            ofa_schema::to_json(&self.config().to_net_config()),
         );
         meta.insert("ofa_subnet".into(), ofa_schema::to_json(self.config()));
         safetensors_bytes(&self.named_tensors(), &meta)

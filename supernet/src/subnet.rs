@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 
+use ofa_schema::net_config::{
+    BnSettings, ConvLayer, IdentityLayer, LinearLayer, MbConvLayer, NetConfig, ResidualBlock,
+};
 use ofa_space::{se_width, Activation, ArchConfig, SearchSpace};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, SupernetError};
@@ -107,116 +110,90 @@ impl SubnetConfig {
         }
     }
 
-    /// The reference `MobileNetV3.config` JSON (what `MobileNetV3.build_from_config` accepts).
-    pub fn to_net_config(&self) -> Value {
-        let conv = |cin: u32, cout: u32, k: u32, stride: u32, bn: bool, act: Option<&str>| {
-            json!({"name": "ConvLayer", "kernel_size": k, "stride": stride, "dilation": 1,
-                   "groups": 1, "bias": false, "has_shuffle": false, "use_se": false,
-                   "in_channels": cin, "out_channels": cout, "use_bn": bn, "act_func": act,
-                   "dropout_rate": 0, "ops_order": "weight_bn_act"})
-        };
-        let blocks: Vec<Value> = self
+    /// The reference `MobileNetV3.config` (what `MobileNetV3.build_from_config` accepts).
+    pub fn to_net_config(&self) -> NetConfig {
+        let conv =
+            |cin: u32, cout: u32, k: u32, stride: u32, bn: bool, act: Option<&str>| ConvLayer {
+                act_func: act.map(str::to_string),
+                bias: false,
+                dilation: 1,
+                dropout_rate: 0u32.into(),
+                groups: 1,
+                has_shuffle: false,
+                in_channels: cin,
+                kernel_size: k,
+                name: "ConvLayer".into(),
+                ops_order: "weight_bn_act".into(),
+                out_channels: cout,
+                stride,
+                use_bn: bn,
+                use_se: false,
+            };
+        let blocks = self
             .blocks
             .iter()
-            .map(|b| {
-                let shortcut = if b.shortcut {
-                    json!({"name": "IdentityLayer", "in_channels": b.in_ch,
-                           "out_channels": b.out_ch, "use_bn": false, "act_func": null,
-                           "dropout_rate": 0, "ops_order": "weight_bn_act"})
-                } else {
-                    Value::Null
-                };
-                let mid = if b.expand_ratio == 1 {
-                    Value::Null
-                } else {
-                    json!(b.mid)
-                };
-                json!({"name": "ResidualBlock",
-                       "conv": {"name": "MBConvLayer", "in_channels": b.in_ch,
-                                "out_channels": b.out_ch, "kernel_size": b.ks, "stride": b.stride,
-                                "expand_ratio": b.expand_ratio, "mid_channels": mid,
-                                "act_func": b.act.reference_name(), "use_se": b.se,
-                                "groups": null},
-                       "shortcut": shortcut})
+            .map(|b| ResidualBlock {
+                conv: MbConvLayer {
+                    act_func: Some(b.act.reference_name().to_string()),
+                    expand_ratio: b.expand_ratio,
+                    groups: None,
+                    in_channels: b.in_ch,
+                    kernel_size: b.ks,
+                    mid_channels: (b.expand_ratio != 1).then_some(b.mid),
+                    name: "MBConvLayer".into(),
+                    out_channels: b.out_ch,
+                    stride: b.stride,
+                    use_se: b.se,
+                },
+                name: "ResidualBlock".into(),
+                shortcut: b.shortcut.then(|| IdentityLayer {
+                    act_func: None,
+                    dropout_rate: 0u32.into(),
+                    in_channels: b.in_ch,
+                    name: "IdentityLayer".into(),
+                    ops_order: "weight_bn_act".into(),
+                    out_channels: b.out_ch,
+                    use_bn: false,
+                }),
             })
             .collect();
         let last_stage = self.blocks.last().map_or(self.stem_width, |b| b.out_ch);
-        json!({
-            "name": "MobileNetV3",
-            "bn": {"momentum": self.bn_momentum, "eps": self.bn_eps, "ws_eps": null},
-            "first_conv": conv(self.in_channels, self.stem_width, 3, 2, true, Some("h_swish")),
-            "blocks": blocks,
-            "final_expand_layer": conv(last_stage, self.final_expand_width, 1, 1, true, Some("h_swish")),
-            "feature_mix_layer": conv(self.final_expand_width, self.last_channel, 1, 1, false, Some("h_swish")),
-            "classifier": {"name": "LinearLayer", "in_features": self.last_channel,
-                           "out_features": self.n_classes, "bias": true, "use_bn": false,
-                           "act_func": null, "dropout_rate": self.dropout_rate,
-                           "ops_order": "weight_bn_act"},
-        })
+        let fe = self.final_expand_width;
+        NetConfig {
+            blocks,
+            bn: Some(BnSettings {
+                eps: self.bn_eps,
+                momentum: self.bn_momentum,
+                ws_eps: None,
+            }),
+            classifier: LinearLayer {
+                act_func: None,
+                bias: true,
+                dropout_rate: self.dropout_rate,
+                in_features: self.last_channel,
+                name: "LinearLayer".into(),
+                ops_order: "weight_bn_act".into(),
+                out_features: self.n_classes,
+                use_bn: false,
+            },
+            feature_mix_layer: conv(fe, self.last_channel, 1, 1, false, Some("h_swish")),
+            final_expand_layer: conv(last_stage, fe, 1, 1, true, Some("h_swish")),
+            first_conv: conv(
+                self.in_channels,
+                self.stem_width,
+                3,
+                2,
+                true,
+                Some("h_swish"),
+            ),
+            name: "MobileNetV3".into(),
+        }
     }
 
     /// Parse the reference `MobileNetV3.config` JSON.
     pub fn from_net_config(v: &Value) -> std::result::Result<SubnetConfig, String> {
-        let u = |v: &Value, path: &str| -> std::result::Result<u32, String> {
-            let x = v
-                .pointer(path)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| format!("net_config: `{path}` missing or not an integer"))?;
-            u32::try_from(x).map_err(|_| format!("net_config: `{path}` = {x} is too large"))
-        };
-        let act = |s: Option<&str>| match s {
-            Some("relu") => Ok(Activation::Relu),
-            Some("h_swish") => Ok(Activation::HSwish),
-            other => Err(format!("net_config: unsupported activation {other:?}")),
-        };
-        if v.get("name").and_then(Value::as_str) != Some("MobileNetV3") {
-            return Err("net_config: `name` is not \"MobileNetV3\"".into());
-        }
-        let raw_blocks = v
-            .get("blocks")
-            .and_then(Value::as_array)
-            .ok_or("net_config: `blocks` missing")?;
-        let mut blocks = Vec::with_capacity(raw_blocks.len());
-        for (i, b) in raw_blocks.iter().enumerate() {
-            let p = |f: &str| format!("/conv/{f}");
-            if b.get("conv").is_none() {
-                return Err(format!("net_config: block {i} has no `conv`"));
-            }
-            let in_ch = u(b, &p("in_channels"))?;
-            let e = u(b, &p("expand_ratio"))?;
-            let mid = match b.pointer(&p("mid_channels")).and_then(Value::as_u64) {
-                Some(_) => u(b, &p("mid_channels"))?,
-                None => in_ch.checked_mul(e).ok_or_else(|| {
-                    format!("net_config: block {i}: {in_ch} channels × expand ratio {e} overflows")
-                })?,
-            };
-            blocks.push(LayerConfig {
-                in_ch,
-                mid,
-                out_ch: u(b, &p("out_channels"))?,
-                ks: u(b, &p("kernel_size"))?,
-                stride: u(b, &p("stride"))?,
-                expand_ratio: e,
-                act: act(b.pointer(&p("act_func")).and_then(Value::as_str))?,
-                se: b
-                    .pointer(&p("use_se"))
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                shortcut: b.get("shortcut").is_some_and(|s| !s.is_null()),
-            });
-        }
-        let f = |path: &str, d: f64| v.pointer(path).and_then(Value::as_f64).unwrap_or(d);
-        Ok(SubnetConfig {
-            in_channels: u(v, "/first_conv/in_channels")?,
-            stem_width: u(v, "/first_conv/out_channels")?,
-            blocks,
-            final_expand_width: u(v, "/final_expand_layer/out_channels")?,
-            last_channel: u(v, "/feature_mix_layer/out_channels")?,
-            n_classes: u(v, "/classifier/out_features")?,
-            bn_momentum: f("/bn/momentum", 0.1),
-            bn_eps: f("/bn/eps", 1e-5),
-            dropout_rate: f("/classifier/dropout_rate", 0.0),
-        })
+        let wire: NetConfig = NetConfig::deserialize(v).map_err(|e| format!("net_config: {e}"))?;
+        SubnetConfig::try_from(&wire)
     }
 
     /// The tensor list of this subnet in the reference subnet naming, in state_dict order.
@@ -681,5 +658,57 @@ impl Subnet {
     /// for exporters that write the same graph in another format.
     pub fn layers(&self) -> (&Stem, &[(BlockRun, BlockWeights)], &Head) {
         (&self.stem, &self.blocks, &self.head)
+    }
+}
+
+impl TryFrom<&NetConfig> for SubnetConfig {
+    type Error = String;
+
+    /// The runtime config of a reference net config (only MobileNetV3, ReLU and h-swish).
+    fn try_from(v: &NetConfig) -> std::result::Result<SubnetConfig, String> {
+        let act = |s: Option<&str>| match s {
+            Some("relu") => Ok(Activation::Relu),
+            Some("h_swish") => Ok(Activation::HSwish),
+            other => Err(format!("net_config: unsupported activation {other:?}")),
+        };
+        if v.name != "MobileNetV3" {
+            return Err("net_config: `name` is not \"MobileNetV3\"".into());
+        }
+        let mut blocks = Vec::with_capacity(v.blocks.len());
+        for (i, b) in v.blocks.iter().enumerate() {
+            let c = &b.conv;
+            let mid = match c.mid_channels {
+                Some(m) => m,
+                None => c.in_channels.checked_mul(c.expand_ratio).ok_or_else(|| {
+                    format!(
+                        "net_config: block {i}: {} channels × expand ratio {} overflows",
+                        c.in_channels, c.expand_ratio
+                    )
+                })?,
+            };
+            blocks.push(LayerConfig {
+                in_ch: c.in_channels,
+                mid,
+                out_ch: c.out_channels,
+                ks: c.kernel_size,
+                stride: c.stride,
+                expand_ratio: c.expand_ratio,
+                act: act(c.act_func.as_deref())?,
+                se: c.use_se,
+                shortcut: b.shortcut.is_some(),
+            });
+        }
+        let (momentum, eps) = v.bn.as_ref().map_or((0.1, 1e-5), |b| (b.momentum, b.eps));
+        Ok(SubnetConfig {
+            in_channels: v.first_conv.in_channels,
+            stem_width: v.first_conv.out_channels,
+            blocks,
+            final_expand_width: v.final_expand_layer.out_channels,
+            last_channel: v.feature_mix_layer.out_channels,
+            n_classes: v.classifier.out_features,
+            bn_momentum: momentum,
+            bn_eps: eps,
+            dropout_rate: v.classifier.dropout_rate,
+        })
     }
 }

@@ -1,0 +1,193 @@
+//! The reference's `MobileNetV3.config` JSON (`net.config`; `net_config` in subnet files), as its
+//! wire type: what `MobileNetV3.build_from_config` reads. `ofa-supernet` converts it to and from
+//! its runtime `SubnetConfig`.
+//!
+//! Fields are declared in alphabetical order: the JSON written is byte for byte what the
+//! reference's sorted dumps hold (and what `ofa` wrote before this type). Reading accepts the
+//! reference's files, which may omit what has a default here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Number;
+
+/// `MobileNetV3.config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetConfig {
+    /// The residual blocks, block 0 first.
+    pub blocks: Vec<ResidualBlock>,
+    /// BatchNorm settings (absent in some reference files: PyTorch's defaults).
+    #[serde(default)]
+    pub bn: Option<BnSettings>,
+    /// The classifier.
+    pub classifier: LinearLayer,
+    /// The 1×1 convolution after pooling.
+    pub feature_mix_layer: ConvLayer,
+    /// The 1×1 convolution before pooling.
+    pub final_expand_layer: ConvLayer,
+    /// The stem.
+    pub first_conv: ConvLayer,
+    /// `MobileNetV3`.
+    pub name: String,
+}
+
+/// `bn` of a net config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BnSettings {
+    /// BatchNorm epsilon.
+    pub eps: f64,
+    /// BatchNorm momentum.
+    pub momentum: f64,
+    /// Weight-standardisation epsilon (unused by MobileNetV3: null).
+    #[serde(default)]
+    pub ws_eps: Option<f64>,
+}
+
+/// `ConvLayer` (stem, final expand, feature mix).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvLayer {
+    /// `h_swish`, `relu`, or none.
+    #[serde(default)]
+    pub act_func: Option<String>,
+    /// Whether the convolution has a bias.
+    #[serde(default)]
+    pub bias: bool,
+    /// Dilation.
+    #[serde(default = "one")]
+    pub dilation: u32,
+    /// Dropout before the layer (the reference writes an integer 0).
+    #[serde(default = "zero")]
+    pub dropout_rate: Number,
+    /// Groups.
+    #[serde(default = "one")]
+    pub groups: u32,
+    /// Channel shuffle (unused: false).
+    #[serde(default)]
+    pub has_shuffle: bool,
+    /// Input channels.
+    pub in_channels: u32,
+    /// Kernel size.
+    #[serde(default = "one")]
+    pub kernel_size: u32,
+    /// `ConvLayer`.
+    #[serde(default)]
+    pub name: String,
+    /// `weight_bn_act`.
+    #[serde(default)]
+    pub ops_order: String,
+    /// Output channels.
+    pub out_channels: u32,
+    /// Stride.
+    #[serde(default = "one")]
+    pub stride: u32,
+    /// Whether a BatchNorm follows.
+    #[serde(default)]
+    pub use_bn: bool,
+    /// Squeeze-and-excite (unused: false).
+    #[serde(default)]
+    pub use_se: bool,
+}
+
+/// `ResidualBlock`: an MBConv layer and its shortcut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResidualBlock {
+    /// The inverted-residual layer.
+    pub conv: MbConvLayer,
+    /// `ResidualBlock`.
+    #[serde(default)]
+    pub name: String,
+    /// The identity shortcut, where the block has one.
+    #[serde(default)]
+    pub shortcut: Option<IdentityLayer>,
+}
+
+/// `MBConvLayer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MbConvLayer {
+    /// `h_swish` or `relu`.
+    #[serde(default)]
+    pub act_func: Option<String>,
+    /// Expand ratio (1: no inverted bottleneck).
+    pub expand_ratio: u32,
+    /// Groups (unused: null).
+    #[serde(default)]
+    pub groups: Option<u32>,
+    /// Input channels.
+    pub in_channels: u32,
+    /// Depthwise kernel size.
+    pub kernel_size: u32,
+    /// Middle channels (null: `in_channels × expand_ratio`).
+    #[serde(default)]
+    pub mid_channels: Option<u32>,
+    /// `MBConvLayer`.
+    #[serde(default)]
+    pub name: String,
+    /// Output channels.
+    pub out_channels: u32,
+    /// Stride.
+    pub stride: u32,
+    /// Squeeze-and-excite.
+    #[serde(default)]
+    pub use_se: bool,
+}
+
+/// `IdentityLayer` (a shortcut).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityLayer {
+    /// None.
+    #[serde(default)]
+    pub act_func: Option<String>,
+    /// Dropout (the reference writes an integer 0).
+    #[serde(default = "zero")]
+    pub dropout_rate: Number,
+    /// Input channels.
+    pub in_channels: u32,
+    /// `IdentityLayer`.
+    #[serde(default)]
+    pub name: String,
+    /// `weight_bn_act`.
+    #[serde(default)]
+    pub ops_order: String,
+    /// Output channels.
+    pub out_channels: u32,
+    /// False.
+    #[serde(default)]
+    pub use_bn: bool,
+}
+
+/// `LinearLayer` (the classifier).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearLayer {
+    /// None.
+    #[serde(default)]
+    pub act_func: Option<String>,
+    /// Whether it has a bias.
+    #[serde(default = "yes")]
+    pub bias: bool,
+    /// Dropout before it.
+    #[serde(default)]
+    pub dropout_rate: f64,
+    /// Input features.
+    pub in_features: u32,
+    /// `LinearLayer`.
+    #[serde(default)]
+    pub name: String,
+    /// `weight_bn_act`.
+    #[serde(default)]
+    pub ops_order: String,
+    /// Classes.
+    pub out_features: u32,
+    /// False.
+    #[serde(default)]
+    pub use_bn: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn zero() -> Number {
+    Number::from(0u32)
+}
+
+fn yes() -> bool {
+    true
+}
