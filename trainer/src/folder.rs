@@ -20,7 +20,7 @@ use tch::Tensor;
 
 use crate::augment::{channel_stats, AugmentConfig, SampleAugment};
 use crate::data::{DataError, Split};
-use ofa_package::seed::mix;
+use ofa_package::seed::{mix, Stream};
 
 /// The extensions torchvision's `ImageFolder` accepts.
 pub const TORCHVISION_EXTENSIONS: &[&str] = &[
@@ -562,7 +562,7 @@ impl FolderStream {
         let ru = r as usize;
         let mut out = vec![0f32; 3 * ru * ru];
         for (pos, &k) in idx.iter().enumerate() {
-            let seed = mix(&[0, 0, 0, 3, pos as u64]);
+            let seed = mix(&[0, 0, 0, Stream::Augmentation.tag(), pos as u64]);
             let want = |w: u32, h: u32| dct_request(&draw_for(seed, cfg, w, h), w, h, r);
             let t0 = Instant::now();
             let Ok(bytes) = self.read(k) else { continue };
@@ -647,7 +647,7 @@ impl FolderStream {
             // The augmentation is a function of (position, original size): DCT scaling needs
             // the crop before the decode, so it is drawn from the header there, and drawn again
             // (identically) for the file actually used.
-            let seed = mix(&[key[0], key[1], key[2], 3, pos]);
+            let seed = mix(&[key[0], key[1], key[2], Stream::Augmentation.tag(), pos]);
             let want = |w: u32, h: u32| dct_request(&draw_for(seed, cfg, w, h), w, h, r);
             let (j, img, (ow, oh)) = self.decode_or_next(k, Some(&want))?;
             let a = draw_for(seed, cfg, ow, oh);

@@ -19,7 +19,7 @@ use crate::augment::{match_channels, train_batch_with, AugmentConfig, SampleAugm
 use crate::data::{DataError, Split};
 use crate::folder::FolderStream;
 
-pub use ofa_package::seed::mix;
+pub use ofa_package::seed::{mix, Stream};
 
 /// What decides a phase's batches.
 #[derive(Debug, Clone)]
@@ -88,7 +88,10 @@ impl BatchPlan {
         let (epoch, b) = (step / nb, step % nb);
         let mut perm: Vec<i64> = (0..n as i64).collect();
         perm.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(&[
-            self.seed, self.phase, epoch, 1,
+            self.seed,
+            self.phase,
+            epoch,
+            Stream::EpochOrder.tag(),
         ])));
         let bs = self.batch_size.min(n);
         let start = b as usize * bs;
@@ -97,7 +100,12 @@ impl BatchPlan {
 
     /// The resolution of step `step`.
     pub fn resolution(&self, step: u64) -> u32 {
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(&[self.seed, self.phase, step, 2]));
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(&[
+            self.seed,
+            self.phase,
+            step,
+            Stream::Resolution.tag(),
+        ]));
         self.resolutions[rng.random_range(0..self.resolutions.len())]
     }
 
@@ -120,7 +128,12 @@ impl BatchPlan {
             TrainData::Memory(split) => {
                 // Every image's augmentation is drawn in turn from the batch's generator (the
                 // whole batch's draws, whatever the shard, so shards concatenate to the batch).
-                let mut rng = ChaCha8Rng::seed_from_u64(mix(&[self.seed, self.phase, step, 3]));
+                let mut rng = ChaCha8Rng::seed_from_u64(mix(&[
+                    self.seed,
+                    self.phase,
+                    step,
+                    Stream::Augmentation.tag(),
+                ]));
                 let s = split.images.size();
                 let augs: Vec<SampleAugment> = (0..all.len())
                     .map(|_| SampleAugment::draw(s[2], s[3], s[1], &self.augment, &mut rng))

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
 use crate::data::Split;
-use crate::loader::{mix, BatchPlan, Loader, TrainData};
+use crate::loader::{mix, BatchPlan, Loader, Stream, TrainData};
 use crate::recipe::{Phase, Recipe};
 use crate::step::{lr_at, train_step, Sgd, StepConfig};
 
@@ -375,8 +375,14 @@ impl Ctx {
                 let step = state.step;
                 // Dropout masks: each rank draws its own for its shard.
                 let dropout_seed = match group {
-                    None => mix(&[t.seed, pi as u64, step, 4]),
-                    Some(g) => mix(&[t.seed, pi as u64, step, 4, g.rank() as u64]),
+                    None => mix(&[t.seed, pi as u64, step, Stream::Dropout.tag()]),
+                    Some(g) => mix(&[
+                        t.seed,
+                        pi as u64,
+                        step,
+                        Stream::Dropout.tag(),
+                        g.rank() as u64,
+                    ]),
                 };
                 tch::manual_seed(dropout_seed as i64);
                 let archs = step_archs(
@@ -572,7 +578,7 @@ fn step_archs(
             } else if phase.sandwich && k + 1 == n {
                 choices.smallest(space)
             } else {
-                let s = mix(&[seed, pi, step, 5, k as u64]);
+                let s = mix(&[seed, pi, step, Stream::Subnets.tag(), k as u64]);
                 sample(space, choices, &mut ChaCha8Rng::seed_from_u64(s))
             };
             a.r = resolution;

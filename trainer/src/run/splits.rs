@@ -10,7 +10,7 @@ use ofa_space::{Choices, SearchSpace};
 use super::{run_err, TrainError};
 use crate::data::{is_image_folder, load_any, DataError, Split};
 use crate::folder::{scan, FolderStream, JpegDecoder};
-use crate::loader::{mix, TrainData};
+use crate::loader::{mix, Stream, TrainData};
 use crate::recipe::{DataLoading, Recipe, RecipeError, AUTO_STREAM_BYTES};
 
 /// The data of a run, split as the run splits it.
@@ -166,7 +166,11 @@ pub fn load_splits(recipe: &Recipe, data_dir: &Path) -> Result<Splits, TrainErro
             let all_held: Vec<usize> = (0..held.len()).collect();
             let val = held.eval_images(&all_held, folder_size, 1.0)?;
             let k = v.calibration_images.min(train_files.len());
-            let (_, calib_ix) = ofa_package::holdout_indices(train_files.len(), k, mix(&[seed, 7]));
+            let (_, calib_ix) = ofa_package::holdout_indices(
+                train_files.len(),
+                k,
+                mix(&[seed, Stream::Holdout.tag()]),
+            );
             let calib_files = calib_ix
                 .iter()
                 .map(|&i| train_files[i as usize].clone())
@@ -199,7 +203,7 @@ pub fn load_splits(recipe: &Recipe, data_dir: &Path) -> Result<Splits, TrainErro
     let calib = subset(
         &train,
         v.calibration_images.min(train.len()),
-        mix(&[seed, 7]),
+        mix(&[seed, Stream::Holdout.tag()]),
     );
     Ok(Splits {
         train: TrainData::Memory(train),
