@@ -282,6 +282,12 @@ impl Server {
         })
     }
 
+    /// The application, to call in process (`tower::ServiceExt::oneshot`): the same routes,
+    /// state and middleware as over TCP.
+    pub fn router(&self) -> Router {
+        self.app.clone()
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

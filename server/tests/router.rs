@@ -1,0 +1,157 @@
+//! The service called in process on its router (no socket, no spawned binary, no training run):
+//! the shipped package, its routes and their JSON errors.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ofa_server::{ServeConfig, Server};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn shipped() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../checkpoints/fashion-mnist"
+    ))
+}
+
+async fn app() -> axum::Router {
+    let cfg = ServeConfig {
+        packages: vec![shipped()],
+        addr: ([127, 0, 0, 1], 0).into(),
+        threads: 1,
+        ..ServeConfig::default()
+    };
+    Server::bind(cfg)
+        .await
+        .expect("the shipped package serves")
+        .router()
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("a request");
+    let resp = app
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|e| match e {});
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .expect("a body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_their_errors_on_the_shipped_package() {
+    let app = app().await;
+    let (status, list) = call(&app, "GET", "/v1/supernets", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["supernets"][0]["name"], "fashion-mnist", "{list}");
+    let (_, info) = call(&app, "GET", "/v1/supernets/fashion-mnist", None).await;
+    let hw = &info["hardware"][0];
+    let (lo, hi) = (
+        hw["latency_ms"]["min"].as_f64().expect("min"),
+        hw["latency_ms"]["max"].as_f64().expect("max"),
+    );
+    let hardware = hw["name"].as_str().expect("a hardware name").to_string();
+    // a search, answered with a record whose prediction fits the budget
+    let budget = (lo + hi) / 2.0;
+    let (status, rec) = call(
+        &app,
+        "POST",
+        "/v1/subnets",
+        Some(json!({"supernet": "fashion-mnist", "hardware": hardware,
+                    "constraints": {"latency_ms": budget}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rec}");
+    assert!(rec["predicted"]["latency_ms"].as_f64().expect("latency") <= budget);
+    // errors: a status and a stable code each
+    let cases = [
+        ("GET", "/nope", None, StatusCode::NOT_FOUND, "not_found"),
+        (
+            "DELETE",
+            "/v1/subnets",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/v1/supernets/nope",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown_supernet",
+        ),
+        (
+            "GET",
+            "/v1/subnets/xyz",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            "POST",
+            "/v1/subnets",
+            Some(json!({"supernet": "fashion-mnist", "constraints": {"flops": 1}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/subnets",
+            Some(json!({"supernet": "fashion-mnist", "constraints": {"macs_m": -1}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_constraint",
+        ),
+        (
+            "POST",
+            "/v1/subnets",
+            Some(json!({"supernet": "fashion-mnist", "hardware": hardware,
+                        "constraints": {"latency_ms": lo / 2.0}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "infeasible",
+        ),
+        (
+            "POST",
+            "/v1/pareto",
+            Some(json!({"supernet": "fashion-mnist", "objective": "flops"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_objective",
+        ),
+    ];
+    for (method, path, body, want, code) in cases {
+        let (status, v) = call(&app, method, path, body).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
+    }
+    // the infeasible answer states the smallest achievable latency
+    let (_, v) = call(
+        &app,
+        "POST",
+        "/v1/subnets",
+        Some(json!({"supernet": "fashion-mnist", "hardware": hardware,
+                    "constraints": {"latency_ms": lo / 2.0}})),
+    )
+    .await;
+    let min = v["error"]["feasible_minimum"]["latency_ms"]
+        .as_f64()
+        .expect("a minimum");
+    assert!((min - lo).abs() <= 1e-6 * lo, "{v}");
+}
