@@ -162,3 +162,89 @@ fn train_cli_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("name = \"smoke\""));
 }
+
+#[test]
+fn a_checkpoint_write_that_runs_out_of_space_is_named_and_the_run_resumes_from_the_last_one() {
+    use std::os::unix::process::CommandExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_synthetic_idx(&data, 160, 40, 4).unwrap();
+    let recipe = smoke_recipe(tmp.path(), 400, 2);
+    let (r, d) = (recipe.to_str().unwrap(), data.to_str().unwrap());
+    let b = tmp.path().join("b");
+    let bs = b.to_str().unwrap();
+    run_ok(ofa().args([
+        "train",
+        "--recipe",
+        r,
+        "--data",
+        d,
+        "--out",
+        bs,
+        "--stop-after",
+        "4",
+    ]));
+    assert_eq!(global_step(&b), Some(4));
+    let before = std::fs::read(b.join("checkpoint.safetensors")).unwrap();
+    // the next session can write small files (metrics lines) but no checkpoint: a disk that fills
+    let mut full = ofa();
+    full.args(["train", "--resume", bs, "--stop-after", "8"]);
+    #[allow(unsafe_code)]
+    // SAFETY: `setrlimit` and `signal` are async-signal-safe and touch only the child, between
+    // fork and exec; ignoring SIGXFSZ makes a write past the limit fail with EFBIG (as a full disk
+    // fails with ENOSPC) instead of killing the process. Dispositions set to "ignore" survive exec.
+    unsafe {
+        full.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 256 << 10,
+                rlim_max: 256 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = full.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint.safetensors") && stderr.contains("too large"),
+        "{stderr}"
+    );
+    // the previous checkpoint is whole, and no temporary file is left beside it
+    assert_eq!(
+        std::fs::read(b.join("checkpoint.safetensors")).unwrap(),
+        before
+    );
+    let stray: Vec<_> = std::fs::read_dir(&b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    // with space again, the run resumes from it and ends where an uninterrupted run does
+    run_ok(ofa().args(["train", "--resume", bs, "--stop-after", "8"]));
+    let a = tmp.path().join("a");
+    run_ok(ofa().args([
+        "train",
+        "--recipe",
+        r,
+        "--data",
+        d,
+        "--out",
+        a.to_str().unwrap(),
+        "--stop-after",
+        "8",
+    ]));
+    assert_same_tensors(
+        &a.join("checkpoint.safetensors"),
+        &b.join("checkpoint.safetensors"),
+        "after a failed checkpoint write at step 6 and a resume",
+    );
+}
