@@ -1061,7 +1061,28 @@ fn a_token_guards_everything_but_health_checks() {
         send("GET", &url, &[("authorization", "Bearer s3cret")], None).status,
         200
     );
+    // the scheme in any case (RFC 7235); nothing else is the token
+    assert_eq!(
+        send("GET", &url, &[("authorization", "bearer s3cret")], None).status,
+        200
+    );
+    for wrong in [
+        "Bearer ",
+        "Bearer s3cret2",
+        "Bearer s3cre",
+        "Basic s3cret",
+        "Bearers3cret",
+    ] {
+        assert_eq!(
+            send("GET", &url, &[("authorization", wrong)], None).status,
+            401,
+            "{wrong}"
+        );
+    }
     assert_eq!(get(&server.url("/healthz")).status, 200);
+    // the open liveness route names nothing served
+    let alive = get(&server.url("/healthz")).json();
+    assert_eq!(alive, json!({"status": "ok"}));
     assert_eq!(get(&server.url("/readyz")).status, 200);
     assert_eq!(get(&server.url("/metrics")).status, 401);
     // the environment variable works too
@@ -1074,6 +1095,32 @@ fn a_token_guards_everything_but_health_checks() {
         None,
     );
     assert_eq!(ok.status, 200);
+    // operator input has a range: a deadline of 1e19 s would overflow the clock in every search
+    common::fails_with(
+        ofa().args([
+            "serve",
+            "--package",
+            s(package()),
+            "--request-timeout",
+            "1e19",
+        ]),
+        "--request-timeout must be a positive number of seconds, at most 86400",
+    );
+    common::fails_with(
+        ofa().args(["serve", "--package", s(package()), "--max-queue", "0"]),
+        "--max-queue",
+    );
+    // an empty token would turn authentication off: the server refuses to start
+    common::fails_with(
+        ofa().args(["serve", "--package", s(package()), "--token", ""]),
+        "the API token is empty",
+    );
+    common::fails_with(
+        ofa()
+            .args(["serve", "--package", s(package())])
+            .env("OFA_API_TOKEN", " "),
+        "the API token is empty",
+    );
 }
 
 #[test]

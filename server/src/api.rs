@@ -307,6 +307,7 @@ pub struct ErrorDetail {
 pub struct Health {
     /// `ok`, or `not ready`.
     pub status: String,
-    /// Supernets whose worker is running.
+    /// Supernets whose worker is running (`/readyz`; `/healthz` names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supernets: Vec<String>,
 }

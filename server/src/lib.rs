@@ -41,6 +41,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ofa_package::measure::Recalibration;
+use sha2::Digest;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -110,6 +111,9 @@ pub enum ServeError {
     /// Nothing to serve.
     #[error("give at least one package (--package DIR)")]
     NoPackage,
+    /// An empty token, which would accept an empty `Authorization: Bearer`.
+    #[error("the API token is empty: give a token, or none to serve without authentication")]
+    EmptyToken,
     /// Two packages with one name.
     #[error("two packages are named `{0}` (a package's name is its folder name)")]
     DuplicateName(String),
@@ -196,6 +200,9 @@ impl Server {
         if cfg.packages.is_empty() {
             return Err(ServeError::NoPackage);
         }
+        if cfg.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ServeError::EmptyToken);
+        }
         let metrics = recorder();
         let mut supernets = BTreeMap::new();
         for dir in &cfg.packages {
@@ -259,7 +266,7 @@ impl Server {
                 request_timeout: cfg.request_timeout,
                 max_body_bytes: cfg.max_body_bytes,
             },
-            token: cfg.token.clone().filter(|t| !t.is_empty()),
+            token: cfg.token.as_deref().map(token_digest),
             metrics,
             hardware_dir,
         });
@@ -410,18 +417,32 @@ pub fn catch_panics() -> CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Re
     CatchPanicLayer::custom(respond as fn(Box<dyn std::any::Any + Send>) -> Response)
 }
 
-/// Bearer-token check (constant time); `/healthz` and `/readyz` stay open.
+/// The SHA-256 of a token: what the server keeps and compares, so the comparison takes the same
+/// time whatever the length of the token given or expected.
+fn token_digest(token: &str) -> [u8; 32] {
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header (the scheme in any case, as
+/// RFC 7235 has it).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Bearer-token check (constant time, on digests); `/healthz` and `/readyz` stay open.
 async fn authorize(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
+    if let Some(expected) = &s.token {
         let path = req.uri().path();
         if path != "/healthz" && path != "/readyz" {
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                .and_then(bearer)
+                .filter(|t| !t.is_empty());
+            let ok = given.is_some_and(|t| bool::from(token_digest(t).ct_eq(expected)));
+            if !ok {
                 return ApiError::Unauthorized.into_response();
             }
         }

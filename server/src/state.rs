@@ -416,8 +416,8 @@ pub struct AppState {
     pub max_searches: usize,
     /// Limits.
     pub limits: Limits,
-    /// The bearer token, when one is required.
-    pub token: Option<String>,
+    /// The SHA-256 of the bearer token, when one is required.
+    pub token: Option<[u8; 32]>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Where hardware added over HTTP is kept (`--cache-dir`/hardware).

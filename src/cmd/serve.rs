@@ -27,14 +27,16 @@ pub struct Args {
     /// Require `Authorization: Bearer TOKEN` (except on /healthz and /readyz).
     #[arg(long, env = "OFA_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Cut requests queued per supernet (and searches at once) before answering 503.
-    #[arg(long, default_value_t = 64)]
-    max_queue: usize,
-    /// Time limit of a request's work, seconds (then a JSON 503; the work is abandoned).
+    /// Cut requests queued per supernet (and searches at once) before answering 503, 1 to 100000.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_queue: u32,
+    /// Time limit of a request's work, seconds, at most a day (then a JSON 503; the work is
+    /// abandoned).
     #[arg(long, default_value_t = 30.0)]
     request_timeout: f64,
-    /// How long in-flight requests may finish after SIGTERM / Ctrl-C, seconds.
-    #[arg(long, default_value_t = 10.0)]
+    /// How long in-flight requests may finish after SIGTERM / Ctrl-C, seconds, at most a day (the
+    /// default lets a request that runs to its default time limit finish).
+    #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
     /// Images for BN recalibration of served subnets (as `ofa extract --calibration-images`).
     #[arg(long, default_value_t = 2000)]
@@ -48,16 +50,21 @@ pub struct Args {
     calibrate: Option<usize>,
 }
 
+/// The longest `--request-timeout` and `--drain-timeout`: a day (a deadline is `now + timeout`,
+/// which must not overflow the clock).
+const MAX_SECONDS: f64 = 86_400.0;
+
 fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s)
         .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--{what} must be a positive number of seconds, got {s}"))
+        .filter(|d| !d.is_zero() && s <= MAX_SECONDS)
+        .with_context(|| {
+            format!("--{what} must be a positive number of seconds, at most {MAX_SECONDS}, got {s}")
+        })
 }
 
 /// Run `ofa serve`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(a.max_queue > 0, "--max-queue must be positive");
     if let Some(n) = a.calibrate {
         anyhow::ensure!(
             (3..=1000).contains(&n),
@@ -70,7 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cache_dir: a.cache_dir.clone(),
         cache_bytes: a.cache_mb.saturating_mul(1 << 20),
         token: a.token.clone(),
-        max_queue: a.max_queue,
+        max_queue: a.max_queue as usize,
         request_timeout: seconds(a.request_timeout, "request-timeout")?,
         drain_timeout: seconds(a.drain_timeout, "drain-timeout")?,
         device: a.device,
