@@ -98,8 +98,20 @@ impl Store {
         }
     }
 
+    /// Where `key` is kept on disk, if the store has a folder and `key` is a plain file name.
+    /// Every key is checked here, whatever its source (a request, a value read back from disk):
+    /// `../x` or `/abs` never becomes a path; such a key lives in memory only, and is counted.
     fn path(&self, kind: Kind, key: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(kind.name()).join(key))
+        let d = self.dir.as_ref()?;
+        if !valid_key(key) {
+            tracing::warn!(
+                kind = kind.name(),
+                "a cache key that is not a plain file name stays in memory"
+            );
+            metrics::counter!("ofa_cache_invalid_keys_total").increment(1);
+            return None;
+        }
+        Some(d.join(kind.name()).join(key))
     }
 
     /// The entry in memory or on disk, without computing it.
@@ -250,9 +262,53 @@ fn decode(raw: &[u8]) -> Option<&[u8]> {
     (digest.len() == 64 && sha256_hex(payload) == digest).then_some(payload)
 }
 
+/// Whether `key` is a plain file name: 1 to 200 characters of `[0-9A-Za-z._-]`, not starting
+/// with a dot (ids are 32 hex digits; ONNX keys add `.opsetN.folded`).
+fn valid_key(key: &str) -> bool {
+    (1..=200).contains(&key.len())
+        && !key.starts_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn no_key_becomes_a_path_outside_the_folder() {
+        let root = tempfile::tempdir().expect("a folder");
+        let dir = root.path().join("cache");
+        let store = Store::new(Some(&dir), 1 << 20).expect("a store");
+        let abs = root.path().join("abs").display().to_string();
+        for key in ["../../escape", abs.as_str(), "a/b", ".hidden", "", "x\\y"] {
+            let blob = Arc::new(bytes::Bytes::from_static(b"{}"));
+            store.put(Kind::Subnet, key, blob).await;
+            assert!(
+                store.peek(Kind::Subnet, key).await.is_some(),
+                "kept in memory"
+            );
+        }
+        // nothing but the store's own folders was written
+        let mut outside: Vec<_> = std::fs::read_dir(root.path())
+            .expect("read")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        outside.sort();
+        assert_eq!(outside, ["cache"]);
+        assert_eq!(
+            std::fs::read_dir(dir.join("subnet")).expect("read").count(),
+            0
+        );
+        // a plain key is kept on disk as before
+        let id = "0123456789abcdef0123456789abcdef";
+        store
+            .put(Kind::Subnet, id, Arc::new(bytes::Bytes::from_static(b"{}")))
+            .await;
+        assert!(dir.join("subnet").join(id).is_file());
+        assert!(valid_key("0123.opset17.folded") && !valid_key("..") && !valid_key("a b"));
+    }
 
     #[test]
     fn entries_round_trip_and_damage_is_detected() {
