@@ -1259,3 +1259,49 @@ fn serve_refuses_bad_packages_and_arguments_by_name() {
         "--request-timeout must be a positive number",
     );
 }
+
+#[test]
+fn a_cached_record_is_served_only_under_its_own_id_on_this_supernet() {
+    let cache = tempfile::tempdir().unwrap();
+    let c = s(cache.path());
+    let a = Serve::start(package(), &["--cache-dir", c]);
+    let smallest = json!({"ks": vec![3; 20], "e": vec![3; 20], "d": vec![2; 5], "r": 32});
+    let r = post(
+        &a.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "arch": smallest}),
+    );
+    assert_eq!(r.status, 200);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(a.terminate().success());
+    let dir = cache.path().join("subnet");
+    let raw = std::fs::read(dir.join(&id)).unwrap();
+    let nl = raw.iter().position(|&b| b == b'\n').unwrap();
+    // a record under another id, well formed and correctly checksummed for that key (as a
+    // replica serving another version of the package would write it): not this supernet's
+    let foreign = "00000000000000000000000000000001";
+    let mut rec: Value = serde_json::from_slice(&raw[nl + 1..]).unwrap();
+    rec["id"] = json!(foreign);
+    let payload = serde_json::to_vec(&rec).unwrap();
+    let mut h = sha2::Sha256::new();
+    h.update(b"subnet\n");
+    h.update(foreign.as_bytes());
+    h.update(b"\n");
+    h.update(&payload);
+    let sum: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = format!("ofa-cache/2 {sum}\n").into_bytes();
+    file.extend_from_slice(&payload);
+    std::fs::write(dir.join(foreign), file).unwrap();
+    // the same bytes copied under another key: its checksum is bound to the key it was written for
+    let copied = "00000000000000000000000000000002";
+    std::fs::write(dir.join(copied), &raw).unwrap();
+
+    let b = Serve::start(package(), &["--cache-dir", c]);
+    assert_eq!(get(&b.url(&format!("/v1/subnets/{id}"))).status, 200);
+    for other in [foreign, copied] {
+        let r = get(&b.url(&format!("/v1/subnets/{other}/weights")));
+        assert_eq!(r.status, 404, "{other}");
+        assert_eq!(r.json()["error"]["code"], "unknown_subnet");
+    }
+    assert_eq!(metric(&b, "ofa_cache_foreign_records_total"), 1.0);
+    assert_eq!(metric(&b, "ofa_cache_corrupt_total"), 1.0);
+}

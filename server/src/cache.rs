@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use moka::future::Cache;
-use ofa_supernet::checkpoint::{sha256_hex, write_atomic};
+use ofa_supernet::checkpoint::write_atomic;
 
 use crate::error::ApiError;
 
-const MAGIC: &str = "ofa-cache/1";
+const MAGIC: &str = "ofa-cache/2";
 
 /// The kinds of cached things; each has its own folder and memory budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,9 +174,10 @@ impl Store {
 
     async fn read_disk(&self, kind: Kind, key: &str) -> Option<Blob> {
         let path = self.path(kind, key)?;
+        let key = key.to_string();
         let read = tokio::task::spawn_blocking(move || -> Option<bytes::Bytes> {
             let raw = std::fs::read(&path).ok()?;
-            match decode(&raw) {
+            match decode(kind, &key, &raw) {
                 Some(payload) => Some(bytes::Bytes::copy_from_slice(payload)),
                 None => {
                     tracing::warn!(path = %path.display(), "corrupt cache file: removed, recomputing");
@@ -199,7 +200,10 @@ impl Store {
             return;
         };
         let value = value.clone();
-        let done = tokio::task::spawn_blocking(move || write_atomic(&path, &encode(&value))).await;
+        let key = key.to_string();
+        let done =
+            tokio::task::spawn_blocking(move || write_atomic(&path, &encode(kind, &key, &value)))
+                .await;
         if let Ok(Err(e)) = done {
             tracing::warn!("cannot write the cache: {e}");
             metrics::counter!("ofa_cache_write_errors_total").increment(1);
@@ -246,20 +250,33 @@ fn clone_error(e: &ApiError) -> ApiError {
     }
 }
 
-/// `ofa-cache/1 <sha256 of payload>\n` + payload.
-fn encode(payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("{MAGIC} {}\n", sha256_hex(payload)).into_bytes();
+/// The checksum of an entry: SHA-256 over its kind, its key and its payload, so a file copied
+/// or renamed to another key (or kind) does not verify.
+fn checksum(kind: Kind, key: &str, payload: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(kind.name().as_bytes());
+    h.update(b"\n");
+    h.update(key.as_bytes());
+    h.update(b"\n");
+    h.update(payload);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `ofa-cache/2 <checksum of kind, key and payload>\n` + payload.
+fn encode(kind: Kind, key: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("{MAGIC} {}\n", checksum(kind, key, payload)).into_bytes();
     out.extend_from_slice(payload);
     out
 }
 
 /// The payload of an encoded entry whose hash matches; `None` for anything else.
-fn decode(raw: &[u8]) -> Option<&[u8]> {
+fn decode<'a>(kind: Kind, key: &str, raw: &'a [u8]) -> Option<&'a [u8]> {
     let nl = raw.iter().position(|&b| b == b'\n')?;
     let head = std::str::from_utf8(&raw[..nl]).ok()?;
     let digest = head.strip_prefix(MAGIC)?.strip_prefix(' ')?;
     let payload = &raw[nl + 1..];
-    (digest.len() == 64 && sha256_hex(payload) == digest).then_some(payload)
+    (digest.len() == 64 && checksum(kind, key, payload) == digest).then_some(payload)
 }
 
 /// Whether `key` is a plain file name: 1 to 200 characters of `[0-9A-Za-z._-]`, not starting
@@ -310,15 +327,35 @@ mod tests {
         assert!(valid_key("0123.opset17.folded") && !valid_key("..") && !valid_key("a b"));
     }
 
+    /// A file as version 1 wrote it (a checksum of the payload alone).
+    fn encode_v1(payload: &[u8]) -> Vec<u8> {
+        let mut out = format!(
+            "ofa-cache/1 {}\n",
+            ofa_supernet::checkpoint::sha256_hex(payload)
+        )
+        .into_bytes();
+        out.extend_from_slice(payload);
+        out
+    }
+
     #[test]
     fn entries_round_trip_and_damage_is_detected() {
-        let e = encode(b"hello");
-        assert_eq!(decode(&e), Some(&b"hello"[..]));
+        let (k, key) = (Kind::Subnet, "0123456789abcdef0123456789abcdef");
+        let decode = |raw: &[u8]| decode(k, key, raw).map(<[u8]>::to_vec);
+        let e = encode(k, key, b"hello");
+        assert_eq!(decode(&e), Some(b"hello".to_vec()));
+        // bound to its kind and key: the same bytes under another key or kind do not verify
+        assert_eq!(
+            super::decode(k, "ffff456789abcdef0123456789abcdef", &e),
+            None
+        );
+        assert_eq!(super::decode(Kind::Weights, key, &e), None);
         assert_eq!(decode(&e[..e.len() - 1]), None, "truncated");
         let mut flipped = e.clone();
         *flipped.last_mut().unwrap_or(&mut 0) ^= 1;
         assert_eq!(decode(&flipped), None, "a flipped bit");
         assert_eq!(decode(b"hello"), None, "no header");
+        assert_eq!(decode(&encode_v1(b"hello")), None, "a version 1 file");
         assert_eq!(decode(b""), None);
     }
 }
