@@ -1305,3 +1305,38 @@ fn a_cached_record_is_served_only_under_its_own_id_on_this_supernet() {
     assert_eq!(metric(&b, "ofa_cache_foreign_records_total"), 1.0);
     assert_eq!(metric(&b, "ofa_cache_corrupt_total"), 1.0);
 }
+
+#[test]
+fn a_refitted_predictor_is_never_answered_from_the_old_ones_cache() {
+    // a copy of the package (named pkg too), whose predictor is refitted between two starts on
+    // one cache folder
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("pkg");
+    std::fs::create_dir_all(copy.join("latency")).unwrap();
+    for f in [
+        "supernet.safetensors",
+        "calibration.safetensors",
+        "card.json",
+        "accuracy.safetensors",
+        "latency/cpu.json",
+    ] {
+        std::fs::copy(package().join(f), copy.join(f)).unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let c = s(cache.path());
+    let body = json!({"supernet": "pkg", "constraints": {"macs_m": 1000}});
+    let a = Serve::start(&copy, &["--cache-dir", c]);
+    assert_eq!(post(&a.url("/v1/subnets"), &body).status, 200);
+    assert!(a.terminate().success());
+    // unchanged files: the restart answers from the cache
+    let b = Serve::start(&copy, &["--cache-dir", c]);
+    assert_eq!(post(&b.url("/v1/subnets"), &body).status, 200);
+    assert_eq!(metric(&b, "ofa_computations_total{kind=\"search\"}"), 0.0);
+    assert!(b.terminate().success());
+    // refitted (another seed of the fit, on the same measurements): searched anew
+    let data = package().parent().unwrap().join("acc.jsonl");
+    common::quick_fit(&copy, &data, 10, &["--seed", "7"]);
+    let c2 = Serve::start(&copy, &["--cache-dir", c]);
+    assert_eq!(post(&c2.url("/v1/subnets"), &body).status, 200);
+    assert_eq!(metric(&c2, "ofa_computations_total{kind=\"search\"}"), 1.0);
+}

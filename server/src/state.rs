@@ -72,6 +72,8 @@ pub struct Served {
     pub dir: PathBuf,
     /// SHA-256 of its supernet file.
     pub sha256: String,
+    /// A hash of its accuracy predictor and latency table files, as opened.
+    pub predictors: String,
     /// The model thread.
     pub worker: Worker,
     /// The package's first latency table (name, table): the base of probes and fits.
@@ -112,10 +114,12 @@ impl Served {
             None => None,
         };
         let info = summary(name, &sha256, &spec, &BTreeMap::new()).map_err(|e| e.to_string())?;
+        let predictors = predictors_hash(dir)?;
         let served = Served {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             sha256,
+            predictors,
             worker,
             base,
             live: RwLock::new(Live {
@@ -156,13 +160,16 @@ impl Served {
         self.live().info.clone()
     }
 
-    /// What a search or front key needs of `hardware` beyond its name: the table's hash for a
-    /// measured hardware, nothing for the package's own tables (their keys are as before).
+    /// What a search or front key needs beyond the supernet, the hardware's name, the
+    /// constraints and the seed: the hash of the package's predictor files as opened (so a refitted
+    /// predictor or a re-profiled table is never answered from the entries of the old one), and
+    /// for a measured hardware the hash of its table.
     pub fn hardware_tag(&self, hardware: Option<&str>) -> String {
-        hardware
+        let measured = hardware
             .and_then(|h| self.live().measured.get(h).map(|m| m.tag.clone()))
-            // the package's own tables add nothing to the key
-            .unwrap_or_default()
+            // the package's own tables are in `predictors`
+            .unwrap_or_default();
+        format!("{} {measured}", self.predictors)
     }
 
     /// Whether `name` is a hardware of this supernet, and whether it was measured (not shipped).
@@ -334,6 +341,28 @@ pub fn restore_one(dir: &std::path::Path, sn: &Served, name: &str) -> bool {
             false
         }
     }
+}
+
+/// A hash of the files of `dir` the predictors are read from (`accuracy.safetensors` and every
+/// `latency/*.json`, by name); a file that cannot be read is an error.
+fn predictors_hash(dir: &std::path::Path) -> Result<String, String> {
+    let mut files: Vec<PathBuf> = latency_tables(dir).into_iter().map(|(_, p)| p).collect();
+    files.push(dir.join(ofa_package::ACCURACY_FILE));
+    let mut h = Sha256::new();
+    for f in files.iter().filter(|f| f.is_file()) {
+        let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        h.update(
+            f.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        h.update(b"\n");
+        h.update(Sha256::digest(&bytes));
+    }
+    Ok(h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// 32 hex digits of SHA-256 over `parts`, each followed by a newline.
