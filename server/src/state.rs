@@ -351,6 +351,7 @@ fn predictors_hash(dir: &std::path::Path) -> Result<String, String> {
     let mut h = Sha256::new();
     for f in files.iter().filter(|f| f.is_file()) {
         let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        // a listed file always has a name: the default is never taken
         h.update(
             f.file_name()
                 .map(|n| n.as_encoded_bytes())
