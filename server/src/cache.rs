@@ -116,6 +116,19 @@ impl Store {
 
     /// The entry in memory or on disk, without computing it.
     pub async fn peek(&self, kind: Kind, key: &str) -> Option<Blob> {
+        self.peek_checked(kind, key, |_| true).await
+    }
+
+    /// [`Store::peek`], where an entry read from disk (written by another process, maybe of
+    /// another version) must also pass `check` before it is served or kept in memory. Entries in
+    /// memory were put by this process or passed the check already: a memory hit costs nothing
+    /// more.
+    pub async fn peek_checked(
+        &self,
+        kind: Kind,
+        key: &str,
+        check: impl FnOnce(&[u8]) -> bool,
+    ) -> Option<Blob> {
         let k = (kind, key.to_string());
         if let Some(v) = self.mem(kind).get(&k).await {
             metrics::counter!("ofa_cache_hits_total", "kind" => kind.name(), "layer" => "memory")
@@ -123,6 +136,9 @@ impl Store {
             return Some(v);
         }
         let v = self.read_disk(kind, key).await?;
+        if !check(&v) {
+            return None;
+        }
         self.mem(kind).insert(k, v.clone()).await;
         Some(v)
     }

@@ -10,7 +10,6 @@ use ofa_space::ArchConfig;
 use serde::Deserialize;
 
 use crate::api::SubnetRecord;
-use crate::cache::Kind;
 use crate::error::ApiError;
 use crate::routes::{base_record, keep_record, parse_blob, query_rejection, ApiJson, Shared};
 use crate::state::valid_id;
@@ -118,8 +117,9 @@ pub async fn post_hardware(
         }
         let arch = match (&m.id, &m.arch) {
             (Some(id), None) => {
+                // the same checked read as the subnet routes (a foreign record is unknown)
                 let record = if valid_id(id) {
-                    s.store.peek(Kind::Subnet, id).await
+                    crate::routes::record_blob(&s, id).await.ok()
                 } else {
                     None
                 };

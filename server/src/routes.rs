@@ -301,31 +301,37 @@ fn json_response(b: &Blob) -> Response {
         .into_response()
 }
 
-async fn record_blob(s: &AppState, id: &str) -> Result<Blob, ApiError> {
+pub(crate) async fn record_blob(s: &AppState, id: &str) -> Result<Blob, ApiError> {
     if !valid_id(id) {
         return Err(ApiError::bad(
             "invalid_id",
             format!("`{id}` is not a subnet id (32 lowercase hex digits)"),
         ));
     }
-    let unknown = || ApiError::not_found("unknown_subnet", format!("no subnet `{id}` here"));
-    let blob = s.store.peek(Kind::Subnet, id).await.ok_or_else(unknown)?;
-    // An id means one set of bytes everywhere: the record (maybe written by another replica, of
-    // another version of the package) must name a supernet served here, with a valid arch whose
-    // id on this supernet is `id`. Anything else is not this replica's subnet.
-    let r: SubnetRecord = parse_blob(&blob)?;
-    let ours = s.supernets.get(&r.supernet).is_some_and(|sn| {
-        r.arch.validate(&sn.spec().space).is_ok() && sn.subnet_id(&r.arch) == id && r.id == id
-    });
-    if !ours {
-        tracing::warn!(
-            id,
-            "a cached record does not match this replica's supernet: not served"
-        );
-        metrics::counter!("ofa_cache_foreign_records_total").increment(1);
-        return Err(unknown());
-    }
-    Ok(blob)
+    // An id means one set of bytes everywhere: a record read from disk (maybe written by another
+    // replica, of another version of the package) must name a supernet served here, with a valid
+    // arch whose id on this supernet is `id`. Anything else is not this replica's subnet. Records
+    // in memory were made here or checked when read, so the hot path does no more work.
+    let ours = |bytes: &[u8]| {
+        let ok = serde_json::from_slice::<SubnetRecord>(bytes).is_ok_and(|r| {
+            r.id == id
+                && s.supernets.get(&r.supernet).is_some_and(|sn| {
+                    r.arch.validate(&sn.spec().space).is_ok() && sn.subnet_id(&r.arch) == id
+                })
+        });
+        if !ok {
+            tracing::warn!(
+                id,
+                "a cached record does not match this replica's supernet: not served"
+            );
+            metrics::counter!("ofa_cache_foreign_records_total").increment(1);
+        }
+        ok
+    };
+    s.store
+        .peek_checked(Kind::Subnet, id, ours)
+        .await
+        .ok_or_else(|| ApiError::not_found("unknown_subnet", format!("no subnet `{id}` here")))
 }
 
 async fn record(s: &AppState, id: &str) -> Result<SubnetRecord, ApiError> {
