@@ -121,7 +121,7 @@ fn main() -> ExitCode {
                 Err(_) => format!("error: {}\n", cmd::render(&e)),
             };
             let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-            cmd::launch::record_error(&cmd::render(&e));
+            cmd::launch::record_error(&cmd::render_line(&e));
             ExitCode::from(cmd::exit_code(&e))
         }
     }

@@ -55,7 +55,7 @@ pub enum ExtractError {
         reason: String,
     },
     /// An arch that does not fit the supernet's space.
-    #[error("the arch does not fit the supernet: {0}")]
+    #[error("the arch does not fit the supernet")]
     ArchMismatch(#[source] ofa_space::SpaceError),
     /// No accuracy predictor where a search needs one.
     #[error("{}: no accuracy.safetensors: fit one with `ofa predictor fit --package`", dir.display())]

@@ -59,7 +59,7 @@ pub enum PredictorError {
     #[error("{0}")]
     Data(String),
     /// I/O.
-    #[error("{}: {source}", path.display())]
+    #[error("cannot access {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

@@ -221,7 +221,7 @@ impl Store {
             tokio::task::spawn_blocking(move || write_atomic(&path, &encode(kind, &key, &value)))
                 .await;
         if let Ok(Err(e)) = done {
-            tracing::warn!("cannot write the cache: {e}");
+            tracing::warn!("cannot write the cache: {}", ofa_space::chain(&e));
             metrics::counter!("ofa_cache_write_errors_total").increment(1);
         }
     }

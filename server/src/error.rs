@@ -158,7 +158,7 @@ impl ApiError {
 
 impl From<ExtractError> for ApiError {
     fn from(e: ExtractError) -> ApiError {
-        let message = e.to_string();
+        let message = ofa_space::chain(&e);
         match e {
             ExtractError::Search(SearchError::Constraint(_)) => {
                 ApiError::unprocessable("invalid_constraint", message)

@@ -126,7 +126,7 @@ pub enum ServeError {
         reason: String,
     },
     /// The cache folder.
-    #[error("cache folder {}: {source}", path.display())]
+    #[error("cannot use the cache folder {}", path.display())]
     Cache {
         /// The folder.
         path: PathBuf,
@@ -134,7 +134,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// Listening or serving.
-    #[error("{addr}: {source}")]
+    #[error("cannot listen or serve on {addr}")]
     Io {
         /// The address.
         addr: SocketAddr,

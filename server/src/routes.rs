@@ -462,7 +462,7 @@ fn download(tag: HeaderValue, blob: &Blob, filename: &str) -> Result<Response, A
             (
                 header::CONTENT_DISPOSITION,
                 HeaderValue::from_str(&disposition)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    .map_err(|e| ApiError::Internal(ofa_space::chain(&e)))?,
             ),
             (
                 header::CACHE_CONTROL,

@@ -102,7 +102,7 @@ impl Served {
                 calibration,
             },
         ) = Worker::spawn(name, dir, device, recalibration, queue, threads, calibrate)?;
-        let spec = Specialiser::from_package(dir).map_err(|e| e.to_string())?;
+        let spec = Specialiser::from_package(dir).map_err(|e| ofa_space::chain(&e))?;
         if space != spec.space {
             return Err(format!(
                 "{}: the supernet's space differs from the predictors' space",
@@ -110,10 +110,14 @@ impl Served {
             ));
         }
         let base = match latency_tables(dir).into_iter().next() {
-            Some((n, path)) => Some((n, load_latency_table(&path).map_err(|e| e.to_string())?)),
+            Some((n, path)) => Some((
+                n,
+                load_latency_table(&path).map_err(|e| ofa_space::chain(&e))?,
+            )),
             None => None,
         };
-        let info = summary(name, &sha256, &spec, &BTreeMap::new()).map_err(|e| e.to_string())?;
+        let info =
+            summary(name, &sha256, &spec, &BTreeMap::new()).map_err(|e| ofa_space::chain(&e))?;
         let predictors = predictors_hash(dir)?;
         let served = Served {
             name: name.to_string(),
@@ -140,7 +144,7 @@ impl Served {
             };
             served
                 .add_hardware(LOCAL, &c.table, true, Some(info), None, None)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ofa_space::chain(&e))?;
         }
         Ok(served)
     }
@@ -290,7 +294,7 @@ pub fn keep_hardware(
         fit,
         table: table.clone(),
     })
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    .map_err(|e| ApiError::Internal(ofa_space::chain(&e)))?;
     let path = folder.join(format!("{name}.json"));
     ofa_supernet::checkpoint::write_atomic(&path, &body)
         .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
@@ -330,10 +334,10 @@ pub fn restore_one(dir: &std::path::Path, sn: &Served, name: &str) -> bool {
         return false;
     };
     match serde_json::from_slice::<KeptHardware>(&bytes)
-        .map_err(|e| e.to_string())
+        .map_err(|e| ofa_space::chain(&e))
         .and_then(|k| {
             sn.add_hardware(name, &k.table, true, None, Some(k.fit), Some(modified))
-                .map_err(|e| e.to_string())
+                .map_err(|e| ofa_space::chain(&e))
         }) {
         Ok(()) => true,
         Err(e) => {

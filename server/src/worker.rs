@@ -79,7 +79,7 @@ impl Worker {
                     Ok(p) => p,
                     Err(e) => {
                         a.store(false, Ordering::SeqCst);
-                        let _ = ready_tx.send(Err(e.to_string()));
+                        let _ = ready_tx.send(Err(ofa_space::chain(&e)));
                         return;
                     }
                 };
@@ -208,10 +208,11 @@ fn run(pkg: &Package, job: &Job, recalibration: &Recalibration) -> Result<Artefa
 /// features), or MACs and counts alone when it has none.
 fn calibrate_here(pkg: &Package, dir: &Path, o: &CalibrateOptions) -> Result<Calibration, String> {
     let base = match ofa_package::latency_tables(dir).first() {
-        Some((_, path)) => {
-            Some(ofa_extractor::specialiser::load_latency_table(path).map_err(|e| e.to_string())?)
-        }
+        Some((_, path)) => Some(
+            ofa_extractor::specialiser::load_latency_table(path)
+                .map_err(|e| ofa_space::chain(&e))?,
+        ),
         None => None,
     };
-    calibrate(pkg, base.as_ref(), o).map_err(|e| e.to_string())
+    calibrate(pkg, base.as_ref(), o).map_err(|e| ofa_space::chain(&e))
 }

@@ -35,7 +35,7 @@ mod space;
 pub use arch::{ActiveBlock, ArchConfig};
 pub use cost::{cost, Cost};
 pub use encoding::Encoding;
-pub use error::SpaceError;
+pub use error::{chain, SpaceError};
 pub use sample::{crossover, mutate, sample, Choices};
 pub use space::{
     conv_out, make_divisible, se_width, Activation, BlockSpec, SearchSpace, StageSpec,

@@ -20,7 +20,7 @@ pub fn write(run: &Path, out: &Path) {
         Ok(false) => {
             eprintln!("curves skipped: no TrueType font found (install fonts-dejavu-core)")
         }
-        Err(e) => eprintln!("warning: curves not drawn: {}", super::render(&e)),
+        Err(e) => eprintln!("warning: curves not drawn: {}", super::render_line(&e)),
     }
 }
 

@@ -50,17 +50,25 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// with (errors that print their source and also expose it, as thiserror's `source` fields do,
 /// would otherwise say it twice).
 pub fn render(e: &anyhow::Error) -> String {
-    let mut line = e.to_string();
+    let mut text = e.to_string();
+    let mut last = text.clone();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();
-        // an error whose message already ends with its source's (`"{path}: {source}"`) printed
-        // it: skip exactly that repeat, never a cause that merely occurs inside the message
-        if !line.ends_with(&c) {
-            line.push_str(": ");
-            line.push_str(&c);
+        // `ofa`'s errors print only their own text; a third-party error may still end its message
+        // with its source's (`"{path}: {source}"`): skip exactly that repeat, never a cause that
+        // merely occurs inside the message
+        if !last.ends_with(&c) {
+            text.push_str("\n  Caused by: ");
+            text.push_str(&c);
         }
+        last = c;
     }
-    line
+    text
+}
+
+/// The error and its causes on one line (`message: cause: cause`), for torchrun's error file.
+pub fn render_line(e: &anyhow::Error) -> String {
+    ofa_space::chain(e.as_ref())
 }
 
 /// Read an arch JSON file (any of the reference's forms).
@@ -112,18 +120,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cause_already_in_the_message_is_not_repeated() {
+    fn each_cause_is_a_line_of_its_own_and_never_repeated() {
         let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let e = anyhow::Error::new(SupernetError::io(Path::new("/x/y"), io()));
-        assert_eq!(render(&e), "/x/y: no such file");
+        assert_eq!(render(&e), "cannot access /x/y\n  Caused by: no such file");
         let e = e.context("cannot export");
-        assert_eq!(render(&e), "cannot export: /x/y: no such file");
-        let e = anyhow::Error::new(io()).context("reading /z");
+        assert_eq!(
+            render(&e),
+            "cannot export\n  Caused by: cannot access /x/y\n  Caused by: no such file"
+        );
+        assert_eq!(
+            render_line(&e),
+            "cannot export: cannot access /x/y: no such file"
+        );
+        // a third-party error that ends its message with its source's
+        #[derive(Debug)]
+        struct Repeats(std::io::Error);
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "reading /z: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Repeats(io()));
         assert_eq!(render(&e), "reading /z: no such file");
         // a cause whose text occurs inside the message, but not as its end, is a real cause
         let short = || std::io::Error::other("EOF");
         let e = anyhow::Error::new(short()).context("EOF marker missing in /w");
-        assert_eq!(render(&e), "EOF marker missing in /w: EOF");
+        assert_eq!(render(&e), "EOF marker missing in /w\n  Caused by: EOF");
     }
 
     #[test]

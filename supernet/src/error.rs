@@ -56,7 +56,7 @@ pub enum SupernetError {
     #[error("bad input: {0}")]
     BadInput(String),
     /// File system errors.
-    #[error("{path}: {source}")]
+    #[error("cannot access {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -64,7 +64,7 @@ pub enum SupernetError {
         source: std::io::Error,
     },
     /// Errors raised by libtorch.
-    #[error("libtorch: {0}")]
+    #[error("libtorch failed")]
     Torch(#[from] tch::TchError),
 }
 

@@ -22,7 +22,7 @@ pub enum DataError {
         reason: String,
     },
     /// A file or folder that is missing or unreadable.
-    #[error("{path}: {source}")]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The path.
         path: PathBuf,

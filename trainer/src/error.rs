@@ -25,7 +25,9 @@ pub enum TrainError {
     #[error(transparent)]
     Space(#[from] ofa_space::SpaceError),
     /// A collective failed: a rank died, hung past the timeout or stopped on an error of its own.
-    #[error("data-parallel job: {0} (a rank that fails ends the others; its own output says why)")]
+    #[error(
+        "data-parallel job failed (a rank that fails ends the others; its own output says why)"
+    )]
     Dist(#[from] ofa_dist::DistError),
     /// The ranks of a job do not agree (a rank that cannot see the run directory, or weights
     /// that drifted apart).
