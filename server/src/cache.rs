@@ -5,12 +5,14 @@
 //! read, deleted and recomputed, never served. Keys are content hashes, so replicas sharing one
 //! folder agree on every entry.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use moka::future::Cache;
 use ofa_supernet::checkpoint::write_atomic;
+use tokio::sync::watch;
 
 use crate::error::ApiError;
 
@@ -50,12 +52,36 @@ impl Kind {
 /// Bytes of a cached entry, shared.
 pub type Blob = Arc<bytes::Bytes>;
 
+/// The outcome of a computation, shared by everyone waiting for it.
+type Outcome = Option<Result<Blob, Arc<ApiError>>>;
+
+/// Computations running now, by key: a caller of a key being computed waits on it.
+type Running = Arc<Mutex<HashMap<(Kind, String), watch::Receiver<Outcome>>>>;
+
 /// The two-level cache.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: Option<PathBuf>,
     small: Cache<(Kind, String), Blob>,
     weights: Cache<(Kind, String), Blob>,
+    running: Running,
+}
+
+/// Takes a finished (or panicked) computation off the running map, whatever ends its task.
+struct Finished {
+    running: Running,
+    key: (Kind, String),
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        // a poisoned lock still holds a usable map: the entry must go, or the key waits forever
+        let mut map = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(&self.key);
+    }
 }
 
 fn weigh(_: &(Kind, String), v: &Blob) -> u32 {
@@ -88,6 +114,7 @@ impl Store {
                 .max_capacity(memory_bytes.max(1 << 20))
                 .weigher(weigh)
                 .build(),
+            running: Arc::default(),
         })
     }
 
@@ -152,6 +179,11 @@ impl Store {
     /// The entry, or `compute` it, once: concurrent callers of one missing key share one
     /// computation (counted in `ofa_computations_total`; the callers that waited for it in
     /// `ofa_shared_computations_total`). The result goes to memory and disk.
+    ///
+    /// The computation runs detached from its callers: a caller that times out or hangs up stops
+    /// waiting, never the work, which still fills the cache (a cut slower than the request
+    /// timeout is served on the next request), and a caller arriving meanwhile waits on the same
+    /// computation instead of starting another.
     pub async fn get_or_compute<F>(
         &self,
         kind: Kind,
@@ -159,7 +191,7 @@ impl Store {
         compute: F,
     ) -> Result<Blob, ApiError>
     where
-        F: Future<Output = Result<Blob, ApiError>> + Send,
+        F: Future<Output = Result<Blob, ApiError>> + Send + 'static,
     {
         let k = (kind, key.to_string());
         if let Some(v) = self.mem(kind).get(&k).await {
@@ -167,25 +199,65 @@ impl Store {
                 .increment(1);
             return Ok(v);
         }
-        let entry = self
-            .mem(kind)
-            .entry(k)
-            .or_try_insert_with(async {
-                if let Some(v) = self.read_disk(kind, key).await {
-                    return Ok(v);
-                }
-                metrics::counter!("ofa_cache_misses_total", "kind" => kind.name()).increment(1);
-                metrics::counter!("ofa_computations_total", "kind" => kind.name()).increment(1);
-                let v = compute.await?;
-                self.write_disk(kind, key, &v).await;
-                Ok::<_, ApiError>(v)
-            })
+        let mut rx = {
+            let mut running = self
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(rx) = running.get(&k) {
+                metrics::counter!("ofa_shared_computations_total", "kind" => kind.name())
+                    .increment(1);
+                rx.clone()
+            } else {
+                let (tx, rx) = watch::channel(None);
+                running.insert(k.clone(), rx.clone());
+                let store = self.clone();
+                let finished = Finished {
+                    running: self.running.clone(),
+                    key: k,
+                };
+                tokio::spawn(async move {
+                    let out = store.fill(kind, &finished.key.1, compute).await;
+                    // off the map before the waiters wake: the value is in memory by now
+                    drop(finished);
+                    let _ = tx.send(Some(out.map_err(Arc::new)));
+                });
+                rx
+            }
+        };
+        let out = rx
+            .wait_for(Option::is_some)
             .await
-            .map_err(|e: Arc<ApiError>| clone_error(&e))?;
-        if !entry.is_fresh() {
-            metrics::counter!("ofa_shared_computations_total", "kind" => kind.name()).increment(1);
+            .map_err(|_| ApiError::Internal("a computation ended without a result".into()))?;
+        match out.as_ref() {
+            Some(Ok(v)) => Ok(v.clone()),
+            Some(Err(e)) => Err(clone_error(e)),
+            None => Err(ApiError::Internal(
+                "a computation ended without a result".into(),
+            )),
         }
-        Ok(entry.into_value())
+    }
+
+    /// Memory (another computation may have just filled it), disk, else `compute`; the result
+    /// goes to disk and memory.
+    async fn fill<F>(&self, kind: Kind, key: &str, compute: F) -> Result<Blob, ApiError>
+    where
+        F: Future<Output = Result<Blob, ApiError>>,
+    {
+        let k = (kind, key.to_string());
+        if let Some(v) = self.mem(kind).get(&k).await {
+            return Ok(v);
+        }
+        if let Some(v) = self.read_disk(kind, key).await {
+            self.mem(kind).insert(k, v.clone()).await;
+            return Ok(v);
+        }
+        metrics::counter!("ofa_cache_misses_total", "kind" => kind.name()).increment(1);
+        metrics::counter!("ofa_computations_total", "kind" => kind.name()).increment(1);
+        let v = compute.await?;
+        self.write_disk(kind, key, &v).await;
+        self.mem(kind).insert(k, v.clone()).await;
+        Ok(v)
     }
 
     async fn read_disk(&self, kind: Kind, key: &str) -> Option<Blob> {

@@ -237,7 +237,13 @@ pub async fn post_subnet(
                 s.store.get_or_compute(
                     Kind::Search,
                     &key,
-                    search(&s, sn, constraints, hardware, seed),
+                    search(
+                        s.clone(),
+                        req.supernet.clone(),
+                        constraints,
+                        hardware.map(str::to_string),
+                        seed,
+                    ),
                 ),
             )
             .await?;
@@ -253,29 +259,32 @@ pub async fn post_subnet(
     }
 }
 
+/// A search, owning what it needs: it runs detached from the request (see
+/// [`Store::get_or_compute`](crate::cache::Store::get_or_compute)).
 async fn search(
-    s: &AppState,
-    sn: &Served,
+    s: Arc<AppState>,
+    supernet: String,
     constraints: Constraints,
-    hardware: Option<&str>,
+    hardware: Option<String>,
     seed: u64,
 ) -> Result<Blob, ApiError> {
+    let sn = s.supernet(&supernet)?;
     let spec = sn.spec();
-    let hw = hardware.map(str::to_string);
+    let hw = hardware.clone();
     let deadline = Instant::now() + s.limits.request_timeout;
     let cfg = ofa_extractor::EvolutionConfig {
         seed,
         ..Default::default()
     };
     let t = Instant::now();
-    let result = on_rayon(s, move || {
+    let result = on_rayon(&s, move || {
         Ok(spec.search(&constraints, hw.as_deref(), &cfg, Some(deadline))?)
     })
     .await?;
     metrics::histogram!("ofa_search_seconds").record(t.elapsed().as_secs_f64());
     let base = base_record(sn, &result.best)?;
-    keep_record(s, &base).await;
-    let mut record = for_hardware(base, hardware);
+    keep_record(&s, &base).await;
+    let mut record = for_hardware(base, hardware.as_deref());
     record.search = Some(SearchInfo {
         evaluated: result.evaluated,
         generations: result.history.len(),
@@ -377,9 +386,12 @@ pub async fn get_weights(
     let arch = r.arch.clone();
     let blob = within(
         &s,
-        s.store.get_or_compute(Kind::Weights, &id, async {
-            let art = sn.worker.cut(arch, predicted, None).await?;
-            Ok(Arc::new(bytes::Bytes::from(art.subnet)))
+        s.store.get_or_compute(Kind::Weights, &id, {
+            let (s, name) = (s.clone(), r.supernet.clone());
+            async move {
+                let art = s.supernet(&name)?.worker.cut(arch, predicted, None).await?;
+                Ok(Arc::new(bytes::Bytes::from(art.subnet)))
+            }
         }),
     )
     .await?;
@@ -432,12 +444,19 @@ pub async fn get_onnx(
     );
     let blob = within(
         &s,
-        s.store.get_or_compute(Kind::Onnx, &key, async {
-            let art = sn.worker.cut(arch, predicted, Some(o)).await?;
-            let onnx = art
-                .onnx
-                .ok_or_else(|| ApiError::Internal("the model thread wrote no ONNX".into()))?;
-            Ok(Arc::new(bytes::Bytes::from(onnx)))
+        s.store.get_or_compute(Kind::Onnx, &key, {
+            let (s, name) = (s.clone(), r.supernet.clone());
+            async move {
+                let art = s
+                    .supernet(&name)?
+                    .worker
+                    .cut(arch, predicted, Some(o))
+                    .await?;
+                let onnx = art
+                    .onnx
+                    .ok_or_else(|| ApiError::Internal("the model thread wrote no ONNX".into()))?;
+                Ok(Arc::new(bytes::Bytes::from(onnx)))
+            }
         }),
     )
     .await?;
@@ -578,24 +597,27 @@ pub async fn post_pareto(
     let deadline = Instant::now() + s.limits.request_timeout;
     let blob = within(
         &s,
-        s.store.get_or_compute(Kind::Front, &key, async {
-            let t = Instant::now();
-            let front = on_rayon(&s, move || {
-                let cfg = ParetoConfig {
-                    seed,
-                    ..ParetoConfig::default()
-                };
-                Ok(spec.pareto(
-                    objective,
-                    &constraints,
-                    hardware.as_deref(),
-                    &cfg,
-                    Some(deadline),
-                )?)
-            })
-            .await?;
-            metrics::histogram!("ofa_search_seconds").record(t.elapsed().as_secs_f64());
-            Ok(json_blob(&front))
+        s.store.get_or_compute(Kind::Front, &key, {
+            let s = s.clone();
+            async move {
+                let t = Instant::now();
+                let front = on_rayon(&s, move || {
+                    let cfg = ParetoConfig {
+                        seed,
+                        ..ParetoConfig::default()
+                    };
+                    Ok(spec.pareto(
+                        objective,
+                        &constraints,
+                        hardware.as_deref(),
+                        &cfg,
+                        Some(deadline),
+                    )?)
+                })
+                .await?;
+                metrics::histogram!("ofa_search_seconds").record(t.elapsed().as_secs_f64());
+                Ok(json_blob(&front))
+            }
         }),
     )
     .await?;
