@@ -1002,7 +1002,17 @@ fn the_disk_cache_survives_restarts_is_shared_and_recomputes_damage() {
     );
     assert!(a.terminate().success());
     // damage one cached weights file
-    let victim = cache.path().join("weights").join(&ids[1]);
+    // (named `<id>.<cut>`: the cut settings are part of a weights key)
+    let victim = std::fs::read_dir(cache.path().join("weights"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{}.", ids[1]))
+        })
+        .expect("the cached weights file");
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
 

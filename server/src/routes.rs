@@ -384,9 +384,10 @@ pub async fn get_weights(
     let predicted = Predicted::of(&sn.spec().score(&r.arch, None)?).without_latency();
     let t = Instant::now();
     let arch = r.arch.clone();
+    let key = format!("{id}.{}", sn.cut);
     let blob = within(
         &s,
-        s.store.get_or_compute(Kind::Weights, &id, {
+        s.store.get_or_compute(Kind::Weights, &key, {
             let (s, name) = (s.clone(), r.supernet.clone());
             async move {
                 let art = s.supernet(&name)?.worker.cut(arch, predicted, None).await?;
@@ -396,7 +397,7 @@ pub async fn get_weights(
     )
     .await?;
     metrics::histogram!("ofa_weights_seconds").record(t.elapsed().as_secs_f64());
-    let (etag, tag) = etag_of(&s, &id, &blob).await?;
+    let (etag, tag) = etag_of(&s, &key, &blob).await?;
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
@@ -438,7 +439,8 @@ pub async fn get_onnx(
     let predicted = Predicted::of(&sn.spec().score(&r.arch, None)?).without_latency();
     let arch = r.arch.clone();
     let key = format!(
-        "{id}.opset{}{}",
+        "{id}.{}.opset{}{}",
+        sn.cut,
         o.opset,
         if o.fold_bn { ".folded" } else { "" }
     );

@@ -74,6 +74,10 @@ pub struct Served {
     pub sha256: String,
     /// A hash of its accuracy predictor and latency table files, as opened.
     pub predictors: String,
+    /// A hash of what, besides the arch, decides the bytes of a cut: the device, the BN
+    /// recalibration settings and libtorch's thread count. Part of every weights and ONNX key, so
+    /// replicas on one cache folder that cut differently never serve each other's files.
+    pub cut: String,
     /// The model thread.
     pub worker: Worker,
     /// The package's first latency table (name, table): the base of probes and fits.
@@ -119,11 +123,13 @@ impl Served {
         let info =
             summary(name, &sha256, &spec, &BTreeMap::new()).map_err(|e| ofa_space::chain(&e))?;
         let predictors = predictors_hash(dir)?;
+        let cut = cut_tag(device, recalibration, threads);
         let served = Served {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             sha256,
             predictors,
+            cut,
             worker,
             base,
             live: RwLock::new(Live {
@@ -381,6 +387,15 @@ pub fn content_id(parts: &[&[u8]]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// [`Served::cut`]: 16 hex digits over the device, the recalibration settings and the threads.
+pub fn cut_tag(device: tch::Device, r: Recalibration, threads: i32) -> String {
+    let text = format!(
+        "cut/1 device={device:?} images={} batch={} seed={} threads={threads}",
+        r.images, r.batch, r.seed
+    );
+    content_id(&[text.as_bytes()])[..16].to_string()
 }
 
 /// Whether `id` has the shape of a subnet id (checked before any lookup).

@@ -155,3 +155,72 @@ async fn routes_and_their_errors_on_the_shipped_package() {
         .expect("a minimum");
     assert!((min - lo).abs() <= 1e-6 * lo, "{v}");
 }
+
+/// Two replicas on one cache folder that recalibrate BN differently: each serves the weights it
+/// cuts, never the other's file for the same id (the cut settings are part of the weights key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_cut_differently_never_serve_each_others_weights() {
+    let cache = tempfile::tempdir().expect("a temporary folder");
+    let replica = |images: usize| {
+        let cfg = ServeConfig {
+            packages: vec![shipped()],
+            addr: ([127, 0, 0, 1], 0).into(),
+            threads: 1,
+            cache_dir: Some(cache.path().to_path_buf()),
+            recalibration: ofa_package::measure::Recalibration {
+                images,
+                ..Default::default()
+            },
+            ..ServeConfig::default()
+        };
+        async move {
+            Server::bind(cfg)
+                .await
+                .expect("the shipped package serves")
+                .router()
+        }
+    };
+    let card: Value = serde_json::from_slice(
+        &std::fs::read(shipped().join("card.json")).expect("the shipped card"),
+    )
+    .expect("card JSON");
+    let space =
+        ofa_space::SearchSpace::from_json(&card["space"].to_string()).expect("the shipped space");
+    let arch = serde_json::to_value(ofa_space::ArchConfig::smallest(&space)).expect("arch JSON");
+    let mut served = Vec::new();
+    for images in [2000, 200] {
+        let app = replica(images).await;
+        let (status, rec) = call(
+            &app,
+            "POST",
+            "/v1/subnets",
+            Some(json!({"supernet": "fashion-mnist", "arch": arch})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{rec}");
+        let id = rec["id"].as_str().expect("an id").to_string();
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::get(format!("/v1/subnets/{id}/weights"))
+                    .body(Body::empty())
+                    .expect("a request"),
+            )
+            .await
+            .unwrap_or_else(|e| match e {});
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 26)
+            .await
+            .expect("a body");
+        served.push((id, bytes));
+    }
+    assert_eq!(served[0].0, served[1].0, "one arch, one id");
+    assert_ne!(
+        served[0].1, served[1].1,
+        "the second replica served the first one's recalibration"
+    );
+    let files = std::fs::read_dir(cache.path().join("weights"))
+        .expect("the weights folder")
+        .count();
+    assert_eq!(files, 2, "one weights file per cut setting");
+}
