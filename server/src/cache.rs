@@ -334,6 +334,7 @@ fn clone_error(e: &ApiError) -> ApiError {
         },
         ApiError::Overloaded(n) => ApiError::Overloaded(*n),
         ApiError::Timeout(s) => ApiError::Timeout(*s),
+        ApiError::BodyTimeout(s) => ApiError::BodyTimeout(*s),
         ApiError::Internal(m) => ApiError::Internal(m.clone()),
     }
 }

@@ -90,6 +90,9 @@ pub enum ApiError {
     /// The work queue is full.
     #[error("the server is busy ({0} requests queued); retry later")]
     Overloaded(usize),
+    /// The request's body did not arrive in time.
+    #[error("the request body did not arrive within {0:.1} s")]
+    BodyTimeout(f64),
     /// The request ran past its time limit; its work was abandoned.
     #[error("the request ran past its time limit of {0:.1} s and was abandoned")]
     Timeout(f64),
@@ -107,6 +110,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -125,6 +129,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Timeout(_) => "timeout",

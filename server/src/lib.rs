@@ -21,13 +21,14 @@ pub mod api;
 pub mod cache;
 pub mod error;
 pub mod hardware;
+pub mod listen;
 pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -71,6 +72,12 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Time for a request's head to arrive; also the longest a kept-alive connection may idle.
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive.
+    pub body_timeout: Duration,
+    /// Connections served at once (more wait in the listen backlog).
+    pub max_connections: usize,
     /// Request bodies above this many bytes get 413.
     pub max_body_bytes: usize,
     /// Device of the model threads.
@@ -95,7 +102,10 @@ impl Default for ServeConfig {
             token: None,
             max_queue: 64,
             request_timeout: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             max_body_bytes: 64 << 10,
             device: tch::Device::Cpu,
             recalibration: Recalibration::default(),
@@ -159,6 +169,7 @@ pub struct Server {
     app: Router,
     addr: SocketAddr,
     drain: Duration,
+    conn: listen::ConnLimits,
     /// The metrics upkeep task: it stops when the server does (returns from [`Server::run`] or
     /// is dropped unstarted).
     upkeep: Background,
@@ -265,6 +276,7 @@ impl Server {
             limits: Limits {
                 request_timeout: cfg.request_timeout,
                 max_body_bytes: cfg.max_body_bytes,
+                body_timeout: cfg.body_timeout,
             },
             token: cfg.token.as_deref().map(token_digest),
             metrics,
@@ -285,6 +297,10 @@ impl Server {
             app: router(state),
             addr,
             drain: cfg.drain_timeout,
+            conn: listen::ConnLimits {
+                max_connections: cfg.max_connections,
+                header_timeout: cfg.header_timeout,
+            },
             upkeep,
         })
     }
@@ -307,22 +323,16 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped, ServeError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = tx.send(());
-            })
-            .into_future();
-        let addr = self.addr;
+        let serve = listen::serve(self.listener, self.app, self.conn, async move {
+            shutdown.await;
+            let _ = tx.send(());
+        });
         let drain = self.drain;
         // dropped when this returns: the upkeep task stops with the server
         let _upkeep = self.upkeep;
         tokio::pin!(serve);
         tokio::select! {
-            r = &mut serve => {
-                r.map_err(|e| ServeError::Io { addr, source: e })?;
-                Ok(Stopped::Drained)
-            }
+            () = &mut serve => Ok(Stopped::Drained),
             _ = async { if rx.await.is_ok() { tokio::time::sleep(drain).await } else { std::future::pending::<()>().await } } => {
                 Ok(Stopped::DrainTimedOut)
             }

@@ -34,17 +34,19 @@ pub type Shared = State<Arc<AppState>>;
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<Arc<AppState>> for ApiJson<T>
 where
     T: DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(r) => Err(json_rejection(r)),
+    /// The body, read within `--body-timeout` (a client that trickles it gets 408).
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let limit = state.limits.body_timeout;
+        match tokio::time::timeout(limit, Json::<T>::from_request(req, state)).await {
+            Ok(Ok(Json(v))) => Ok(ApiJson(v)),
+            Ok(Err(r)) => Err(json_rejection(r)),
+            Err(_) => Err(ApiError::BodyTimeout(limit.as_secs_f64())),
         }
     }
 }

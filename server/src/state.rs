@@ -450,6 +450,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Request bodies above this are refused with 413.
     pub max_body_bytes: usize,
+    /// Time for a request's body to arrive (408 after).
+    pub body_timeout: Duration,
 }
 
 /// The application state shared by every handler.

@@ -38,6 +38,16 @@ pub struct Args {
     /// default lets a request that runs to its default time limit finish).
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
+    /// Time for a request's head to arrive, seconds, at most a day; also the longest a kept-alive
+    /// connection may sit idle (a client that trickles its headers is cut off).
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
+    /// Time for a request's body to arrive, seconds, at most a day (then 408).
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Connections served at once, 1 to 1000000 (more wait in the listen backlog).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Images for BN recalibration of served subnets (as `ofa extract --calibration-images`).
     #[arg(long, default_value_t = 2000)]
     calibration_images: usize,
@@ -50,7 +60,7 @@ pub struct Args {
     calibrate: Option<usize>,
 }
 
-/// The longest `--request-timeout` and `--drain-timeout`: a day (a deadline is `now + timeout`,
+/// The longest timeout: a day (a deadline is `now + timeout`,
 /// which must not overflow the clock).
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -80,6 +90,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_queue: a.max_queue as usize,
         request_timeout: seconds(a.request_timeout, "request-timeout")?,
         drain_timeout: seconds(a.drain_timeout, "drain-timeout")?,
+        header_timeout: seconds(a.header_timeout, "header-timeout")?,
+        body_timeout: seconds(a.body_timeout, "body-timeout")?,
+        max_connections: a.max_connections as usize,
         device: a.device,
         recalibration: Recalibration {
             images: a.calibration_images,
