@@ -14,6 +14,7 @@ use moka::future::Cache;
 use ofa_supernet::checkpoint::write_atomic;
 use tokio::sync::watch;
 
+use crate::budget::DiskBudget;
 use crate::error::ApiError;
 
 const MAGIC: &str = "ofa-cache/2";
@@ -65,6 +66,8 @@ pub struct Store {
     small: Cache<(Kind, String), Blob>,
     weights: Cache<(Kind, String), Blob>,
     running: Running,
+    /// The bound on the folder, with one.
+    budget: Option<Arc<DiskBudget>>,
 }
 
 /// Takes a finished (or panicked) computation off the running map, whatever ends its task.
@@ -90,20 +93,30 @@ fn weigh(_: &(Kind, String), v: &Blob) -> u32 {
 
 impl Store {
     /// A store keeping at most `memory_bytes` of weights and `memory_bytes / 8` of JSON in memory,
-    /// and everything under `dir` when given (created if needed).
-    pub fn new(dir: Option<&Path>, memory_bytes: u64) -> Result<Store, std::io::Error> {
-        if let Some(d) = dir {
-            for k in [
-                Kind::Subnet,
-                Kind::Search,
-                Kind::Front,
-                Kind::Weights,
-                Kind::Etag,
-                Kind::Onnx,
-            ] {
-                std::fs::create_dir_all(d.join(k.name()))?;
+    /// and, when `dir` is given (created if needed), everything under it within `disk_bytes`.
+    pub fn new(
+        dir: Option<&Path>,
+        memory_bytes: u64,
+        disk_bytes: u64,
+    ) -> Result<Store, std::io::Error> {
+        let kinds = [
+            Kind::Subnet,
+            Kind::Search,
+            Kind::Front,
+            Kind::Weights,
+            Kind::Etag,
+            Kind::Onnx,
+        ];
+        let budget = match dir {
+            Some(d) => {
+                for k in kinds {
+                    std::fs::create_dir_all(d.join(k.name()))?;
+                }
+                let folders = kinds.iter().map(|k| d.join(k.name())).collect();
+                Some(Arc::new(DiskBudget::open(folders, disk_bytes)))
             }
-        }
+            None => None,
+        };
         Ok(Store {
             dir: dir.map(Path::to_path_buf),
             small: Cache::builder()
@@ -115,6 +128,7 @@ impl Store {
                 .weigher(weigh)
                 .build(),
             running: Arc::default(),
+            budget,
         })
     }
 
@@ -266,7 +280,10 @@ impl Store {
         let read = tokio::task::spawn_blocking(move || -> Option<bytes::Bytes> {
             let raw = std::fs::read(&path).ok()?;
             match decode(kind, &key, &raw) {
-                Some(payload) => Some(bytes::Bytes::copy_from_slice(payload)),
+                Some(payload) => {
+                    DiskBudget::touched(&path);
+                    Some(bytes::Bytes::copy_from_slice(payload))
+                }
                 None => {
                     tracing::warn!(path = %path.display(), "corrupt cache file: removed, recomputing");
                     metrics::counter!("ofa_cache_corrupt_total").increment(1);
@@ -289,9 +306,16 @@ impl Store {
         };
         let value = value.clone();
         let key = key.to_string();
-        let done =
-            tokio::task::spawn_blocking(move || write_atomic(&path, &encode(kind, &key, &value)))
-                .await;
+        let budget = self.budget.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let bytes = encode(kind, &key, &value);
+            write_atomic(&path, &bytes)?;
+            if let Some(b) = budget {
+                b.wrote(bytes.len() as u64);
+            }
+            Ok::<_, ofa_supernet::SupernetError>(())
+        })
+        .await;
         if let Ok(Err(e)) = done {
             tracing::warn!("cannot write the cache: {}", ofa_space::chain(&e));
             metrics::counter!("ofa_cache_write_errors_total").increment(1);
@@ -386,7 +410,7 @@ mod tests {
     async fn no_key_becomes_a_path_outside_the_folder() {
         let root = tempfile::tempdir().expect("a folder");
         let dir = root.path().join("cache");
-        let store = Store::new(Some(&dir), 1 << 20).expect("a store");
+        let store = Store::new(Some(&dir), 1 << 20, 1 << 30).expect("a store");
         let abs = root.path().join("abs").display().to_string();
         for key in ["../../escape", abs.as_str(), "a/b", ".hidden", "", "x\\y"] {
             let blob = Arc::new(bytes::Bytes::from_static(b"{}"));

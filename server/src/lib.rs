@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod budget;
 pub mod cache;
 pub mod error;
 pub mod hardware;
@@ -64,6 +65,8 @@ pub struct ServeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Memory for cached results, bytes.
     pub cache_bytes: u64,
+    /// The most `cache_dir` may hold, bytes (least recently used entries go first).
+    pub cache_dir_bytes: u64,
     /// Require `Authorization: Bearer <token>` (except on `/healthz` and `/readyz`).
     pub token: Option<String>,
     /// Cut requests queued per supernet, and searches running or waiting, before 503.
@@ -99,6 +102,7 @@ impl Default for ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cache_dir: None,
             cache_bytes: 512 << 20,
+            cache_dir_bytes: 4 << 30,
             token: None,
             max_queue: 64,
             request_timeout: Duration::from_secs(30),
@@ -251,7 +255,12 @@ impl Server {
                 state::restore_hardware(dir, sn);
             }
         }
-        let store = cache::Store::new(cfg.cache_dir.as_deref(), cfg.cache_bytes).map_err(|e| {
+        let store = cache::Store::new(
+            cfg.cache_dir.as_deref(),
+            cfg.cache_bytes,
+            cfg.cache_dir_bytes,
+        )
+        .map_err(|e| {
             ServeError::Cache {
                 // only a cache folder can fail to open: the path is always there
                 path: cfg.cache_dir.clone().unwrap_or_default(),

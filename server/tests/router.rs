@@ -224,3 +224,98 @@ async fn replicas_that_cut_differently_never_serve_each_others_weights() {
         .count();
     assert_eq!(files, 2, "one weights file per cut setting");
 }
+
+/// Bytes of the cache entries under `dir` (temporary files aside).
+fn cached_bytes(dir: &std::path::Path) -> (u64, usize) {
+    let (mut bytes, mut files) = (0, 0);
+    for kind in std::fs::read_dir(dir).expect("the cache folder").flatten() {
+        if kind.file_name() == "hardware" || !kind.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(kind.path())
+            .expect("a kind folder")
+            .flatten()
+        {
+            if !f.file_name().to_string_lossy().starts_with('.') {
+                bytes += f.metadata().expect("metadata").len();
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
+}
+
+/// A stream of distinct explicit archs cannot fill the disk: the folder stays within its bound,
+/// the least recently used records go first, and a killed write's temporary file is removed at
+/// start-up (a live one is left alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_cache_stays_within_its_bound() {
+    let cache = tempfile::tempdir().expect("a temporary folder");
+    let subnets = cache.path().join("subnet");
+    std::fs::create_dir_all(&subnets).expect("a folder");
+    let stale = subnets.join(".tmpKilled");
+    std::fs::write(&stale, b"half a record").expect("a planted file");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("an old file");
+    let live = subnets.join(".tmpWriting");
+    std::fs::write(&live, b"being written").expect("a planted file");
+
+    let max = 16 << 10;
+    let app = Server::bind(ServeConfig {
+        packages: vec![shipped()],
+        addr: ([127, 0, 0, 1], 0).into(),
+        threads: 1,
+        cache_dir: Some(cache.path().to_path_buf()),
+        cache_dir_bytes: max,
+        ..ServeConfig::default()
+    })
+    .await
+    .expect("the shipped package serves")
+    .router();
+    assert!(!stale.exists(), "a killed write's temporary file stayed");
+    assert!(live.exists(), "a recent temporary file was removed");
+
+    let card: Value = serde_json::from_slice(
+        &std::fs::read(shipped().join("card.json")).expect("the shipped card"),
+    )
+    .expect("card JSON");
+    let space =
+        ofa_space::SearchSpace::from_json(&card["space"].to_string()).expect("the shipped space");
+    let base = ofa_space::ArchConfig::smallest(&space);
+    let n = 100;
+    let mut last = String::new();
+    for k in 0..n {
+        // distinct archs: k's base-3 digits as the first blocks' kernel sizes
+        let mut arch = base.clone();
+        let mut rest = k;
+        for ks in arch.ks.iter_mut().take(5) {
+            *ks = space.ks_list[rest % 3];
+            rest /= 3;
+        }
+        let (status, rec) = call(
+            &app,
+            "POST",
+            "/v1/subnets",
+            Some(json!({"supernet": "fashion-mnist", "arch": arch})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{rec}");
+        last = rec["id"].as_str().expect("an id").to_string();
+        let (bytes, _) = cached_bytes(cache.path());
+        assert!(
+            bytes <= max,
+            "{bytes} bytes on disk after {} records, bound {max}",
+            k + 1
+        );
+    }
+    let (_, files) = cached_bytes(cache.path());
+    assert!(files < n, "nothing was evicted ({files} files)");
+    assert!(
+        subnets.join(&last).exists(),
+        "the newest record was evicted"
+    );
+}

@@ -24,6 +24,10 @@ pub struct Args {
     /// Memory for cached results, MiB.
     #[arg(long, default_value_t = 512)]
     cache_mb: u64,
+    /// The most --cache-dir may hold, MiB: past it the least recently used entries (by any
+    /// replica on the folder) are removed.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
+    cache_dir_mb: u64,
     /// Require `Authorization: Bearer TOKEN` (except on /healthz and /readyz).
     #[arg(long, env = "OFA_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -86,6 +90,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         addr: a.addr,
         cache_dir: a.cache_dir.clone(),
         cache_bytes: a.cache_mb.saturating_mul(1 << 20),
+        cache_dir_bytes: a.cache_dir_mb.saturating_mul(1 << 20),
         token: a.token.clone(),
         max_queue: a.max_queue as usize,
         request_timeout: seconds(a.request_timeout, "request-timeout")?,
