@@ -161,6 +161,39 @@ fn train_cli_errors() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("name = \"smoke\""));
+
+    // A folder another launch holds (its lock taken here, as a running `ofa train` holds it):
+    // neither a new run nor a resume starts in it.
+    let held = tmp.path().join("held");
+    std::fs::create_dir(&held).unwrap();
+    let lock = std::fs::File::create(held.join(".lock")).unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: `flock` on a descriptor `lock` owns, open for the call.
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(rc, 0);
+    let h = held.to_str().unwrap();
+    for args in [
+        &["train", "--recipe", "smoke", "--out", h][..],
+        &["train", "--resume", h][..],
+    ] {
+        std::fs::write(held.join("recipe.toml"), "").unwrap();
+        if args[1] == "--recipe" {
+            std::fs::remove_file(held.join("recipe.toml")).unwrap();
+        }
+        let out = ofa().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("another `ofa train` is running"),
+            "{args:?}: {err}"
+        );
+    }
+    drop(lock);
 }
 
 #[test]

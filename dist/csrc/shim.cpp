@@ -131,8 +131,10 @@ int ofa_c10d_barrier(void* g, char* err, size_t err_len) {
   });
 }
 
-// Host a TCPStore at host:port (0: any free port) for ranks that are all clients, as torchrun's
-// agent does. Returns the store, or null with `err` set; `*port_out` is the port it listens on.
+// Host a TCPStore on `port` (0: any free port) for ranks that are all clients, as torchrun's
+// agent does. The server listens on every interface (c10d's choice, as torchrun's); `host` is
+// where its clients connect. Returns the store, or null with `err` set; `*port_out` is the port
+// it listens on.
 void* ofa_c10d_store_host(const char* host, uint16_t port, int64_t timeout_ms, uint16_t* port_out,
                           char* err, size_t err_len) {
   HostedStore* out = nullptr;

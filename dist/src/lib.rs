@@ -37,6 +37,23 @@ pub enum DistError {
     /// A backend this build does not have.
     #[error("{0}")]
     Unsupported(String),
+    /// An earlier collective of this group failed: the ranks are out of step and a C++ thread
+    /// may still be inside that collective, so the group takes no more calls.
+    #[error("{op}: the group is unusable after an earlier collective failed ({first})")]
+    Poisoned {
+        /// The operation refused.
+        op: &'static str,
+        /// The failure that poisoned the group.
+        first: String,
+    },
+    /// The ranks passed different values where they must agree.
+    #[error("the ranks disagree on {what}: {values}")]
+    Disagree {
+        /// What they must agree on.
+        what: &'static str,
+        /// Each rank's value.
+        values: String,
+    },
     /// A tensor the collectives cannot take.
     #[error("{op}: {reason}")]
     BadTensor {
@@ -113,9 +130,35 @@ pub struct LaunchEnv {
 impl LaunchEnv {
     /// The job this process is a rank of, from the environment (`lookup` is `std::env::var` in
     /// use): `None` when `RANK` and `WORLD_SIZE` are unset (a single-process run).
+    ///
+    /// A partial launch (`RANK` without `WORLD_SIZE`, or the reverse, or `LOCAL_RANK` alone) is
+    /// an error, never a single-process run. Under Slurm without torchrun (`srun -n4 ofa train`:
+    /// `SLURM_PROCID` and `SLURM_STEP_NUM_TASKS` > 1, no `RANK`), the job is read as PyTorch's
+    /// launchers read it: rank `SLURM_PROCID`, world the step's tasks (`SLURM_NTASKS` when the
+    /// step spans the allocation), local rank `SLURM_LOCALID`, the store on the step's first node
+    /// (`MASTER_ADDR` overrides) at `MASTER_PORT`, or else 20000 + `SLURM_JOB_ID` mod 10000 (one
+    /// port per job, the same on every rank).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, DistError> {
-        let (Some(rank), Some(world)) = (lookup("RANK"), lookup("WORLD_SIZE")) else {
-            return Ok(None);
+        let (rank, world) = match (lookup("RANK"), lookup("WORLD_SIZE")) {
+            (Some(r), Some(w)) => (r, w),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(DistError::Env(
+                    "RANK and WORLD_SIZE go together: set both (a launcher such as torchrun does) \
+                     or neither (a single-process run)"
+                        .into(),
+                ))
+            }
+            (None, None) => {
+                if let Some(job) = slurm(&lookup)? {
+                    return Ok(Some(job));
+                }
+                if lookup("LOCAL_RANK").is_some() {
+                    return Err(DistError::Env(
+                        "LOCAL_RANK is set without RANK and WORLD_SIZE: a partial launch".into(),
+                    ));
+                }
+                return Ok(None);
+            }
         };
         let num = |name: &str, v: &str| -> Result<usize, DistError> {
             v.trim()
@@ -178,6 +221,110 @@ impl LaunchEnv {
     }
 }
 
+/// The job of an `srun` step of several tasks, launched without torchrun (see
+/// [`LaunchEnv::from_lookup`]); `None` outside Slurm or for a single task.
+fn slurm(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>, DistError> {
+    // The step's task count, not the job's `SLURM_NTASKS`: an `sbatch` script's own process sees
+    // `SLURM_NTASKS=4` and `SLURM_PROCID=0` too, and is one process, not rank 0 of 4.
+    let (Some(procid), Some(ntasks)) = (lookup("SLURM_PROCID"), lookup("SLURM_STEP_NUM_TASKS"))
+    else {
+        return Ok(None);
+    };
+    let num = |name: &str, v: &str| -> Result<usize, DistError> {
+        v.trim()
+            .parse()
+            .map_err(|_| DistError::Env(format!("{name}={v:?} is not a whole number")))
+    };
+    let world = num("SLURM_STEP_NUM_TASKS", &ntasks)?;
+    if world <= 1 {
+        return Ok(None);
+    }
+    let rank = num("SLURM_PROCID", &procid)?;
+    if rank >= world {
+        return Err(DistError::Env(format!(
+            "SLURM_PROCID={rank} is not a rank of SLURM_STEP_NUM_TASKS={world}"
+        )));
+    }
+    let local_rank = match lookup("SLURM_LOCALID") {
+        Some(v) => num("SLURM_LOCALID", &v)?,
+        None => 0,
+    };
+    let master_addr = match lookup("MASTER_ADDR") {
+        Some(a) => a,
+        None => {
+            let nodes = lookup("SLURM_STEP_NODELIST")
+                .or_else(|| lookup("SLURM_JOB_NODELIST"))
+                .ok_or_else(|| {
+                    DistError::Env(
+                        "Slurm set SLURM_PROCID and SLURM_STEP_NUM_TASKS but no node list \
+                         (SLURM_STEP_NODELIST): set MASTER_ADDR"
+                            .into(),
+                    )
+                })?;
+            first_host(&nodes).ok_or_else(|| {
+                DistError::Env(format!("SLURM_STEP_NODELIST={nodes:?} names no host"))
+            })?
+        }
+    };
+    let master_port = match lookup("MASTER_PORT") {
+        Some(p) => p
+            .trim()
+            .parse()
+            .map_err(|_| DistError::Env(format!("MASTER_PORT={p:?} is not a port")))?,
+        None => {
+            let job = lookup("SLURM_JOB_ID").ok_or_else(|| {
+                DistError::Env("Slurm set no SLURM_JOB_ID: set MASTER_PORT".into())
+            })?;
+            let id: u64 = job
+                .trim()
+                .parse()
+                .map_err(|_| DistError::Env(format!("SLURM_JOB_ID={job:?} is not a number")))?;
+            // below 30000: the result always fits a port
+            u16::try_from(20_000 + id % 10_000).unwrap_or(29_500)
+        }
+    };
+    Ok(Some(LaunchEnv {
+        rank,
+        world,
+        local_rank,
+        master_addr,
+        master_port,
+        agent_store: false,
+        restart_count: 0,
+    }))
+}
+
+/// The first host of a Slurm host list (`node[01-04,07],gpu5` → `node01`): each bracket of the
+/// first entry contributes its first number, zero padding kept.
+fn first_host(list: &str) -> Option<String> {
+    let mut host = String::new();
+    let mut chars = list.trim().chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ',' => break,
+            '[' => {
+                let inner: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                let first = inner.split(',').next()?.split('-').next()?;
+                host.push_str(first.trim());
+            }
+            c => host.push(c),
+        }
+    }
+    (!host.is_empty()).then_some(host)
+}
+
+/// The longest timeout c10d is given: a week (c10d adds it to the clock).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `timeout` in whole milliseconds, within 1 ms..=[`MAX_TIMEOUT`]: below 1 ms c10d reads 0, which
+/// Gloo takes as "no timeout", the opposite of what a tiny timeout asks for.
+fn timeout_ms(timeout: Duration) -> i64 {
+    let ms = timeout
+        .clamp(Duration::from_millis(1), MAX_TIMEOUT)
+        .as_millis();
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
 /// A `TCPStore` this process hosts for ranks that are all clients of it, as torchrun's agent
 /// does (they run with `TORCHELASTIC_USE_AGENT_STORE=True`). The store lives as long as this value.
 #[derive(Debug)]
@@ -191,7 +338,9 @@ pub struct StoreHost {
 unsafe impl Send for StoreHost {}
 
 impl StoreHost {
-    /// Listen on `host:port` (`port` 0: any free port).
+    /// Host a store on `port` (0: any free port). c10d's `TCPStore` server listens on every
+    /// interface, whatever `host` says (as torchrun's agent store does): `host` is only where the
+    /// ranks connect. Keep the port behind the cluster's firewall.
     pub fn bind(host: &str, port: u16, timeout: Duration) -> Result<Self, DistError> {
         let fail = |message: String| DistError::C10d {
             op: "host the store",
@@ -209,7 +358,7 @@ impl StoreHost {
             ffi::ofa_c10d_store_host(
                 h.as_ptr(),
                 port,
-                timeout.as_millis().min(i64::MAX as u128) as i64,
+                timeout_ms(timeout),
                 &mut bound,
                 err.as_mut_ptr().cast(),
                 ERR_LEN,
@@ -290,8 +439,8 @@ pub const BUCKET_BYTES: usize = 25 << 20;
 #[derive(Debug)]
 pub struct ProcessGroup {
     ptr: NonNull<c_void>,
-    /// Held across each call into c10d.
-    lock: std::sync::Mutex<()>,
+    /// Held across each call into c10d; holds the failure that poisoned the group, if one did.
+    lock: std::sync::Mutex<Option<String>>,
     rank: usize,
     world: usize,
 }
@@ -332,7 +481,8 @@ impl ProcessGroup {
 
     /// Join the job `env` describes with the Gloo backend: rank 0 hosts the `TCPStore` (unless
     /// the agent does), every rank connects, and the group forms. Every collective after fails
-    /// rather than waits past `timeout`.
+    /// rather than waits past `timeout` (clamped to 1 ms..=[`MAX_TIMEOUT`]). Rank 0's store
+    /// listens on every interface, as PyTorch's does (see [`StoreHost::bind`]).
     pub fn gloo(env: &LaunchEnv, timeout: Duration) -> Result<Self, DistError> {
         let c10d = |message: String| DistError::C10d {
             op: "join",
@@ -354,7 +504,7 @@ impl ProcessGroup {
                 env.rank as c_int,
                 env.world as c_int,
                 c_int::from(env.agent_store),
-                timeout.as_millis().min(i64::MAX as u128) as i64,
+                timeout_ms(timeout),
                 prefix.as_ptr(),
                 err.as_mut_ptr().cast(),
                 ERR_LEN,
@@ -363,7 +513,7 @@ impl ProcessGroup {
         let ptr = NonNull::new(ptr).ok_or_else(|| c10d(message(&err)))?;
         Ok(ProcessGroup {
             ptr,
-            lock: std::sync::Mutex::new(()),
+            lock: std::sync::Mutex::new(None),
             rank: env.rank,
             world: env.world,
         })
@@ -395,33 +545,85 @@ impl ProcessGroup {
         Ok(())
     }
 
+    /// Run one collective; after any failure the group is poisoned: later calls fail at once
+    /// with [`DistError::Poisoned`] (a timed-out `wait` does not cancel Gloo's work, so the ranks
+    /// are one collective out of step and the failed one may still be running).
     fn call(
         &self,
         op: &'static str,
         f: impl FnOnce(*mut c_char, usize) -> c_int,
     ) -> Result<(), DistError> {
         let mut err = vec![0u8; ERR_LEN];
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut poisoned = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = poisoned.as_ref() {
+            return Err(DistError::Poisoned {
+                op,
+                first: first.clone(),
+            });
+        }
         if f(err.as_mut_ptr().cast(), ERR_LEN) == 0 {
             Ok(())
         } else {
-            Err(DistError::C10d {
+            let e = DistError::C10d {
                 op,
                 rank: self.rank,
                 world: self.world,
                 message: message(&err),
-            })
+            };
+            *poisoned = Some(e.to_string());
+            Err(e)
         }
+    }
+
+    /// Whether a collective of this group has failed (see [`DistError::Poisoned`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Run a collective on `t`'s storage; if it fails, the storage is kept alive for good: a
+    /// Gloo thread may still write into it after the call returned.
+    fn on_tensor(
+        &self,
+        op: &'static str,
+        t: &mut Tensor,
+        f: impl FnOnce(*mut c_void, *mut c_char, usize) -> c_int,
+    ) -> Result<(), DistError> {
+        Self::check(op, t)?;
+        let tp = t.as_mut_ptr().cast::<c_void>();
+        let r = self.call(op, |e, n| f(tp, e, n));
+        if matches!(r, Err(DistError::C10d { .. })) {
+            std::mem::forget(t.shallow_clone());
+        }
+        r
+    }
+
+    /// Fail unless every rank passes the same `value` for `what` (a hash of what they must
+    /// share: a bucket layout, a configuration).
+    pub fn agree(&self, what: &'static str, value: u64) -> Result<(), DistError> {
+        // the bits of the u64, as the i64 slot that carries them
+        let values = self.exchange(i64::from_ne_bytes(value.to_ne_bytes()))?;
+        if values.iter().all(|&v| v == values[0]) {
+            return Ok(());
+        }
+        let values = values
+            .iter()
+            .enumerate()
+            .map(|(r, v)| format!("rank {r}: {:016x}", u64::from_ne_bytes(v.to_ne_bytes())))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(DistError::Disagree { what, values })
     }
 
     /// Sum `t` in place over all ranks (every rank ends with the sum).
     pub fn all_reduce_sum(&self, t: &mut Tensor) -> Result<(), DistError> {
-        Self::check("all-reduce", t)?;
-        let tp = t.as_mut_ptr().cast::<c_void>();
-        self.call("all-reduce", |e, n| {
+        self.on_tensor("all-reduce", t, |tp, e, n| {
             #[allow(unsafe_code)]
             // SAFETY: `self.ptr` is a live group; `tp` is the `at::Tensor*` of `t`, which is
-            // borrowed mutably for the call; `e` is a writable buffer of `n` bytes.
+            // borrowed mutably for the call (and kept alive past a failure); `e` is a writable
+            // buffer of `n` bytes.
             unsafe {
                 ffi::ofa_c10d_allreduce_sum(self.ptr.as_ptr(), tp, e, n)
             }
@@ -430,15 +632,13 @@ impl ProcessGroup {
 
     /// Overwrite `t` on every rank with rank `root`'s.
     pub fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<(), DistError> {
-        Self::check("broadcast", t)?;
         if root >= self.world {
             return Err(DistError::BadTensor {
                 op: "broadcast",
                 reason: format!("root {root} is not a rank of {}", self.world),
             });
         }
-        let tp = t.as_mut_ptr().cast::<c_void>();
-        self.call("broadcast", |e, n| {
+        self.on_tensor("broadcast", t, |tp, e, n| {
             #[allow(unsafe_code)]
             // SAFETY: as in `all_reduce_sum`.
             unsafe {
@@ -562,12 +762,46 @@ impl ProcessGroup {
     }
 }
 
+/// The layout in which [`ProcessGroup::average_in_buckets`] packs `tensors`: a hash of their
+/// order, shapes and types. Ranks that reduce different layouts would sum unrelated numbers
+/// without an error; [`ProcessGroup::agree`] on this hash catches it.
+pub fn bucket_layout(tensors: &[Tensor]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tensors.len().hash(&mut h);
+    for t in tensors {
+        t.size().hash(&mut h);
+        format!("{:?}", t.kind()).hash(&mut h);
+    }
+    h.finish()
+}
+
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
+        if self.is_poisoned() {
+            // Freeing joins Gloo's threads, and one may be stuck in the failed collective on a
+            // peer that is alive but hung: leave the group to the process's exit instead.
+            return;
+        }
         #[allow(unsafe_code)]
         // SAFETY: `self.ptr` came from `ofa_c10d_gloo_new` and is freed once, here.
         unsafe {
             ffi::ofa_c10d_free(self.ptr.as_ptr())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_reach_c10d_within_what_it_handles() {
+        // 0 ms is "no timeout" to Gloo: a tiny timeout must stay a timeout
+        assert_eq!(timeout_ms(Duration::from_micros(10)), 1);
+        assert_eq!(timeout_ms(Duration::ZERO), 1);
+        assert_eq!(timeout_ms(Duration::from_millis(1800)), 1800);
+        // c10d adds the timeout to the clock: a huge one is clamped, never wrapped
+        assert_eq!(timeout_ms(Duration::MAX), 7 * 24 * 3600 * 1000);
     }
 }

@@ -10,7 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ofa_dist::{Backend, DistError, LaunchEnv, ProcessGroup};
+use ofa_dist::{bucket_layout, Backend, DistError, LaunchEnv, ProcessGroup};
 use tch::{Kind, Tensor};
 
 /// Set in the children: which scenario this process plays.
@@ -218,6 +218,107 @@ fn the_averaged_gradient_is_the_mean_of_the_shards_gradients() {
 }
 
 #[test]
+fn ranks_with_different_bucket_layouts_stop_with_an_error() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("layout") => {
+            let pg = join(Duration::from_secs(600));
+            let zeros = |s: &[i64]| Tensor::zeros(s, (Kind::Float, tch::Device::Cpu));
+            let same = [zeros(&[4]), zeros(&[2, 3])];
+            pg.agree("the layout", bucket_layout(&same)).unwrap();
+            // rank 1's second tensor is transposed: the same bytes, another layout
+            let mine = if pg.rank() == 0 {
+                [zeros(&[4]), zeros(&[2, 3])]
+            } else {
+                [zeros(&[4]), zeros(&[3, 2])]
+            };
+            let e = pg.agree("the layout", bucket_layout(&mine)).unwrap_err();
+            assert!(matches!(e, DistError::Disagree { .. }), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("the ranks disagree on the layout: rank 0: "),
+                "{e}"
+            );
+            // a type counts too
+            let typed = if pg.rank() == 0 {
+                [zeros(&[4])]
+            } else {
+                [Tensor::zeros([4], (Kind::Double, tch::Device::Cpu))]
+            };
+            assert!(pg.agree("the layout", bucket_layout(&typed)).is_err());
+            println!("rank {} ok", pg.rank());
+        }
+        Ok(other) => panic!("unexpected role {other}"),
+        Err(_) => {
+            let outs = spawn_ranks(
+                "ranks_with_different_bucket_layouts_stop_with_an_error",
+                "layout",
+            );
+            assert_every_rank_ok(&outs);
+        }
+    }
+}
+
+#[test]
+fn a_hung_rank_poisons_the_group_and_the_survivor_exits() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("hung") => {
+            // The timeout is what is tested: a rank that never joins the collective.
+            let pg = join(Duration::from_secs(2));
+            pg.barrier().unwrap();
+            if pg.rank() == 1 {
+                // alive, connected, and never calling again (the parent kills it)
+                std::thread::sleep(Duration::from_secs(3600));
+                return;
+            }
+            let mut t = Tensor::ones([16], (Kind::Float, tch::Device::Cpu));
+            let first = pg.all_reduce_sum(&mut t).unwrap_err();
+            assert!(matches!(first, DistError::C10d { .. }), "{first}");
+            // the group is one collective out of step: it refuses at once, naming why
+            let e = pg.barrier().unwrap_err();
+            assert!(matches!(e, DistError::Poisoned { .. }), "{e}");
+            assert!(e.to_string().contains("all-reduce (rank 0 of 2)"), "{e}");
+            assert!(pg.is_poisoned());
+            // dropping it does not wait on the hung collective
+            drop(pg);
+            println!("rank 0 ok: {first}");
+        }
+        Ok(other) => panic!("unexpected role {other}"),
+        Err(_) => {
+            let port = free_port().to_string();
+            let exe = std::env::current_exe().unwrap();
+            let mut children: Vec<_> = (0..2)
+                .map(|rank| {
+                    Command::new(&exe)
+                        .args([
+                            "a_hung_rank_poisons_the_group_and_the_survivor_exits",
+                            "--exact",
+                            "--nocapture",
+                        ])
+                        .env(ROLE, "hung")
+                        .env("RANK", rank.to_string())
+                        .env("WORLD_SIZE", "2")
+                        .env("MASTER_ADDR", "127.0.0.1")
+                        .env("MASTER_PORT", &port)
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            let hung = children.pop().unwrap();
+            let survivor = children.pop().unwrap().wait_with_output().unwrap();
+            let mut hung = hung;
+            let _ = hung.kill();
+            let _ = hung.wait();
+            let text = String::from_utf8_lossy(&survivor.stdout).to_string()
+                + &String::from_utf8_lossy(&survivor.stderr);
+            assert!(survivor.status.success(), "rank 0: {text}");
+            assert!(text.contains("rank 0 ok"), "rank 0: {text}");
+        }
+    }
+}
+
+#[test]
 fn launch_variables_are_read_as_torchrun_sets_them() {
     let env = |pairs: &'static [(&'static str, &'static str)]| {
         move |k: &str| {
@@ -275,9 +376,85 @@ fn launch_variables_are_read_as_torchrun_sets_them() {
             ][..],
             "TORCHELASTIC_RESTART_COUNT=\"-1\"",
         ),
+        // partial launches are errors, never N independent single-process runs
+        (&[("RANK", "1")][..], "RANK and WORLD_SIZE go together"),
+        (
+            &[("WORLD_SIZE", "4")][..],
+            "RANK and WORLD_SIZE go together",
+        ),
+        (&[("LOCAL_RANK", "0")][..], "partial launch"),
+        (
+            &[("SLURM_PROCID", "4"), ("SLURM_STEP_NUM_TASKS", "4")][..],
+            "SLURM_PROCID=4 is not a rank",
+        ),
+        (
+            &[("SLURM_PROCID", "1"), ("SLURM_STEP_NUM_TASKS", "4")][..],
+            "no node list",
+        ),
     ] {
         let bad: &'static [(&str, &str)] = Box::leak(bad.to_vec().into_boxed_slice());
         let e = LaunchEnv::from_lookup(env(bad)).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
+fn srun_without_torchrun_is_read_from_the_slurm_variables() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    // `srun -N2 -n4 ofa train …` on nodes gpu07 and gpu08: the third task
+    let e = LaunchEnv::from_lookup(env(&[
+        ("SLURM_PROCID", "2"),
+        ("SLURM_NTASKS", "4"),
+        ("SLURM_STEP_NUM_TASKS", "4"),
+        ("SLURM_LOCALID", "0"),
+        ("SLURM_STEP_NODELIST", "gpu[07-08],cpu1"),
+        ("SLURM_JOB_ID", "123456"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!((e.rank, e.world, e.local_rank), (2, 4, 0));
+    assert_eq!(e.master_addr, "gpu07");
+    assert_eq!(e.master_port, 23456, "20000 + the job id mod 10000");
+    assert!(!e.agent_store);
+    // MASTER_ADDR and MASTER_PORT win; torchrun's variables win over Slurm's
+    let e = LaunchEnv::from_lookup(env(&[
+        ("SLURM_PROCID", "1"),
+        ("SLURM_STEP_NUM_TASKS", "2"),
+        ("SLURM_STEP_NODELIST", "n[1-2]"),
+        ("MASTER_ADDR", "10.0.0.9"),
+        ("MASTER_PORT", "29400"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (e.rank, e.master_addr.as_str(), e.master_port),
+        (1, "10.0.0.9", 29400)
+    );
+    let e = LaunchEnv::from_lookup(env(&[
+        ("SLURM_PROCID", "0"),
+        ("SLURM_STEP_NUM_TASKS", "2"),
+        ("RANK", "3"),
+        ("WORLD_SIZE", "8"),
+        ("MASTER_ADDR", "h"),
+        ("MASTER_PORT", "1"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!((e.rank, e.world), (3, 8));
+    // one task, or an `sbatch` script's own process (the job's task count, no step), is a
+    // single-process run
+    for one in [
+        &[("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "1")][..],
+        &[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4")][..],
+    ] {
+        let one: &'static [(&str, &str)] = Box::leak(one.to_vec().into_boxed_slice());
+        assert_eq!(LaunchEnv::from_lookup(env(one)).unwrap(), None);
     }
 }

@@ -112,6 +112,8 @@ impl std::fmt::Debug for TrainOptions {
 }
 
 struct Ctx {
+    /// The lead's exclusive lock on the run folder, held for the run (see [`lock_run`]).
+    _lock: Option<std::fs::File>,
     recipe: Recipe,
     space: SearchSpace,
     dir: PathBuf,
@@ -136,6 +138,12 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
     let opened = (|| {
         let text = std::fs::read_to_string(dir.join("recipe.toml"))
             .map_err(|_| run_err(dir, "not a run directory (no recipe.toml)"))?;
+        // the lead holds the folder for the run; the other ranks of its job share it
+        let lock = if is_lead(opts.group.as_deref()) {
+            Some(lock_run(dir)?)
+        } else {
+            None
+        };
         let recipe = Recipe::from_toml(&text, &dir.join("recipe.toml").display().to_string())?;
         let mut opts = opts;
         if opts.data.is_none() {
@@ -150,7 +158,8 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
             };
             opts.data = Some(PathBuf::from(saved));
         }
-        let ctx = Ctx::new(recipe, dir, opts)?;
+        let mut ctx = Ctx::new(recipe, dir, opts)?;
+        ctx._lock = lock;
         let ck = dir.join("checkpoint.safetensors");
         let loaded = if ck.exists() {
             Some(ctx.load_checkpoint(&ck)?)
@@ -169,6 +178,39 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
     }
 }
 
+/// The lock file of a run folder.
+const LOCK_FILE: &str = ".lock";
+
+/// Take the run folder `dir` for this process: an exclusive `flock` on `dir/.lock`, released when
+/// the process ends however it ends. A second launch into the folder (a new run or a resume)
+/// fails at once instead of writing the same checkpoint.
+fn lock_run(dir: &Path) -> Result<std::fs::File, TrainError> {
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| run_err(&path, e.to_string()))?;
+    use std::os::fd::AsRawFd;
+    // (`File::try_lock` does this from Rust 1.89, above this workspace's 1.85)
+    #[allow(unsafe_code)]
+    // SAFETY: `flock` on a file descriptor that `f` owns and keeps open for the call.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(f);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        return Err(run_err(
+            dir,
+            "another `ofa train` is running in this folder (it holds .lock): wait for it, or \
+             choose another --out",
+        ));
+    }
+    Err(run_err(&path, e.to_string()))
+}
+
 impl Ctx {
     /// A new run directory for `recipe` (refused where one exists), its recipe and run.json written.
     fn create(recipe: Recipe, dir: &Path, opts: TrainOptions) -> Result<Ctx, TrainError> {
@@ -180,14 +222,17 @@ impl Ctx {
             // Rank 0 checks and creates the directory; the others only read the data.
             return Ctx::new(recipe, dir, opts);
         }
+        std::fs::create_dir_all(dir).map_err(|e| run_err(dir, e.to_string()))?;
+        // locked before it is checked: of two launches into one folder, one starts
+        let lock = lock_run(dir)?;
         if dir.join("recipe.toml").exists() {
             return Err(run_err(
                 dir,
                 "already holds a run: resume it with --resume, or choose another --out",
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| run_err(dir, e.to_string()))?;
-        let ctx = Ctx::new(recipe, dir, opts)?;
+        let mut ctx = Ctx::new(recipe, dir, opts)?;
+        ctx._lock = Some(lock);
         write_atomic(&dir.join("recipe.toml"), ctx.recipe.to_toml().as_bytes())?;
         let info = RunInfo {
             data: ctx.dataset.clone(),
@@ -228,6 +273,7 @@ impl Ctx {
         let space = resolve_space(&recipe, sp.n_classes)?;
         let (train, val, calib) = (sp.train, sp.val, sp.calib);
         Ok(Ctx {
+            _lock: None,
             space,
             dir: dir.to_path_buf(),
             train,
@@ -359,6 +405,12 @@ impl Ctx {
                 phase = %phase.name, steps = total, from = state.step, warmup, lr = phase.lr,
                 subnets = phase.subnets_per_step, "phase start"
             );
+            // once per phase (and so after a resume): every rank reduces the same buckets
+            ranks::agree(
+                group,
+                "the gradient bucket layout (trainable tensors, shapes, types, in order)",
+                ranks::bucket_layout(&net),
+            )?;
             obs.phase_start(pi, self.recipe.phases.len(), &phase.name, state.step, total);
             let mut loader =
                 Loader::new(&self.train, &plan, state.step, total, t.workers, t.prefetch);

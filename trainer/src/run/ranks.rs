@@ -62,17 +62,25 @@ pub(super) fn agree(
     value: u64,
 ) -> Result<(), TrainError> {
     let Some(g) = group else { return Ok(()) };
-    let values = g.exchange(value as i64)?;
-    if values.iter().all(|&v| v == values[0]) {
-        return Ok(());
+    match g.agree(what, value) {
+        Err(ofa_dist::DistError::Disagree { what, values }) => {
+            Err(TrainError::RanksDisagree { what, values })
+        }
+        r => Ok(r?),
     }
-    let values = values
+}
+
+/// The layout of `net`'s gradient buckets (its trainable tensors in registry order, their shapes
+/// and types), for [`agree`]: ranks that would reduce different layouts stop with an error
+/// instead of summing unrelated numbers.
+pub(super) fn bucket_layout(net: &Supernet) -> u64 {
+    let trainable: Vec<Tensor> = net
+        .tensors()
         .iter()
-        .enumerate()
-        .map(|(r, v)| format!("rank {r}: {:016x}", *v as u64))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Err(TrainError::RanksDisagree { what, values })
+        .filter(|(spec, _)| spec.role.trainable())
+        .map(|(_, t)| t.shallow_clone())
+        .collect();
+    ofa_dist::bucket_layout(&trainable)
 }
 
 /// A hash of `parts` (for [`agree`]).
