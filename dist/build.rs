@@ -17,6 +17,16 @@ fn main() {
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB)");
     let include = std::path::Path::new(&lib).join("../include");
+    // A new torch wheel (or Gloo package) changes the classes the shim allocates: rebuild it.
+    for h in [
+        "torch/csrc/distributed/c10d/ProcessGroupGloo.hpp",
+        "torch/csrc/distributed/c10d/TCPStore.hpp",
+        "torch/csrc/distributed/c10d/PrefixStore.hpp",
+        "torch/csrc/distributed/c10d/Backend.hpp",
+    ] {
+        println!("cargo:rerun-if-changed={}", include.join(h).display());
+    }
+    println!("cargo:rerun-if-changed=/usr/include/gloo/rendezvous/store.h");
     if !std::path::Path::new("/usr/include/gloo/config.h").exists() {
         println!(
             "cargo:warning=Gloo headers missing (/usr/include/gloo): run `make setup` (it installs libgloo-dev)"
