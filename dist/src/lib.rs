@@ -160,11 +160,6 @@ impl LaunchEnv {
                 return Ok(None);
             }
         };
-        let num = |name: &str, v: &str| -> Result<usize, DistError> {
-            v.trim()
-                .parse()
-                .map_err(|_| DistError::Env(format!("{name}={v:?} is not a whole number")))
-        };
         let rank = num("RANK", &rank)?;
         let world = num("WORLD_SIZE", &world)?;
         if world == 0 || rank >= world {
@@ -221,6 +216,13 @@ impl LaunchEnv {
     }
 }
 
+/// The launch variable `name`, whose value is `v`, as a whole number.
+fn num(name: &str, v: &str) -> Result<usize, DistError> {
+    v.trim()
+        .parse()
+        .map_err(|_| DistError::Env(format!("{name}={v:?} is not a whole number")))
+}
+
 /// The job of an `srun` step of several tasks, launched without torchrun (see
 /// [`LaunchEnv::from_lookup`]); `None` outside Slurm or for a single task.
 fn slurm(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>, DistError> {
@@ -229,11 +231,6 @@ fn slurm(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>, 
     let (Some(procid), Some(ntasks)) = (lookup("SLURM_PROCID"), lookup("SLURM_STEP_NUM_TASKS"))
     else {
         return Ok(None);
-    };
-    let num = |name: &str, v: &str| -> Result<usize, DistError> {
-        v.trim()
-            .parse()
-            .map_err(|_| DistError::Env(format!("{name}={v:?} is not a whole number")))
     };
     let world = num("SLURM_STEP_NUM_TASKS", &ntasks)?;
     if world <= 1 {

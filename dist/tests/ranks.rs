@@ -24,11 +24,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Run `test` of this binary as the ranks of a 2-rank job, each with `role`; their outputs.
-fn spawn_ranks(test: &str, role: &str) -> Vec<std::process::Output> {
+/// Start `test` of this binary as the ranks of a 2-rank job, each with `role`.
+fn spawn(test: &str, role: &str) -> Vec<std::process::Child> {
     let port = free_port().to_string();
     let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
+    (0..2)
         .map(|rank| {
             Command::new(&exe)
                 .args([test, "--exact", "--nocapture", "--test-threads", "1"])
@@ -43,8 +43,12 @@ fn spawn_ranks(test: &str, role: &str) -> Vec<std::process::Output> {
                 .spawn()
                 .unwrap()
         })
-        .collect();
-    children
+        .collect()
+}
+
+/// Run `test` of this binary as the ranks of a 2-rank job, each with `role`; their outputs.
+fn spawn_ranks(test: &str, role: &str) -> Vec<std::process::Output> {
+    spawn(test, role)
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
         .collect()
@@ -284,27 +288,10 @@ fn a_hung_rank_poisons_the_group_and_the_survivor_exits() {
         }
         Ok(other) => panic!("unexpected role {other}"),
         Err(_) => {
-            let port = free_port().to_string();
-            let exe = std::env::current_exe().unwrap();
-            let mut children: Vec<_> = (0..2)
-                .map(|rank| {
-                    Command::new(&exe)
-                        .args([
-                            "a_hung_rank_poisons_the_group_and_the_survivor_exits",
-                            "--exact",
-                            "--nocapture",
-                        ])
-                        .env(ROLE, "hung")
-                        .env("RANK", rank.to_string())
-                        .env("WORLD_SIZE", "2")
-                        .env("MASTER_ADDR", "127.0.0.1")
-                        .env("MASTER_PORT", &port)
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .unwrap()
-                })
-                .collect();
+            let mut children = spawn(
+                "a_hung_rank_poisons_the_group_and_the_survivor_exits",
+                "hung",
+            );
             let hung = children.pop().unwrap();
             let survivor = children.pop().unwrap().wait_with_output().unwrap();
             let mut hung = hung;
@@ -318,16 +305,18 @@ fn a_hung_rank_poisons_the_group_and_the_survivor_exits() {
     }
 }
 
+/// An environment of these variables alone, as `LaunchEnv::from_lookup` reads one.
+fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    move |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
 #[test]
 fn launch_variables_are_read_as_torchrun_sets_them() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    };
     assert_eq!(LaunchEnv::from_lookup(env(&[])).unwrap(), None);
     let e = LaunchEnv::from_lookup(env(&[
         ("RANK", "1"),
@@ -400,14 +389,6 @@ fn launch_variables_are_read_as_torchrun_sets_them() {
 
 #[test]
 fn srun_without_torchrun_is_read_from_the_slurm_variables() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    };
     // `srun -N2 -n4 ofa train …` on nodes gpu07 and gpu08: the third task
     let e = LaunchEnv::from_lookup(env(&[
         ("SLURM_PROCID", "2"),

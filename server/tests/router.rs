@@ -1,20 +1,12 @@
 //! The service called in process on its router (no socket, no spawned binary, no training run):
 //! the shipped package, its routes and their JSON errors.
 
-use std::path::PathBuf;
+mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
+use common::{arch_json, call, shipped, shipped_space};
 use ofa_server::{ServeConfig, Server};
-use serde_json::{json, Value};
-use tower::ServiceExt;
-
-fn shipped() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../checkpoints/fashion-mnist"
-    ))
-}
+use serde_json::json;
 
 async fn app() -> axum::Router {
     let cfg = ServeConfig {
@@ -27,34 +19,6 @@ async fn app() -> axum::Router {
         .await
         .expect("the shipped package serves")
         .router()
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let req = req
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .expect("a request");
-    let resp = app
-        .clone()
-        .oneshot(req)
-        .await
-        .unwrap_or_else(|e| match e {});
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
-        .await
-        .expect("a body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,13 +144,8 @@ async fn replicas_that_cut_differently_never_serve_each_others_weights() {
                 .router()
         }
     };
-    let card: Value = serde_json::from_slice(
-        &std::fs::read(shipped().join("card.json")).expect("the shipped card"),
-    )
-    .expect("card JSON");
-    let space =
-        ofa_space::SearchSpace::from_json(&card["space"].to_string()).expect("the shipped space");
-    let arch = serde_json::to_value(ofa_space::ArchConfig::smallest(&space)).expect("arch JSON");
+    let space = shipped_space();
+    let arch = arch_json(&ofa_space::ArchConfig::smallest(&space));
     let mut served = Vec::new();
     for images in [2000, 200] {
         let app = replica(images).await;
@@ -199,19 +158,9 @@ async fn replicas_that_cut_differently_never_serve_each_others_weights() {
         .await;
         assert_eq!(status, StatusCode::OK, "{rec}");
         let id = rec["id"].as_str().expect("an id").to_string();
-        let resp = app
-            .clone()
-            .oneshot(
-                Request::get(format!("/v1/subnets/{id}/weights"))
-                    .body(Body::empty())
-                    .expect("a request"),
-            )
-            .await
-            .unwrap_or_else(|e| match e {});
-        assert_eq!(resp.status(), StatusCode::OK);
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 26)
-            .await
-            .expect("a body");
+        let (status, bytes) =
+            common::call_raw(&app, "GET", &format!("/v1/subnets/{id}/weights"), None).await;
+        assert_eq!(status, StatusCode::OK);
         served.push((id, bytes));
     }
     assert_eq!(served[0].0, served[1].0, "one arch, one id");
@@ -279,12 +228,7 @@ async fn the_disk_cache_stays_within_its_bound() {
     assert!(!stale.exists(), "a killed write's temporary file stayed");
     assert!(live.exists(), "a recent temporary file was removed");
 
-    let card: Value = serde_json::from_slice(
-        &std::fs::read(shipped().join("card.json")).expect("the shipped card"),
-    )
-    .expect("card JSON");
-    let space =
-        ofa_space::SearchSpace::from_json(&card["space"].to_string()).expect("the shipped space");
+    let space = shipped_space();
     let base = ofa_space::ArchConfig::smallest(&space);
     let n = 100;
     let mut last = String::new();

@@ -2,21 +2,16 @@
 //! Every wait below is bounded by a generous guard that only a hung server reaches.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
+mod common;
+
+use common::shipped;
 use ofa_server::{ServeConfig, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const GUARD: Duration = Duration::from_secs(120);
-
-fn shipped() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../checkpoints/fashion-mnist"
-    ))
-}
 
 /// A running server; it stops when dropped.
 struct Running {

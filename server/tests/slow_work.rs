@@ -2,47 +2,15 @@
 //! metrics). A cut slower than the request timeout still fills the cache and is served on a later
 //! request, computed once in all.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
+use common::{arch_json, call_raw as call, shipped, shipped_space};
 use ofa_server::{ServeConfig, Server};
-use ofa_space::{ArchConfig, SearchSpace};
+use ofa_space::ArchConfig;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-fn shipped() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../checkpoints/fashion-mnist"
-    ))
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, bytes::Bytes) {
-    let mut req = Request::builder().method(method).uri(path);
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let req = req
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .expect("a request");
-    let resp = app
-        .clone()
-        .oneshot(req)
-        .await
-        .unwrap_or_else(|e| match e {});
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 26)
-        .await
-        .expect("a body");
-    (status, bytes)
-}
 
 fn counter(metrics: &str, name: &str) -> f64 {
     metrics
@@ -66,12 +34,7 @@ async fn a_cut_slower_than_the_request_timeout_is_served_later_computed_once() {
         .await
         .expect("the shipped package serves")
         .router();
-    let card: Value = serde_json::from_slice(
-        &std::fs::read(shipped().join("card.json")).expect("the shipped card"),
-    )
-    .expect("card JSON");
-    let space = SearchSpace::from_json(&card["space"].to_string()).expect("the shipped space");
-    let arch = serde_json::to_value(ArchConfig::largest(&space)).expect("arch JSON");
+    let arch = arch_json(&ArchConfig::largest(&shipped_space()));
     let (status, rec) = call(
         &app,
         "POST",
