@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{arch_json, call, shipped, shipped_space};
+use common::{call, post_arch, shipped, shipped_space};
 use ofa_server::{ServeConfig, Server};
 use serde_json::json;
 
@@ -145,19 +145,11 @@ async fn replicas_that_cut_differently_never_serve_each_others_weights() {
         }
     };
     let space = shipped_space();
-    let arch = arch_json(&ofa_space::ArchConfig::smallest(&space));
+    let arch = ofa_space::ArchConfig::smallest(&space);
     let mut served = Vec::new();
     for images in [2000, 200] {
         let app = replica(images).await;
-        let (status, rec) = call(
-            &app,
-            "POST",
-            "/v1/subnets",
-            Some(json!({"supernet": "fashion-mnist", "arch": arch})),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{rec}");
-        let id = rec["id"].as_str().expect("an id").to_string();
+        let id = post_arch(&app, &arch).await;
         let (status, bytes) =
             common::call_raw(&app, "GET", &format!("/v1/subnets/{id}/weights"), None).await;
         assert_eq!(status, StatusCode::OK);
@@ -240,15 +232,7 @@ async fn the_disk_cache_stays_within_its_bound() {
             *ks = space.ks_list[rest % 3];
             rest /= 3;
         }
-        let (status, rec) = call(
-            &app,
-            "POST",
-            "/v1/subnets",
-            Some(json!({"supernet": "fashion-mnist", "arch": arch})),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{rec}");
-        last = rec["id"].as_str().expect("an id").to_string();
+        last = post_arch(&app, &arch).await;
         let (bytes, _) = cached_bytes(cache.path());
         assert!(
             bytes <= max,

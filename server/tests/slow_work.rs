@@ -7,10 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{arch_json, call_raw as call, shipped, shipped_space};
+use common::{call_raw as call, post_arch, shipped, shipped_space};
 use ofa_server::{ServeConfig, Server};
 use ofa_space::ArchConfig;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn counter(metrics: &str, name: &str) -> f64 {
     metrics
@@ -34,17 +34,7 @@ async fn a_cut_slower_than_the_request_timeout_is_served_later_computed_once() {
         .await
         .expect("the shipped package serves")
         .router();
-    let arch = arch_json(&ArchConfig::largest(&shipped_space()));
-    let (status, rec) = call(
-        &app,
-        "POST",
-        "/v1/subnets",
-        Some(json!({"supernet": "fashion-mnist", "arch": arch})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let rec: Value = serde_json::from_slice(&rec).expect("a record");
-    let id = rec["id"].as_str().expect("an id").to_string();
+    let id = post_arch(&app, &ArchConfig::largest(&shipped_space())).await;
     let weights = format!("/v1/subnets/{id}/weights");
 
     let (status, body) = call(&app, "GET", &weights, None).await;

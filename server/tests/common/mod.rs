@@ -28,9 +28,12 @@ pub fn shipped_space() -> SearchSpace {
     SearchSpace::from_json(&card["space"].to_string()).expect("the shipped space")
 }
 
-/// `arch` as a request's JSON.
-pub fn arch_json(arch: &ArchConfig) -> Value {
-    serde_json::to_value(arch).expect("arch JSON")
+/// `POST /v1/subnets` of `arch` on the shipped package: the subnet's id.
+pub async fn post_arch(app: &axum::Router, arch: &ArchConfig) -> String {
+    let body = serde_json::json!({"supernet": "fashion-mnist", "arch": arch});
+    let (status, rec) = call(app, "POST", "/v1/subnets", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{rec}");
+    rec["id"].as_str().expect("an id").to_string()
 }
 
 /// One request to `app`, in process: its status and body bytes.
