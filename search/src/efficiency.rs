@@ -20,6 +20,7 @@ use ofa_space::{ActiveBlock, ArchConfig, Choices, SearchSpace};
 /// What an efficiency predictor measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Latency in milliseconds (from a lookup table).

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use ofa_extractor::Constraints;
+use ofa_predictors::Metric;
 use ofa_space::ArchConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,7 +41,7 @@ pub struct ParetoRequest {
     pub hardware: Option<String>,
     /// `latency_ms` (the default with a hardware), `macs_m` (the default without) or `params_m`.
     #[serde(default)]
-    pub objective: Option<String>,
+    pub objective: Option<Metric>,
     /// Bounds on the front's subnets.
     #[serde(default)]
     pub constraints: Option<Constraints>,

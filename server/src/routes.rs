@@ -58,13 +58,32 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         ),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad("malformed_json", e.body_text()),
         JsonRejection::JsonDataError(e) => {
-            ApiError::unprocessable("invalid_request", e.body_text())
+            // the field that failed, as serde found it (axum deserialises through
+            // `serde_path_to_error`): an objective has its own code
+            let field = data_error_path(&e);
+            let code = match field.as_deref() {
+                Some("objective") => "invalid_objective",
+                _ => "invalid_request",
+            };
+            ApiError::unprocessable(code, e.body_text())
         }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge
         }
         other => ApiError::bad("bad_body", other.body_text()),
     }
+}
+
+/// The path of the field a JSON body failed on (`objective`, `constraints.latency_ms`).
+fn data_error_path(e: &axum::extract::rejection::JsonDataError) -> Option<String> {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(p) = c.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            return Some(p.path().to_string());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 pub(crate) fn query_rejection(r: QueryRejection) -> ApiError {
@@ -561,18 +580,10 @@ pub async fn post_pareto(
         s.learn_hardware(sn, h);
         sn.spec().hardware(h)?;
     }
-    let objective = match req.objective.as_deref() {
-        Some("latency_ms") => Metric::LatencyMs,
-        Some("macs_m") => Metric::MacsM,
-        Some("params_m") => Metric::ParamsM,
+    let objective = match req.objective {
+        Some(o) => o,
         None if hardware.is_some() => Metric::LatencyMs,
         None => Metric::MacsM,
-        Some(o) => {
-            return Err(ApiError::unprocessable(
-                "invalid_objective",
-                format!("unknown objective `{o}`: latency_ms, macs_m or params_m"),
-            ))
-        }
     };
     if objective == Metric::LatencyMs && hardware.is_none() {
         return Err(ofa_extractor::ExtractError::NeedsHardware("front").into());
