@@ -12,6 +12,7 @@
 //! - [`run`]: the checkpoint's [`run::CheckpointState`], `run.json` ([`run::RunInfo`]) and the
 //!   package's `card.json` ([`run::RunCard`]).
 
+pub mod bench;
 pub mod files;
 pub mod metrics;
 pub mod net_config;

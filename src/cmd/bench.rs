@@ -3,13 +3,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ofa_supernet::timing::{once_ms, Summary};
+use ofa_schema::bench::{
+    BenchReport, Breakdown, ByArch, DataWait, ExtractReport, Forward, Spread, Summary, TrainReport,
+};
+use ofa_supernet::timing::once_ms;
 
 use ofa_space::{sample, ArchConfig, Choices};
 use ofa_supernet::{channels_last, Layout, Mode, Supernet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
 /// Arguments of `ofa bench`.
@@ -113,8 +115,9 @@ pub struct ExtractArgs {
 }
 
 /// Median and spread of timings in milliseconds.
-pub(crate) fn stats(ms: Vec<f64>) -> Value {
-    serde_json::to_value(Summary::of(ms)).expect("a Summary of numbers serialises")
+/// Print `report` as one JSON object.
+pub(crate) fn print_json(report: BenchReport) {
+    outln!("{}", ofa_schema::to_json(&report));
 }
 
 fn time_ms(f: impl FnOnce()) -> f64 {
@@ -158,7 +161,7 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
         net.extract(&arch)?;
     }
     let mut all = Vec::new();
-    let mut rows = serde_json::Map::new();
+    let mut by_kind = Vec::new();
     for kind in ["largest", "smallest", "random"] {
         let mut ms = Vec::with_capacity(a.repeats);
         for _ in 0..a.repeats {
@@ -172,9 +175,9 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
             res?;
         }
         all.extend(ms.iter().copied());
-        rows.insert(kind.to_string(), stats(ms));
+        by_kind.push(Summary::of(ms));
     }
-    let overall = stats(all);
+    let overall = Summary::of(all);
     // Eval forward of the largest extracted subnet.
     let sub = net.extract(&largest)?;
     let x = Tensor::randn(
@@ -186,7 +189,7 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
         ],
         (Kind::Float, Device::Cpu),
     );
-    let fwd = tch::no_grad(|| -> anyhow::Result<Value> {
+    let fwd = tch::no_grad(|| -> anyhow::Result<Summary> {
         let _warm = sub.forward(&x, Mode::Eval)?;
         let mut ms = Vec::new();
         for _ in 0..a.forward_repeats {
@@ -194,27 +197,38 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
             ms.push(time_ms(|| r = sub.forward(&x, Mode::Eval).map(drop)));
             r?;
         }
-        Ok(stats(ms))
+        Ok(Summary::of(ms))
     })?;
-    let out = json!({
-        "benchmark": "extract",
-        "space": space.name,
-        "threads": tch::get_num_threads(),
-        "median_ms": overall["median_ms"],
-        "spread": {"p10_ms": overall["p10_ms"], "p90_ms": overall["p90_ms"]},
-        "by_arch": rows,
-        "forward_largest": {"resolution": a.resolution, "batch": a.batch, "mode": "eval",
-                            "median_ms": fwd["median_ms"], "p10_ms": fwd["p10_ms"], "p90_ms": fwd["p90_ms"],
-                            "images_per_s": a.batch as f64 / (fwd["median_ms"].as_f64().unwrap_or(1.0) / 1e3)},
-    });
+    let out = ExtractReport {
+        space: space.name.clone(),
+        threads: tch::get_num_threads(),
+        median_ms: overall.median_ms,
+        spread: Spread {
+            p10_ms: overall.p10_ms,
+            p90_ms: overall.p90_ms,
+        },
+        by_arch: ByArch {
+            largest: by_kind[0],
+            smallest: by_kind[1],
+            random: by_kind[2],
+        },
+        forward_largest: Forward {
+            resolution: a.resolution,
+            batch: a.batch,
+            median_ms: fwd.median_ms,
+            p10_ms: fwd.p10_ms,
+            p90_ms: fwd.p90_ms,
+            images_per_s: a.batch as f64 / (fwd.median_ms / 1e3),
+        },
+    };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        print_json(BenchReport::Extract(out));
         return Ok(());
     }
     outln!(
         "extraction, space {} (random weights, {} threads)",
         space.name,
-        tch::get_num_threads()
+        out.threads
     );
     outln!(
         "{:<10} {:>10} {:>10} {:>10} {:>6}",
@@ -224,29 +238,29 @@ fn extract(a: ExtractArgs) -> anyhow::Result<()> {
         "p90 ms",
         "n"
     );
-    for kind in ["largest", "smallest", "random"] {
-        let r = &out["by_arch"][kind];
+    let b = &out.by_arch;
+    for (kind, r) in [
+        ("largest", b.largest),
+        ("smallest", b.smallest),
+        ("random", b.random),
+    ] {
         outln!(
             "{:<10} {:>10.3} {:>10.3} {:>10.3} {:>6}",
             kind,
-            r["median_ms"].as_f64().unwrap_or(0.0),
-            r["p10_ms"].as_f64().unwrap_or(0.0),
-            r["p90_ms"].as_f64().unwrap_or(0.0),
-            r["n"].as_u64().unwrap_or(0)
+            r.median_ms,
+            r.p10_ms,
+            r.p90_ms,
+            r.n
         );
     }
-    outln!(
-        "{:<10} {:>10.3}",
-        "all",
-        out["median_ms"].as_f64().unwrap_or(0.0)
-    );
-    let f = &out["forward_largest"];
+    outln!("{:<10} {:>10.3}", "all", out.median_ms);
+    let f = &out.forward_largest;
     outln!(
         "eval forward, largest subnet, r={} batch {}: median {:.1} ms ({:.0} images/s)",
-        a.resolution,
-        a.batch,
-        f["median_ms"].as_f64().unwrap_or(0.0),
-        f["images_per_s"].as_f64().unwrap_or(0.0)
+        f.resolution,
+        f.batch,
+        f.median_ms,
+        f.images_per_s
     );
     Ok(())
 }
@@ -410,81 +424,88 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         // Rank 0 reports for the job.
         return Ok(());
     }
-    let st = stats(ms);
-    let median = st["median_ms"].as_f64().unwrap_or(f64::NAN);
+    let st = Summary::of(ms);
     let n = a.steps as f64;
-    let out = json!({
-        "benchmark": "train",
-        "space": space.name, "width_mult": space.width_mult, "n_classes": space.n_classes,
-        "batch": a.batch, "resolution": a.resolution, "subnets_per_step": a.subnets_per_step,
-        "device": super::device_name(a.device), "threads": tch::get_num_threads(), "precision": format!("{:?}", a.precision).to_lowercase(), "layout": if a.nchw { "nchw" } else { "channels_last" },
-        "images_per_s": a.batch as f64 / (median / 1e3),
-        "step_ms": st,
-        "breakdown_ms": {"teacher_forward": total.teacher / n * 1e3, "student_forward": total.forward / n * 1e3,
-                         "backward": total.backward / n * 1e3, "optimizer": total.optimizer / n * 1e3,
-                         "allreduce": total.allreduce / n * 1e3},
-        "world_size": world, "backend": group.as_ref().map(|g| g.backend().name()),
-        "allreduce_share": total.allreduce / wall.max(1e-12),
-        "reduced_bytes_per_step": reduced_bytes,
-        "peak_rss_mib": peak_rss_mib(),
-    });
-    let mut out = out;
-    if let Some(dir) = &a.data {
-        out["data"] = json!(dir.display().to_string());
-        out["workers"] = json!(a.workers);
-        out["data_wait_s"] = json!(waited);
-        out["data_wait_share"] = json!(waited / wall.max(1e-12));
-    }
+    let share = |s: f64| s / wall.max(1e-12);
+    let out = TrainReport {
+        space: space.name.clone(),
+        width_mult: space.width_mult,
+        n_classes: space.n_classes,
+        batch: a.batch,
+        resolution: a.resolution,
+        subnets_per_step: a.subnets_per_step,
+        device: super::device_name(a.device),
+        threads: tch::get_num_threads(),
+        precision: format!("{:?}", a.precision).to_lowercase(),
+        layout: if a.nchw {
+            ofa_schema::bench::Layout::Nchw
+        } else {
+            ofa_schema::bench::Layout::ChannelsLast
+        },
+        images_per_s: a.batch as f64 / (st.median_ms / 1e3),
+        step_ms: st,
+        breakdown_ms: Breakdown {
+            teacher_forward: total.teacher / n * 1e3,
+            student_forward: total.forward / n * 1e3,
+            backward: total.backward / n * 1e3,
+            optimizer: total.optimizer / n * 1e3,
+            allreduce: total.allreduce / n * 1e3,
+        },
+        world_size: world,
+        backend: group.as_ref().map(|g| g.backend().name().to_string()),
+        allreduce_share: share(total.allreduce),
+        reduced_bytes_per_step: reduced_bytes,
+        peak_rss_mib: peak_rss_mib(),
+        data: a.data.as_ref().map(|dir| DataWait {
+            data: dir.display().to_string(),
+            workers: a.workers,
+            data_wait_s: waited,
+            data_wait_share: share(waited),
+        }),
+    };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        print_json(BenchReport::Train(out));
         return Ok(());
     }
-    if a.data.is_some() {
+    if let Some(d) = &out.data {
         outln!(
             "data wait    {:.1} % of the step ({:.2} s of {:.2} s; {} workers)",
-            100.0 * waited / wall.max(1e-12),
-            waited,
+            100.0 * d.data_wait_share,
+            d.data_wait_s,
             wall,
-            a.workers
+            d.workers
         );
     }
     outln!(
         "training steps, {} (width {}, {} classes), batch {} at r={}, {} subnet(s)/step, {} threads, {:?}, {}",
-        space.name, space.width_mult, space.n_classes, a.batch, a.resolution, a.subnets_per_step, tch::get_num_threads(),
+        space.name, space.width_mult, space.n_classes, a.batch, a.resolution, a.subnets_per_step, out.threads,
         a.precision, if a.nchw { "NCHW" } else { "channels-last" }
     );
-    outln!(
-        "images/s     {:.1}",
-        out["images_per_s"].as_f64().unwrap_or(0.0)
-    );
-    if let Some(g) = &group {
+    outln!("images/s     {:.1}", out.images_per_s);
+    if let Some(b) = &out.backend {
         outln!(
-            "ranks        {world} ({}); all-reduce {:.1} % of the step, {:.1} MiB per step",
-            g.backend().name(),
-            100.0 * total.allreduce / wall.max(1e-12),
+            "ranks        {world} ({b}); all-reduce {:.1} % of the step, {:.1} MiB per step",
+            100.0 * out.allreduce_share,
             reduced_bytes as f64 / f64::from(1 << 20)
         );
     }
     outln!(
         "step median  {:.1} ms (p10 {:.1}, p90 {:.1})",
-        median,
-        st["p10_ms"].as_f64().unwrap_or(0.0),
-        st["p90_ms"].as_f64().unwrap_or(0.0)
+        st.median_ms,
+        st.p10_ms,
+        st.p90_ms
     );
-    for k in [
-        "teacher_forward",
-        "student_forward",
-        "backward",
-        "optimizer",
-        "allreduce",
+    let b = &out.breakdown_ms;
+    for (k, v) in [
+        ("teacher_forward", b.teacher_forward),
+        ("student_forward", b.student_forward),
+        ("backward", b.backward),
+        ("optimizer", b.optimizer),
+        ("allreduce", b.allreduce),
     ] {
-        outln!(
-            "  {:<16} {:>8.1} ms",
-            k,
-            out["breakdown_ms"][k].as_f64().unwrap_or(0.0)
-        );
+        outln!("  {:<16} {:>8.1} ms", k, v);
     }
-    if let Some(m) = peak_rss_mib() {
+    if let Some(m) = out.peak_rss_mib {
         outln!("peak memory  {m:.0} MiB");
     }
     Ok(())

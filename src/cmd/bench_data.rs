@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use ofa_schema::bench::{BenchReport, DataReport, PerImage};
 use ofa_trainer::augment::AugmentConfig;
 use ofa_trainer::folder::{scan, write_synthetic_folder, FolderStream, JpegDecoder};
 use ofa_trainer::loader::{BatchPlan, Loader, TrainData};
-use serde_json::json;
 
 /// Arguments of `ofa bench data`.
 #[derive(Debug, clap::Args)]
@@ -113,26 +113,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         JpegDecoder::Full => "jpeg-decoder",
         JpegDecoder::Scaled => "jpeg-decoder (DCT-scaled)",
     };
-    let out = json!({
-        "benchmark": "data",
-        "data": a.data.display().to_string(),
-        "dataset_images": n,
-        "resolution": a.resolution, "batch": a.batch, "batches": a.batches, "workers": a.workers,
-        "decoder": decoder,
-        "images_per_s": images / secs,
-        "batch_ms": secs * 1e3 / a.batches as f64,
-        "bad_images": stream.bad_files().len(),
-        "peak_rss_mib": super::bench::peak_rss_mib(),
-        "per_image_ms": {
-            "images": stages.images,
-            "read": per_ms(stages.read), "decode": per_ms(stages.decode),
-            "crop_resize": per_ms(stages.resize), "jitter_normalize": per_ms(stages.normalize),
+    let out = DataReport {
+        data: a.data.display().to_string(),
+        dataset_images: n,
+        resolution: a.resolution,
+        batch: a.batch,
+        batches: a.batches,
+        workers: a.workers,
+        decoder: decoder.to_string(),
+        images_per_s: images / secs,
+        batch_ms: secs * 1e3 / a.batches as f64,
+        bad_images: stream.bad_files().len(),
+        peak_rss_mib: super::bench::peak_rss_mib(),
+        per_image_ms: PerImage {
+            images: stages.images,
+            read: per_ms(stages.read),
+            decode: per_ms(stages.decode),
+            crop_resize: per_ms(stages.resize),
+            jitter_normalize: per_ms(stages.normalize),
         },
-        "mean_file_kb": stages.bytes as f64 / 1024.0 / stages.images.max(1) as f64,
-        "mean_megapixels": stages.pixels as f64 / 1e6 / stages.images.max(1) as f64,
-    });
+        mean_file_kb: stages.bytes as f64 / 1024.0 / stages.images.max(1) as f64,
+        mean_megapixels: stages.pixels as f64 / 1e6 / stages.images.max(1) as f64,
+    };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        super::bench::print_json(BenchReport::Data(out));
         return Ok(());
     }
     outln!(
@@ -142,23 +146,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.batch,
         a.workers
     );
-    outln!("images/s       {:.0}", images / secs);
-    outln!("batch          {:.1} ms", secs * 1e3 / a.batches as f64);
-    if let Some(m) = out["peak_rss_mib"].as_f64() {
+    outln!("images/s       {:.0}", out.images_per_s);
+    outln!("batch          {:.1} ms", out.batch_ms);
+    if let Some(m) = out.peak_rss_mib {
         outln!("peak memory    {m:.0} MiB");
     }
+    let p = &out.per_image_ms;
     outln!(
         "one image, one thread ({} images, mean {:.0} KB, {:.2} MP):",
-        stages.images,
-        out["mean_file_kb"].as_f64().unwrap_or(0.0),
-        out["mean_megapixels"].as_f64().unwrap_or(0.0)
+        p.images,
+        out.mean_file_kb,
+        out.mean_megapixels
     );
-    for k in ["read", "decode", "crop_resize", "jitter_normalize"] {
-        outln!(
-            "  {:<17} {:>6.2} ms",
-            k,
-            out["per_image_ms"][k].as_f64().unwrap_or(0.0)
-        );
+    for (k, v) in [
+        ("read", p.read),
+        ("decode", p.decode),
+        ("crop_resize", p.crop_resize),
+        ("jitter_normalize", p.jitter_normalize),
+    ] {
+        outln!("  {:<17} {:>6.2} ms", k, v);
     }
     Ok(())
 }

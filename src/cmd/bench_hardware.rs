@@ -12,8 +12,8 @@ use ofa_predictors::hardware::{
     choose_probes, fit, ErrorStats, Features, ModelChoice, ProbeSelection,
 };
 use ofa_predictors::LatencyTable;
+use ofa_schema::bench::{BenchReport, HardwareReport};
 use ofa_space::Choices;
-use serde_json::json;
 
 /// Arguments of `ofa bench hardware`.
 #[derive(Debug, clap::Args)]
@@ -90,25 +90,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(|x| lat.predict(x))
         .collect::<Result<Vec<_>, _>>()?;
     let stats = ErrorStats::of(&predicted, &measured);
-    let out = json!({
-        "benchmark": "hardware",
-        "package": a.package.display().to_string(),
-        "runtime": "libtorch",
-        "threads": tch::get_num_threads(),
-        "probes": a.probes,
-        "probes_export_s": probes_export_s,
-        "probes_onnx_bytes": onnx_bytes,
-        "calibrate_s": cal.seconds,
-        "fit_s": fit_s,
-        "model": cal.report.model.name,
-        "loo_mape_pct": cal.report.loo.mape_pct,
-        "heldout": a.heldout,
-        "heldout_mape_pct": stats.mape_pct,
-        "within_10pct": stats.within_10pct,
-        "spearman": stats.spearman,
-    });
+    let out = HardwareReport {
+        package: a.package.display().to_string(),
+        runtime: "libtorch".into(),
+        threads: tch::get_num_threads(),
+        probes: a.probes,
+        probes_export_s,
+        probes_onnx_bytes: onnx_bytes,
+        calibrate_s: cal.seconds,
+        fit_s,
+        model: cal.report.model.name.clone(),
+        loo_mape_pct: cal.report.loo.mape_pct,
+        heldout: a.heldout,
+        heldout_mape_pct: stats.mape_pct,
+        within_10pct: stats.within_10pct,
+        spearman: stats.spearman,
+    };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        super::bench::print_json(BenchReport::Hardware(out));
         return Ok(());
     }
     outln!(

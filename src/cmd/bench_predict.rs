@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ofa_predictors::{AccuracyPredictor, Additive, Efficiency};
+use ofa_schema::bench::{BenchReport, PredictReference, PredictReport};
 use ofa_space::{sample, ArchConfig, Choices, Encoding, SearchSpace};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 use tch::Tensor;
 
 /// Arguments of `ofa bench predict`.
@@ -109,20 +109,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let archs_per_s = a.archs as f64 / predict_s;
 
-    let out = json!({
-        "benchmark": "predict",
-        "archs": a.archs,
-        "threads": rayon::current_num_threads(),
-        "predictor": a.predictor.as_ref().map_or("random, reference size (128 → 3 × 400 → 1)".to_string(), |p| p.display().to_string()),
-        "archs_per_s": archs_per_s,
-        "median_s": predict_s,
-        "macs_archs_per_s": macs,
-        "params_archs_per_s": params,
-        "macs_direct_count_archs_per_s": direct,
-        "reference": {"encode_predict_archs_per_s": 65_000, "forward_archs_per_s": 254_000, "flops_model_archs_per_s": 1_500},
-    });
+    let out = PredictReport {
+        archs: a.archs,
+        threads: rayon::current_num_threads(),
+        predictor: a.predictor.as_ref().map_or(
+            "random, reference size (128 → 3 × 400 → 1)".to_string(),
+            |p| p.display().to_string(),
+        ),
+        archs_per_s,
+        median_s: predict_s,
+        macs_archs_per_s: macs,
+        params_archs_per_s: params,
+        macs_direct_count_archs_per_s: direct,
+        reference: PredictReference {
+            encode_predict_archs_per_s: 65_000.0,
+            forward_archs_per_s: 254_000.0,
+            flops_model_archs_per_s: 1_500.0,
+        },
+    };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        super::bench::print_json(BenchReport::Predict(out));
         return Ok(());
     }
     outln!(

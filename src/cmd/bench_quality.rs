@@ -11,8 +11,8 @@ use ofa_extractor::pipeline::{choose, cut, Target};
 use ofa_extractor::{Constraints, EvolutionConfig, Predicted, Specialiser};
 use ofa_package::measure::{latency, top1, Recalibration};
 use ofa_package::{Package, Split};
+use ofa_schema::bench::{BenchReport, Noise, QualityReport, QualityRow, Scored};
 use ofa_space::ArchConfig;
-use serde::Serialize;
 
 /// Arguments of `ofa bench quality`.
 #[derive(Debug, clap::Args)]
@@ -47,53 +47,6 @@ pub struct Args {
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
-}
-
-/// A subnet scored every way.
-#[derive(Debug, Clone, Serialize)]
-struct Scored {
-    arch: ArchConfig,
-    macs_m: f64,
-    predicted_top1: f64,
-    val_top1: f64,
-    test_top1: f64,
-    predicted_latency_ms: f64,
-    measured_latency_ms: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Row {
-    budget_ms: f64,
-    search: Scored,
-    /// The dataset's best subnet (by measured held-out top-1) within the budget, if any fits.
-    dataset_best: Option<Scored>,
-    dataset_fitting: usize,
-    /// search − dataset best, points.
-    val_gap: Option<f64>,
-    test_gap: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-struct Noise {
-    samples: usize,
-    /// Standard deviation of one measurement: sd(difference of two) / √2, points.
-    sd_points: f64,
-    /// Largest difference seen, points.
-    max_diff_points: f64,
-    /// Binomial standard error of a top-1 near the dataset's mean on this many images, points.
-    binomial_se_points: f64,
-    images: usize,
-}
-
-#[derive(Debug, Serialize)]
-struct Out {
-    package: String,
-    hardware: String,
-    dataset_records: usize,
-    val_images: usize,
-    test_images: usize,
-    rows: Vec<Row>,
-    noise: Option<Noise>,
 }
 
 struct Scorer<'a> {
@@ -199,7 +152,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .copied()
             .max_by(|&i, &j| records[i].top1.total_cmp(&records[j].top1));
         let dataset_best = best.map(|i| sc.score(&records[i].arch)).transpose()?;
-        rows.push(Row {
+        rows.push(QualityRow {
             budget_ms: b,
             val_gap: dataset_best.as_ref().map(|d| search.val_top1 - d.val_top1),
             test_gap: dataset_best
@@ -231,7 +184,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let out = Out {
+    let out = QualityReport {
         // the folder's name: the file is shipped inside the package and must not name this machine
         package: ofa_package::package_name(&a.package),
         hardware,
@@ -242,14 +195,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         noise,
     };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        super::bench::print_json(BenchReport::Quality(out));
         return Ok(());
     }
     print_table(&out);
     Ok(())
 }
 
-fn print_table(o: &Out) {
+fn print_table(o: &QualityReport) {
     outln!(
         "search quality on {} ({}): the search's pick against the dataset's best measured subnet \
          within the budget ({} records); top-1 on {} held-out and {} test images; latency here, batch 1",

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use ofa_extractor::{evolve, Bound, EvolutionConfig, Problem};
 use ofa_predictors::{AccuracyPredictor, Additive};
+use ofa_schema::bench::{BenchReport, SearchReport};
 use ofa_space::{Choices, Encoding, SearchSpace};
-use serde_json::json;
 
 use super::bench_predict::random_predictor;
 
@@ -57,19 +57,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     runs.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
     let m = &runs[runs.len() / 2];
-    let out = json!({
-        "benchmark": "search",
-        "population": 100, "generations": 500, "max_macs_m": a.max_macs_m,
-        "threads": rayon::current_num_threads(),
-        "wall_s": m.seconds,
-        "predict_s": m.predict_seconds,
-        "evaluated": m.evaluated,
-        "draws": m.draws,
-        "runs_s": runs.iter().map(|r| r.seconds).collect::<Vec<_>>(),
-        "reference_wall_s": 47.8,
-    });
+    let out = SearchReport {
+        population: 100,
+        generations: 500,
+        max_macs_m: a.max_macs_m,
+        threads: rayon::current_num_threads(),
+        wall_s: m.seconds,
+        predict_s: m.predict_seconds,
+        evaluated: m.evaluated,
+        draws: m.draws,
+        runs_s: runs.iter().map(|r| r.seconds).collect(),
+        reference_wall_s: 47.8,
+    };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        super::bench::print_json(BenchReport::Search(out));
         return Ok(());
     }
     outln!(

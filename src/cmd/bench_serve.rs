@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ofa_supernet::timing::Summary;
+use ofa_schema::bench::{BenchReport, Rss, ServeReport, Summary};
 use serde_json::{json, Value};
 
 /// Arguments of `ofa bench serve`.
@@ -271,28 +271,31 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let growth = (r1 - r0) / r0 * 100.0;
     let cold_s = Summary::of(cold);
     let first_s = Summary::of(first);
-    let out = json!({
-        "benchmark": "serve",
-        "package": a.package.display().to_string(),
-        "connections": a.connections,
-        "cached_get_rps": g.rps,
-        "cached_get_p99_ms": g.p99_ms,
-        "cached_get_errors": g.errors,
-        "cached_post_rps": p.rps,
-        "cached_post_p99_ms": p.p99_ms,
-        "cached_post_errors": p.errors,
-        "cold_post_p50_ms": cold_s.median_ms,
-        "cold_post": cold_s,
-        "first_weights_p50_ms": first_s.median_ms,
-        "first_weights": first_s,
-        "rss_growth_pct": growth,
-        "rss_mib": {"start": r0, "end": r1, "samples": samples.len(),
-                    "max": samples.iter().copied().fold(f64::NAN, f64::max)},
-        "sustained_get_rps": sustained.rps,
-        "sustained_get_errors": sustained.errors,
-    });
+    let out = ServeReport {
+        package: a.package.display().to_string(),
+        connections: a.connections,
+        cached_get_rps: g.rps,
+        cached_get_p99_ms: g.p99_ms,
+        cached_get_errors: g.errors,
+        cached_post_rps: p.rps,
+        cached_post_p99_ms: p.p99_ms,
+        cached_post_errors: p.errors,
+        cold_post_p50_ms: cold_s.median_ms,
+        cold_post: cold_s,
+        first_weights_p50_ms: first_s.median_ms,
+        first_weights: first_s,
+        rss_growth_pct: growth,
+        rss_mib: Rss {
+            start: r0,
+            end: r1,
+            samples: samples.len(),
+            max: samples.iter().copied().fold(f64::NAN, f64::max),
+        },
+        sustained_get_rps: sustained.rps,
+        sustained_get_errors: sustained.errors,
+    };
     if a.json {
-        outln!("{}", serde_json::to_string(&out)?);
+        super::bench::print_json(BenchReport::Serve(out));
         return Ok(());
     }
     outln!(

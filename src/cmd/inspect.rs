@@ -2,10 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use ofa_schema::net_config::NetConfig;
+use ofa_schema::run::SupernetMetrics;
 use ofa_space::{cost::cost_at, ArchConfig, SearchSpace};
-use ofa_supernet::checkpoint::{open_model, Model};
-use serde_json::{json, Value};
+use ofa_supernet::checkpoint::{open_model, Model, Provenance};
+use serde::Serialize;
+use serde_json::Value;
 use tch::Device;
 
 /// Arguments of `ofa inspect`.
@@ -25,64 +30,149 @@ pub struct Args {
     json: bool,
 }
 
-fn devices() -> Value {
-    let cuda = ofa_supernet::device::init();
-    json!({
-        "cpu": {"threads": tch::get_num_threads()},
-        "cuda_available": tch::Cuda::is_available(),
-        "cuda_devices": tch::Cuda::device_count(),
-        "cudnn_available": tch::Cuda::cudnn_is_available(),
-        "cuda_backend": cuda.loaded,
-        "cuda_note": cuda.reason,
-        "libtorch": ofa_supernet::device::libtorch_dir(),
-    })
+/// What `ofa inspect` reports: one field per line of text, or the JSON object.
+#[derive(Debug, Default, Serialize)]
+struct Inspection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<FileKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    space: Option<SearchSpace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<Provenance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tensors: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trainable_params: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subnets: Option<Vec<Costs>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<SupernetMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocks: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arch: Option<ArchConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    macs: Option<u64>,
+    /// The subnet file's JSON metadata (`predicted`, `measured`, `source_supernet`), as stored.
+    #[serde(flatten)]
+    metadata: BTreeMap<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    net_config: Option<NetConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    devices: Option<Devices>,
 }
 
-fn costs(space: &SearchSpace, arch: &ArchConfig) -> Value {
-    let per_res: Vec<Value> = space
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum FileKind {
+    Supernet,
+    Subnet,
+}
+
+/// MACs and parameters of a subnet at each resolution of its space.
+#[derive(Debug, Serialize)]
+struct Costs {
+    arch: ArchConfig,
+    by_resolution: Vec<AtResolution>,
+}
+
+#[derive(Debug, Serialize)]
+struct AtResolution {
+    resolution: u32,
+    macs: u64,
+    params: u64,
+}
+
+/// The compute devices.
+#[derive(Debug, Serialize)]
+struct Devices {
+    cpu: Cpu,
+    cuda_available: bool,
+    cuda_devices: i64,
+    cudnn_available: bool,
+    cuda_backend: Option<String>,
+    cuda_note: Option<String>,
+    libtorch: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Cpu {
+    threads: i32,
+}
+
+fn devices() -> Devices {
+    let cuda = ofa_supernet::device::init();
+    Devices {
+        cpu: Cpu {
+            threads: tch::get_num_threads(),
+        },
+        cuda_available: tch::Cuda::is_available(),
+        cuda_devices: tch::Cuda::device_count(),
+        cudnn_available: tch::Cuda::cudnn_is_available(),
+        cuda_backend: cuda.loaded.clone(),
+        cuda_note: cuda.reason.clone(),
+        libtorch: ofa_supernet::device::libtorch_dir(),
+    }
+}
+
+fn costs(space: &SearchSpace, arch: &ArchConfig) -> Costs {
+    let by_resolution = space
         .resolutions
         .iter()
         .map(|&r| {
             let c = cost_at(space, arch, r);
-            json!({"resolution": r, "macs": c.macs, "params": c.params})
+            AtResolution {
+                resolution: r,
+                macs: c.macs,
+                params: c.params,
+            }
         })
         .collect();
-    json!({"arch": arch, "by_resolution": per_res})
+    Costs {
+        arch: arch.clone(),
+        by_resolution,
+    }
 }
 
 /// Run `ofa inspect`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let mut out = serde_json::Map::new();
+    let mut out = Inspection::default();
     match &a.file {
         None if !a.devices => bail!("give a FILE to inspect, or --devices"),
         None => {}
         Some(path) => {
-            out.insert("file".into(), json!(path.display().to_string()));
+            out.file = Some(path.display().to_string());
             match open_model(path, Device::Cpu)? {
                 Model::Supernet(ck) => {
                     let space = ck.net.space();
-                    out.insert("kind".into(), json!("supernet"));
-                    out.insert("sha256".into(), json!(ck.sha256));
-                    out.insert("space".into(), serde_json::to_value(space)?);
-                    out.insert("provenance".into(), serde_json::to_value(&ck.provenance)?);
-                    out.insert("tensors".into(), json!(ck.net.tensors().len()));
-                    out.insert("trainable_params".into(), json!(ck.net.num_params()));
-                    let mut subnets = Vec::new();
-                    if let Some(p) = &a.arch {
-                        let arch = super::arch_arg(p, space)?;
-                        arch.validate(space)?;
-                        subnets.push(costs(space, &arch));
-                    } else {
-                        subnets.push(costs(space, &ArchConfig::largest(space)));
-                        subnets.push(costs(space, &ArchConfig::smallest(space)));
-                    }
-                    out.insert("subnets".into(), json!(subnets));
-                    if let Some(m) = &ck.metrics {
-                        out.insert("metrics".into(), serde_json::to_value(m)?);
-                    }
+                    out.kind = Some(FileKind::Supernet);
+                    out.tensors = Some(ck.net.tensors().len());
+                    out.trainable_params = Some(ck.net.num_params());
+                    let subnets = match &a.arch {
+                        Some(p) => {
+                            let arch = super::arch_arg(p, space)?;
+                            arch.validate(space)?;
+                            vec![costs(space, &arch)]
+                        }
+                        None => vec![
+                            costs(space, &ArchConfig::largest(space)),
+                            costs(space, &ArchConfig::smallest(space)),
+                        ],
+                    };
+                    out.subnets = Some(subnets);
+                    out.space = Some(space.clone());
+                    out.sha256 = Some(ck.sha256);
+                    out.provenance = Some(ck.provenance);
+                    out.metrics = ck.metrics;
                 }
                 Model::Subnet(f) => {
-                    out.insert("kind".into(), json!("subnet"));
+                    out.kind = Some(FileKind::Subnet);
                     let tensors = f.net.named_tensors();
                     let params: i64 = f
                         .net
@@ -93,114 +183,113 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         .filter(|(s, _)| s.role.trainable())
                         .map(|(_, (_, t))| t.numel() as i64)
                         .sum();
-                    out.insert("tensors".into(), json!(tensors.len()));
-                    out.insert("params".into(), json!(params));
-                    out.insert("blocks".into(), json!(f.net.config().blocks.len()));
+                    out.tensors = Some(tensors.len());
+                    out.params = Some(params);
+                    out.blocks = Some(f.net.config().blocks.len());
                     if let Some(arch) = &f.arch {
-                        out.insert("arch".into(), serde_json::to_value(arch)?);
-                        if let Some(space) = f
-                            .metadata
-                            .get("space")
-                            .and_then(|s| SearchSpace::from_json(s).ok())
-                        {
-                            let c = ofa_space::cost(&space, arch);
-                            out.insert("macs".into(), json!(c.macs));
+                        out.arch = Some(arch.clone());
+                        // a subnet file carries its space; one without it has no MACs to show
+                        if let Some(text) = f.metadata.get("space") {
+                            let space = SearchSpace::from_json(text).with_context(|| {
+                                format!("{}: the `space` metadata is not a space", path.display())
+                            })?;
+                            out.macs = Some(ofa_space::cost(&space, arch).macs);
                         }
                     }
                     for k in ["predicted", "measured", "source_supernet"] {
                         if let Some(v) = f.metadata.get(k) {
-                            out.insert(k.into(), serde_json::from_str(v).unwrap_or(json!(v)));
+                            let v = serde_json::from_str(v).with_context(|| {
+                                format!("{}: the `{k}` metadata is not JSON", path.display())
+                            })?;
+                            out.metadata.insert(k.to_string(), v);
                         }
                     }
-                    out.insert(
-                        "net_config".into(),
-                        serde_json::to_value(f.net.config().to_net_config())?,
-                    );
+                    out.net_config = Some(f.net.config().to_net_config());
                 }
             }
         }
     }
     if a.devices || a.file.is_none() {
-        out.insert("devices".into(), devices());
+        out.devices = Some(devices());
     }
-    let out = Value::Object(out);
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", ofa_schema::to_json_pretty(&out));
     } else {
         print_text(&out);
     }
     Ok(())
 }
 
-fn print_text(v: &Value) {
-    let s = |k: &str| {
-        v.get(k)
-            .map(|x| x.to_string().trim_matches('"').to_string())
-    };
-    if let Some(f) = s("file") {
+fn print_text(v: &Inspection) {
+    if let Some(f) = &v.file {
         outln!("file        {f}");
     }
-    if let Some(k) = s("kind") {
-        outln!("kind        {k}");
+    if let Some(k) = v.kind {
+        outln!(
+            "kind        {}",
+            match k {
+                FileKind::Supernet => "supernet",
+                FileKind::Subnet => "subnet",
+            }
+        );
     }
-    if let Some(sp) = v.get("space") {
+    if let Some(sp) = &v.space {
         outln!(
             "space       {} (width {} · {} classes · {} input channels)",
-            sp["name"].as_str().unwrap_or("?"),
-            sp["width_mult"],
-            sp["n_classes"],
-            sp["in_channels"]
+            sp.name,
+            sp.width_mult,
+            sp.n_classes,
+            sp.in_channels
         );
         outln!(
-            "choices     kernel {} · expand {} · depth {} · resolutions {}",
-            sp["ks_list"],
-            sp["expand_ratio_list"],
-            sp["depth_list"],
-            sp["resolutions"]
+            "choices     kernel {:?} · expand {:?} · depth {:?} · resolutions {:?}",
+            sp.ks_list,
+            sp.expand_ratio_list,
+            sp.depth_list,
+            sp.resolutions
         );
     }
-    if let Some(t) = s("tensors") {
+    if let Some(t) = v.tensors {
         outln!("tensors     {t}");
     }
-    if let Some(p) = s("trainable_params").or_else(|| s("params")) {
+    if let Some(p) = v.trainable_params.or(v.params) {
         outln!("params      {p}");
     }
-    if let Some(m) = s("macs") {
+    if let Some(m) = v.macs {
         outln!("macs        {m}");
     }
-    if let Some(subnets) = v.get("subnets").and_then(Value::as_array) {
-        for sn in subnets {
-            outln!("subnet      {}", sn["arch"]);
+    for sn in v.subnets.iter().flatten() {
+        outln!("subnet      {}", ofa_schema::to_json(&sn.arch));
+        outln!(
+            "  {:>10}  {:>14}  {:>12}",
+            "resolution",
+            "MACs (M)",
+            "params (M)"
+        );
+        for r in &sn.by_resolution {
             outln!(
-                "  {:>10}  {:>14}  {:>12}",
-                "resolution",
-                "MACs (M)",
-                "params (M)"
+                "  {:>10}  {:>14.3}  {:>12.3}",
+                r.resolution,
+                r.macs as f64 / 1e6,
+                r.params as f64 / 1e6
             );
-            for r in sn["by_resolution"].as_array().into_iter().flatten() {
-                outln!(
-                    "  {:>10}  {:>14.3}  {:>12.3}",
-                    r["resolution"],
-                    r["macs"].as_f64().unwrap_or(0.0) / 1e6,
-                    r["params"].as_f64().unwrap_or(0.0) / 1e6
-                );
-            }
         }
     }
-    if let Some(d) = v.get("devices") {
-        outln!("cpu         {} threads", d["cpu"]["threads"]);
-        let cuda = if d["cuda_available"].as_bool().unwrap_or(false) {
+    if let Some(d) = &v.devices {
+        outln!("cpu         {} threads", d.cpu.threads);
+        let cuda = if d.cuda_available {
             format!(
                 "available, {} device(s), backend {}",
-                d["cuda_devices"], d["cuda_backend"]
+                d.cuda_devices,
+                d.cuda_backend.as_deref().unwrap_or("?")
             )
         } else {
             format!(
                 "not available ({})",
-                d["cuda_note"].as_str().unwrap_or("no GPU")
+                d.cuda_note.as_deref().unwrap_or("no GPU")
             )
         };
         outln!("cuda        {cuda}");
-        outln!("libtorch    {}", d["libtorch"].as_str().unwrap_or("?"));
+        outln!("libtorch    {}", d.libtorch);
     }
 }

@@ -44,58 +44,15 @@ pub fn once_ms<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (y, t.elapsed().as_secs_f64() * 1e3)
 }
 
-/// Order statistics of timings (ms).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Summary {
-    /// Samples.
-    pub n: usize,
-    /// Median.
-    pub median_ms: f64,
-    /// 10th percentile.
-    pub p10_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// Fastest.
-    pub min_ms: f64,
-    /// Slowest.
-    pub max_ms: f64,
-}
-
-impl Summary {
-    /// Summarise `ms` (empty → all zeros).
-    pub fn of(mut ms: Vec<f64>) -> Summary {
-        if ms.is_empty() {
-            return Summary {
-                n: 0,
-                median_ms: 0.0,
-                p10_ms: 0.0,
-                p90_ms: 0.0,
-                min_ms: 0.0,
-                max_ms: 0.0,
-            };
-        }
-        ms.sort_by(f64::total_cmp);
-        let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
-        Summary {
-            n: ms.len(),
-            median_ms: q(0.5),
-            p10_ms: q(0.1),
-            p90_ms: q(0.9),
-            min_ms: ms[0],
-            max_ms: ms[ms.len() - 1],
-        }
-    }
-}
+/// Order statistics of timings (ms): the report type, with its constructor, lives in the schema.
+pub use ofa_schema::bench::Summary;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn summary_orders_samples() {
-        let s = Summary::of(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
-        assert_eq!((s.n, s.median_ms, s.min_ms, s.max_ms), (5, 3.0, 1.0, 5.0));
-        assert_eq!(Summary::of(vec![]).n, 0);
+    fn time_ms_warms_up_then_times() {
         let calls = std::cell::Cell::new(0);
         let ms = time_ms(Device::Cpu, 2, 3, || calls.set(calls.get() + 1));
         assert_eq!((ms.len(), calls.get()), (3, 5));
