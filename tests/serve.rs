@@ -1105,21 +1105,6 @@ fn a_token_guards_everything_but_health_checks() {
         None,
     );
     assert_eq!(ok.status, 200);
-    // operator input has a range: a deadline of 1e19 s would overflow the clock in every search
-    common::fails_with(
-        ofa().args([
-            "serve",
-            "--package",
-            s(package()),
-            "--request-timeout",
-            "1e19",
-        ]),
-        "--request-timeout must be a positive number of seconds, at most 86400",
-    );
-    common::fails_with(
-        ofa().args(["serve", "--package", s(package()), "--max-queue", "0"]),
-        "--max-queue",
-    );
     // an empty token would turn authentication off: the server refuses to start
     common::fails_with(
         ofa().args(["serve", "--package", s(package()), "--token", ""]),
@@ -1264,10 +1249,37 @@ fn serve_refuses_bad_packages_and_arguments_by_name() {
         ]),
         "two packages are named `pkg`",
     );
-    common::fails_with(
-        ofa().args(["serve", "--package", s(package()), "--request-timeout", "0"]),
-        "--request-timeout must be a positive number",
-    );
+    // operator input has a range: a deadline of 1e19 s would overflow the clock in every search
+    for (flag, value, says) in [
+        (
+            "--request-timeout",
+            "0",
+            "--request-timeout must be a positive number",
+        ),
+        (
+            "--request-timeout",
+            "1e19",
+            "--request-timeout must be a positive number of seconds, at most 86400",
+        ),
+        (
+            "--header-timeout",
+            "0",
+            "--header-timeout must be a positive number",
+        ),
+        (
+            "--body-timeout",
+            "1e19",
+            "--body-timeout must be a positive number",
+        ),
+        ("--max-queue", "0", "--max-queue"),
+        ("--max-connections", "0", "--max-connections"),
+        ("--cache-dir-mb", "0", "--cache-dir-mb"),
+    ] {
+        common::fails_with(
+            ofa().args(["serve", "--package", s(package()), flag, value]),
+            says,
+        );
+    }
 }
 
 #[test]
