@@ -41,7 +41,12 @@ pub(super) fn all_ok<T>(
     result: Result<T, TrainError>,
 ) -> Result<T, TrainError> {
     let Some(g) = group else { return result };
-    let flags = g.exchange(i64::from(result.is_err()))?;
+    let flags = match g.exchange(i64::from(result.is_err())) {
+        Ok(f) => f,
+        // this rank's own error first: the exchange failing after it (a peer gone, or the
+        // group poisoned by the failed collective) says less
+        Err(e) => return result.and(Err(e.into())),
+    };
     match result {
         Err(e) => Err(e),
         Ok(v) => match flags.iter().position(|&f| f != 0) {
