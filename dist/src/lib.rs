@@ -136,8 +136,8 @@ impl LaunchEnv {
     /// `SLURM_PROCID` and `SLURM_STEP_NUM_TASKS` > 1, no `RANK`), the job is read as PyTorch's
     /// launchers read it: rank `SLURM_PROCID`, world the step's tasks (`SLURM_NTASKS` when the
     /// step spans the allocation), local rank `SLURM_LOCALID`, the store on the step's first node
-    /// (`MASTER_ADDR` overrides) at `MASTER_PORT`, or else 20000 + `SLURM_JOB_ID` mod 10000 (one
-    /// port per job, the same on every rank).
+    /// (`MASTER_ADDR` overrides) at `MASTER_PORT`, or else 20000 + (`SLURM_JOB_ID` + 1009 ·
+    /// `SLURM_STEP_ID`) mod 10000 (one port per job step, the same on every rank of it).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, DistError> {
         let (rank, world) = match (lookup("RANK"), lookup("WORLD_SIZE")) {
             (Some(r), Some(w)) => (r, w),
@@ -276,8 +276,16 @@ fn slurm(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>, 
                 .trim()
                 .parse()
                 .map_err(|_| DistError::Env(format!("SLURM_JOB_ID={job:?} is not a number")))?;
+            // two steps of one allocation running at once get ports of their own
+            let step: u64 = match lookup("SLURM_STEP_ID") {
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| DistError::Env(format!("SLURM_STEP_ID={v:?} is not a number")))?,
+                None => 0,
+            };
             // below 30000: the result always fits a port
-            u16::try_from(20_000 + id % 10_000).unwrap_or(29_500)
+            u16::try_from(20_000 + (id + 1_009 * step) % 10_000).unwrap_or(29_500)
         }
     };
     Ok(Some(LaunchEnv {

@@ -403,6 +403,17 @@ fn srun_without_torchrun_is_read_from_the_slurm_variables() {
     assert_eq!((e.rank, e.world, e.local_rank), (2, 4, 0));
     assert_eq!(e.master_addr, "gpu07");
     assert_eq!(e.master_port, 23456, "20000 + the job id mod 10000");
+    // another step of the allocation, running beside it, gets another port
+    let e = LaunchEnv::from_lookup(env(&[
+        ("SLURM_PROCID", "0"),
+        ("SLURM_STEP_NUM_TASKS", "4"),
+        ("SLURM_STEP_ID", "1"),
+        ("SLURM_STEP_NODELIST", "gpu[07-08]"),
+        ("SLURM_JOB_ID", "123456"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(e.master_port, 24465);
     assert!(!e.agent_store);
     // MASTER_ADDR and MASTER_PORT win; torchrun's variables win over Slurm's
     let e = LaunchEnv::from_lookup(env(&[

@@ -37,6 +37,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Kind::Subnet,
+        Kind::Search,
+        Kind::Front,
+        Kind::Weights,
+        Kind::Etag,
+        Kind::Onnx,
+    ];
+
+    /// The kind whose folder is named `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Its name in metrics and folder names.
     pub fn name(self) -> &'static str {
         match self {
@@ -99,34 +114,48 @@ impl Store {
         memory_bytes: u64,
         disk_bytes: u64,
     ) -> Result<Store, std::io::Error> {
-        let kinds = [
-            Kind::Subnet,
-            Kind::Search,
-            Kind::Front,
-            Kind::Weights,
-            Kind::Etag,
-            Kind::Onnx,
-        ];
+        let small: Cache<(Kind, String), Blob> = Cache::builder()
+            .max_capacity((memory_bytes / 8).max(1 << 20))
+            .weigher(weigh)
+            .build();
+        let weights: Cache<(Kind, String), Blob> = Cache::builder()
+            .max_capacity(memory_bytes.max(1 << 20))
+            .weigher(weigh)
+            .build();
         let budget = match dir {
             Some(d) => {
-                for k in kinds {
+                for k in Kind::ALL {
                     std::fs::create_dir_all(d.join(k.name()))?;
                 }
-                let folders = kinds.iter().map(|k| d.join(k.name())).collect();
-                Some(Arc::new(DiskBudget::open(folders, disk_bytes)))
+                let folders = Kind::ALL.iter().map(|k| d.join(k.name())).collect();
+                let (s, w) = (small.clone(), weights.clone());
+                // `<kind>/<key>` backs an entry held in memory now
+                let hot = move |p: &Path| -> bool {
+                    let kind = p
+                        .parent()
+                        .and_then(Path::file_name)
+                        .and_then(|n| Kind::from_name(&n.to_string_lossy()));
+                    let key = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    match (kind, key) {
+                        (Some(k @ (Kind::Weights | Kind::Onnx)), Some(key)) => {
+                            w.contains_key(&(k, key))
+                        }
+                        (Some(k), Some(key)) => s.contains_key(&(k, key)),
+                        _ => false,
+                    }
+                };
+                Some(Arc::new(DiskBudget::open(
+                    folders,
+                    disk_bytes,
+                    Box::new(hot),
+                )))
             }
             None => None,
         };
         Ok(Store {
             dir: dir.map(Path::to_path_buf),
-            small: Cache::builder()
-                .max_capacity((memory_bytes / 8).max(1 << 20))
-                .weigher(weigh)
-                .build(),
-            weights: Cache::builder()
-                .max_capacity(memory_bytes.max(1 << 20))
-                .weigher(weigh)
-                .build(),
+            small,
+            weights,
             running: Arc::default(),
             budget,
         })

@@ -93,8 +93,9 @@ pub enum ApiError {
     /// The request's body did not arrive in time.
     #[error("the request body did not arrive within {0:.1} s")]
     BodyTimeout(f64),
-    /// The request ran past its time limit; its work was abandoned.
-    #[error("the request ran past its time limit of {0:.1} s and was abandoned")]
+    /// The request ran past its time limit. A search stops at it; a cut goes on and fills the
+    /// cache, so a retry may find it done.
+    #[error("the request ran past its time limit of {0:.1} s; retry later (a download being cut goes on and is kept)")]
     Timeout(f64),
     /// The server's own failure.
     #[error("internal error: {0}")]

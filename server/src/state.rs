@@ -74,8 +74,9 @@ pub struct Served {
     pub sha256: String,
     /// A hash of its accuracy predictor and latency table files, as opened.
     pub predictors: String,
-    /// A hash of what, besides the arch, decides the bytes of a cut: the device, the BN
-    /// recalibration settings and libtorch's thread count. Part of every weights and ONNX key, so
+    /// A hash of what, besides the supernet and the arch, decides the bytes of a cut: the device,
+    /// the BN recalibration settings, libtorch's thread count, the calibration images and the
+    /// predictors (whose top-1 the file's metadata holds). Part of every weights and ONNX key, so
     /// replicas on one cache folder that cut differently never serve each other's files.
     pub cut: String,
     /// The model thread.
@@ -123,7 +124,13 @@ impl Served {
         let info =
             summary(name, &sha256, &spec, &BTreeMap::new()).map_err(|e| ofa_space::chain(&e))?;
         let predictors = predictors_hash(dir)?;
-        let cut = cut_tag(device, recalibration, threads);
+        let cut = cut_tag(
+            device,
+            recalibration,
+            threads,
+            &calibration_hash(dir)?,
+            &predictors,
+        );
         let served = Served {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -389,13 +396,35 @@ pub fn content_id(parts: &[&[u8]]) -> String {
         .collect()
 }
 
-/// [`Served::cut`]: 16 hex digits over the device, the recalibration settings and the threads.
-pub fn cut_tag(device: tch::Device, r: Recalibration, threads: i32) -> String {
+/// [`Served::cut`]: 16 hex digits over the device, the recalibration settings, the threads, the
+/// calibration images (their file's hash) and the predictors (a cut file's metadata holds the
+/// predicted top-1).
+pub fn cut_tag(
+    device: tch::Device,
+    r: Recalibration,
+    threads: i32,
+    calibration: &str,
+    predictors: &str,
+) -> String {
     let text = format!(
-        "cut/1 device={device:?} images={} batch={} seed={} threads={threads}",
+        "cut/2 device={device:?} images={} batch={} seed={} threads={threads} \
+         calibration={calibration} predictors={predictors}",
         r.images, r.batch, r.seed
     );
     content_id(&[text.as_bytes()])[..16].to_string()
+}
+
+/// SHA-256 (hex) of `dir`'s calibration images file, or `none` without one.
+fn calibration_hash(dir: &std::path::Path) -> Result<String, String> {
+    let f = dir.join(ofa_schema::files::CALIBRATION_FILE);
+    if !f.is_file() {
+        return Ok("none".into());
+    }
+    let bytes = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Whether `id` has the shape of a subnet id (checked before any lookup).

@@ -208,6 +208,15 @@ fn lock_run(dir: &Path) -> Result<std::fs::File, TrainError> {
              choose another --out",
         ));
     }
+    // A file system without `flock` (Lustre mounted without `-o flock`, some FUSE mounts): the
+    // run goes on unlocked, as it did before the lock existed, and says so.
+    if matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::EOPNOTSUPP | libc::ENOLCK)
+    ) {
+        tracing::warn!(path = %path.display(), error = %e, "this file system cannot lock the run folder: two launches into it would not be stopped");
+        return Ok(f);
+    }
     Err(run_err(&path, e.to_string()))
 }
 

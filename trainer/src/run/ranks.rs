@@ -77,7 +77,9 @@ pub(super) fn agree(
 
 /// The layout of `net`'s gradient buckets (its trainable tensors in registry order, their shapes
 /// and types), for [`agree`]: ranks that would reduce different layouts stop with an error
-/// instead of summing unrelated numbers.
+/// instead of summing unrelated numbers. Every trainable tensor's gradient is in the buckets:
+/// the optimiser defines them all at its start and zeroes them, never drops them, so the
+/// gradients reduced are exactly these tensors.
 pub(super) fn bucket_layout(net: &Supernet) -> u64 {
     let trainable: Vec<Tensor> = net
         .tensors()
