@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use moka::future::Cache;
@@ -72,7 +73,33 @@ pub type Blob = Arc<bytes::Bytes>;
 type Outcome = Option<Result<Blob, Arc<ApiError>>>;
 
 /// Computations running now, by key: a caller of a key being computed waits on it.
-type Running = Arc<Mutex<HashMap<(Kind, String), watch::Receiver<Outcome>>>>;
+type Running = Arc<Mutex<HashMap<(Kind, String), (watch::Receiver<Outcome>, Waiters)>>>;
+
+/// How many requests wait on a computation now. A detached computation can ask, and the model
+/// thread drops a queued cut that nobody waits for any more (see `worker`).
+#[derive(Debug, Clone, Default)]
+pub struct Waiters(Arc<AtomicUsize>);
+
+impl Waiters {
+    /// Whether any request still waits.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+
+    pub(crate) fn wait(&self) -> Waiting {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Waiting(self.clone())
+    }
+}
+
+/// One request's wait, counted while it lasts (a timed-out or disconnected request drops it).
+pub(crate) struct Waiting(Waiters);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The two-level cache.
 #[derive(Debug, Clone)]
@@ -227,13 +254,16 @@ impl Store {
     /// waiting, never the work, which still fills the cache (a cut slower than the request
     /// timeout is served on the next request), and a caller arriving meanwhile waits on the same
     /// computation instead of starting another.
-    pub async fn get_or_compute<F>(
+    ///
+    /// `compute` is given the computation's [`Waiters`].
+    pub async fn get_or_compute<C, F>(
         &self,
         kind: Kind,
         key: &str,
-        compute: F,
+        compute: C,
     ) -> Result<Blob, ApiError>
     where
+        C: FnOnce(Waiters) -> F,
         F: Future<Output = Result<Blob, ApiError>> + Send + 'static,
     {
         let k = (kind, key.to_string());
@@ -242,18 +272,21 @@ impl Store {
                 .increment(1);
             return Ok(v);
         }
-        let mut rx = {
+        let (mut rx, _waiting) = {
             let mut running = self
                 .running
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(rx) = running.get(&k) {
+            if let Some((rx, waiters)) = running.get(&k) {
                 metrics::counter!("ofa_shared_computations_total", "kind" => kind.name())
                     .increment(1);
-                rx.clone()
+                (rx.clone(), waiters.wait())
             } else {
                 let (tx, rx) = watch::channel(None);
-                running.insert(k.clone(), rx.clone());
+                let waiters = Waiters::default();
+                let waiting = waiters.wait();
+                running.insert(k.clone(), (rx.clone(), waiters.clone()));
+                let compute = compute(waiters);
                 let store = self.clone();
                 let finished = Finished {
                     running: self.running.clone(),
@@ -265,7 +298,7 @@ impl Store {
                     drop(finished);
                     let _ = tx.send(Some(out.map_err(Arc::new)));
                 });
-                rx
+                (rx, waiting)
             }
         };
         let out = rx
@@ -388,6 +421,7 @@ fn clone_error(e: &ApiError) -> ApiError {
         ApiError::Overloaded(n) => ApiError::Overloaded(*n),
         ApiError::Timeout(s) => ApiError::Timeout(*s),
         ApiError::BodyTimeout(s) => ApiError::BodyTimeout(*s),
+        ApiError::Abandoned => ApiError::Abandoned,
         ApiError::Internal(m) => ApiError::Internal(m.clone()),
     }
 }
@@ -434,6 +468,54 @@ fn valid_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A computation detached from its waiters: one that gives up stops being counted, the work
+    /// goes on, and a later waiter gets its value without a second computation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_computation_outlives_its_waiters_and_counts_them() {
+        let store = Store::new(None, 1 << 20, 1 << 30).expect("a store");
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (seen, waiters) = tokio::sync::oneshot::channel::<Waiters>();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        // a waiter that gives up at once: the computation is left running
+        let first = tokio::time::timeout(
+            std::time::Duration::from_nanos(1),
+            store.get_or_compute(Kind::Weights, "k", move |w| {
+                let _ = seen.send(w);
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let _ = released.await;
+                    Ok(Arc::new(bytes::Bytes::from_static(b"cut")))
+                }
+            }),
+        )
+        .await;
+        assert!(first.is_err(), "the first waiter timed out");
+        let waiters = waiters.await.expect("the computation's waiters");
+        assert!(!waiters.any(), "a waiter that gave up is still counted");
+        // a second waiter joins the same computation
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .get_or_compute(Kind::Weights, "k", |_| async {
+                        Err(ApiError::Internal("a second computation".into()))
+                    })
+                    .await
+            }
+        });
+        while !waiters.any() {
+            tokio::task::yield_now().await;
+        }
+        let _ = release.send(());
+        let got = second.await.expect("the waiter").expect("the value");
+        assert_eq!(got.as_ref().as_ref(), b"cut");
+        assert!(!waiters.any());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // and it is in memory now
+        assert!(store.peek(Kind::Weights, "k").await.is_some());
+    }
 
     #[tokio::test]
     async fn no_key_becomes_a_path_outside_the_folder() {

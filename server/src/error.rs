@@ -97,6 +97,10 @@ pub enum ApiError {
     /// cache, so a retry may find it done.
     #[error("the request ran past its time limit of {0:.1} s; retry later (a download being cut goes on and is kept)")]
     Timeout(f64),
+    /// A queued cut that nobody waited for any more was dropped; one arriving just then is told
+    /// to retry.
+    #[error("the cut was dropped from the queue as nobody waited for it any more; retry")]
+    Abandoned,
     /// The server's own failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -115,7 +119,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Overloaded(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded(_) | ApiError::Timeout(_) | ApiError::Abandoned => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -134,6 +140,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::Timeout(_) => "timeout",
+            ApiError::Abandoned => "abandoned",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -260,7 +267,7 @@ impl IntoResponse for ApiError {
         let mut resp = (status, Json(body)).into_response();
         let h = resp.headers_mut();
         match self {
-            ApiError::Overloaded(_) | ApiError::Timeout(_) => {
+            ApiError::Overloaded(_) | ApiError::Timeout(_) | ApiError::Abandoned => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {

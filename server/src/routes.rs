@@ -255,17 +255,15 @@ pub async fn post_subnet(
             let key = content_id(&parts);
             let blob = within(
                 &s,
-                s.store.get_or_compute(
-                    Kind::Search,
-                    &key,
+                s.store.get_or_compute(Kind::Search, &key, |_| {
                     search(
                         s.clone(),
                         req.supernet.clone(),
                         constraints,
                         hardware.map(str::to_string),
                         seed,
-                    ),
-                ),
+                    )
+                }),
             )
             .await?;
             // The search's subnet stays addressable by its id even if its record left the cache.
@@ -408,10 +406,11 @@ pub async fn get_weights(
     let key = format!("{id}.{}", sn.cut);
     let blob = within(
         &s,
-        s.store.get_or_compute(Kind::Weights, &key, {
+        s.store.get_or_compute(Kind::Weights, &key, |wanted| {
             let (s, name) = (s.clone(), r.supernet.clone());
             async move {
-                let art = s.supernet(&name)?.worker.cut(arch, predicted, None).await?;
+                let worker = &s.supernet(&name)?.worker;
+                let art = worker.cut(arch, predicted, None, Some(wanted)).await?;
                 Ok(Arc::new(bytes::Bytes::from(art.subnet)))
             }
         }),
@@ -467,13 +466,13 @@ pub async fn get_onnx(
     );
     let blob = within(
         &s,
-        s.store.get_or_compute(Kind::Onnx, &key, {
+        s.store.get_or_compute(Kind::Onnx, &key, |wanted| {
             let (s, name) = (s.clone(), r.supernet.clone());
             async move {
                 let art = s
                     .supernet(&name)?
                     .worker
-                    .cut(arch, predicted, Some(o))
+                    .cut(arch, predicted, Some(o), Some(wanted))
                     .await?;
                 let onnx = art
                     .onnx
@@ -533,7 +532,7 @@ async fn etag_of(s: &AppState, key: &str, blob: &Blob) -> Result<(String, Header
     let b = blob.clone();
     let e = s
         .store
-        .get_or_compute(Kind::Etag, key, async move {
+        .get_or_compute(Kind::Etag, key, |_| async move {
             let hex = tokio::task::spawn_blocking(move || sha256_hex(&b))
                 .await
                 .map_err(|e| ApiError::Internal(format!("hashing a download: {e}")))?;
@@ -612,7 +611,7 @@ pub async fn post_pareto(
     let deadline = Instant::now() + s.limits.request_timeout;
     let blob = within(
         &s,
-        s.store.get_or_compute(Kind::Front, &key, {
+        s.store.get_or_compute(Kind::Front, &key, |_| {
             let s = s.clone();
             async move {
                 let t = Instant::now();

@@ -1,7 +1,9 @@
 //! One model thread per supernet. It opens the package (supernet weights and calibration images:
 //! tch tensors are `Send` but not `Sync`, so they get one owner) and serves cut requests from a
-//! bounded queue. A full queue is refused at once (503 with `Retry-After`); a request whose caller
-//! has gone (timed out, disconnected) is skipped when its turn comes.
+//! bounded queue. A full queue is refused at once (503 with `Retry-After`). A cut runs on for the
+//! cache when its callers time out or hang up, but one that had work ahead of it in the queue and
+//! that nobody waits for any more when its turn comes is skipped: a client that asks for many
+//! cold cuts and hangs up costs at most the one cut already running.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,17 @@ use ofa_space::{ArchConfig, SearchSpace};
 use tch::Device;
 use tokio::sync::oneshot;
 
+use crate::cache::Waiters;
 use crate::error::ApiError;
+
+/// A job taken off the queue: it counts as busy until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What the worker learnt when it opened the package.
 #[derive(Debug, Clone)]
@@ -37,7 +49,19 @@ struct Job {
     arch: ArchConfig,
     predicted: Predicted,
     onnx: Option<OnnxOptions>,
+    /// The requests waiting on this cut, if it is a cached computation's.
+    wanted: Option<Waiters>,
+    /// Jobs queued or running when it was queued.
+    ahead: usize,
     reply: oneshot::Sender<Result<Artefacts, ApiError>>,
+}
+
+impl Job {
+    /// Nobody will take the result: the caller has gone, or it waited behind other work and no
+    /// request waits for it any more.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed() || (self.ahead > 0 && self.wanted.as_ref().is_some_and(|w| !w.any()))
+    }
 }
 
 /// The handle of a model thread.
@@ -46,6 +70,8 @@ pub struct Worker {
     name: String,
     tx: SyncSender<Job>,
     queued: Arc<AtomicUsize>,
+    /// Jobs queued or running.
+    busy: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
     capacity: usize,
 }
@@ -65,9 +91,11 @@ impl Worker {
         let (tx, rx) = sync_channel::<Job>(capacity.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(AtomicUsize::new(0));
         let alive = Arc::new(AtomicBool::new(true));
         let dir: PathBuf = dir.to_path_buf();
         let (q, a, label) = (queued.clone(), alive.clone(), name.to_string());
+        let b = busy.clone();
         // A new thread starts with OpenMP's default thread count, not the one another thread
         // set: set it here, so a subnet is recalibrated (bit for bit) as `ofa extract` does with
         // the same `--threads`.
@@ -101,8 +129,11 @@ impl Worker {
                     let depth = q.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
                     metrics::gauge!("ofa_queue_depth", "supernet" => label.clone())
                         .set(depth as f64);
-                    if job.reply.is_closed() {
+                    // done with this job, however it ends
+                    let _busy = Busy(b.clone());
+                    if job.abandoned() {
                         metrics::counter!("ofa_abandoned_jobs_total").increment(1);
+                        let _ = job.reply.send(Err(ApiError::Abandoned));
                         continue;
                     }
                     let t = Instant::now();
@@ -130,6 +161,7 @@ impl Worker {
                 name: name.to_string(),
                 tx,
                 queued,
+                busy,
                 alive,
                 capacity: capacity.max(1),
             },
@@ -149,13 +181,17 @@ impl Worker {
         arch: ArchConfig,
         predicted: Predicted,
         onnx: Option<OnnxOptions>,
+        wanted: Option<Waiters>,
     ) -> Result<Artefacts, ApiError> {
         let (reply, rx) = oneshot::channel();
         let depth = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        let ahead = self.busy.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(Job {
             arch,
             predicted,
             onnx,
+            wanted,
+            ahead,
             reply,
         }) {
             Ok(()) => {
@@ -164,6 +200,7 @@ impl Worker {
             }
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
+                self.busy.fetch_sub(1, Ordering::SeqCst);
                 return Err(match e {
                     TrySendError::Full(_) => {
                         metrics::counter!("ofa_rejected_total", "reason" => "queue_full")
@@ -215,4 +252,52 @@ fn calibrate_here(pkg: &Package, dir: &Path, o: &CalibrateOptions) -> Result<Cal
         None => None,
     };
     calibrate(pkg, base.as_ref(), o).map_err(|e| ofa_space::chain(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(
+        ahead: usize,
+        wanted: Option<Waiters>,
+    ) -> (Job, oneshot::Receiver<Result<Artefacts, ApiError>>) {
+        let (reply, rx) = oneshot::channel();
+        let space = SearchSpace::preset("ofa-mbv3-tiny").expect("a preset");
+        let job = Job {
+            arch: ArchConfig::smallest(&space),
+            predicted: Predicted {
+                top1: 0.0,
+                macs_m: 0.0,
+                params_m: 0.0,
+                latency_ms: None,
+            },
+            onnx: None,
+            wanted,
+            ahead,
+            reply,
+        };
+        (job, rx)
+    }
+
+    #[test]
+    fn a_queued_cut_nobody_waits_for_is_skipped_a_first_one_is_not() {
+        let nobody = Waiters::default();
+        // first in line: it runs for the cache even with nobody waiting (a slow cut whose
+        // requests timed out is served on the next one)
+        let (j, _rx) = job(0, Some(nobody.clone()));
+        assert!(!j.abandoned());
+        // behind other work, with nobody waiting: skipped
+        let (j, _rx) = job(2, Some(nobody.clone()));
+        assert!(j.abandoned());
+        // behind other work, with a request waiting: runs
+        let waiting = nobody.wait();
+        let (j, _rx) = job(2, Some(nobody.clone()));
+        assert!(!j.abandoned());
+        drop(waiting);
+        // a caller that has gone: skipped wherever it stands
+        let (j, rx) = job(0, None);
+        drop(rx);
+        assert!(j.abandoned());
+    }
 }
