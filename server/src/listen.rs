@@ -1,9 +1,10 @@
 //! Accepting and serving connections, with the limits a public socket needs: at most
 //! `max_connections` at once (the listener waits for a free slot; the kernel's backlog holds the
-//! rest), and a header-read timeout that also bounds a kept-alive connection's idle time
-//! (hyper starts it whenever a connection waits for a request head), so a client that trickles
-//! its headers or opens connections and sends nothing is cut off. Body reads are bounded where
-//! bodies are read (`routes::ApiJson`).
+//! rest), a header-read timeout that also bounds a kept-alive connection's idle time (hyper
+//! starts it whenever a connection waits for a request head), so a client that trickles its
+//! headers or opens connections and sends nothing is cut off, and the same time as a write
+//! timeout (`tokio-io-timeout`), so a client that stops reading its response is cut off too.
+//! Body reads are bounded where bodies are read (`routes::ApiJson`).
 //!
 //! `axum::serve` sets no timer on hyper's connection builder, which leaves hyper's header timeout
 //! off; this loop is `axum::serve` with the timer, the cap and hyper-util's graceful shutdown.
@@ -18,6 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 /// Limits on connections.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +27,8 @@ pub struct ConnLimits {
     /// Connections served at once.
     pub max_connections: usize,
     /// Time for a request's head to arrive, counted from when the connection starts waiting for
-    /// it (a new connection, or a kept-alive one after its last response).
+    /// it (a new connection, or a kept-alive one after its last response); also the longest a
+    /// response may wait for the client to read it.
     pub header_timeout: Duration,
 }
 
@@ -66,8 +69,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // a response the client stops reading holds its slot no longer than an idle connection
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.header_timeout));
+        let conn = builder.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(app.clone()),
+        );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

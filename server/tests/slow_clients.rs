@@ -125,3 +125,51 @@ async fn connections_past_the_cap_wait_for_a_free_slot() {
     let answer = until_closed(&mut second).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_download_is_cut_off() {
+    // one slot: the second connection is served only once the server has let the first go
+    let server = start(ServeConfig {
+        max_connections: 1,
+        header_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(600),
+        ..ServeConfig::default()
+    })
+    .await;
+    let app_arch = ofa_space::ArchConfig::largest(&common::shipped_space());
+    // the largest subnet's weights (megabytes), asked for on a connection with a small receive
+    // buffer that is then never read
+    let id = {
+        let body = serde_json::json!({"supernet": "fashion-mnist", "arch": app_arch}).to_string();
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(
+            format!(
+                "POST /v1/subnets HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+        let answer = until_closed(&mut s).await;
+        let json = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+        let rec: serde_json::Value = serde_json::from_str(json).expect("a record");
+        rec["id"].as_str().expect("an id").to_string()
+    };
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small buffer");
+    let mut stalled = socket.connect(server.addr).await.expect("connect");
+    stalled
+        .write_all(format!("GET /v1/subnets/{id}/weights HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    // served once the stalled download has been cut off (before: never)
+    assert!(healthz(server.addr).await.starts_with("HTTP/1.1 200"));
+    let got = until_closed(&mut stalled).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+}

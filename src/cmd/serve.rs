@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
     /// Time for a request's head to arrive, seconds, at most a day; also the longest a kept-alive
-    /// connection may sit idle (a client that trickles its headers is cut off).
+    /// connection may sit idle and a response may wait for the client to read it.
     #[arg(long, default_value_t = 30.0)]
     header_timeout: f64,
     /// Time for a request's body to arrive, seconds, at most a day (then 408).
