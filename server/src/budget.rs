@@ -77,6 +77,7 @@ impl DiskBudget {
         for f in &budget.folders {
             for e in std::fs::read_dir(f).into_iter().flatten().flatten() {
                 let name = e.file_name();
+                // (a modification time in the future is no age: such a file is not stale)
                 let stale = e
                     .metadata()
                     .and_then(|m| m.modified())
