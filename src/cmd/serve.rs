@@ -34,8 +34,8 @@ pub struct Args {
     /// Cut requests queued per supernet (and searches at once) before answering 503, 1 to 100000.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_queue: u32,
-    /// Time limit of a request's work, seconds, at most a day (then a JSON 503; the work is
-    /// abandoned).
+    /// Time limit of a request's work, seconds, at most a day (then a JSON 503: a search stops;
+    /// a cut goes on and is served on a retry).
     #[arg(long, default_value_t = 30.0)]
     request_timeout: f64,
     /// How long in-flight requests may finish after SIGTERM / Ctrl-C, seconds, at most a day (the
