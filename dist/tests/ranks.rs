@@ -46,6 +46,16 @@ fn spawn(test: &str, role: &str) -> Vec<std::process::Child> {
         .collect()
 }
 
+/// A child process killed and reaped when this goes out of scope, even on a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Run `test` of this binary as the ranks of a 2-rank job, each with `role`; their outputs.
 fn spawn_ranks(test: &str, role: &str) -> Vec<std::process::Output> {
     spawn(test, role)
@@ -292,11 +302,9 @@ fn a_hung_rank_poisons_the_group_and_the_survivor_exits() {
                 "a_hung_rank_poisons_the_group_and_the_survivor_exits",
                 "hung",
             );
-            let hung = children.pop().unwrap();
+            // the silent rank is killed however this test ends (it would sleep for an hour)
+            let _hung = KillOnDrop(children.pop().unwrap());
             let survivor = children.pop().unwrap().wait_with_output().unwrap();
-            let mut hung = hung;
-            let _ = hung.kill();
-            let _ = hung.wait();
             let text = String::from_utf8_lossy(&survivor.stdout).to_string()
                 + &String::from_utf8_lossy(&survivor.stderr);
             assert!(survivor.status.success(), "rank 0: {text}");

@@ -70,7 +70,7 @@ impl Kind {
 pub type Blob = Arc<bytes::Bytes>;
 
 /// The outcome of a computation, shared by everyone waiting for it.
-type Outcome = Option<Result<Blob, Arc<ApiError>>>;
+type Outcome = Option<Result<Blob, ApiError>>;
 
 /// Computations running now, by key: a caller of a key being computed waits on it.
 type Running = Arc<Mutex<HashMap<(Kind, String), (watch::Receiver<Outcome>, Waiters)>>>;
@@ -296,22 +296,22 @@ impl Store {
                     let out = store.fill(kind, &finished.key.1, compute).await;
                     // off the map before the waiters wake: the value is in memory by now
                     drop(finished);
-                    let _ = tx.send(Some(out.map_err(Arc::new)));
+                    let _ = tx.send(Some(out));
                 });
                 (rx, waiting)
             }
         };
+        // the sender goes only with a result sent, or with a task that panicked or was dropped
         let out = rx
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| ApiError::Internal("a computation ended without a result".into()))?;
-        match out.as_ref() {
-            Some(Ok(v)) => Ok(v.clone()),
-            Some(Err(e)) => Err(clone_error(e)),
-            None => Err(ApiError::Internal(
+            .ok()
+            .and_then(|o| o.clone());
+        out.unwrap_or_else(|| {
+            Err(ApiError::Internal(
                 "a computation ended without a result".into(),
-            )),
-        }
+            ))
+        })
     }
 
     /// Memory (another computation may have just filled it), disk, else `compute`; the result
@@ -382,47 +382,6 @@ impl Store {
             tracing::warn!("cannot write the cache: {}", ofa_space::chain(&e));
             metrics::counter!("ofa_cache_write_errors_total").increment(1);
         }
-    }
-}
-
-/// An error shared by the callers of one computation, re-made for each of them.
-fn clone_error(e: &ApiError) -> ApiError {
-    match e {
-        ApiError::BadRequest { code, message } => ApiError::BadRequest {
-            code,
-            message: message.clone(),
-        },
-        ApiError::Unauthorized => ApiError::Unauthorized,
-        ApiError::NotFound {
-            code,
-            message,
-            available,
-        } => ApiError::NotFound {
-            code,
-            message: message.clone(),
-            available: available.clone(),
-        },
-        ApiError::MethodNotAllowed => ApiError::MethodNotAllowed,
-        ApiError::PayloadTooLarge => ApiError::PayloadTooLarge,
-        ApiError::UnsupportedMediaType(m) => ApiError::UnsupportedMediaType(m.clone()),
-        ApiError::Unprocessable {
-            code,
-            message,
-            feasible_minimum,
-        } => ApiError::Unprocessable {
-            code,
-            message: message.clone(),
-            feasible_minimum: feasible_minimum.clone(),
-        },
-        ApiError::Conflict { code, message } => ApiError::Conflict {
-            code,
-            message: message.clone(),
-        },
-        ApiError::Overloaded(n) => ApiError::Overloaded(*n),
-        ApiError::Timeout(s) => ApiError::Timeout(*s),
-        ApiError::BodyTimeout(s) => ApiError::BodyTimeout(*s),
-        ApiError::Abandoned => ApiError::Abandoned,
-        ApiError::Internal(m) => ApiError::Internal(m.clone()),
     }
 }
 

@@ -36,8 +36,8 @@ fn current_request_id() -> String {
         .unwrap_or_else(|_| "-".to_string())
 }
 
-/// Why a request failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a request failed (`Clone`: the waiters of one computation share its error).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed (bad JSON, bad query, bad id).
     #[error("{message}")]

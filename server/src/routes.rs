@@ -229,7 +229,7 @@ pub async fn post_subnet(
             Ok(Json(for_hardware(record, hardware)).into_response())
         }
         (None, Some(c)) => {
-            let constraints: Constraints = c;
+            let constraints = c;
             constraints.validate()?;
             if constraints.is_empty() {
                 return Err(ofa_extractor::ExtractError::NothingToSearch.into());
@@ -407,12 +407,7 @@ pub async fn get_weights(
     let blob = within(
         &s,
         s.store.get_or_compute(Kind::Weights, &key, |wanted| {
-            let (s, name) = (s.clone(), r.supernet.clone());
-            async move {
-                let worker = &s.supernet(&name)?.worker;
-                let art = worker.cut(arch, predicted, None, Some(wanted)).await?;
-                Ok(Arc::new(bytes::Bytes::from(art.subnet)))
-            }
+            cut_blob(s.clone(), r.supernet.clone(), arch, predicted, None, wanted)
         }),
     )
     .await?;
@@ -467,18 +462,14 @@ pub async fn get_onnx(
     let blob = within(
         &s,
         s.store.get_or_compute(Kind::Onnx, &key, |wanted| {
-            let (s, name) = (s.clone(), r.supernet.clone());
-            async move {
-                let art = s
-                    .supernet(&name)?
-                    .worker
-                    .cut(arch, predicted, Some(o), Some(wanted))
-                    .await?;
-                let onnx = art
-                    .onnx
-                    .ok_or_else(|| ApiError::Internal("the model thread wrote no ONNX".into()))?;
-                Ok(Arc::new(bytes::Bytes::from(onnx)))
-            }
+            cut_blob(
+                s.clone(),
+                r.supernet.clone(),
+                arch,
+                predicted,
+                Some(o),
+                wanted,
+            )
         }),
     )
     .await?;
@@ -487,6 +478,27 @@ pub async fn get_onnx(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     download(tag, &blob, &format!("{id}.onnx"))
+}
+
+/// A cut of `arch` on `supernet`'s model thread, detached from the request (it owns what it
+/// needs): the subnet file, or with `onnx` its ONNX model.
+async fn cut_blob(
+    s: Arc<AppState>,
+    supernet: String,
+    arch: ArchConfig,
+    predicted: Predicted,
+    onnx: Option<OnnxOptions>,
+    wanted: crate::cache::Waiters,
+) -> Result<Blob, ApiError> {
+    let worker = &s.supernet(&supernet)?.worker;
+    let art = worker.cut(arch, predicted, onnx, Some(wanted)).await?;
+    let bytes = match onnx {
+        None => art.subnet,
+        Some(_) => art
+            .onnx
+            .ok_or_else(|| ApiError::Internal("the model thread wrote no ONNX".into()))?,
+    };
+    Ok(Arc::new(bytes::Bytes::from(bytes)))
 }
 
 /// A file download: immutable, named, with its ETag.

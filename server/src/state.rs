@@ -377,10 +377,12 @@ fn predictors_hash(dir: &std::path::Path) -> Result<String, String> {
         h.update(b"\n");
         h.update(Sha256::digest(&bytes));
     }
-    Ok(h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex16(&h.finalize()))
+}
+
+/// The first 16 bytes of a SHA-256 digest, in hex.
+fn hex16(digest: &[u8]) -> String {
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 32 hex digits of SHA-256 over `parts`, each followed by a newline.
@@ -390,10 +392,7 @@ pub fn content_id(parts: &[&[u8]]) -> String {
         h.update(p);
         h.update(b"\n");
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex16(&h.finalize())
 }
 
 /// [`Served::cut`]: 16 hex digits over the device, the recalibration settings, the threads, the
@@ -421,10 +420,7 @@ fn calibration_hash(dir: &std::path::Path) -> Result<String, String> {
         return Ok("none".into());
     }
     let bytes = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(ofa_supernet::checkpoint::sha256_hex(&bytes))
 }
 
 /// Whether `id` has the shape of a subnet id (checked before any lookup).
