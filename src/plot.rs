@@ -186,11 +186,13 @@ pub fn png(front: &Front, path: &Path, title: &str) -> anyhow::Result<bool> {
 }
 
 /// What the curves show: loss points per phase (in order), and per phase end the step it came
-/// after and the held-out top-1 of its min / mid / max subnets at the largest resolution.
+/// after and the held-out top-1 of its min / mid / max subnets at the largest resolution; for a
+/// fine-tuning run, the subnet's held-out top-1 after each epoch (step, top-1).
 #[derive(Debug, Default)]
 struct Curves {
     loss: Vec<(String, Vec<(f64, f64)>)>,
     ends: Vec<(String, f64, [Option<f64>; 3])>,
+    epochs: Vec<(f64, f64)>,
 }
 
 fn read_curves(path: &Path) -> anyhow::Result<Curves> {
@@ -218,6 +220,7 @@ fn read_curves(path: &Path) -> anyhow::Result<Curves> {
                 let ends = [SubnetSize::Min, SubnetSize::Mid, SubnetSize::Max].map(pick);
                 c.ends.push((t.phase, last_step, ends));
             }
+            MetricsLine::Epoch(e) => c.epochs.push((e.global_step as f64, e.heldout_top1)),
             MetricsLine::Data(_) | MetricsLine::Ranks(_) | MetricsLine::Branch(_) => {}
         }
     }
@@ -241,7 +244,10 @@ where
     let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
     let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
     let x = range(
-        c.loss.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)),
+        c.loss
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .chain(c.epochs.iter().map(|p| p.0)),
         (0.0, 1.0),
     );
     let y = range(
@@ -256,10 +262,22 @@ where
     let y = range(
         c.ends
             .iter()
-            .flat_map(|(_, _, v)| v.iter().flatten().copied()),
+            .flat_map(|(_, _, v)| v.iter().flatten().copied())
+            .chain(c.epochs.iter().map(|p| p.1)),
         (0.0, 100.0),
     );
-    let mut chart = axes(&bottom, x, y, ("step (phase ends)", "held-out top-1 (%)"))?;
+    let xlabel = if c.epochs.is_empty() {
+        "step (phase ends)"
+    } else {
+        "step (epoch ends)"
+    };
+    let mut chart = axes(&bottom, x, y, (xlabel, "held-out top-1 (%)"))?;
+    if !c.epochs.is_empty() {
+        line(&mut chart, c.epochs.clone(), BLUE.to_rgba(), "subnet")?;
+        chart
+            .draw_series(c.epochs.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
+            .map_err(err)?;
+    }
     for (k, (label, color)) in [("smallest", RED), ("middle", GREEN), ("largest", BLUE)]
         .into_iter()
         .enumerate()

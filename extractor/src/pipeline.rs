@@ -261,10 +261,7 @@ pub struct Report {
     pub files: Vec<String>,
 }
 
-/// The subnet file of a report.
-pub const SUBNET_FILE: &str = "subnet.safetensors";
-/// The reference `net.config` JSON.
-pub const NET_CONFIG_FILE: &str = "net.config.json";
+pub use ofa_schema::files::{NET_CONFIG_FILE, SUBNET_FILE};
 /// The report.
 pub const REPORT_FILE: &str = "report.json";
 /// The ONNX file, when asked for.

@@ -30,6 +30,8 @@ pub enum Stream {
     Subnets,
     /// The held-out and calibration split of the training files.
     Holdout,
+    /// A fresh initialisation (a fine-tuning run from scratch).
+    Init,
 }
 
 impl Stream {
@@ -42,6 +44,7 @@ impl Stream {
             Stream::Dropout => 4,
             Stream::Subnets => 5,
             Stream::Holdout => 7,
+            Stream::Init => 8,
         }
     }
 }
@@ -59,10 +62,11 @@ mod tests {
             Stream::Dropout,
             Stream::Subnets,
             Stream::Holdout,
+            Stream::Init,
         ];
         let tags: Vec<u64> = all.iter().map(|s| s.tag()).collect();
         // changing a tag changes every run's batches: these numbers are fixed
-        assert_eq!(tags, [1, 2, 3, 4, 5, 7]);
+        assert_eq!(tags, [1, 2, 3, 4, 5, 7, 8]);
         // the position of a value matters
         assert_ne!(mix(&[0, 1]), mix(&[1, 0]));
     }

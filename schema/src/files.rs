@@ -15,3 +15,8 @@ pub const LATENCY_DIR: &str = "latency";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// A run's settings ([`crate::run::RunInfo`]).
 pub const RUN_INFO_FILE: &str = "run.json";
+
+/// A subnet's weights (`ofa extract`, `ofa finetune`: the file to deploy).
+pub const SUBNET_FILE: &str = "subnet.safetensors";
+/// A subnet's reference `net.config` JSON.
+pub const NET_CONFIG_FILE: &str = "net.config.json";

@@ -8,12 +8,14 @@
 //! - [`metrics`]: a run's `metrics.jsonl`, one [`metrics::MetricsLine`] per line, and the
 //!   phase-end validation table ([`metrics::PhaseTable`]) that the checkpoint state and the card
 //!   also carry.
+//! - [`finetune`]: a fine-tuning run's settings, state and the `finetune` metadata of its subnet.
 //! - [`net_config`]: the reference `MobileNetV3.config` JSON ([`net_config::NetConfig`]).
 //! - [`run`]: the checkpoint's [`run::CheckpointState`], `run.json` ([`run::RunInfo`]) and the
 //!   package's `card.json` ([`run::RunCard`]).
 
 pub mod bench;
 pub mod files;
+pub mod finetune;
 pub mod metrics;
 pub mod net_config;
 pub mod run;

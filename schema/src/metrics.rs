@@ -20,6 +20,8 @@ pub enum MetricsLine {
     Ranks(RanksLine),
     /// The run branched from another run's checkpoint.
     Branch(BranchLine),
+    /// A fine-tuning run's held-out evaluation (after each epoch; epoch 0: the start).
+    Epoch(EpochLine),
 }
 
 impl MetricsLine {
@@ -29,6 +31,7 @@ impl MetricsLine {
             MetricsLine::Step(s) => Some(s.global_step),
             MetricsLine::Ranks(r) => Some(r.global_step),
             MetricsLine::Branch(b) => Some(b.global_step),
+            MetricsLine::Epoch(e) => Some(e.global_step),
             MetricsLine::Data(_) | MetricsLine::Validation(_) => None,
         }
     }
@@ -58,6 +61,21 @@ pub struct StepLine {
     pub images_per_s: f64,
     /// Seconds the steps waited for data.
     pub data_wait_s: f64,
+    /// Seconds of training so far (over all sessions).
+    pub elapsed_s: f64,
+}
+
+/// `kind: epoch` (fine-tuning runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLine {
+    /// Epochs done (fractional for a last partial epoch).
+    pub epoch: f64,
+    /// Steps done.
+    pub global_step: u64,
+    /// Held-out top-1, percent.
+    pub heldout_top1: f64,
+    /// Whether it is the best so far (what `subnet.safetensors` now holds).
+    pub best: bool,
     /// Seconds of training so far (over all sessions).
     pub elapsed_s: f64,
 }

@@ -2,7 +2,8 @@
 //!
 //! Datasets ([`data`]: IDX, CIFAR-10 binary, image folders) and augmentation ([`augment`]) fed by
 //! worker threads ([`loader`]); recipes as data ([`recipe`]); one training step with distillation
-//! ([`step`]); the resumable run directory and its final package ([`run`]); a package's recipe and
+//! ([`step`]); a standalone subnet that trains ([`student`]) and its fine-tuning run
+//! ([`finetune`]); the resumable run directory and its final package ([`run`]); a package's recipe and
 //! splits ([`package`]). Opening packages, measuring subnets and the augmentation they share with
 //! training live in `ofa-package` ([`augment`] is re-exported from there).
 
@@ -11,9 +12,11 @@
 pub use ofa_package::augment;
 pub mod data;
 pub mod error;
+pub mod finetune;
 pub mod folder;
 pub mod loader;
 pub mod package;
 pub mod recipe;
 pub mod run;
 pub mod step;
+pub mod student;

@@ -43,3 +43,8 @@ pub fn splits(pkg: &Package, data: Option<&Path>) -> Result<Splits, TrainError> 
     };
     load_splits(&card.recipe, &dir)
 }
+
+/// The dataset folder named in the package's card.
+pub fn dataset(pkg: &Package) -> Result<PathBuf, TrainError> {
+    Ok(PathBuf::from(card(pkg)?.dataset))
+}

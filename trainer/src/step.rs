@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ofa_dist::{ProcessGroup, BUCKET_BYTES};
 use ofa_space::ArchConfig;
-use ofa_supernet::{Mode, Result, Supernet};
+use ofa_supernet::{Mode, Result, Subnet, Supernet, TensorSpec};
 use tch::{Kind, Tensor};
 
 use crate::error::TrainError;
@@ -40,6 +40,20 @@ pub fn lr_at(step: u64, total: u64, warmup: u64, base: f64) -> f64 {
     0.5 * base * (1.0 + (std::f64::consts::PI * t / span).cos())
 }
 
+/// A network's tensors, each with its spec, in one fixed order: what the optimiser, the gradient
+/// averaging, the ranks' start and the checkpoints walk (a supernet's registry, or a trainable
+/// subnet's tensors in state_dict order).
+pub trait Params {
+    /// Every tensor with its spec (trainable ones require gradients).
+    fn params(&self) -> &[(TensorSpec, Tensor)];
+}
+
+impl Params for Supernet {
+    fn params(&self) -> &[(TensorSpec, Tensor)] {
+        self.tensors()
+    }
+}
+
 /// SGD with Nesterov momentum (PyTorch semantics, dampening 0), weight decay only on the
 /// tensors whose role asks for it (not on BN and biases). Momentum buffers are kept by name so a
 /// run can save and restore them exactly.
@@ -49,7 +63,7 @@ pub struct Sgd {
     pub momentum: f64,
     /// Weight decay (L2) for conv/linear weights and the kernel transform matrices.
     pub weight_decay: f64,
-    /// One buffer per supernet tensor (same order as `Supernet::tensors`), created lazily.
+    /// One buffer per tensor (the order of [`Params::params`]), created lazily.
     buffers: Vec<Option<Tensor>>,
 }
 
@@ -58,9 +72,13 @@ impl Sgd {
     /// that no subnet of a step uses still receives its momentum and weight-decay update, as with
     /// the reference's `optimizer.zero_grad()` (gradients zeroed, not dropped); this also makes an
     /// optimiser restored from a checkpoint behave exactly like the one that was saved.
-    pub fn new(net: &Supernet, momentum: f64, weight_decay: f64) -> Sgd {
-        let mut zero = Tensor::zeros([], (Kind::Float, net.device()));
-        for (spec, t) in net.tensors() {
+    pub fn new(net: &impl Params, momentum: f64, weight_decay: f64) -> Sgd {
+        let device = net
+            .params()
+            .first()
+            .map_or(tch::Device::Cpu, |(_, t)| t.device());
+        let mut zero = Tensor::zeros([], (Kind::Float, device));
+        for (spec, t) in net.params() {
             if spec.role.trainable() && !t.grad().defined() {
                 zero += t.sum(Kind::Float) * 0.0;
             }
@@ -71,15 +89,15 @@ impl Sgd {
         let opt = Sgd {
             momentum,
             weight_decay,
-            buffers: net.tensors().iter().map(|_| None).collect(),
+            buffers: net.params().iter().map(|_| None).collect(),
         };
         opt.zero_grad(net);
         opt
     }
 
     /// Clear every gradient.
-    pub fn zero_grad(&self, net: &Supernet) {
-        for (spec, t) in net.tensors() {
+    pub fn zero_grad(&self, net: &impl Params) {
+        for (spec, t) in net.params() {
             if spec.role.trainable() {
                 let mut g = t.grad();
                 if g.defined() {
@@ -90,9 +108,9 @@ impl Sgd {
     }
 
     /// One update with learning rate `lr` (tensors without a gradient are left alone).
-    pub fn step(&mut self, net: &Supernet, lr: f64) {
+    pub fn step(&mut self, net: &impl Params, lr: f64) {
         tch::no_grad(|| {
-            for ((spec, p), buf) in net.tensors().iter().zip(self.buffers.iter_mut()) {
+            for ((spec, p), buf) in net.params().iter().zip(self.buffers.iter_mut()) {
                 if !spec.role.trainable() {
                     continue;
                 }
@@ -121,10 +139,10 @@ impl Sgd {
     /// Restore momentum buffers saved by [`Sgd::state`] (entries `momentum.<tensor name>`).
     pub fn load_state(
         &mut self,
-        net: &Supernet,
+        net: &impl Params,
         state: &std::collections::HashMap<String, Tensor>,
     ) {
-        for ((spec, p), buf) in net.tensors().iter().zip(self.buffers.iter_mut()) {
+        for ((spec, p), buf) in net.params().iter().zip(self.buffers.iter_mut()) {
             if let Some(b) = state.get(&format!("momentum.{}", spec.name)) {
                 *buf = Some(b.to_device(p.device()).to_kind(p.kind()));
             }
@@ -132,8 +150,8 @@ impl Sgd {
     }
 
     /// The momentum buffers by tensor name (for checkpoints).
-    pub fn state(&self, net: &Supernet) -> Vec<(String, Tensor)> {
-        net.tensors()
+    pub fn state(&self, net: &impl Params) -> Vec<(String, Tensor)> {
+        net.params()
             .iter()
             .zip(&self.buffers)
             .filter_map(|((s, _), b)| {
@@ -212,11 +230,11 @@ pub struct StepTime {
 /// Average the gradients of `net`'s trainable tensors across the ranks of `group` (DDP's 25 MiB
 /// buckets, in registry order, which every rank shares). Returns the bytes reduced.
 pub fn average_gradients(
-    net: &Supernet,
+    net: &impl Params,
     group: &ProcessGroup,
 ) -> std::result::Result<usize, TrainError> {
     let mut grads: Vec<Tensor> = net
-        .tensors()
+        .params()
         .iter()
         .filter(|(spec, _)| spec.role.trainable())
         .map(|(_, t)| t.grad())
@@ -288,6 +306,73 @@ pub fn train_step(
     Ok(StepStats {
         loss: loss_sum / n,
         top1: top1_sum / n,
+        reduced_bytes,
+        time,
+    })
+}
+
+/// One fine-tuning step of a standalone subnet: soft labels from `teacher` (train-mode BN under
+/// no-grad, as [`train_step`]'s teacher) where there is one, then the student's train-mode
+/// forward with `kd_ratio · CE(student, softmax(teacher)) + label-smoothed CE`, backward, the
+/// gradients averaged across the ranks of `group` where there is one, one optimiser step.
+#[allow(clippy::too_many_arguments)]
+pub fn subnet_step(
+    student: &crate::student::Student,
+    teacher: Option<&Subnet>,
+    opt: &mut Sgd,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &StepConfig,
+    lr: f64,
+    group: Option<&ProcessGroup>,
+) -> std::result::Result<StepStats, TrainError> {
+    let forward = |net: &Subnet| -> Result<Tensor> {
+        match cfg.precision {
+            Precision::Fp32 => net.forward(x, Mode::Train),
+            Precision::Bf16 => Ok(net
+                .cast_weights(Kind::BFloat16)
+                .forward(&x.to_kind(Kind::BFloat16), Mode::Train)?
+                .to_kind(Kind::Float)),
+        }
+    };
+    let mut time = StepTime::default();
+    let mut t0 = Instant::now();
+    let mut lap = |slot: &mut f64| {
+        *slot += t0.elapsed().as_secs_f64();
+        t0 = Instant::now();
+    };
+    opt.zero_grad(student);
+    lap(&mut time.optimizer);
+    let soft = match teacher {
+        Some(t) if cfg.kd_ratio > 0.0 => Some(tch::no_grad(|| forward(t))?.softmax(1, Kind::Float)),
+        _ => None,
+    };
+    lap(&mut time.teacher);
+    let out = forward(student.net())?;
+    let mut loss = label_smoothed_cross_entropy(&out, y, cfg.label_smoothing);
+    if let Some(s) = &soft {
+        loss += soft_cross_entropy(&out, s) * cfg.kd_ratio;
+    }
+    lap(&mut time.forward);
+    loss.backward();
+    let loss_value = loss.double_value(&[]);
+    let top1 = out
+        .argmax(1, false)
+        .eq_tensor(y)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    lap(&mut time.backward);
+    let reduced_bytes = match group {
+        Some(g) => average_gradients(student, g)?,
+        None => 0,
+    };
+    lap(&mut time.allreduce);
+    opt.step(student, lr);
+    lap(&mut time.optimizer);
+    Ok(StepStats {
+        loss: loss_value,
+        top1,
         reduced_bytes,
         time,
     })

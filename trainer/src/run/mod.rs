@@ -31,7 +31,7 @@ use crate::step::{lr_at, train_step, Sgd, StepConfig};
 mod branch;
 mod checkpoint;
 mod package;
-mod ranks;
+pub(crate) mod ranks;
 mod splits;
 mod validate;
 
@@ -42,7 +42,7 @@ pub use splits::{load_splits, resolve_space, EvalSet, Splits};
 
 pub use crate::error::TrainError;
 
-fn run_err(path: &Path, reason: impl Into<String>) -> TrainError {
+pub(crate) fn run_err(path: &Path, reason: impl Into<String>) -> TrainError {
     TrainError::Run {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -60,6 +60,8 @@ pub trait Observer: Send + Sync {
     fn phase_steps_end(&self, _finished: bool) {}
     /// The phase-end validation table.
     fn validation(&self, _phase: &str, _rows: &[ValidationRow]) {}
+    /// A fine-tuning run's held-out evaluation; `best`: the best so far.
+    fn epoch(&self, _record: &ofa_schema::finetune::EpochRecord, _best: bool) {}
 }
 
 /// An [`Observer`] that ignores everything.
@@ -184,7 +186,7 @@ const LOCK_FILE: &str = ".lock";
 /// Take the run folder `dir` for this process: an exclusive `flock` on `dir/.lock`, released when
 /// the process ends however it ends. A second launch into the folder (a new run or a resume)
 /// fails at once instead of writing the same checkpoint.
-fn lock_run(dir: &Path) -> Result<std::fs::File, TrainError> {
+pub(crate) fn lock_run(dir: &Path) -> Result<std::fs::File, TrainError> {
     let path = dir.join(LOCK_FILE);
     let f = std::fs::File::options()
         .create(true)
@@ -204,8 +206,8 @@ fn lock_run(dir: &Path) -> Result<std::fs::File, TrainError> {
     if e.kind() == std::io::ErrorKind::WouldBlock {
         return Err(run_err(
             dir,
-            "another `ofa train` is running in this folder (it holds .lock): wait for it, or \
-             choose another --out",
+            "another `ofa train` or `ofa finetune` is running in this folder (it holds .lock): wait \
+             for it, or choose another --out",
         ));
     }
     // A file system without `flock` (Lustre mounted without `-o flock`, some FUSE mounts): the
@@ -572,30 +574,34 @@ impl Ctx {
         if !self.lead() {
             return Ok(());
         }
-        let path = self.dir.join(METRICS_FILE);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| run_err(&path, e.to_string()))?;
-        // one write per line: a kill leaves at most a torn last line, which readers tell apart
-        f.write_all(format!("{}\n", line.to_line()).as_bytes())
-            .map_err(|e| run_err(&path, e.to_string()))
+        append_metrics(&self.dir.join(METRICS_FILE), line)
     }
+}
+
+/// Append `line` to the metrics file at `path` (created if missing).
+pub(crate) fn append_metrics(path: &Path, line: &MetricsLine) -> Result<(), TrainError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| run_err(path, e.to_string()))?;
+    // one write per line: a kill leaves at most a torn last line, which readers tell apart
+    f.write_all(format!("{}\n", line.to_line()).as_bytes())
+        .map_err(|e| run_err(path, e.to_string()))
 }
 
 /// The steps since the last metrics line: sums of their loss and top-1, their count, when the
 /// window opened and the images trained (over all ranks).
-struct LogWindow {
-    loss: f64,
-    top1: f64,
-    steps: usize,
-    start: Instant,
-    images: usize,
+pub(crate) struct LogWindow {
+    pub(crate) loss: f64,
+    pub(crate) top1: f64,
+    pub(crate) steps: usize,
+    pub(crate) start: Instant,
+    pub(crate) images: usize,
 }
 
 impl LogWindow {
-    fn new() -> LogWindow {
+    pub(crate) fn new() -> LogWindow {
         LogWindow {
             loss: 0.0,
             top1: 0.0,
@@ -605,7 +611,7 @@ impl LogWindow {
         }
     }
 
-    fn add(&mut self, loss: f64, top1: f64, images: usize) {
+    pub(crate) fn add(&mut self, loss: f64, top1: f64, images: usize) {
         self.loss += loss;
         self.top1 += top1;
         self.steps += 1;
@@ -617,7 +623,7 @@ impl LogWindow {
 const SETUP: &str = "while setting up";
 
 /// Whether a process of `group` writes the run directory.
-fn is_lead(group: Option<&ProcessGroup>) -> bool {
+pub(crate) fn is_lead(group: Option<&ProcessGroup>) -> bool {
     group.is_none_or(|g| g.rank() == 0)
 }
 

@@ -6,18 +6,18 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use ofa_dist::{ProcessGroup, BUCKET_BYTES};
-use ofa_supernet::Supernet;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::TrainError;
+use crate::step::Params;
 
 /// A fingerprint of `net`'s trainable tensors: a hash of their values in registry order, laid out
 /// as NCHW (so a channels-last training copy and the saved package give the same value). Ranks
 /// whose fingerprints agree hold bit-identical weights.
-pub fn weights_fingerprint(net: &Supernet) -> u64 {
+pub fn weights_fingerprint(net: &impl Params) -> u64 {
     let mut h = DefaultHasher::new();
     let mut buf = Vec::new();
-    for (spec, t) in net.tensors() {
+    for (spec, t) in net.params() {
         if !spec.role.trainable() {
             continue;
         }
@@ -35,7 +35,7 @@ pub fn weights_fingerprint(net: &Supernet) -> u64 {
 /// "while setting up"): the first failing rank's error on
 /// that rank, and [`TrainError::PeerFailed`] on the others (instead of each waiting at its next
 /// collective for a rank that is gone).
-pub(super) fn all_ok<T>(
+pub(crate) fn all_ok<T>(
     group: Option<&ProcessGroup>,
     stage: &'static str,
     result: Result<T, TrainError>,
@@ -61,7 +61,7 @@ pub(super) fn all_ok<T>(
 }
 
 /// Fail unless every rank passes the same `value` for `what`.
-pub(super) fn agree(
+pub(crate) fn agree(
     group: Option<&ProcessGroup>,
     what: &'static str,
     value: u64,
@@ -80,9 +80,9 @@ pub(super) fn agree(
 /// instead of summing unrelated numbers. Every trainable tensor's gradient is in the buckets:
 /// the optimiser defines them all at its start and zeroes them, never drops them, so the
 /// gradients reduced are exactly these tensors.
-pub(super) fn bucket_layout(net: &Supernet) -> u64 {
+pub(crate) fn bucket_layout(net: &impl Params) -> u64 {
     let trainable: Vec<Tensor> = net
-        .tensors()
+        .params()
         .iter()
         .filter(|(spec, _)| spec.role.trainable())
         .map(|(_, t)| t.shallow_clone())
@@ -91,7 +91,7 @@ pub(super) fn bucket_layout(net: &Supernet) -> u64 {
 }
 
 /// A hash of `parts` (for [`agree`]).
-pub(super) fn hash_of(parts: impl Hash) -> u64 {
+pub(crate) fn hash_of(parts: impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
     parts.hash(&mut h);
     h.finish()
@@ -99,13 +99,13 @@ pub(super) fn hash_of(parts: impl Hash) -> u64 {
 
 /// Overwrite `net`'s parameters and buffers on every rank with rank 0's (float tensors in
 /// buckets; the int64 batch counters one by one).
-pub(super) fn broadcast_from_first(
+pub(crate) fn broadcast_from_first(
     group: Option<&ProcessGroup>,
-    net: &Supernet,
+    net: &impl Params,
 ) -> Result<(), TrainError> {
     let Some(g) = group else { return Ok(()) };
     let (mut floats, others): (Vec<Tensor>, Vec<Tensor>) = net
-        .tensors()
+        .params()
         .iter()
         .map(|(_, t)| t.shallow_clone())
         .partition(|t| t.kind() == Kind::Float);
@@ -120,7 +120,7 @@ pub(super) fn broadcast_from_first(
 
 /// The step's metrics averaged over the ranks, and whether any rank asked to stop: one small
 /// all-reduce per step, so that every rank stops after the same step.
-pub(super) fn step_consensus(
+pub(crate) fn step_consensus(
     group: Option<&ProcessGroup>,
     loss: f64,
     top1: f64,
@@ -135,7 +135,7 @@ pub(super) fn step_consensus(
 }
 
 /// Whether any rank asked to stop.
-pub(super) fn any_stop(group: Option<&ProcessGroup>, stop: bool) -> Result<bool, TrainError> {
+pub(crate) fn any_stop(group: Option<&ProcessGroup>, stop: bool) -> Result<bool, TrainError> {
     let Some(g) = group else { return Ok(stop) };
     Ok(g.exchange(i64::from(stop))?.iter().any(|&f| f != 0))
 }
