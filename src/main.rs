@@ -55,6 +55,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Cut a subnet's weights out of a supernet.
     Extract(cmd::extract::Args),
+    /// Fine-tune one subnet of a package (or train it from scratch), resumable.
+    Finetune(cmd::finetune::Args),
     /// Run a supernet (with an arch) or a subnet on an input tensor.
     Infer(cmd::infer::Args),
     /// A subnet file's top-1 on a dataset (its test split by default).
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Curves(a) => cmd::curves::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Extract(a) => cmd::extract::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
         Command::Infer(a) => cmd::infer::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Eval(a) => cmd::eval::run(a),

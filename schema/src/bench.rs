@@ -67,6 +67,38 @@ pub enum BenchReport {
     Hardware(HardwareReport),
     /// `ofa bench data`.
     Data(DataReport),
+    /// `ofa bench finetune`.
+    Finetune(FinetuneReport),
+}
+
+/// A fine-tuning step of one subnet next to a progressive-shrinking step on the same subnet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneReport {
+    /// The package.
+    pub package: String,
+    /// The subnet.
+    pub arch: ofa_space::ArchConfig,
+    /// Images per step.
+    pub batch: i64,
+    /// libtorch's intra-op threads.
+    pub threads: i32,
+    /// Whether the steps distil from the package's largest subnet.
+    pub teacher: bool,
+    /// `ofa finetune`'s step: the standalone subnet's weights (a `Student`).
+    pub finetune: StepThroughput,
+    /// `ofa train`'s step on the same subnet: the supernet's sliced weights.
+    pub train: StepThroughput,
+    /// `finetune.images_per_s / train.images_per_s`.
+    pub ratio: f64,
+}
+
+/// Throughput of one kind of training step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepThroughput {
+    /// Images per second (batch / median step).
+    pub images_per_s: f64,
+    /// Step times.
+    pub step_ms: Summary,
 }
 
 /// Subnet extraction time, by kind of arch.

@@ -40,6 +40,8 @@ enum What {
     Quality(super::bench_quality::Args),
     /// Onboarding a device: probes exported, a calibration here, the fit, held-out error.
     Hardware(super::bench_hardware::Args),
+    /// A fine-tuning step of one subnet next to a progressive-shrinking step on the same subnet.
+    Finetune(super::bench_finetune::Args),
 }
 
 /// Arguments of `ofa bench train`.
@@ -133,6 +135,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Search(s) => super::bench_search::run(s),
         What::Serve(s) => super::bench_serve::run(s),
         What::Quality(q) => super::bench_quality::run(q),
+        What::Finetune(f) => super::bench_finetune::run(f),
         What::Hardware(h) => super::bench_hardware::run(h),
         What::Data(d) => super::bench_data::run(d),
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
+use ofa_schema::finetune::FinetuneRecord;
 use ofa_schema::net_config::NetConfig;
 use ofa_schema::run::SupernetMetrics;
 use ofa_space::{cost::cost_at, ArchConfig, SearchSpace};
@@ -62,6 +63,9 @@ struct Inspection {
     /// The subnet file's JSON metadata (`predicted`, `measured`, `source_supernet`), as stored.
     #[serde(flatten)]
     metadata: BTreeMap<String, Value>,
+    /// How the subnet was fine-tuned (`ofa finetune`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finetune: Option<FinetuneRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     net_config: Option<NetConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,6 +208,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                             out.metadata.insert(k.to_string(), v);
                         }
                     }
+                    if let Some(v) = f.metadata.get("finetune") {
+                        out.finetune = Some(serde_json::from_str(v).with_context(|| {
+                            format!(
+                                "{}: the `finetune` metadata is not a fine-tuning record",
+                                path.display()
+                            )
+                        })?);
+                    }
                     out.net_config = Some(f.net.config().to_net_config());
                 }
             }
@@ -257,6 +269,21 @@ fn print_text(v: &Inspection) {
     }
     if let Some(m) = v.macs {
         outln!("macs        {m}");
+    }
+    if let Some(f) = &v.finetune {
+        let test = f
+            .test_top1
+            .map_or(String::new(), |t| format!(", test {t:.2} %"));
+        outln!(
+            "finetune    {:?} weights, {:.2} epochs, teacher {:?}, lr {}: held-out {:.2} % at epoch {:.2}{test}",
+            f.init,
+            f.epochs,
+            f.teacher,
+            f.schedule.lr,
+            f.chosen.heldout_top1,
+            f.chosen.epoch
+        );
+        outln!("  base      sha256 {}", f.base_sha256);
     }
     for sn in v.subnets.iter().flatten() {
         outln!("subnet      {}", ofa_schema::to_json(&sn.arch));

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_data;
+pub mod bench_finetune;
 pub mod bench_hardware;
 pub mod bench_predict;
 pub mod bench_quality;
@@ -11,6 +12,7 @@ pub mod curves;
 pub mod eval;
 pub mod export;
 pub mod extract;
+pub mod finetune;
 pub mod hardware;
 pub mod import;
 pub mod infer;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use ofa_schema::finetune::EpochRecord;
 use ofa_schema::metrics::ValidationRow;
 use ofa_trainer::recipe::Recipe;
 use ofa_trainer::run::{branch, resume, train, Observer, Outcome, Silent, TrainOptions};
@@ -97,25 +98,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     // Ranks other than 0 stay quiet: rank 0 draws the progress and tables.
     let quiet = super::launch::is_follower();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let mut requests = StopRequests::default();
-    ctrlc::set_handler(move || match requests.on_signal(Instant::now()) {
-        OnSignal::Stop => {
-            flag.store(true, Ordering::SeqCst);
-            if !quiet {
-                eprintln!(
-                    "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)"
-                );
-            }
-        }
-        OnSignal::Ignore => {}
-        OnSignal::Abort => {
-            eprintln!("\nsecond interrupt: exiting without a checkpoint");
-            std::process::exit(130);
-        }
-    })
-    .context("cannot install the signal handler")?;
+    let stop = stop_on_signals(quiet, "step")?;
     let device = a.device;
     let (group, device) = match a.ranks.join(device)? {
         Some((g, d)) => (Some(g), d),
@@ -161,14 +144,39 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A flag that the first stop signal (SIGINT, SIGTERM, SIGHUP) sets, so the run stops after the
+/// current `unit` with a checkpoint; a later signal exits at once (see [`StopRequests`]).
+pub(super) fn stop_on_signals(quiet: bool, unit: &'static str) -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let mut requests = StopRequests::default();
+    ctrlc::set_handler(move || match requests.on_signal(Instant::now()) {
+        OnSignal::Stop => {
+            flag.store(true, Ordering::SeqCst);
+            if !quiet {
+                eprintln!(
+                    "\ninterrupt: saving a checkpoint after this {unit} (Ctrl-C again to abort)"
+                );
+            }
+        }
+        OnSignal::Ignore => {}
+        OnSignal::Abort => {
+            eprintln!("\nsecond interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the signal handler")?;
+    Ok(stop)
+}
+
 /// Progress bars (on a terminal) and phase-end tables on stderr.
-struct Render {
+pub(super) struct Render {
     bars: bool,
     bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Render {
-    fn new(bars: bool) -> Render {
+    pub(super) fn new(bars: bool) -> Render {
         Render {
             bars,
             bar: Mutex::new(None),
@@ -217,6 +225,26 @@ impl Observer for Render {
 
     fn validation(&self, phase: &str, rows: &[ValidationRow]) {
         eprintln!("{}", validation_table(phase, rows));
+    }
+
+    fn epoch(&self, r: &EpochRecord, best: bool) {
+        let line = format!(
+            "epoch {:.2} (step {}): held-out top-1 {:.2} %{}",
+            r.epoch,
+            r.step,
+            r.heldout_top1,
+            if best { " (best so far)" } else { "" }
+        );
+        let mut shown = false;
+        self.with_bar(|b| {
+            if !b.is_hidden() && !b.is_finished() {
+                b.println(&line);
+                shown = true;
+            }
+        });
+        if !shown {
+            eprintln!("{line}");
+        }
     }
 }
 
