@@ -159,11 +159,11 @@ fn bad_input_is_a_named_error() {
     );
     assert!(!out.exists(), "a refused run left {}", out.display());
     fails_with(
-        &mut ofa().args(["finetune", "--resume", s(pkg)]),
+        ofa().args(["finetune", "--resume", s(pkg)]),
         "is a training run",
     );
     fails_with(
-        &mut ofa().args(["finetune", "--resume", s(tmp.path())]),
+        ofa().args(["finetune", "--resume", s(tmp.path())]),
         "is not a fine-tuning run",
     );
 }

@@ -1362,3 +1362,216 @@ fn a_refitted_predictor_is_never_answered_from_the_old_ones_cache() {
     assert_eq!(post(&c2.url("/v1/subnets"), &body).status, 200);
     assert_eq!(metric(&c2, "ofa_computations_total{kind=\"search\"}"), 1.0);
 }
+
+/// Poll job `id` until `done` holds for its status (each poll is an answer the server gave, so
+/// this waits on the job's progress, not on time); the last status.
+fn wait_job(server: &Serve, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let st = get(&server.url(&format!("/v1/jobs/{id}"))).json();
+        if done(&st) {
+            return st;
+        }
+        assert!(
+            st["state"] != "failed",
+            "the job failed: {}",
+            st["error"].as_str().unwrap_or("?")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_finetuning_job_makes_a_new_subnet_that_is_served_kept_and_cancellable() {
+    let pkg = package();
+    let cache = tempfile::tempdir().unwrap();
+    let c = s(cache.path());
+    let server = Serve::start(pkg, &["--cache-dir", c, "--max-jobs", "1"]);
+    let smallest = json!({"ks": vec![3; 20], "e": vec![3; 20], "d": vec![2; 5], "r": 32});
+    let base = post(
+        &server.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "arch": smallest}),
+    )
+    .json();
+    let base_id = base["id"].as_str().unwrap().to_string();
+    let url = server.url(&format!("/v1/subnets/{base_id}/finetune"));
+
+    // a short job runs to a new subnet
+    let r = post(&url, &json!({"epochs": 0.5}));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let job = r.json();
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_ne!(id, base_id);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v1/jobs/{id}").as_str())
+    );
+    let done = wait_job(&server, &id, |st| st["state"] == "succeeded");
+    assert!(done["heldout_top1"].as_f64().is_some(), "{done}");
+    let rec = get(&server.url(&format!("/v1/subnets/{id}"))).json();
+    assert_eq!(rec["finetuned"]["base"], base_id.as_str());
+    assert_eq!(rec["arch"], base["arch"]);
+    let w = get(&server.url(&format!("/v1/subnets/{id}/weights")));
+    assert_eq!(w.status, 200);
+    let etag = w.header("etag").unwrap().to_string();
+    let base_w = get(&server.url(&format!("/v1/subnets/{base_id}/weights"))).body;
+    assert_ne!(w.body, base_w, "the fine-tuned weights are the cut's");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("ft.safetensors");
+    std::fs::write(&file, &w.body).unwrap();
+    let f = ofa_supernet::Subnet::load(&file, tch::Device::Cpu).unwrap();
+    assert!(f.metadata.contains_key("finetune"));
+    assert_eq!(
+        get(&server.url(&format!("/v1/subnets/{id}/net-config"))).json(),
+        get(&server.url(&format!("/v1/subnets/{base_id}/net-config"))).json()
+    );
+    let onnx = get(&server.url(&format!("/v1/subnets/{id}/model.onnx")));
+    assert_eq!(onnx.status, 200);
+    assert!(onnx.body.len() > 1000);
+    // asking again is the same, finished job
+    let again = post(&url, &json!({"epochs": 0.5, "teacher": "largest"}));
+    assert_eq!(
+        (again.status, again.json()["state"].clone()),
+        (200, json!("succeeded"))
+    );
+    // a finished job is not cancelled
+    let gone = send("DELETE", &server.url(&format!("/v1/jobs/{id}")), &[], None);
+    assert_eq!(gone.status, 409);
+    assert_eq!(gone.json()["error"]["code"], "job_finished");
+
+    // one job runs, --max-jobs 1 waits, the next is refused; both cancel
+    let long = post(&url, &json!({"epochs": 1000})).json();
+    let long_id = long["id"].as_str().unwrap().to_string();
+    wait_job(&server, &long_id, |st| st["state"] == "running");
+    let queued = post(&url, &json!({"epochs": 999, "teacher": "none"}));
+    assert_eq!(queued.status, 202);
+    assert_eq!(queued.json()["state"], "queued");
+    let full = post(&url, &json!({"epochs": 998}));
+    assert_eq!(full.status, 503);
+    assert_eq!(full.json()["error"]["code"], "overloaded");
+    let qid = queued.json()["id"].as_str().unwrap().to_string();
+    let del = send("DELETE", &server.url(&format!("/v1/jobs/{qid}")), &[], None);
+    assert_eq!(
+        (del.status, del.json()["state"].clone()),
+        (202, json!("cancelled"))
+    );
+    let del = send(
+        "DELETE",
+        &server.url(&format!("/v1/jobs/{long_id}")),
+        &[],
+        None,
+    );
+    assert_eq!(del.status, 202);
+    assert_eq!(del.json()["cancel_requested"], true);
+    let stopped = wait_job(&server, &long_id, |st| st["state"] == "cancelled");
+    assert!(stopped["step"].as_u64().unwrap() < 6000, "{stopped}");
+    assert_eq!(
+        get(&server.url(&format!("/v1/subnets/{long_id}"))).status,
+        404,
+        "a cancelled job has no subnet"
+    );
+
+    // bad input: 4xx with a code
+    for (body, status, code) in [
+        (json!({"epochs": 0}), 422, "invalid_finetune"),
+        (json!({"epochs": -1}), 422, "invalid_finetune"),
+        (
+            json!({"epochs": 1, "teacher": "smallest"}),
+            422,
+            "invalid_json",
+        ),
+        (json!({"epochs": 1, "lr": 0.1}), 422, "invalid_json"),
+        (json!({}), 422, "invalid_json"),
+    ] {
+        let r = post(&url, &body);
+        assert_eq!(
+            r.status,
+            status,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.json()["error"]["code"].as_str().is_some(), "{body}");
+        if code != "invalid_json" {
+            assert_eq!(r.json()["error"]["code"], code, "{body}");
+        }
+    }
+    let unknown = post(
+        &server.url(&format!("/v1/subnets/{}/finetune", "0".repeat(32))),
+        &json!({"epochs": 1}),
+    );
+    assert_eq!(unknown.status, 404);
+    assert_eq!(get(&server.url("/v1/jobs/nope")).status, 400);
+    let none = get(&server.url(&format!("/v1/jobs/{}", "0".repeat(32))));
+    assert_eq!(
+        (none.status, none.json()["error"]["code"].clone()),
+        (404, json!("unknown_job"))
+    );
+    let twice = post(
+        &server.url(&format!("/v1/subnets/{id}/finetune")),
+        &json!({"epochs": 1}),
+    );
+    assert_eq!(twice.json()["error"]["code"], "invalid_base");
+    assert!(server.terminate().success());
+
+    // after a restart on the same cache folder: the subnet and its job are still there
+    let again = Serve::start(pkg, &["--cache-dir", c]);
+    assert_eq!(
+        get(&again.url(&format!("/v1/jobs/{id}"))).json()["state"],
+        "succeeded"
+    );
+    let w2 = get(&again.url(&format!("/v1/subnets/{id}/weights")));
+    assert_eq!((w2.status, w2.header("etag")), (200, Some(etag.as_str())));
+    assert_eq!(w2.body, w.body);
+}
+
+#[test]
+fn a_package_without_its_training_data_cannot_finetune() {
+    // a copy of the package whose card names a dataset that is not here
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("pkg");
+    std::fs::create_dir_all(copy.join("latency")).unwrap();
+    for e in walk(package()) {
+        let rel = e.strip_prefix(package()).unwrap();
+        std::fs::copy(&e, copy.join(rel)).unwrap();
+    }
+    let card = copy.join("card.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();
+    v["dataset"] = json!("/nonexistent/fashion-mnist");
+    std::fs::write(&card, v.to_string()).unwrap();
+    let server = Serve::start(&copy, &[]);
+    let smallest = json!({"ks": vec![3; 20], "e": vec![3; 20], "d": vec![2; 5], "r": 32});
+    let id = post(
+        &server.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "arch": smallest}),
+    )
+    .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = post(
+        &server.url(&format!("/v1/subnets/{id}/finetune")),
+        &json!({"epochs": 1}),
+    );
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"]["code"], "no_training_data");
+    // behind a token like every route
+    let guarded = Serve::start(&copy, &["--token", "t"]);
+    let r = post(
+        &guarded.url(&format!("/v1/subnets/{id}/finetune")),
+        &json!({"epochs": 1}),
+    );
+    assert_eq!(r.status, 401);
+}
+
+/// The files under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

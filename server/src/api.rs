@@ -112,6 +112,10 @@ pub struct SubnetRecord {
     /// The search, when one chose this subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchInfo>,
+    /// How it was fine-tuned, for a subnet made by a fine-tuning job (its weights are the job's,
+    /// not a cut; `predicted` is the base subnet's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetuned: Option<crate::finetune::FinetunedInfo>,
     /// Its files.
     pub links: Links,
 }

@@ -6,6 +6,8 @@
 //!   thread (the package's tensors have one owner, fed through a bounded queue), its summary;
 //! - [`routes`]: the handlers; searches run on rayon behind permits and a deadline, cuts on the
 //!   model thread; every wait is bounded by the request timeout;
+//! - [`finetune`]: fine-tuning jobs, one at a time per package on its own thread, whose results
+//!   are subnets served like any other;
 //! - [`hardware`]: the routes that learn a device: its probes, and its measurements fitted into a
 //!   hardware that later searches can name (kept in `--cache-dir`);
 //! - [`cache`]: results in memory (bounded in bytes) and on disk (atomic, hash-checked), with
@@ -21,6 +23,7 @@ pub mod api;
 pub mod budget;
 pub mod cache;
 pub mod error;
+pub mod finetune;
 pub mod hardware;
 pub mod listen;
 pub mod openapi;
@@ -71,6 +74,8 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// Cut requests queued per supernet, and searches running or waiting, before 503.
     pub max_queue: usize,
+    /// Fine-tuning jobs waiting per supernet (besides the running one) before 503.
+    pub max_jobs: usize,
     /// Time limit of a request's work.
     pub request_timeout: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
@@ -105,6 +110,7 @@ impl Default for ServeConfig {
             cache_dir_bytes: 4 << 30,
             token: None,
             max_queue: 64,
+            max_jobs: 4,
             request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(30),
@@ -277,7 +283,28 @@ impl Server {
                 handle.run_upkeep();
             }
         }));
+        let jobs = finetune::Jobs::new(
+            cfg.cache_dir.as_ref().map(|d| d.join("finetune")),
+            cfg.max_jobs.max(1),
+            supernets
+                .values()
+                .map(|sn| {
+                    let c = finetune::JobConfig {
+                        dir: sn.dir.clone(),
+                        device: cfg.device,
+                        recalibration: cfg.recalibration,
+                        threads: cfg.threads,
+                    };
+                    (sn.name.clone(), c)
+                })
+                .collect(),
+        )
+        .map_err(|e| ServeError::Cache {
+            path: cfg.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
+            source: e,
+        })?;
         let state = Arc::new(AppState {
+            jobs,
             supernets,
             store,
             searches: Arc::new(Semaphore::new(cfg.max_queue.max(1))),
@@ -385,6 +412,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/subnets/{id}/weights", get(routes::get_weights))
         .route("/v1/subnets/{id}/net-config", get(routes::get_net_config))
         .route("/v1/subnets/{id}/model.onnx", get(routes::get_onnx))
+        .route("/v1/subnets/{id}/finetune", post(routes::post_finetune))
+        .route(
+            "/v1/jobs/{job}",
+            get(routes::get_job).delete(routes::delete_job),
+        )
         .route("/v1/pareto", post(routes::post_pareto))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

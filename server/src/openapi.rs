@@ -22,6 +22,9 @@ use crate::routes;
         routes::get_onnx,
         routes::get_net_config,
         routes::post_pareto,
+        routes::post_finetune,
+        routes::get_job,
+        routes::delete_job,
         routes::healthz,
         routes::readyz,
         routes::metrics,
@@ -48,6 +51,11 @@ use crate::routes;
         api::ErrorBody,
         api::ErrorDetail,
         api::Health,
+        crate::finetune::FinetuneRequest,
+        crate::finetune::FinetunedInfo,
+        crate::finetune::JobStatus,
+        crate::finetune::JobState,
+        crate::finetune::JobLinks,
     ))
 )]
 struct ApiDoc;

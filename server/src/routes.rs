@@ -25,6 +25,7 @@ use crate::api::{
 };
 use crate::cache::{Blob, Kind};
 use crate::error::ApiError;
+use crate::finetune::{finetune_id, unknown_job, FinetuneRequest, JobState, JobStatus};
 use crate::state::{content_id, valid_id, AppState, Served};
 
 /// Shared state of the handlers.
@@ -150,6 +151,7 @@ pub(crate) fn base_record(sn: &Served, scored: &Scored) -> Result<SubnetRecord, 
         hardware: None,
         latency_ms_by_hardware: by_hw,
         search: None,
+        finetuned: None,
     })
 }
 
@@ -344,7 +346,15 @@ pub(crate) async fn record_blob(s: &AppState, id: &str) -> Result<Blob, ApiError
         let ok = serde_json::from_slice::<SubnetRecord>(bytes).is_ok_and(|r| {
             r.id == id
                 && s.supernets.get(&r.supernet).is_some_and(|sn| {
-                    r.arch.validate(&sn.spec().space).is_ok() && sn.subnet_id(&r.arch) == id
+                    if r.arch.validate(&sn.spec().space).is_err() {
+                        return false;
+                    }
+                    let cut = sn.subnet_id(&r.arch);
+                    match &r.finetuned {
+                        // a fine-tuned subnet's id is its base's, cut here, and its settings
+                        Some(f) => f.base == cut && finetune_id(&cut, &sn.cut, &f.request()) == id,
+                        None => cut == id,
+                    }
                 })
         });
         if !ok {
@@ -356,10 +366,21 @@ pub(crate) async fn record_blob(s: &AppState, id: &str) -> Result<Blob, ApiError
         }
         ok
     };
-    s.store
-        .peek_checked(Kind::Subnet, id, ours)
-        .await
-        .ok_or_else(|| ApiError::not_found("unknown_subnet", format!("no subnet `{id}` here")))
+    if let Some(b) = s.store.peek_checked(Kind::Subnet, id, ours).await {
+        return Ok(b);
+    }
+    // a fine-tuning job's result, kept in its run folder (the cache may have let it go)
+    match s.jobs.kept_record(id) {
+        Some(bytes) if ours(&bytes) => {
+            let b: Blob = Arc::new(bytes::Bytes::from(bytes));
+            s.store.put(Kind::Subnet, id, b.clone()).await;
+            Ok(b)
+        }
+        _ => Err(ApiError::not_found(
+            "unknown_subnet",
+            format!("no subnet `{id}` here"),
+        )),
+    }
 }
 
 async fn record(s: &AppState, id: &str) -> Result<SubnetRecord, ApiError> {
@@ -398,6 +419,9 @@ pub async fn get_weights(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let r = record(&s, &id).await?;
+    if r.finetuned.is_some() {
+        return finetuned_download(&s, &id, None, &headers).await;
+    }
     let sn = s.supernet(&r.supernet)?;
     // The metadata's predictions come from the predictors, as `ofa extract` computes them.
     let predicted = Predicted::of(&sn.spec().score(&r.arch, None)?).without_latency();
@@ -450,6 +474,9 @@ pub async fn get_onnx(
         return Err(ofa_extractor::ExtractError::from(ofa_onnx::OnnxError::Opset(o.opset)).into());
     }
     let r = record(&s, &id).await?;
+    if r.finetuned.is_some() {
+        return finetuned_download(&s, &id, Some(o), &headers).await;
+    }
     let sn = s.supernet(&r.supernet)?;
     let predicted = Predicted::of(&sn.spec().score(&r.arch, None)?).without_latency();
     let arch = r.arch.clone();
@@ -499,6 +526,139 @@ async fn cut_blob(
             .ok_or_else(|| ApiError::Internal("the model thread wrote no ONNX".into()))?,
     };
     Ok(Arc::new(bytes::Bytes::from(bytes)))
+}
+
+/// A fine-tuned subnet's weights (the job's `subnet.safetensors`), or with `onnx` its ONNX export
+/// (made once on a blocking thread and cached).
+async fn finetuned_download(
+    s: &Arc<AppState>,
+    id: &str,
+    onnx: Option<OnnxOptions>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let path = s.jobs.weights_path(id);
+    let message =
+        format!("the weights of the fine-tuned subnet `{id}` are no longer on this server");
+    let gone = move || ApiError::not_found("unknown_subnet", message.clone());
+    let (kind, key, filename) = match onnx {
+        None => (
+            Kind::Weights,
+            format!("{id}.finetuned"),
+            format!("{id}.safetensors"),
+        ),
+        Some(o) => (
+            Kind::Onnx,
+            format!(
+                "{id}.finetuned.opset{}{}",
+                o.opset,
+                if o.fold_bn { ".folded" } else { "" }
+            ),
+            format!("{id}.onnx"),
+        ),
+    };
+    let blob = within(
+        s,
+        s.store.get_or_compute(kind, &key, |_| async move {
+            let made = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+                let Some(o) = onnx else {
+                    return std::fs::read(&path).map_err(|_| gone());
+                };
+                let f = ofa_supernet::Subnet::load(&path, tch::Device::Cpu).map_err(|_| gone())?;
+                let arch = f.arch.ok_or_else(|| {
+                    ApiError::Internal("a fine-tuned subnet file records no arch".into())
+                })?;
+                let e = ofa_onnx::ExportOptions {
+                    opset: o.opset,
+                    fold_bn: o.fold_bn,
+                    ..ofa_onnx::ExportOptions::new(arch.r)
+                }
+                .with_metadata_from(&f.metadata);
+                ofa_onnx::export(&f.net, &e)
+                    .map_err(|e| ApiError::from(ofa_extractor::ExtractError::from(e)))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading a fine-tuned subnet: {e}")))??;
+            Ok(Arc::new(bytes::Bytes::from(made)))
+        }),
+    )
+    .await?;
+    let (etag, tag) = etag_of(s, &key, &blob).await?;
+    if if_none_match(headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    }
+    download(tag, &blob, &filename)
+}
+
+/// `POST /v1/subnets/{id}/finetune`
+#[utoipa::path(post, path = "/v1/subnets/{id}/finetune", params(("id" = String, Path)),
+    request_body = FinetuneRequest,
+    responses((status = 202, body = JobStatus, description = "queued, or already queued or running"),
+              (status = 200, body = JobStatus, description = "done before: the job's subnet is served"),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+              (status = 422, body = crate::api::ErrorBody), (status = 503, body = crate::api::ErrorBody)))]
+pub async fn post_finetune(
+    State(s): Shared,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<FinetuneRequest>,
+) -> Result<Response, ApiError> {
+    req.settings()?;
+    let base = record(&s, &id).await?;
+    if base.finetuned.is_some() {
+        return Err(ApiError::unprocessable(
+            "invalid_base",
+            format!(
+                "`{id}` is itself fine-tuned: fine-tune its base subnet `{}` for longer instead",
+                base.id
+            ),
+        ));
+    }
+    let sn = s.supernet(&base.supernet)?;
+    crate::finetune::training_data(&sn.dir)?;
+    let job = finetune_id(&base.id, &sn.cut, &req);
+    let st = s.jobs.submit(&job, base, req)?;
+    let status = if st.state == JobState::Succeeded {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let location = HeaderValue::from_str(&st.links.job)
+        .map_err(|e| ApiError::Internal(ofa_space::chain(&e)))?;
+    Ok((status, [(header::LOCATION, location)], Json(st)).into_response())
+}
+
+/// `GET /v1/jobs/{job}`
+#[utoipa::path(get, path = "/v1/jobs/{job}", params(("job" = String, Path)),
+    responses((status = 200, body = JobStatus), (status = 400, body = crate::api::ErrorBody),
+              (status = 404, body = crate::api::ErrorBody)))]
+pub async fn get_job(
+    State(s): Shared,
+    Path(job): Path<String>,
+) -> Result<Json<JobStatus>, ApiError> {
+    job_id(&job)?;
+    s.jobs.get(&job).map(Json).ok_or_else(|| unknown_job(&job))
+}
+
+/// `DELETE /v1/jobs/{job}`
+#[utoipa::path(delete, path = "/v1/jobs/{job}", params(("job" = String, Path)),
+    responses((status = 202, body = JobStatus, description = "cancelled (queued) or stopping after its current step (running)"),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+pub async fn delete_job(
+    State(s): Shared,
+    Path(job): Path<String>,
+) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
+    job_id(&job)?;
+    Ok((StatusCode::ACCEPTED, Json(s.jobs.cancel(&job)?)))
+}
+
+fn job_id(id: &str) -> Result<(), ApiError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad(
+            "invalid_id",
+            format!("`{id}` is not a job id (32 lowercase hex digits)"),
+        ))
+    }
 }
 
 /// A file download: immutable, named, with its ETag.

@@ -498,6 +498,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Where hardware added over HTTP is kept (`--cache-dir`/hardware).
     pub hardware_dir: Option<PathBuf>,
+    /// Fine-tuning jobs.
+    pub jobs: crate::finetune::Jobs,
 }
 
 impl AppState {

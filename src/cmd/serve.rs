@@ -34,6 +34,9 @@ pub struct Args {
     /// Cut requests queued per supernet (and searches at once) before answering 503, 1 to 100000.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_queue: u32,
+    /// Fine-tuning jobs waiting per supernet (one runs at a time) before answering 503, 1 to 1000.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_jobs: u32,
     /// Time limit of a request's work, seconds, at most a day (then a JSON 503: a search stops;
     /// a cut goes on and is served on a retry).
     #[arg(long, default_value_t = 30.0)]
@@ -93,6 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cache_dir_bytes: a.cache_dir_mb.saturating_mul(1 << 20),
         token: a.token.clone(),
         max_queue: a.max_queue as usize,
+        max_jobs: a.max_jobs as usize,
         request_timeout: seconds(a.request_timeout, "request-timeout")?,
         drain_timeout: seconds(a.drain_timeout, "drain-timeout")?,
         header_timeout: seconds(a.header_timeout, "header-timeout")?,
