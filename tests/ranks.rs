@@ -373,3 +373,51 @@ fn torchrun_launches_the_ranks_as_it_launches_pytorch_and_reports_their_errors()
         "{err}"
     );
 }
+
+#[test]
+fn two_local_ranks_finetune_one_subnet_and_resume_bit_for_bit() {
+    let _turn = turn();
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = common::smoke_package(tmp.path());
+    let job = |out: &Path, extra: &[&str]| {
+        let mut c = ofa();
+        c.args(["finetune", "--package", s(&pkg), "--arch", "largest"])
+            .args([
+                "--calibration-images",
+                "32",
+                "--steps",
+                "8",
+                "--out",
+                s(out),
+            ])
+            .args(["--nproc-per-node", "2"])
+            .args(extra);
+        run_ok(&mut c)
+    };
+    let a = tmp.path().join("a");
+    job(&a, &[]);
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("finetune.json")).unwrap()).unwrap();
+    assert_eq!(spec["world_size"], 2);
+    // one metrics line per step of the job (rank 0 writes), not one per rank
+    assert_eq!(metrics(&a, "step").len(), 8);
+    assert_eq!(
+        metrics(&a, "epoch").len(),
+        3,
+        "the start, epoch 1 (6 steps), the end"
+    );
+    // stopped, then resumed as a job again: the same files
+    let b = tmp.path().join("b");
+    job(&b, &["--stop-after", "3"]);
+    assert!(!b.join("last.safetensors").exists());
+    let mut c = ofa();
+    c.args(["finetune", "--resume", s(&b), "--nproc-per-node", "2"]);
+    run_ok(&mut c);
+    for f in ["subnet.safetensors", "last.safetensors"] {
+        assert_same_tensors(
+            &a.join(f),
+            &b.join(f),
+            &format!("{f}: a 2-rank fine-tune stopped at step 3 and resumed"),
+        );
+    }
+}

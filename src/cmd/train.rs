@@ -173,6 +173,8 @@ pub(super) fn stop_on_signals(quiet: bool, unit: &'static str) -> anyhow::Result
 pub(super) struct Render {
     bars: bool,
     bar: Mutex<Option<ProgressBar>>,
+    /// The last held-out top-1 of a fine-tuning run, shown beside the loss.
+    heldout: Mutex<Option<f64>>,
 }
 
 impl Render {
@@ -180,6 +182,7 @@ impl Render {
         Render {
             bars,
             bar: Mutex::new(None),
+            heldout: Mutex::new(None),
         }
     }
 
@@ -209,7 +212,9 @@ impl Observer for Render {
     fn step(&self, step: u64, loss: f64, lr: f64) {
         self.with_bar(|b| {
             b.set_position(step);
-            b.set_message(format!("loss {loss:.3} lr {lr:.4}"));
+            let heldout = *self.heldout.lock().unwrap_or_else(|e| e.into_inner());
+            let heldout = heldout.map_or(String::new(), |h| format!(" held-out {h:.2} %"));
+            b.set_message(format!("loss {loss:.3} lr {lr:.4}{heldout}"));
         });
     }
 
@@ -228,6 +233,7 @@ impl Observer for Render {
     }
 
     fn epoch(&self, r: &EpochRecord, best: bool) {
+        *self.heldout.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.heldout_top1);
         let line = format!(
             "epoch {:.2} (step {}): held-out top-1 {:.2} %{}",
             r.epoch,

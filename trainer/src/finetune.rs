@@ -485,8 +485,9 @@ impl Run {
         Ok(acc * 100.0)
     }
 
-    /// Score the student after `state.step` steps (lead alone), record it, and write
-    /// `last.safetensors` (after the first step) and, for a new best, `subnet.safetensors`.
+    /// Score the student after `state.step` steps and record it on every rank (rank 0 scores,
+    /// the others take its figure), then (rank 0) write `last.safetensors` (after the first step)
+    /// and, for a new best, `subnet.safetensors`.
     fn evaluate(
         &self,
         student: &Student,
@@ -495,34 +496,48 @@ impl Run {
         started: Instant,
         before: f64,
     ) -> Result<(), TrainError> {
-        if !self.lead() {
-            return Ok(());
+        let group = self.group();
+        let scored = if self.lead() {
+            self.heldout(student)
+        } else {
+            Ok(0.0)
+        };
+        let mut top1 = ranks::all_ok(group, "scoring an epoch", scored)?;
+        if let Some(g) = group {
+            // rank 0's figure on every rank (the others add 0), so every rank keeps the history
+            top1 = g.sum_f64(&[top1])?[0];
         }
         let nb = self.spec.schedule.batches_per_epoch;
         let record = EpochRecord {
             epoch: state.step as f64 / nb as f64,
             step: state.step,
-            heldout_top1: self.heldout(student)?,
+            heldout_top1: top1,
         };
         let best = state
             .best()
             .is_none_or(|b| record.heldout_top1 > b.heldout_top1);
         state.epochs.push(record.clone());
         state.elapsed_s = before + started.elapsed().as_secs_f64();
-        let weights = student.snapshot();
-        if best {
-            self.write_subnet(&weights, BEST_FILE, &record, state, None)?;
-        }
-        if state.step > 0 {
-            self.write_subnet(&weights, LAST_FILE, &record, state, None)?;
-        }
-        self.log(&MetricsLine::Epoch(EpochLine {
-            epoch: record.epoch,
-            global_step: record.step,
-            heldout_top1: record.heldout_top1,
-            best,
-            elapsed_s: state.elapsed_s,
-        }))?;
+        let written = (|| {
+            if !self.lead() {
+                return Ok(());
+            }
+            let weights = student.snapshot();
+            if best {
+                self.write_subnet(&weights, BEST_FILE, &record, state, None)?;
+            }
+            if state.step > 0 {
+                self.write_subnet(&weights, LAST_FILE, &record, state, None)?;
+            }
+            self.log(&MetricsLine::Epoch(EpochLine {
+                epoch: record.epoch,
+                global_step: record.step,
+                heldout_top1: record.heldout_top1,
+                best,
+                elapsed_s: state.elapsed_s,
+            }))
+        })();
+        ranks::all_ok(group, "writing the epoch's subnet files", written)?;
         obs.epoch(&record, best);
         Ok(())
     }
@@ -640,10 +655,9 @@ impl Run {
         let before = state.elapsed_s;
         if state.epochs.is_empty() {
             // the starting point is the first candidate: a run that never beats it deploys it
-            let first = self
-                .evaluate(&student, &mut state, obs, started, before)
-                .and_then(|()| self.save_checkpoint(&student, &opt, &state));
-            ranks::all_ok(group, "scoring the starting weights", first)?;
+            self.evaluate(&student, &mut state, obs, started, before)?;
+            let saved = self.save_checkpoint(&student, &opt, &state);
+            ranks::all_ok(group, "saving the first checkpoint", saved)?;
         }
         let total = s.steps;
         if state.step < total && self.opts.stop_after.is_some_and(|n| state.step >= n) {
@@ -710,8 +724,13 @@ impl Run {
             }
             let epoch_end = state.step % s.batches_per_epoch == 0 || state.step == total;
             if epoch_end {
-                let scored = self.evaluate(&student, &mut state, obs, started, before);
-                ranks::all_ok(group, "scoring an epoch", scored)?;
+                // the ranks still hold bit-identical weights (the run fails otherwise)
+                ranks::agree(
+                    group,
+                    "the weights (fingerprints)",
+                    ranks::weights_fingerprint(&student),
+                )?;
+                self.evaluate(&student, &mut state, obs, started, before)?;
             }
             let stop_now = asked || self.opts.stop_after.is_some_and(|n| state.step >= n);
             let saved = if epoch_end
@@ -748,6 +767,10 @@ impl Run {
         let (Some(best), Some(last)) = (state.best(), state.epochs.last()) else {
             return Err(run_err(&self.dir, "the run ended without an evaluation"));
         };
+        if !self.lead() {
+            // rank 0 scores the test split and writes the files
+            return Ok(self.record(best, state, None));
+        }
         let last_weights = student.snapshot();
         let best_path = self.dir.join(BEST_FILE);
         let best_weights = if best.step == last.step {
@@ -757,9 +780,6 @@ impl Run {
         };
         let best_net = best_weights.as_ref().unwrap_or(&last_weights);
         let test = |net: &Subnet| -> Result<Option<f64>, TrainError> {
-            if !self.lead() {
-                return Ok(None);
-            }
             let Some(t) = &self.test else { return Ok(None) };
             let v = &self.recipe.validation;
             let acc =
@@ -771,9 +791,6 @@ impl Run {
             None => last_test,
             Some(w) => test(w)?,
         };
-        if !self.lead() {
-            return Ok(self.record(best, state, best_test));
-        }
         if last.step > 0 {
             self.write_subnet(&last_weights, LAST_FILE, last, state, last_test)?;
         }
