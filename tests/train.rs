@@ -189,7 +189,7 @@ fn train_cli_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.contains("another `ofa train` is running"),
+            err.contains("another `ofa train` or `ofa finetune` is running"),
             "{args:?}: {err}"
         );
     }
