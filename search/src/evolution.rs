@@ -24,6 +24,7 @@ use rand_xoshiro::Xoshiro256PlusPlus as SearchRng;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
+pub use crate::strategy::Strategy;
 use crate::SearchError;
 
 /// The largest population a search accepts (the reference uses 100).
@@ -51,6 +52,14 @@ pub struct EvolutionConfig {
     pub refine_rounds: usize,
     /// Seed.
     pub seed: u64,
+    /// How the space is explored (the reference's evolution by default).
+    pub strategy: Strategy,
+    /// Regularized evolution's tournament: members sampled to pick each parent.
+    pub tournament: usize,
+    /// The most accuracy predictions the search may make, hill climbing included (`None`:
+    /// evolution runs its generations; aging and random make as many predictions as evolution's
+    /// population × (generations + 1)).
+    pub budget: Option<usize>,
 }
 
 impl Default for EvolutionConfig {
@@ -64,6 +73,9 @@ impl Default for EvolutionConfig {
             max_attempts: 100,
             refine_rounds: 10,
             seed: 0,
+            strategy: Strategy::Evolution,
+            tournament: 25,
+            budget: None,
         }
     }
 }
@@ -90,7 +102,23 @@ impl EvolutionConfig {
         if self.max_attempts == 0 {
             return bad("max_attempts must be positive");
         }
+        if self.tournament == 0 || self.tournament > self.population {
+            return Err(SearchError::Config(format!(
+                "tournament must be between 1 and the population ({}), got {}",
+                self.population, self.tournament
+            )));
+        }
+        if self.budget == Some(0) {
+            return bad("budget must be at least 1 evaluation");
+        }
         Ok(())
+    }
+
+    /// The predictions the search may make: the budget, or for aging and random search the
+    /// predictions of evolution's default run (population × (generations + 1)).
+    pub fn evaluations(&self) -> usize {
+        self.budget
+            .unwrap_or(self.population.saturating_mul(self.generations + 1))
     }
 }
 
@@ -319,7 +347,7 @@ fn neighbours(a: &ArchConfig, c: &Choices) -> Vec<ArchConfig> {
 }
 
 /// [`ArchConfig::canonical`] in place (skipped blocks set to the first choice of the space).
-fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
+pub(crate) fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
     let md = problem.space.max_depth();
     let (k0, e0) = (problem.space.ks_list[0], problem.space.expand_ratio_list[0]);
     for i in 0..a.ks.len() {
@@ -344,38 +372,64 @@ pub fn evolve_until(
 ) -> Result<SearchResult, SearchError> {
     cfg.validate()?;
     problem.check_choices()?;
-    let start = Instant::now();
+    match cfg.strategy {
+        Strategy::Evolution => evolution(problem, cfg, deadline),
+        Strategy::Aging => crate::strategy::aging(problem, cfg, deadline),
+        Strategy::Random => crate::strategy::random(problem, cfg, deadline),
+    }
+}
+
+/// The initial population: the feasible seed, random feasible archs, then mutants of those, up
+/// to `size` distinct archs (each recorded in `seen`).
+pub(crate) fn initial_population(
+    problem: &Problem<'_>,
+    cfg: &EvolutionConfig,
+    size: usize,
+    rng: &mut SearchRng,
+    seen: &mut HashSet<ArchConfig>,
+) -> Result<Vec<ArchConfig>, SearchError> {
     let space = problem.space;
     let seed_arch = feasible_seed(problem)?;
-    let mut rng = SearchRng::seed_from_u64(cfg.seed);
-    let mut seen: HashSet<ArchConfig> = HashSet::default();
-    let mut abandoned = 0usize;
-    let mut draws = 0usize;
-
-    // Initial population: the feasible seed, random feasible archs, then mutants of those.
     let mut init = vec![seed_arch.clone()];
     seen.insert(seed_arch);
     let budget = cfg.population * cfg.max_attempts;
     let mut tries = 0;
-    while init.len() < cfg.population && tries < budget {
+    while init.len() < size && tries < budget {
         tries += 1;
-        let a = sample(space, &problem.choices, &mut rng).canonical(space);
+        let a = sample(space, &problem.choices, rng).canonical(space);
         if !seen.contains(&a) && problem.feasible(&a)? {
             seen.insert(a.clone());
             init.push(a);
         }
     }
     tries = 0;
-    while init.len() < cfg.population && tries < budget {
+    while init.len() < size && tries < budget {
         tries += 1;
         let mut a = init[rng.random_range(0..init.len())].clone();
-        mutate(&mut a, &problem.choices, 0.5, &mut rng);
+        mutate(&mut a, &problem.choices, 0.5, rng);
         let a = a.canonical(space);
         if !seen.contains(&a) && problem.feasible(&a)? {
             seen.insert(a.clone());
             init.push(a);
         }
     }
+    Ok(init)
+}
+
+/// The reference's elitist evolution.
+fn evolution(
+    problem: &Problem<'_>,
+    cfg: &EvolutionConfig,
+    deadline: Option<Instant>,
+) -> Result<SearchResult, SearchError> {
+    let start = Instant::now();
+    let mut rng = SearchRng::seed_from_u64(cfg.seed);
+    let mut seen: HashSet<ArchConfig> = HashSet::default();
+    let mut abandoned = 0usize;
+    let mut draws = 0usize;
+    let (limit, polish) = explore_budget(cfg, usize::MAX);
+    let init = initial_population(problem, cfg, cfg.population.min(limit), &mut rng, &mut seen)?;
+    let mut predicted = init.len();
     let mut predict_seconds = 0.0;
     let t = Instant::now();
     let accs = problem.accuracy.predict(&init)?;
@@ -387,6 +441,9 @@ pub fn evolve_until(
     let n_cross = cfg.population - n_mutants.min(cfg.population);
     let mut history = Vec::with_capacity(cfg.generations);
     for _ in 0..cfg.generations {
+        if predicted >= limit {
+            break;
+        }
         check_deadline(deadline, history.len(), start)?;
         // stable sort: ties keep their order, so the run is reproducible
         population.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -395,6 +452,9 @@ pub fn evolve_until(
         let mut children = Vec::with_capacity(n_mutants + n_cross);
         for kind in std::iter::repeat_n(true, n_mutants).chain(std::iter::repeat_n(false, n_cross))
         {
+            if predicted + children.len() >= limit {
+                break;
+            }
             let draw = |rng: &mut SearchRng| {
                 if kind {
                     let mut c = parents[rng.random_range(0..parents.len())].clone();
@@ -429,6 +489,7 @@ pub fn evolve_until(
         let t = Instant::now();
         let accs = problem.accuracy.predict(&children)?;
         predict_seconds += t.elapsed().as_secs_f64();
+        predicted += children.len();
         population.extend(accs.into_iter().zip(children));
         history.push(
             population
@@ -438,13 +499,54 @@ pub fn evolve_until(
         );
     }
     population.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut acc, mut arch) = population
+    let (acc, arch) = population
         .into_iter()
         .next()
         .ok_or_else(|| SearchError::Config("empty population".into()))?;
-    // Polish the winner: best-improvement hill climbing over its one-gene neighbours (one batch
-    // of ~200 per round), so the answer is at least a local optimum.
     let t = Instant::now();
+    let (acc, arch, _) = refine(problem, cfg, acc, arch, &mut seen, polish(predicted))?;
+    predict_seconds += t.elapsed().as_secs_f64();
+    Ok(SearchResult {
+        best: scored(problem, arch, acc)?,
+        evaluated: seen.len(),
+        abandoned_children: abandoned,
+        draws,
+        history,
+        seconds: start.elapsed().as_secs_f64(),
+        predict_seconds,
+    })
+}
+
+/// The predictions exploration may make, and (from the predictions it made) the ones left for
+/// polishing the winner. With a budget, a tenth of it is kept for polishing (none without
+/// hill-climbing rounds); without one, exploration makes `unbudgeted` and polishing is unlimited.
+pub(crate) fn explore_budget(
+    cfg: &EvolutionConfig,
+    unbudgeted: usize,
+) -> (usize, impl Fn(usize) -> usize) {
+    let budget = cfg.budget;
+    let reserve = match budget {
+        Some(b) if cfg.refine_rounds > 0 => b / 10,
+        _ => 0,
+    };
+    let explore = budget.map_or(unbudgeted, |b| (b - reserve).max(1));
+    (explore, move |used: usize| {
+        budget.map_or(usize::MAX, |b| b.saturating_sub(used))
+    })
+}
+
+/// Polish `arch` (predicted `acc`): best-improvement hill climbing over its one-gene neighbours
+/// (one batch of ~200 per round, at most `cfg.refine_rounds` rounds and `allowed` predictions),
+/// so the answer is at least a local optimum. Returns the result and the predictions made.
+pub(crate) fn refine(
+    problem: &Problem<'_>,
+    cfg: &EvolutionConfig,
+    mut acc: f64,
+    mut arch: ArchConfig,
+    seen: &mut HashSet<ArchConfig>,
+    allowed: usize,
+) -> Result<(f64, ArchConfig, usize), SearchError> {
+    let mut used = 0usize;
     for _ in 0..cfg.refine_rounds {
         let mut next = Vec::new();
         for n in neighbours(&arch, &problem.choices) {
@@ -456,7 +558,12 @@ pub fn evolve_until(
         }
         next.sort_by(|a, b| (&a.ks, &a.e, &a.d, a.r).cmp(&(&b.ks, &b.e, &b.d, b.r)));
         next.dedup();
+        next.truncate(allowed - used);
+        if next.is_empty() {
+            break;
+        }
         let accs = problem.accuracy.predict(&next)?;
+        used += next.len();
         let best = accs.iter().zip(&next).max_by(|a, b| a.0.total_cmp(b.0));
         match best {
             Some((a, n)) if *a > acc => {
@@ -466,14 +573,5 @@ pub fn evolve_until(
             _ => break,
         }
     }
-    predict_seconds += t.elapsed().as_secs_f64();
-    Ok(SearchResult {
-        best: scored(problem, arch, acc)?,
-        evaluated: seen.len(),
-        abandoned_children: abandoned,
-        draws,
-        history,
-        seconds: start.elapsed().as_secs_f64(),
-        predict_seconds,
-    })
+    Ok((acc, arch, used))
 }

@@ -4,6 +4,8 @@
 //!   model ([`Additive`]) that MACs, parameters and lookup-table latency share (exact minima).
 //! - [`problem`]: what a search optimises: an [`AccuracyModel`] under [`Constraints`].
 //! - [`evolution`]: the reference's constrained evolutionary search ([`evolve`]).
+//! - [`strategy`]: the other strategies at the same budget ([`Strategy`]: regularized evolution,
+//!   random search).
 //! - [`pareto`]: the accuracy–efficiency front (NSGA-II, [`pareto`]).
 //!
 //! The accuracy predictor (an MLP in libtorch) and the latency tables live in `ofa-predictors`,
@@ -13,6 +15,7 @@ pub mod efficiency;
 pub mod evolution;
 pub mod pareto;
 pub mod problem;
+pub mod strategy;
 
 pub use efficiency::{Additive, Efficiency, EfficiencyError, Metric};
 pub use evolution::{
@@ -20,6 +23,7 @@ pub use evolution::{
 };
 pub use pareto::{pareto, pareto_until, Front, ParetoConfig};
 pub use problem::{AccuracyModel, Bound, Constraints, Problem};
+pub use strategy::Strategy;
 
 /// Why a search failed. Each variant is one kind of failure, so callers can tell them apart
 /// without reading messages.
