@@ -1575,3 +1575,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_search_strategy_is_chosen_recorded_and_keyed() {
+    let server = Serve::start(package(), &[]);
+    let budget = mid_latency(&server);
+    let req = |strategy: Option<&str>| {
+        let mut b =
+            json!({"supernet": "pkg", "hardware": "cpu", "constraints": {"latency_ms": budget}});
+        if let Some(st) = strategy {
+            b["strategy"] = json!(st);
+        }
+        post(&server.url("/v1/subnets"), &b)
+    };
+    let plain = req(None).json();
+    assert_eq!(plain["search"]["strategy"], "evolution");
+    assert_eq!(req(Some("evolution")).json(), plain, "the default, named");
+    for st in ["aging", "random"] {
+        let r = req(Some(st));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let rec = r.json();
+        // a search of its own (not the evolution's cached answer), within the budget
+        assert_eq!(rec["search"]["strategy"], st);
+        assert!(rec["predicted"]["latency_ms"].as_f64().unwrap() <= budget);
+    }
+    let bad = req(Some("annealing"));
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.json()["error"]["code"], "invalid_strategy");
+    let with_arch = post(
+        &server.url("/v1/subnets"),
+        &json!({"supernet": "pkg", "arch": "largest", "strategy": "aging"}),
+    );
+    assert_eq!(with_arch.status, 422);
+}

@@ -30,14 +30,13 @@ impl AccuracyModel for Model {
             .iter()
             .map(|a| {
                 let m = self.macs.predict(a)?;
-                let h = a
-                    .ks
-                    .iter()
-                    .chain(&a.e)
-                    .chain(&a.d)
-                    .fold(self.ripple, |h, &g| {
-                        h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(g))
-                    });
+                let h =
+                    a.ks.iter()
+                        .chain(&a.e)
+                        .chain(&a.d)
+                        .fold(self.ripple, |h, &g| {
+                            h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(g))
+                        });
                 let ripple = (h % 1000) as f64 / 1e5;
                 Ok(0.5 + 0.05 * m.ln() + 0.001 * a.ks.iter().sum::<u32>() as f64 + ripple)
             })
@@ -148,9 +147,16 @@ fn a_deadline_stops_every_strategy_and_the_default_is_the_reference_evolution() 
             ..EvolutionConfig::default()
         };
         // a deadline already passed: stopped at the first check, whatever the machine's speed
-        let e = evolve_until(&problem, &c, Some(Instant::now() - Duration::from_millis(1)))
-            .unwrap_err();
-        assert!(matches!(e, SearchError::DeadlineExceeded { .. }), "{strategy}: {e}");
+        let e = evolve_until(
+            &problem,
+            &c,
+            Some(Instant::now() - Duration::from_millis(1)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, SearchError::DeadlineExceeded { .. }),
+            "{strategy}: {e}"
+        );
     }
     // no budget and the default strategy: the reference's evolution, as it always ran
     let plain = EvolutionConfig {

@@ -28,6 +28,10 @@ pub struct SubnetRequest {
     /// Search seed (default 0). The same request and seed give the same subnet.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Search strategy: `evolution` (the default), `aging` or `random`, each at the same number
+    /// of accuracy predictions. Part of the request's cache key and of the record's `search`.
+    #[serde(default)]
+    pub strategy: Option<ofa_search::Strategy>,
 }
 
 /// `POST /v1/pareto`: the front of predicted top-1 against one metric.
@@ -90,6 +94,9 @@ pub struct SearchInfo {
     pub seconds: f64,
     /// The seed.
     pub seed: u64,
+    /// The strategy (records from before strategies existed: `evolution`).
+    #[serde(default)]
+    pub strategy: ofa_search::Strategy,
 }
 
 /// A subnet: its id (a content hash of the supernet and the canonical arch), arch and predictions.

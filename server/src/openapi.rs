@@ -33,6 +33,7 @@ use crate::routes;
         api::SubnetRequest,
         api::ParetoRequest,
         ofa_search::Constraints,
+        ofa_search::Strategy,
         api::SubnetRecord,
         api::PredictedBody,
         api::Links,

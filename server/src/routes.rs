@@ -64,6 +64,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             let field = data_error_path(&e);
             let code = match field.as_deref() {
                 Some("objective") => "invalid_objective",
+                Some("strategy") => "invalid_strategy",
                 _ => "invalid_request",
             };
             ApiError::unprocessable(code, e.body_text())
@@ -216,10 +217,10 @@ pub async fn post_subnet(
             "give either `arch` or `constraints`, not both",
         )),
         (Some(a), None) => {
-            if req.seed.is_some() {
+            if req.seed.is_some() || req.strategy.is_some() {
                 return Err(ApiError::unprocessable(
                     "invalid_request",
-                    "`seed` goes with `constraints`",
+                    "`seed` and `strategy` go with `constraints`",
                 ));
             }
             let arch = ArchConfig::deserialize(a).map_err(|e| {
@@ -254,6 +255,12 @@ pub async fn post_subnet(
             if !tag.is_empty() {
                 parts.push(tag.as_bytes());
             }
+            // so is a strategy other than the default (the default's keys are unchanged)
+            let strategy = req.strategy.unwrap_or_default();
+            let strategy_tag = format!("strategy={strategy}");
+            if strategy != ofa_search::Strategy::Evolution {
+                parts.push(strategy_tag.as_bytes());
+            }
             let key = content_id(&parts);
             let blob = within(
                 &s,
@@ -264,6 +271,7 @@ pub async fn post_subnet(
                         constraints,
                         hardware.map(str::to_string),
                         seed,
+                        strategy,
                     )
                 }),
             )
@@ -288,6 +296,7 @@ async fn search(
     constraints: Constraints,
     hardware: Option<String>,
     seed: u64,
+    strategy: ofa_search::Strategy,
 ) -> Result<Blob, ApiError> {
     let sn = s.supernet(&supernet)?;
     let spec = sn.spec();
@@ -295,6 +304,7 @@ async fn search(
     let deadline = Instant::now() + s.limits.request_timeout;
     let cfg = ofa_extractor::EvolutionConfig {
         seed,
+        strategy,
         ..Default::default()
     };
     let t = Instant::now();
@@ -311,6 +321,7 @@ async fn search(
         generations: result.history.len(),
         seconds: result.seconds,
         seed,
+        strategy,
     });
     Ok(json_blob(&record))
 }

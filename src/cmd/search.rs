@@ -35,6 +35,15 @@ pub struct Budget {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Search strategy, each at the same number of accuracy predictions: the reference's
+    /// evolution, regularized (aging) evolution, or random search.
+    #[arg(long, value_enum, default_value = "evolution")]
+    pub strategy: ofa_search::Strategy,
+    /// The most accuracy predictions the search may make, the polish of the winner included
+    /// (default: evolution runs its generations; aging and random make as many predictions as
+    /// population × (generations + 1)).
+    #[arg(long, value_name = "EVALUATIONS")]
+    pub budget: Option<usize>,
 }
 
 impl Budget {
@@ -53,6 +62,8 @@ impl Budget {
             population: self.population,
             generations: self.generations.unwrap_or(500),
             seed: self.seed,
+            strategy: self.strategy,
+            budget: self.budget,
             ..EvolutionConfig::default()
         }
     }
@@ -159,7 +170,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "predicted": predicted,
         "constraints": constraints,
         "hardware": hardware,
-        "search": {"evaluated": r.evaluated, "generations": r.history.len(),
+        "search": {"strategy": a.budget.strategy, "budget": a.budget.budget,
+                   "evaluated": r.evaluated, "generations": r.history.len(),
                    "abandoned_children": r.abandoned_children, "draws": r.draws,
                    "seconds": r.seconds, "predict_seconds": r.predict_seconds},
     });
@@ -180,8 +192,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         outln!("  {k:<11} {v:.3}");
     }
     outln!("  arch        {}", r.best.arch.to_json());
+    let steps = match a.budget.strategy {
+        ofa_search::Strategy::Evolution => "generations",
+        _ => "batches",
+    };
     outln!(
-        "  search      {} archs evaluated over {} generations in {:.2} s",
+        "  search      {}: {} archs evaluated over {} {steps} in {:.2} s",
+        a.budget.strategy,
         r.evaluated,
         r.history.len(),
         r.seconds
@@ -196,6 +213,9 @@ fn front(
     constraints: &Constraints,
     hardware: Option<&str>,
 ) -> anyhow::Result<()> {
+    if a.budget.strategy != ofa_search::Strategy::Evolution || a.budget.budget.is_some() {
+        bail!("--strategy and --budget choose how one budget's best subnet is searched; a --pareto front is NSGA-II's (its --population and --generations)");
+    }
     let cfg = ParetoConfig {
         population: a.budget.population,
         generations: a
