@@ -451,3 +451,73 @@ fn a_bad_device_is_refused_by_the_argument_parser_before_any_work() {
         assert!(!out.exists(), "the run folder was created before the check");
     }
 }
+
+#[test]
+fn bench_finetune_and_strategies_report_their_keys_and_strategies_are_named() {
+    let pkg = concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/fashion-mnist");
+    let f: Value = serde_json::from_str(&ok(&[
+        "--threads",
+        "1",
+        "bench",
+        "finetune",
+        "--package",
+        pkg,
+        "--arch",
+        "smallest",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(f["benchmark"], "finetune");
+    for k in ["finetune", "train"] {
+        assert!(f[k]["images_per_s"].as_f64().unwrap() > 0.0, "{f}");
+    }
+    assert!(f["ratio"].as_f64().unwrap() > 0.0, "{f}");
+    // the package alone (the reference data left out): 3 bounds × 1 budget × 3 strategies
+    let s: Value = serde_json::from_str(&ok(&[
+        "bench",
+        "strategies",
+        "--package",
+        pkg,
+        "--reference-data",
+        "/nonexistent",
+        "--seeds",
+        "2",
+        "--evaluations",
+        "200",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(s["benchmark"], "strategies");
+    let rows = s["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 9, "{s}");
+    assert!(s["skipped"][0].as_str().unwrap().starts_with("note10"));
+    for r in rows {
+        // a regret is against the best any strategy found: never negative, zero for the best
+        assert!(r["worst_regret"].as_f64().unwrap() >= r["mean_regret"].as_f64().unwrap());
+        assert!(r["mean_regret"].as_f64().unwrap() >= 0.0, "{r}");
+    }
+    let e = fails(&[
+        "search",
+        "--package",
+        pkg,
+        "--max-macs-m",
+        "5",
+        "--strategy",
+        "annealing",
+    ]);
+    assert!(e.contains("annealing") && e.contains("aging"), "{e}");
+    let e = fails(&[
+        "search",
+        "--package",
+        pkg,
+        "--pareto",
+        "macs_m",
+        "--strategy",
+        "random",
+    ]);
+    assert!(e.contains("NSGA-II"), "{e}");
+}

@@ -69,6 +69,45 @@ pub enum BenchReport {
     Data(DataReport),
     /// `ofa bench finetune`.
     Finetune(FinetuneReport),
+    /// `ofa bench strategies`.
+    Strategies(StrategiesReport),
+}
+
+/// The search strategies at equal evaluation budgets, several seeds each.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StrategiesReport {
+    /// Seeds per cell.
+    pub seeds: usize,
+    /// Rayon threads.
+    pub threads: usize,
+    /// One row per (problem, latency budget, evaluation budget, strategy).
+    pub rows: Vec<StrategyRow>,
+    /// Problems left out, with the reason (the Note10 data absent).
+    pub skipped: Vec<String>,
+}
+
+/// One cell of [`StrategiesReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StrategyRow {
+    /// `note10` (the reference predictor and Note10 tables) or the package's name.
+    pub problem: String,
+    /// Latency bound, ms.
+    pub latency_ms: f64,
+    /// Accuracy predictions allowed.
+    pub evaluations: usize,
+    /// `evolution`, `aging` or `random`.
+    pub strategy: String,
+    /// Mean predicted top-1 over the seeds, percent.
+    pub mean_top1: f64,
+    /// Worst seed's, percent.
+    pub worst_top1: f64,
+    /// Mean regret against the best any strategy found at any budget for this problem and
+    /// latency bound, points.
+    pub mean_regret: f64,
+    /// Worst seed's regret, points.
+    pub worst_regret: f64,
+    /// Mean wall time of one search, seconds.
+    pub mean_wall_s: f64,
 }
 
 /// A fine-tuning step of one subnet next to a progressive-shrinking step on the same subnet.

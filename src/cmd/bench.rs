@@ -42,6 +42,8 @@ enum What {
     Hardware(super::bench_hardware::Args),
     /// A fine-tuning step of one subnet next to a progressive-shrinking step on the same subnet.
     Finetune(super::bench_finetune::Args),
+    /// Search strategies at equal evaluation budgets: predicted top-1, regret, wall time.
+    Strategies(super::bench_strategies::Args),
 }
 
 /// Arguments of `ofa bench train`.
@@ -136,6 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         What::Serve(s) => super::bench_serve::run(s),
         What::Quality(q) => super::bench_quality::run(q),
         What::Finetune(f) => super::bench_finetune::run(f),
+        What::Strategies(s) => super::bench_strategies::run(s),
         What::Hardware(h) => super::bench_hardware::run(h),
         What::Data(d) => super::bench_data::run(d),
     }

@@ -8,6 +8,7 @@ pub mod bench_predict;
 pub mod bench_quality;
 pub mod bench_search;
 pub mod bench_serve;
+pub mod bench_strategies;
 pub mod curves;
 pub mod eval;
 pub mod export;
