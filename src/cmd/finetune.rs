@@ -57,8 +57,8 @@ pub struct Args {
     /// supernet's weights: the control arm.
     #[arg(long)]
     from_scratch: bool,
-    /// Peak learning rate (default: the package recipe's last phase's; from scratch, its first
-    /// phase's).
+    /// Peak learning rate (default: the package recipe's first elastic phase's; from scratch,
+    /// its first phase's).
     #[arg(long)]
     lr: Option<f64>,
     /// Global batch size (default: the recipe's).
