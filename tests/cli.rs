@@ -517,7 +517,17 @@ fn bench_finetune_and_strategies_report_their_keys_and_strategies_are_named() {
         "--pareto",
         "macs_m",
         "--strategy",
-        "random",
+        "aging",
     ]);
-    assert!(e.contains("NSGA-II"), "{e}");
+    assert!(e.contains("one objective"), "{e}");
+    let e = fails(&[
+        "search",
+        "--package",
+        pkg,
+        "--pareto",
+        "macs_m",
+        "--budget",
+        "100",
+    ]);
+    assert!(e.contains("--budget"), "{e}");
 }

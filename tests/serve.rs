@@ -1607,4 +1607,25 @@ fn a_search_strategy_is_chosen_recorded_and_keyed() {
         &json!({"supernet": "pkg", "arch": "largest", "strategy": "aging"}),
     );
     assert_eq!(with_arch.status, 422);
+    // a front: NSGA-II or random samples; aging has one objective
+    let front = |st: &str| {
+        post(
+            &server.url("/v1/pareto"),
+            &json!({"supernet": "pkg", "objective": "macs_m", "strategy": st}),
+        )
+    };
+    let random = front("random");
+    assert_eq!(
+        random.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&random.body)
+    );
+    assert!(!random.json()["points"].as_array().unwrap().is_empty());
+    assert_ne!(random.json(), front("evolution").json());
+    let aging = front("aging");
+    assert_eq!(
+        (aging.status, aging.json()["error"]["code"].clone()),
+        (422, json!("invalid_strategy"))
+    );
 }

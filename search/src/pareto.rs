@@ -20,6 +20,7 @@ use crate::evolution::{
     check_deadline, feasible_seed, minimum, scored, Scored, MAX_GENERATIONS, MAX_POPULATION,
 };
 use crate::problem::Problem;
+use crate::strategy::Strategy;
 use crate::SearchError;
 
 /// NSGA-II settings.
@@ -36,6 +37,10 @@ pub struct ParetoConfig {
     pub max_attempts: usize,
     /// Seed.
     pub seed: u64,
+    /// `evolution` (NSGA-II, the default) or `random` (uniform feasible samples, as many as
+    /// NSGA-II evaluates at most: population × (generations + 1)); aging evolution is
+    /// single-objective and refused.
+    pub strategy: Strategy,
 }
 
 impl Default for ParetoConfig {
@@ -46,6 +51,7 @@ impl Default for ParetoConfig {
             mutate_prob: 0.1,
             max_attempts: 100,
             seed: 0,
+            strategy: Strategy::Evolution,
         }
     }
 }
@@ -185,6 +191,11 @@ pub fn pareto_until(
             cfg.population, cfg.generations
         )));
     }
+    if cfg.strategy == Strategy::Aging {
+        return Err(SearchError::Config(
+            "aging evolution optimises one objective: search a front with `evolution` (NSGA-II) or `random`".into(),
+        ));
+    }
     problem.check_choices()?;
     let start = Instant::now();
     let space = problem.space;
@@ -240,8 +251,36 @@ pub fn pareto_until(
             Ok(out)
         };
     let mut pop = evaluate(fresh, &mut archive)?;
+    // random search: uniform feasible samples in batches, as many as NSGA-II evaluates at most
+    let generations = match cfg.strategy {
+        Strategy::Random => 0,
+        _ => cfg.generations,
+    };
+    if cfg.strategy == Strategy::Random {
+        let total = cfg.population.saturating_mul(cfg.generations + 1);
+        let mut g = 0;
+        while archive.len() < total {
+            check_deadline(deadline, g, start)?;
+            g += 1;
+            let mut batch = Vec::new();
+            for _ in 0..cfg.population.min(total - archive.len()) {
+                for _ in 0..cfg.max_attempts {
+                    let a = sample(space, &problem.choices, &mut rng).canonical(space);
+                    if !seen.contains(&a) && problem.feasible(&a)? {
+                        seen.insert(a.clone());
+                        batch.push(a);
+                        break;
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            evaluate(batch, &mut archive)?;
+        }
+    }
 
-    for g in 0..cfg.generations {
+    for g in 0..generations {
         check_deadline(deadline, g, start)?;
         let rank = ranks(&pop);
         let crowd = crowding(&pop, &rank);

@@ -199,3 +199,42 @@ fn unknown_strategies_and_bad_budgets_are_named() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_front_is_searched_by_nsga2_or_random_samples_never_by_aging() {
+    let space = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+    let macs = Additive::macs(&space);
+    let acc = model(&space, 4);
+    let problem = Problem {
+        space: &space,
+        choices: Choices::all(&space),
+        accuracy: &acc,
+        bounds: vec![],
+        report: vec![],
+    };
+    let cfg = |strategy: Strategy, seed: u64| ofa_search::ParetoConfig {
+        population: 30,
+        generations: 10,
+        strategy,
+        seed,
+        ..ofa_search::ParetoConfig::default()
+    };
+    let a = ofa_search::pareto(&problem, &macs, &cfg(Strategy::Random, 1)).unwrap();
+    let b = ofa_search::pareto(&problem, &macs, &cfg(Strategy::Random, 1)).unwrap();
+    assert_eq!(a.points, b.points, "the same seed, the same front");
+    // as many evaluations as NSGA-II makes at most
+    assert!(
+        a.evaluated <= 30 * 11 && a.evaluated > 30 * 10,
+        "{}",
+        a.evaluated
+    );
+    // a front: accuracy rises with the objective
+    assert!(
+        a.points
+            .windows(2)
+            .all(|w| w[0].metrics["macs_m"] <= w[1].metrics["macs_m"]
+                && w[0].accuracy < w[1].accuracy)
+    );
+    let e = ofa_search::pareto(&problem, &macs, &cfg(Strategy::Aging, 1)).unwrap_err();
+    assert!(e.to_string().contains("one objective"), "{e}");
+}

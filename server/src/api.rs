@@ -52,6 +52,10 @@ pub struct ParetoRequest {
     /// Search seed (default 0).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `evolution` (NSGA-II, the default) or `random`; `aging` optimises one objective and is
+    /// refused (422). Part of the request's cache key unless it is the default.
+    #[serde(default)]
+    pub strategy: Option<ofa_search::Strategy>,
 }
 
 /// Predicted metrics of a subnet.

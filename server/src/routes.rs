@@ -789,6 +789,17 @@ pub async fn post_pareto(
     if !tag.is_empty() {
         parts.push(tag.as_bytes());
     }
+    let strategy = req.strategy.unwrap_or_default();
+    if strategy == ofa_search::Strategy::Aging {
+        return Err(ApiError::unprocessable(
+            "invalid_strategy",
+            "aging evolution optimises one objective: search a front with `evolution` (NSGA-II) or `random`",
+        ));
+    }
+    let strategy_tag = format!("strategy={strategy}");
+    if strategy != ofa_search::Strategy::Evolution {
+        parts.push(strategy_tag.as_bytes());
+    }
     let key = content_id(&parts);
     let spec = sn.spec();
     let deadline = Instant::now() + s.limits.request_timeout;
@@ -801,6 +812,7 @@ pub async fn post_pareto(
                 let front = on_rayon(&s, move || {
                     let cfg = ParetoConfig {
                         seed,
+                        strategy,
                         ..ParetoConfig::default()
                     };
                     Ok(spec.pareto(

@@ -213,8 +213,8 @@ fn front(
     constraints: &Constraints,
     hardware: Option<&str>,
 ) -> anyhow::Result<()> {
-    if a.budget.strategy != ofa_search::Strategy::Evolution || a.budget.budget.is_some() {
-        bail!("--strategy and --budget choose how one budget's best subnet is searched; a --pareto front is NSGA-II's (its --population and --generations)");
+    if a.budget.budget.is_some() {
+        bail!("--budget bounds the search for one budget's best subnet; a --pareto front evaluates population × (generations + 1) archs at most (set --population and --generations)");
     }
     let cfg = ParetoConfig {
         population: a.budget.population,
@@ -223,6 +223,7 @@ fn front(
             .generations
             .unwrap_or(ParetoConfig::default().generations),
         seed: a.budget.seed,
+        strategy: a.budget.strategy,
         ..ParetoConfig::default()
     };
     let f = spec.pareto(objective, constraints, hardware, &cfg, None)?;
