@@ -1510,6 +1510,13 @@ fn a_finetuning_job_makes_a_new_subnet_that_is_served_kept_and_cancellable() {
         &json!({"epochs": 1}),
     );
     assert_eq!(twice.json()["error"]["code"], "invalid_base");
+    assert!(
+        twice.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&base_id),
+        "the message names the base to fine-tune instead"
+    );
     assert!(server.terminate().success());
 
     // after a restart on the same cache folder: the subnet and its job are still there

@@ -102,7 +102,9 @@ impl EvolutionConfig {
         if self.max_attempts == 0 {
             return bad("max_attempts must be positive");
         }
-        if self.tournament == 0 || self.tournament > self.population {
+        if self.strategy == Strategy::Aging
+            && (self.tournament == 0 || self.tournament > self.population)
+        {
             return Err(SearchError::Config(format!(
                 "tournament must be between 1 and the population ({}), got {}",
                 self.population, self.tournament
@@ -485,6 +487,9 @@ fn evolution(
                 }
             }
             abandoned += usize::from(!found);
+        }
+        if children.is_empty() {
+            break; // no new feasible child within the attempts: the search has converged
         }
         let t = Instant::now();
         let accs = problem.accuracy.predict(&children)?;

@@ -189,14 +189,25 @@ fn unknown_strategies_and_bad_budgets_are_named() {
         },
         EvolutionConfig {
             tournament: 0,
+            strategy: Strategy::Aging,
             ..EvolutionConfig::default()
         },
         EvolutionConfig {
             tournament: 101,
+            strategy: Strategy::Aging,
             ..EvolutionConfig::default()
         },
     ] {
         assert!(bad.validate().is_err(), "{bad:?}");
+    }
+    // the tournament is aging's alone: a small population still runs the other strategies
+    for strategy in [Strategy::Evolution, Strategy::Random] {
+        let small = EvolutionConfig {
+            population: 20,
+            strategy,
+            ..EvolutionConfig::default()
+        };
+        assert!(small.validate().is_ok(), "{strategy}");
     }
 }
 

@@ -28,6 +28,8 @@ use crate::state::content_id;
 
 /// The record a finished job keeps in its run folder.
 pub const RECORD_FILE: &str = "record.json";
+/// A fine-tuning run's checkpoint (removed once the job has succeeded).
+const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
 /// Body of `POST /v1/subnets/{id}/finetune`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -330,8 +332,17 @@ impl Jobs {
         let mut jobs = self.lock();
         if let Some(j) = jobs.get(id) {
             let st = j.status();
-            if matches!(st.state, JobState::Queued | JobState::Running) {
-                return Ok(st);
+            match st.state {
+                JobState::Running if st.cancel_requested => {
+                    return Err(ApiError::Conflict {
+                        code: "job_stopping",
+                        message: format!(
+                            "the job `{id}` is stopping after a cancellation: ask again once it is cancelled (it continues from its checkpoint)"
+                        ),
+                    })
+                }
+                JobState::Queued | JobState::Running => return Ok(st),
+                _ => {}
             }
         }
         let queue = self
@@ -383,13 +394,16 @@ impl Jobs {
                 None => Err(unknown_job(id)),
             };
         };
-        job.stop.store(true, Ordering::SeqCst);
         job.update(|s| match s.state {
             JobState::Queued => {
+                job.stop.store(true, Ordering::SeqCst);
                 s.state = JobState::Cancelled;
                 s.cancel_requested = true;
             }
-            JobState::Running => s.cancel_requested = true,
+            JobState::Running => {
+                job.stop.store(true, Ordering::SeqCst);
+                s.cancel_requested = true;
+            }
             _ => {}
         });
         let st = job.status();
@@ -454,10 +468,18 @@ pub fn training_data(package: &Path) -> Result<(), ApiError> {
 
 /// Run `job` on the calling (job) thread.
 fn work(job: &Arc<Job>, cfg: &JobConfig, runs: &Path) {
-    if job.stop.load(Ordering::SeqCst) {
+    // queued → running in one step under the status lock, so a cancellation is either seen here
+    // (the job never starts) or finds it running (it stops after a step)
+    let mut start = false;
+    job.update(|s| {
+        if s.state == JobState::Queued && !job.stop.load(Ordering::SeqCst) {
+            s.state = JobState::Running;
+            start = true;
+        }
+    });
+    if !start {
         return; // cancelled while queued
     }
-    job.update(|s| s.state = JobState::Running);
     let t = Instant::now();
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job, cfg, runs)))
         .unwrap_or_else(|_| Err("the fine-tuning run panicked".into()));
@@ -490,10 +512,17 @@ fn run(job: &Arc<Job>, cfg: &JobConfig, runs: &Path) -> Result<Option<SubnetReco
     fn err(e: &(dyn std::error::Error + 'static)) -> String {
         ofa_space::chain(e)
     }
-    let outcome = if dir.join(FINETUNE_FILE).is_file() {
+    // a cancelled run continues from its checkpoint; one that stopped before its first
+    // checkpoint (a restart, a failure) starts again
+    let outcome = if dir.join(FINETUNE_FILE).is_file() && dir.join(CHECKPOINT_FILE).is_file() {
         resume(&dir, opts).map_err(|e| err(&e))?
     } else {
-        let _ = std::fs::remove_dir_all(&dir);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot clear {}: {e}", dir.display()))
+            }
+            _ => {}
+        }
         let settings = st.request.settings().map_err(|e| e.to_string())?;
         let pkg = Package::open(&cfg.dir, cfg.device).map_err(|e| err(&e))?;
         let subnet = cut(&pkg, &job.base.arch, &cfg.recalibration).map_err(|e| err(&e))?;
@@ -512,6 +541,10 @@ fn run(job: &Arc<Job>, cfg: &JobConfig, runs: &Path) -> Result<Option<SubnetReco
     let bytes = ofa_schema::to_json_pretty(&rec);
     ofa_supernet::checkpoint::write_atomic(&dir.join(RECORD_FILE), bytes.as_bytes())
         .map_err(|e| err(&e))?;
+    // done: the weights served stay; the checkpoint (weights and momentum) is not needed again
+    if let Err(e) = std::fs::remove_file(dir.join(CHECKPOINT_FILE)) {
+        tracing::warn!(dir = %dir.display(), error = %e, "a finished job's checkpoint stays");
+    }
     Ok(Some(rec))
 }
 

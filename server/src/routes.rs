@@ -571,10 +571,16 @@ async fn finetuned_download(
         s,
         s.store.get_or_compute(kind, &key, |_| async move {
             let made = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+                if !path.is_file() {
+                    return Err(gone());
+                }
                 let Some(o) = onnx else {
-                    return std::fs::read(&path).map_err(|_| gone());
+                    return std::fs::read(&path).map_err(|e| {
+                        ApiError::Internal(format!("reading {}: {e}", path.display()))
+                    });
                 };
-                let f = ofa_supernet::Subnet::load(&path, tch::Device::Cpu).map_err(|_| gone())?;
+                let f = ofa_supernet::Subnet::load(&path, tch::Device::Cpu)
+                    .map_err(|e| ApiError::Internal(ofa_space::chain(&e)))?;
                 let arch = f.arch.ok_or_else(|| {
                     ApiError::Internal("a fine-tuned subnet file records no arch".into())
                 })?;
@@ -619,7 +625,7 @@ pub async fn post_finetune(
             "invalid_base",
             format!(
                 "`{id}` is itself fine-tuned: fine-tune its base subnet `{}` for longer instead",
-                base.id
+                base.finetuned.as_ref().map_or("?", |f| f.base.as_str())
             ),
         ));
     }

@@ -80,7 +80,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let supernet_teacher = net.deep_clone()?;
     let mut net_opt = Sgd::new(&net, 0.9, 3e-5);
     // `ofa finetune`: the subnet's own weights, the largest subnet as teacher.
-    let student = Student::new(&pkg.net().extract(&arch)?, Layout::ChannelsLast)?;
+    let student = Student::new(&pkg.net().extract(&arch)?, Layout::ChannelsLast, device)?;
     let mut largest = ArchConfig::largest(&space);
     largest.r = arch.r;
     let teacher = pkg.net().extract(&largest)?.to_layout(Layout::ChannelsLast);

@@ -86,11 +86,11 @@ pub struct Args {
     ranks: super::launch::RankArgs,
 }
 
-/// The subnet to start from, as asked.
-fn base(a: &Args, package: &Path) -> anyhow::Result<Base> {
+/// The subnet to start from, as asked, on `device` (this rank's).
+fn base(a: &Args, package: &Path, device: tch::Device) -> anyhow::Result<Base> {
     let space = space_of_supernet(&package.join(ofa_package::SUPERNET_FILE))?;
     if let Some(file) = &a.subnet {
-        let f = Subnet::load(file, a.device)?;
+        let f = Subnet::load(file, device)?;
         let Some(arch) = f.arch else {
             bail!(
                 "{}: the file does not record its arch; give --arch instead",
@@ -131,7 +131,7 @@ fn base(a: &Args, package: &Path) -> anyhow::Result<Base> {
         _ => None,
     };
     let choice = choose(spec.as_ref(), &space, &target, hardware.as_deref(), None)?;
-    let pkg = Package::open(package, a.device)?;
+    let pkg = Package::open(package, device)?;
     let recal = Recalibration {
         images: a.calibration_images,
         ..Recalibration::default()
@@ -184,7 +184,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 warmup_epochs: a.warmup_epochs,
                 seed: a.budget.seed,
             };
-            let base = base(&a, package)?;
+            let base = base(&a, package, device)?;
             (out.clone(), finetune(package, base, &settings, out, opts)?)
         }
         _ => bail!("give --package and --out, or --resume RUN"),

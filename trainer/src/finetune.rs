@@ -121,14 +121,15 @@ pub fn finetune(
     let run = ranks::all_ok(group.as_deref(), SETUP, created)?;
     let device = run.opts.device;
     let student = match settings.init {
-        Init::Inherited => Student::new(&base.subnet, Layout::ChannelsLast)?,
+        Init::Inherited => Student::new(&base.subnet, Layout::ChannelsLast, device),
         Init::Scratch => Student::scratch(
             base.subnet.config().clone(),
             mix(&[settings.seed, PHASE, Stream::Init.tag()]),
             device,
             Layout::ChannelsLast,
-        )?,
+        ),
     };
+    let student = ranks::all_ok(group.as_deref(), SETUP, student.map_err(TrainError::from))?;
     run.go(student, FinetuneState::default(), None)
 }
 
@@ -380,6 +381,16 @@ impl Run {
                 ),
             ));
         }
+        let world = opts.group.as_deref().map_or(1, ProcessGroup::world);
+        if spec.schedule.batch_size % world != 0 {
+            return Err(run_err(
+                dir,
+                format!(
+                    "its batch of {} does not split evenly between {world} ranks: resume with a world size that divides it",
+                    spec.schedule.batch_size
+                ),
+            ));
+        }
         let config = SubnetConfig::from_arch(o.pkg.space(), &spec.arch);
         let ck = dir.join(CHECKPOINT_FILE);
         if !ck.is_file() {
@@ -415,7 +426,7 @@ impl Run {
         }
         let sub = Subnet::from_tensors(config.clone(), net, opts.device)
             .map_err(|e| run_err(&ck, e.to_string()))?;
-        let student = Student::new(&sub, Layout::ChannelsLast)?;
+        let student = Student::new(&sub, Layout::ChannelsLast, opts.device)?;
         let run = Run {
             _lock: lock,
             spec,
@@ -615,11 +626,16 @@ impl Run {
     ) -> Result<Outcome, TrainError> {
         let s = &self.spec.schedule;
         let group = self.group();
+        // every rank's settings but its own device (rank k trains on cuda:k)
+        let shared = FinetuneSpec {
+            device: String::new(),
+            ..self.spec.clone()
+        };
         ranks::agree(
             group,
             "the fine-tuning run (settings, data sizes, step)",
             ranks::hash_of((
-                ofa_schema::to_json(&self.spec),
+                ofa_schema::to_json(&shared),
                 [self.train.len(), self.val.len()],
                 state.step,
             )),
@@ -637,7 +653,7 @@ impl Run {
             );
         }
         state.world_size = self.world();
-        let teacher = self.teacher()?;
+        let teacher = ranks::all_ok(group, "cutting the teacher", self.teacher())?;
         let mut opt = Sgd::new(&student, s.momentum, s.weight_decay);
         if let Some(m) = &momentum {
             opt.load_state(&student, m);
@@ -775,10 +791,27 @@ impl Run {
         }
         let last_weights = student.snapshot();
         let best_path = self.dir.join(BEST_FILE);
-        let best_weights = if best.step == last.step {
-            None
+        let (best, best_weights) = if best.step == last.step {
+            (best, None)
         } else {
-            Some(Subnet::load(&best_path, self.opts.device)?.net)
+            let f = Subnet::load(&best_path, self.opts.device)?;
+            // The file holds the weights of the evaluation its own record names. A resume that
+            // was not bit-exact (another world size, a GPU) may have scored an epoch again
+            // differently: the labels follow the file, never another epoch's figure.
+            let held = f
+                .metadata
+                .get("finetune")
+                .and_then(|m| serde_json::from_str::<FinetuneRecord>(m).ok())
+                .and_then(|r| state.epochs.iter().find(|e| e.step == r.chosen.step));
+            match held {
+                Some(e) => (e, Some(f.net)),
+                None => {
+                    return Err(run_err(
+                        &best_path,
+                        "its `finetune` record names no evaluation of this run",
+                    ))
+                }
+            }
         };
         let best_net = best_weights.as_ref().unwrap_or(&last_weights);
         let test = |net: &Subnet| -> Result<Option<f64>, TrainError> {

@@ -34,14 +34,22 @@ impl TensorSource for Prepared {
 }
 
 impl Student {
-    /// A trainable copy of `sub` (fresh storage; 4-D weights in `layout`; `sub` is untouched).
-    pub fn new(sub: &Subnet, layout: Layout) -> Result<Student> {
+    /// A trainable copy of `sub` on `device` (fresh storage; 4-D weights in `layout`; `sub` is
+    /// untouched).
+    pub fn new(sub: &Subnet, layout: Layout, device: Device) -> Result<Student> {
         let specs = sub.config().tensor_specs();
+        let named = sub.named_tensors();
+        if let Some((spec, (name, _))) = specs.iter().zip(&named).find(|(s, (n, _))| s.name != *n) {
+            return Err(SupernetError::BadInput(format!(
+                "the subnet's tensor `{name}` stands where its config expects `{}`",
+                spec.name
+            )));
+        }
         let map: HashMap<String, Tensor> = specs
             .iter()
-            .zip(sub.named_tensors())
+            .zip(named)
             .map(|(spec, (name, t))| {
-                let t = deep_copy(&t.detach());
+                let t = deep_copy(&t.detach().to_device(device));
                 let t = match layout {
                     Layout::ChannelsLast if t.dim() == 4 => channels_last(&t),
                     _ => t,
@@ -77,7 +85,7 @@ impl Student {
             scheme: InitScheme::HeFout,
         };
         let fresh = Subnet::build(config, &mut init)?;
-        Student::new(&fresh, layout)
+        Student::new(&fresh, layout, device)
     }
 
     /// The network (its tensors are the ones that train).
@@ -115,7 +123,7 @@ mod tests {
                 scheme: InitScheme::HeFout,
             },
         )?;
-        let s = Student::new(&base, Layout::ChannelsLast)?;
+        let s = Student::new(&base, Layout::ChannelsLast, Device::Cpu)?;
         assert_eq!(s.params().len(), config.tensor_specs().len());
         for ((spec, t), (name, b)) in s.params().iter().zip(base.named_tensors()) {
             assert_eq!(spec.name, name);
