@@ -217,6 +217,26 @@ fn open_package(
 }
 
 impl Run {
+    fn assemble(
+        lock: Option<std::fs::File>,
+        spec: FinetuneSpec,
+        dir: &Path,
+        o: Opened,
+        opts: TrainOptions,
+    ) -> Run {
+        Run {
+            _lock: lock,
+            spec,
+            dir: dir.to_path_buf(),
+            pkg: o.pkg,
+            recipe: o.recipe,
+            train: o.train,
+            val: o.val,
+            test: o.test,
+            opts,
+        }
+    }
+
     fn create(
         package: &Path,
         base: &Base,
@@ -335,17 +355,7 @@ impl Run {
                 ofa_schema::to_json_pretty(&spec).as_bytes(),
             )?;
         }
-        Ok(Run {
-            _lock: lock,
-            spec,
-            dir: dir.to_path_buf(),
-            pkg: o.pkg,
-            recipe: o.recipe,
-            train: o.train,
-            val: o.val,
-            test: o.test,
-            opts,
-        })
+        Ok(Run::assemble(lock, spec, dir, o, opts))
     }
 
     fn open(dir: &Path, opts: TrainOptions) -> Result<(Run, Loaded), TrainError> {
@@ -427,17 +437,7 @@ impl Run {
         let sub = Subnet::from_tensors(config.clone(), net, opts.device)
             .map_err(|e| run_err(&ck, e.to_string()))?;
         let student = Student::new(&sub, Layout::ChannelsLast, opts.device)?;
-        let run = Run {
-            _lock: lock,
-            spec,
-            dir: dir.to_path_buf(),
-            pkg: o.pkg,
-            recipe: o.recipe,
-            train: o.train,
-            val: o.val,
-            test: o.test,
-            opts,
-        };
+        let run = Run::assemble(lock, spec, dir, o, opts);
         Ok((
             run,
             Loaded {
