@@ -199,7 +199,7 @@ pub(crate) fn aging(
                 canonicalize(&mut child, problem);
                 if !problem.feasible(&child)? {
                     child = tournament(&mut run.rng);
-                } else if run.seen.contains(&child) || children.contains(&child) {
+                } else if run.seen.contains(&child) {
                     mutate(&mut child, &problem.choices, cfg.mutate_prob, &mut run.rng);
                 } else {
                     run.seen.insert(child.clone());
