@@ -32,7 +32,7 @@ fn seed_space() -> SearchSpace {
     s.ks_list = vec![3, 5];
     s.expand_ratio_list = vec![2, 3];
     s.depth_list = vec![1, 2];
-    s.final_expand_base_width = 32;
+    s.final_expand_base_width = Some(32);
     s.last_channel_base_width = 32;
     s.dropout_rate = 0.0;
     s

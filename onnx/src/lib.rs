@@ -3,7 +3,7 @@
 //!
 //! The graph: input `input` `[N, C, R, R]` float32 (N dynamic), output `logits` `[N, classes]`.
 //! Conv (depthwise as `group = C`), BatchNormalization (or folded into the preceding Conv),
-//! Relu, HardSwish (opset ≥ 14), HardSigmoid with PyTorch's alpha = 1/6, beta = 0.5 (ONNX's
+//! Relu, Clip (ReLU6, bounds as initialisers), HardSwish (opset ≥ 14), HardSigmoid with PyTorch's alpha = 1/6, beta = 0.5 (ONNX's
 //! default alpha is 0.2), GlobalAveragePool, Mul for squeeze-excite, Add for residuals, Flatten,
 //! Gemm. Initialisers carry the reference subnet's tensor names.
 
@@ -14,7 +14,7 @@ pub mod check;
 pub mod runtime;
 
 use ofa_space::Activation;
-use ofa_supernet::layers::{BlockRun, BlockWeights, Bn, Se};
+use ofa_supernet::layers::{BlockRun, BlockWeights, Bn, Head, Se};
 use ofa_supernet::Subnet;
 use onnx_protobuf as pb;
 use protobuf::Message;
@@ -133,10 +133,12 @@ pub fn model(sub: &Subnet, o: &ExportOptions) -> Result<pb::ModelProto, OnnxErro
     Ok(wrap(graph, o))
 }
 
-/// The steps of `Subnet::eval_steps`: the first conv, each block, and the head's four (final
-/// expand, pooling, feature mix, classifier), one per latency-table key.
+/// The steps of `Subnet::eval_steps`: the first conv, each block, and the head's (MobileNetV3:
+/// final expand, pooling, feature mix, classifier; ProxylessNAS: feature mix, pooling +
+/// classifier), one per latency-table key.
 fn n_steps(sub: &Subnet) -> usize {
-    1 + sub.layers().1.len() + 4
+    let head = sub.layers().2;
+    1 + sub.layers().1.len() + if head.post_pool.is_some() { 4 } else { 2 }
 }
 
 /// One layer's model: its input shape at batch 1, and the serialised ONNX model.
@@ -222,6 +224,10 @@ fn wrap(graph: pb::GraphProto, o: &ExportOptions) -> pb::ModelProto {
     m
 }
 
+/// The initialisers holding ReLU6's bounds (`Clip`'s `min` and `max` inputs).
+const RELU6_MIN: &str = "relu6.min";
+const RELU6_MAX: &str = "relu6.max";
+
 struct Graph {
     nodes: Vec<pb::NodeProto>,
     inits: Vec<pb::TensorProto>,
@@ -238,41 +244,53 @@ impl Graph {
         Ok(match i {
             0 => {
                 let h = self.conv_bn(&x, "first_conv", &stem.conv, 2, 1, &stem.bn)?;
-                self.act(&h, Activation::HSwish)
+                self.act(&h, stem.act)?
             }
             i if i <= n => {
                 let (run, w) = &blocks[i - 1];
                 self.block(&x, &format!("blocks.{}", i - 1), *run, w)?
             }
             i if i == n + 1 => {
-                let h = self.conv_bn(
-                    &x,
-                    "final_expand_layer",
-                    &head.final_expand,
-                    1,
-                    1,
-                    &head.final_bn,
-                )?;
-                self.act(&h, Activation::HSwish)
+                // MobileNetV3's final expand, ProxylessNAS's feature mix: conv, BN, act
+                let name = if head.post_pool.is_some() {
+                    "final_expand_layer"
+                } else {
+                    "feature_mix_layer"
+                };
+                let h = self.conv_bn(&x, name, &head.pre_pool, 1, 1, &head.pre_pool_bn)?;
+                self.act(&h, head.act)?
             }
-            i if i == n + 2 => self.op("GlobalAveragePool", vec![x], vec![]),
+            i if i == n + 2 && head.post_pool.is_some() => {
+                self.op("GlobalAveragePool", vec![x], vec![])
+            }
+            i if i == n + 2 => {
+                let h = self.op("GlobalAveragePool", vec![x], vec![]);
+                let h = self.op("Flatten", vec![h], vec![int("axis", 1)]);
+                self.classifier(h, head)?
+            }
             i if i == n + 3 => {
-                let w = self.init("feature_mix_layer.conv.weight", &head.feature_mix)?;
-                let h = self.op("Conv", vec![x, w], conv_attrs(&head.feature_mix, 1, 1));
-                let h = self.act(&h, Activation::HSwish);
+                let fm = head.post_pool.as_ref().ok_or_else(|| {
+                    OnnxError::Encode("a feature mix after pooling in a head without one".into())
+                })?;
+                let w = self.init("feature_mix_layer.conv.weight", fm)?;
+                let h = self.op("Conv", vec![x, w], conv_attrs(fm, 1, 1));
+                let h = self.act(&h, head.act)?;
                 self.op("Flatten", vec![h], vec![int("axis", 1)])
             }
-            _ => {
-                let w = self.init("classifier.linear.weight", &head.classifier_weight)?;
-                let b = self.init("classifier.linear.bias", &head.classifier_bias)?;
-                self.op_to(
-                    "Gemm",
-                    vec![x, w, b],
-                    vec![int("transB", 1)],
-                    "logits".into(),
-                )
-            }
+            _ => self.classifier(x, head)?,
         })
+    }
+
+    /// The classifier, whose output is the graph's `logits`.
+    fn classifier(&mut self, x: String, head: &Head) -> Result<String, OnnxError> {
+        let w = self.init("classifier.linear.weight", &head.classifier_weight)?;
+        let b = self.init("classifier.linear.bias", &head.classifier_bias)?;
+        Ok(self.op_to(
+            "Gemm",
+            vec![x, w, b],
+            vec![int("transB", 1)],
+            "logits".into(),
+        ))
     }
 
     /// A node `op` on `inputs`; returns its output's name (unique: the node's index).
@@ -342,11 +360,20 @@ impl Graph {
         ))
     }
 
-    fn act(&mut self, x: &str, a: Activation) -> String {
-        match a {
+    fn act(&mut self, x: &str, a: Activation) -> Result<String, OnnxError> {
+        Ok(match a {
             Activation::Relu => self.op("Relu", vec![x.to_string()], vec![]),
+            Activation::Relu6 => {
+                // Clip's bounds are inputs from opset 11; one pair of scalars serves the graph
+                if !self.inits.iter().any(|t| t.name == RELU6_MIN) {
+                    self.init(RELU6_MIN, &Tensor::from(0f32))?;
+                    self.init(RELU6_MAX, &Tensor::from(6f32))?;
+                }
+                let inputs = vec![x.to_string(), RELU6_MIN.into(), RELU6_MAX.into()];
+                self.op("Clip", inputs, vec![])
+            }
             Activation::HSwish => self.op("HardSwish", vec![x.to_string()], vec![]),
-        }
+        })
     }
 
     fn se(&mut self, x: &str, prefix: &str, se: &Se) -> Result<String, OnnxError> {
@@ -388,7 +415,7 @@ impl Graph {
                 1,
                 bn,
             )?;
-            h = self.act(&h, run.act);
+            h = self.act(&h, run.act)?;
         }
         let m = w.depth_conv.size()[0];
         h = self.conv_bn(
@@ -399,7 +426,7 @@ impl Graph {
             m,
             &w.depth_bn,
         )?;
-        h = self.act(&h, run.act);
+        h = self.act(&h, run.act)?;
         if let Some(se) = &w.se {
             h = self.se(&h, &format!("{prefix}.conv.depth_conv.se"), se)?;
         }

@@ -126,15 +126,59 @@ fn the_reference_fixture_subnet_reproduces_the_reference_logits() {
         panic!("subnet_3 is a subnet")
     };
     let io = read_safetensors(&dir.join("io_3.safetensors")).unwrap();
-    let x = &io.tensors["input"];
-    let want = Vec::<f32>::try_from(io.tensors["logits_subnet"].flatten(0, -1)).unwrap();
+    tract_gives(&f.net, &io.tensors["input"], &io.tensors["logits_subnet"]);
+}
+
+/// Exported with and without BN folding, `net` computes `want` on `x` under tract.
+fn tract_gives(net: &Subnet, x: &Tensor, want: &Tensor) {
+    let want = Vec::<f32>::try_from(want.flatten(0, -1)).unwrap();
     for fold_bn in [false, true] {
         let o = ExportOptions {
             fold_bn,
             ..ExportOptions::new(x.size()[2] as u32)
         };
-        let bytes = export(&f.net, &o).unwrap();
+        let bytes = export(net, &o).unwrap();
         let e = worst(&tract_logits(&bytes, x).unwrap(), &want);
         assert!(e <= 1e-4, "fold {fold_bn}: {e}");
+    }
+}
+
+#[test]
+fn proxyless_subnets_run_under_tract_as_under_the_reference() {
+    tch::set_num_threads(1);
+    // The reference's own ProxylessNAS subnet file: tract computes the reference's logits.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/ofa-proxyless-tiny");
+    let Model::Subnet(f) = open_model(&dir.join("subnet.safetensors"), Device::Cpu).unwrap() else {
+        panic!("subnet.safetensors is a subnet")
+    };
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let i = cases.iter().find(|c| c["subnet_file"].is_string()).unwrap()["index"]
+        .as_u64()
+        .unwrap();
+    let io = read_safetensors(&dir.join("io.safetensors")).unwrap();
+    let x = &io.tensors[&format!("input_{i}")];
+    tract_gives(&f.net, x, &io.tensors[&format!("logits_subnet_{i}")]);
+    let m = model(&f.net, &ExportOptions::new(x.size()[2] as u32)).unwrap();
+    let g = m.graph.as_ref().unwrap();
+    assert!(g.node.iter().any(|n| n.op_type == "Clip"));
+    assert!(g.node.iter().all(|n| n.op_type != "HardSwish"));
+    // Random ProxylessNAS subnets with random BN, at batch 1 and 3.
+    let space = SearchSpace::preset("ofa-proxyless-tiny").unwrap();
+    let net = Supernet::new(&space, 5, Device::Cpu).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut archs = vec![ArchConfig::largest(&space), ArchConfig::smallest(&space)];
+    archs.push(sample(&space, &Choices::all(&space), &mut rng));
+    for (i, arch) in archs.iter().enumerate() {
+        let sub = net.extract(arch).unwrap();
+        randomise_bn(&sub, 100 + i as i64);
+        let bytes = export(&sub, &ExportOptions::new(arch.r)).unwrap();
+        for n in [1, 3] {
+            let r = i64::from(arch.r);
+            let x = Tensor::randn([n, 3, r, r], (Kind::Float, Device::Cpu));
+            let e = worst(&tract_logits(&bytes, &x).unwrap(), &ours(&sub, &x));
+            assert!(e <= 1e-4, "arch {i} batch {n}: {e}");
+        }
     }
 }

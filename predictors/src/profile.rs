@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ofa_space::latency::layer_keys;
-use ofa_space::{sample, ArchConfig, Choices, SearchSpace, N_STAGES};
+use ofa_space::{sample, ArchConfig, Choices, SearchSpace};
 use ofa_supernet::checkpoint::write_atomic;
 use ofa_supernet::timing::time_ms;
 use ofa_supernet::{Subnet, Supernet};
@@ -104,7 +104,7 @@ pub fn covering_archs(space: &SearchSpace, r: u32) -> Vec<ArchConfig> {
             out.push(ArchConfig {
                 ks: vec![k; n],
                 e: vec![e; n],
-                d: vec![d; N_STAGES],
+                d: vec![d; space.n_stages()],
                 r,
             });
         }

@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
-/// `MobileNetV3.config`.
+/// `MobileNetV3.config` or `ProxylessNASNets.config` (which has no final expand layer, and whose
+/// feature mix is the BN layer before pooling).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetConfig {
     /// The residual blocks, block 0 first.
@@ -19,13 +20,14 @@ pub struct NetConfig {
     pub bn: Option<BnSettings>,
     /// The classifier.
     pub classifier: LinearLayer,
-    /// The 1×1 convolution after pooling.
+    /// The 1×1 convolution after pooling (MobileNetV3), or before it (ProxylessNAS).
     pub feature_mix_layer: ConvLayer,
-    /// The 1×1 convolution before pooling.
-    pub final_expand_layer: ConvLayer,
+    /// The 1×1 convolution before pooling (MobileNetV3 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_expand_layer: Option<ConvLayer>,
     /// The stem.
     pub first_conv: ConvLayer,
-    /// `MobileNetV3`.
+    /// `MobileNetV3` or `ProxylessNASNets`.
     pub name: String,
 }
 

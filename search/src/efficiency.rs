@@ -177,13 +177,13 @@ impl Additive {
                     f_head,
                 } => {
                     let mut total = get(r, first_conv_key(space, r))?;
-                    total += get(r, block_key(&block0, f_block0))?;
+                    total += get(r, block_key(space, &block0, f_block0))?;
                     for (_, k) in head_keys(space, f_head) {
                         total += get(r, k)?;
                     }
                     Ok(a * total + b)
                 }
-                Part::Block { block, f, r } => Ok(a * get(r, block_key(&block, f))?),
+                Part::Block { block, f, r } => Ok(a * get(r, block_key(space, &block, f))?),
             }
         })
     }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::SpaceError;
-use crate::space::{BlockSpec, SearchSpace, N_STAGES};
+use crate::space::{BlockSpec, SearchSpace};
 
 /// A subnet: kernel size and expand ratio per elastic block (indexed by **supernet** block, entry
 /// `i` ↔ block `i + 1`), depth per stage, and the input resolution.
@@ -112,7 +112,7 @@ impl ArchConfig {
         for (field, len, want) in [
             ("ks", self.ks.len(), n),
             ("e", self.e.len(), n),
-            ("d", self.d.len(), N_STAGES),
+            ("d", self.d.len(), space.n_stages()),
         ] {
             if len != want {
                 return Err(SpaceError::InvalidArch(format!(
@@ -132,7 +132,16 @@ impl ArchConfig {
         };
         check("ks", &self.ks, &space.ks_list)?;
         check("e", &self.e, &space.expand_ratio_list)?;
-        check("d", &self.d, &space.depth_list)?;
+        // A stage of fixed block count takes its count too (the reference's ProxylessNAS samples
+        // its last depth as 1 and clips any other to 1).
+        for (i, (d, stage)) in self.d.iter().zip(space.stages.iter().skip(1)).enumerate() {
+            if !space.depth_list.contains(d) && stage.blocks != Some(*d) {
+                return Err(SpaceError::InvalidArch(format!(
+                    "`d[{i}]` = {d} is not one of the space's choices {:?}",
+                    space.depth_list
+                )));
+            }
+        }
         if !space.resolutions.contains(&self.r) {
             return Err(SpaceError::InvalidArch(format!(
                 "resolution {} is not in the space's resolutions {:?}",
@@ -142,7 +151,9 @@ impl ArchConfig {
         Ok(())
     }
 
-    /// Whether elastic block `i` (0-based, i.e. supernet block `i + 1`) runs under this config.
+    /// Whether elastic block `i` (0-based, i.e. supernet block `i + 1`) runs under this config:
+    /// the reference encoders' rule, exact for every family (a stage of fixed count is the last
+    /// and holds one block).
     pub fn is_active(&self, i: usize, max_depth: usize) -> bool {
         (i % max_depth) < self.d[i / max_depth] as usize
     }
@@ -150,11 +161,10 @@ impl ArchConfig {
     /// The active blocks, block 0 first, with their resolved kernel, expand and middle width.
     /// Assumes a config validated against `space` (lengths are checked by indexing).
     pub fn active_blocks(&self, space: &SearchSpace) -> Vec<ActiveBlock> {
-        let md = space.max_depth();
         space
             .blocks()
             .into_iter()
-            .filter(|b| b.index == 0 || self.is_active(b.index - 1, md))
+            .filter(|b| b.index == 0 || b.pos_in_stage < self.d[b.stage - 1] as usize)
             .map(|b| {
                 if b.index == 0 {
                     ActiveBlock {
@@ -176,11 +186,16 @@ impl ArchConfig {
             .collect()
     }
 
-    /// The same network with the entries of skipped blocks set to the first choice, so that equal
-    /// networks compare equal.
+    /// The same network with the entries of skipped blocks set to the first choice and a fixed
+    /// stage's depth set to its count, so that equal networks compare equal.
     pub fn canonical(&self, space: &SearchSpace) -> ArchConfig {
         let md = space.max_depth();
         let mut c = self.clone();
+        for (d, stage) in c.d.iter_mut().zip(space.stages.iter().skip(1)) {
+            if let Some(n) = stage.blocks {
+                *d = n;
+            }
+        }
         for i in 0..c.ks.len() {
             if !self.is_active(i, md) {
                 c.ks[i] = space.ks_list[0];
@@ -214,6 +229,37 @@ mod tests {
         assert!(err.contains("missing resolution"), "{err}");
         let err = ArchConfig::from_json(&format!("{{{base},\"r\":[1,2]}}")).unwrap_err();
         assert!(err.to_string().contains("one-element"), "{err}");
+    }
+
+    #[test]
+    fn a_fixed_stage_takes_its_count_or_any_depth_and_canonicalises_to_its_count() {
+        let s = SearchSpace::preset("ofa-proxyless-tiny").unwrap();
+        let big = ArchConfig::largest(&s);
+        // the reference samples the last stage's depth as 1
+        assert_eq!(big.d, vec![4, 4, 4, 4, 4, 1]);
+        big.validate(&s).unwrap();
+        let mut a = big.clone();
+        a.d[5] = 3; // the reference clips any depth there to its one block
+        a.validate(&s).unwrap();
+        assert_eq!(a.active_blocks(&s), big.active_blocks(&s));
+        assert_eq!(a.canonical(&s), big.canonical(&s));
+        a.d[5] = 5;
+        let e = a.validate(&s).unwrap_err().to_string();
+        assert!(e.contains("`d[5]` = 5"), "{e}");
+        // a MobileNetV3 stage takes no depth outside its choices
+        let m = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
+        let mut a = ArchConfig::largest(&m);
+        a.d[4] = 1;
+        assert!(a
+            .validate(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("`d[4]` = 1"));
+        // the last block runs whatever the depth of the stages before it
+        let small = ArchConfig::smallest(&s);
+        let blocks = small.active_blocks(&s);
+        assert_eq!(blocks.len(), 1 + 5 * 2 + 1);
+        assert_eq!(blocks.last().unwrap().spec.index, 21);
     }
 
     #[test]

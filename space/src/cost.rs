@@ -69,16 +69,32 @@ pub fn block_cost(_space: &SearchSpace, b: &ActiveBlock, f_in: u32) -> Cost {
     c
 }
 
-/// Final expand conv + BN on the `f`×`f` last feature map, feature mix and classifier.
+/// The head on the `f`×`f` last feature map: MobileNetV3's final expand conv + BN, feature mix
+/// and classifier, or ProxylessNAS's feature mix conv + BN and classifier.
 pub fn head_cost(space: &SearchSpace, f: u32) -> Cost {
     let u = u64::from;
     let last_stage = u(*space.stage_widths().last().unwrap_or(&0));
-    let fe = u(space.final_expand_width());
     let lc = u(space.last_channel());
     let nc = u(space.n_classes);
-    Cost {
-        macs: last_stage * fe * u(f) * u(f) + fe * lc + lc * nc,
-        params: last_stage * fe + 2 * fe + fe * lc + lc * nc + nc,
+    let ff = u(f) * u(f);
+    let classifier = Cost {
+        macs: lc * nc,
+        params: lc * nc + nc,
+    };
+    match space.final_expand_width() {
+        Some(fe) => {
+            let fe = u(fe);
+            Cost {
+                macs: last_stage * fe * ff + fe * lc,
+                params: last_stage * fe + 2 * fe + fe * lc,
+            } + classifier
+        }
+        None => {
+            Cost {
+                macs: last_stage * lc * ff,
+                params: last_stage * lc + 2 * lc,
+            } + classifier
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! `ofa-space`: the Once-for-All MobileNetV3 search space, pure Rust.
+//! `ofa-space`: the Once-for-All search spaces, pure Rust.
 //!
-//! - [`SearchSpace`]: the supernet family (presets `ofa-mbv3-w1.0`, `ofa-mbv3-w1.2`, small ones),
-//!   with per-block derived shapes ([`BlockSpec`]).
+//! - [`SearchSpace`]: one supernet of a [`Family`] (MobileNetV3: presets `ofa-mbv3-w1.0`,
+//!   `ofa-mbv3-w1.2`; ProxylessNAS: `ofa-proxyless-w1.3`; small ones of each), with per-block
+//!   derived shapes ([`BlockSpec`]).
 //! - [`ArchConfig`]: one subnet, reference-JSON compatible, validated against a space.
 //! - [`Choices`] and [`sample`]: seeded uniform sampling from any subset of choices.
 //! - [`cost`]: analytic MACs and params equal to the reference's counts.
@@ -38,6 +39,6 @@ pub use encoding::Encoding;
 pub use error::{chain, SpaceError};
 pub use sample::{crossover, mutate, sample, Choices};
 pub use space::{
-    conv_out, make_divisible, se_width, Activation, BlockSpec, SearchSpace, StageSpec,
-    CHANNEL_DIVISIBLE, N_STAGES,
+    conv_out, make_divisible, se_width, Activation, BlockSpec, Family, SearchSpace, StageSpec,
+    CHANNEL_DIVISIBLE,
 };

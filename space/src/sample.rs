@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::ArchConfig;
 use crate::error::SpaceError;
-use crate::space::{SearchSpace, N_STAGES};
+use crate::space::SearchSpace;
 
 /// The choices to sample from: a subset of the space's lists (e.g. one phase of progressive
 /// shrinking restricts expand ratios to {4, 6}).
@@ -46,10 +46,16 @@ impl Choices {
 
     fn extreme(&self, space: &SearchSpace, pick: impl Fn(&[u32]) -> Option<u32>) -> ArchConfig {
         let n = space.n_elastic_blocks();
+        let d = pick(&self.d).unwrap_or(0);
         ArchConfig {
             ks: vec![pick(&self.ks).unwrap_or(0); n],
             e: vec![pick(&self.e).unwrap_or(0); n],
-            d: vec![pick(&self.d).unwrap_or(0); N_STAGES],
+            d: space
+                .stages
+                .iter()
+                .skip(1)
+                .map(|s| s.blocks.unwrap_or(d))
+                .collect(),
             r: pick(&self.r).unwrap_or(0),
         }
     }
@@ -76,14 +82,23 @@ impl Choices {
 }
 
 /// Draw one architecture uniformly: every kernel, expand ratio and depth independently (the
-/// entries of skipped blocks are drawn too, like the reference), then one resolution.
+/// entries of skipped blocks are drawn too, like the reference; a stage of fixed block count gets
+/// that count, as the reference's ProxylessNAS sets its last depth to 1), then one resolution.
 /// `choices` must have been validated (non-empty lists).
 pub fn sample<R: Rng + ?Sized>(space: &SearchSpace, choices: &Choices, rng: &mut R) -> ArchConfig {
     let n = space.n_elastic_blocks();
     let pick = |l: &[u32], rng: &mut R| *l.choose(rng).unwrap_or(&l[0]);
     let ks = (0..n).map(|_| pick(&choices.ks, rng)).collect();
     let e = (0..n).map(|_| pick(&choices.e, rng)).collect();
-    let d = (0..N_STAGES).map(|_| pick(&choices.d, rng)).collect();
+    let d = space
+        .stages
+        .iter()
+        .skip(1)
+        .map(|s| {
+            let d = pick(&choices.d, rng);
+            s.blocks.unwrap_or(d)
+        })
+        .collect();
     let r = pick(&choices.r, rng);
     ArchConfig { ks, e, d, r }
 }

@@ -1,4 +1,5 @@
-//! The search space: everything that defines one OFA MobileNetV3 supernet family.
+//! The search space: everything that defines one OFA supernet (its family, widths, stages and
+//! elastic choices).
 
 use serde::{Deserialize, Serialize};
 
@@ -7,8 +8,70 @@ use crate::error::SpaceError;
 /// The reference's channel divisor (`MyNetwork.CHANNEL_DIVISIBLE`).
 pub const CHANNEL_DIVISIBLE: u32 = 8;
 
-/// Number of elastic stages of OFA MobileNetV3.
-pub const N_STAGES: usize = 5;
+/// Stages of elastic depth in both families (a space's own stage count: [`SearchSpace::n_stages`]).
+const N_STAGES: usize = 5;
+
+/// The network family a space describes: which reference network its supernet and subnets are,
+/// and so what its stem, first block and head look like. Everything above the supernet asks the
+/// space (blocks, stages, widths) rather than branching on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Family {
+    /// `OFAMobileNetV3`: h-swish stem, a first block with a shortcut where widths allow, SE in
+    /// some stages; head: final expand 1×1 (BN, h-swish), pooling, feature mix 1×1 (h-swish, no
+    /// BN), classifier.
+    #[default]
+    #[serde(rename = "mobilenet_v3")]
+    MobileNetV3,
+    /// `OFAProxylessNASNets`: ReLU6 everywhere, no SE, a first block without shortcut, five
+    /// elastic stages and a sixth of one elastic block; head: feature mix 1×1 (BN, ReLU6) before
+    /// pooling, classifier.
+    #[serde(rename = "proxyless_nas")]
+    ProxylessNas,
+}
+
+impl Family {
+    /// The reference's static network class (`name` in `net.config`).
+    pub fn reference_name(self) -> &'static str {
+        match self {
+            Family::MobileNetV3 => "MobileNetV3",
+            Family::ProxylessNas => "ProxylessNASNets",
+        }
+    }
+
+    /// The reference's elastic network class.
+    pub fn supernet_name(self) -> &'static str {
+        match self {
+            Family::MobileNetV3 => "OFAMobileNetV3",
+            Family::ProxylessNas => "OFAProxylessNASNets",
+        }
+    }
+
+    /// Activation of the stem and the head's convolutions.
+    pub fn head_act(self) -> Activation {
+        match self {
+            Family::MobileNetV3 => Activation::HSwish,
+            Family::ProxylessNas => Activation::Relu6,
+        }
+    }
+
+    /// Whether the head has MobileNetV3's final expand layer (1×1 + BN before pooling) and a
+    /// feature mix without BN after pooling; otherwise the feature mix (1×1 + BN) is the layer
+    /// before pooling.
+    pub fn has_final_expand(self) -> bool {
+        self == Family::MobileNetV3
+    }
+
+    /// Whether the first block may carry an identity shortcut (where its widths allow).
+    pub fn first_block_shortcut(self) -> bool {
+        self == Family::MobileNetV3
+    }
+
+    /// Whether this is MobileNetV3, the family of every file written before families existed
+    /// (which is why it is left out of the JSON: those files' bytes stay as they were).
+    pub fn is_default(&self) -> bool {
+        *self == Family::MobileNetV3
+    }
+}
 
 /// The reference's `make_divisible(v, divisor)` with `min_val = divisor`:
 /// `n = max(d, int(v + d/2) // d * d)`, plus one more `d` if that lost more than 10 %.
@@ -28,6 +91,8 @@ pub fn make_divisible(v: f64, divisor: u32) -> u32 {
 pub enum Activation {
     /// `max(x, 0)`
     Relu,
+    /// `min(max(x, 0), 6)`
+    Relu6,
     /// `x · relu6(x + 3) / 6`
     HSwish,
 }
@@ -37,6 +102,7 @@ impl Activation {
     pub fn reference_name(self) -> &'static str {
         match self {
             Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
             Activation::HSwish => "h_swish",
         }
     }
@@ -53,6 +119,10 @@ pub struct StageSpec {
     pub act: Activation,
     /// Whether the stage's blocks carry squeeze-and-excitation.
     pub se: bool,
+    /// A fixed number of blocks, outside elastic depth (ProxylessNAS's last stage: 1); `None`:
+    /// `max(depth_list)` blocks, of which the arch's depth run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<u32>,
 }
 
 /// Largest input resolution a space may name.
@@ -74,6 +144,9 @@ pub const MAX_STRIDE: u32 = 8;
 pub struct SearchSpace {
     /// Preset name, or a free label for a custom space.
     pub name: String,
+    /// The network family (absent in files written before families: MobileNetV3).
+    #[serde(default, skip_serializing_if = "Family::is_default")]
+    pub family: Family,
     /// Width multiplier applied to every base width.
     pub width_mult: f64,
     /// Input image channels (3 for RGB, 1 for grayscale).
@@ -82,10 +155,12 @@ pub struct SearchSpace {
     pub n_classes: u32,
     /// First conv output width before `width_mult` (reference: 16).
     pub stem_base_width: u32,
-    /// Stage 0 (the static first block) then the five elastic stages.
+    /// Stage 0 (the static first block) then the elastic stages (MobileNetV3: five;
+    /// ProxylessNAS: five and one fixed stage of one block).
     pub stages: Vec<StageSpec>,
-    /// Final expand width before `width_mult` (reference: 960).
-    pub final_expand_base_width: u32,
+    /// Final expand width before `width_mult` (MobileNetV3: 960; absent in ProxylessNAS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_expand_base_width: Option<u32>,
     /// Feature mix (last channel) width before `width_mult` (reference: 1280).
     pub last_channel_base_width: u32,
     /// Elastic kernel sizes (odd).
@@ -163,6 +238,8 @@ pub fn conv_out(f: u32, stride: u32) -> u32 {
 }
 
 const REF_BASE: [u32; 9] = [16, 16, 24, 40, 80, 112, 160, 960, 1280];
+/// `OFAProxylessNASNets`' `base_stage_width`: stem, first block, six stages, feature mix.
+const PROXYLESS_BASE: [u32; 9] = [32, 16, 24, 40, 80, 96, 192, 320, 1280];
 
 impl SearchSpace {
     /// The reference OFAMobileNetV3 layout with the given width multiplier and choice lists.
@@ -188,16 +265,18 @@ impl SearchSpace {
                 stride: strides[i],
                 act: acts[i],
                 se: se[i],
+                blocks: None,
             })
             .collect();
         SearchSpace {
             name: name.to_string(),
+            family: Family::MobileNetV3,
             width_mult,
             in_channels: 3,
             n_classes,
             stem_base_width: REF_BASE[0],
             stages,
-            final_expand_base_width: REF_BASE[7],
+            final_expand_base_width: Some(REF_BASE[7]),
             last_channel_base_width: REF_BASE[8],
             ks_list: vec![3, 5, 7],
             expand_ratio_list: vec![3, 4, 6],
@@ -209,12 +288,53 @@ impl SearchSpace {
         }
     }
 
+    /// The reference `OFAProxylessNASNets` layout (`base_stage_width` of ProxylessNAS, strides
+    /// 2, 2, 2, 1, 2 and a last stage of one stride-1 block, ReLU6, BN eps 1e-3) with the given
+    /// width multiplier and resolutions.
+    pub fn proxyless(
+        name: &str,
+        width_mult: f64,
+        n_classes: u32,
+        resolutions: Vec<u32>,
+    ) -> SearchSpace {
+        let strides = [1, 2, 2, 2, 1, 2, 1];
+        let stages = (0..7)
+            .map(|i| StageSpec {
+                base_width: PROXYLESS_BASE[i + 1],
+                stride: strides[i],
+                act: Activation::Relu6,
+                se: false,
+                blocks: (i == 6).then_some(1),
+            })
+            .collect();
+        SearchSpace {
+            name: name.to_string(),
+            family: Family::ProxylessNas,
+            width_mult,
+            in_channels: 3,
+            n_classes,
+            stem_base_width: PROXYLESS_BASE[0],
+            stages,
+            final_expand_base_width: None,
+            last_channel_base_width: PROXYLESS_BASE[8],
+            ks_list: vec![3, 5, 7],
+            expand_ratio_list: vec![3, 4, 6],
+            depth_list: vec![2, 3, 4],
+            resolutions,
+            dropout_rate: 0.1,
+            bn_momentum: 0.1,
+            bn_eps: 1e-3,
+        }
+    }
+
     /// Names accepted by [`SearchSpace::preset`].
     pub const PRESETS: &'static [&'static str] = &[
         "ofa-mbv3-w1.0",
         "ofa-mbv3-w1.2",
         "ofa-mbv3-tiny",
         "ofa-mbv3-small32",
+        "ofa-proxyless-w1.3",
+        "ofa-proxyless-tiny",
     ];
 
     /// A named preset:
@@ -222,7 +342,11 @@ impl SearchSpace {
     ///   resolutions 128..=224 step 4);
     /// - `ofa-mbv3-tiny`: width 0.25, 10 classes, resolutions 32..=48 step 4 (the conformance
     ///   fixture's construction);
-    /// - `ofa-mbv3-small32`: width 0.5, 10 classes, grayscale 28/32 px data (Fashion-MNIST).
+    /// - `ofa-mbv3-small32`: width 0.5, 10 classes, grayscale 28/32 px data (Fashion-MNIST);
+    /// - `ofa-proxyless-w1.3`: the reference's published `ofa_proxyless_d234_e346_k357_w1.3`
+    ///   (1000 classes, resolutions 128..=224 step 4);
+    /// - `ofa-proxyless-tiny`: ProxylessNAS at width 0.25, 10 classes, resolutions 32..=48 step 4
+    ///   (the conformance fixture's construction).
     pub fn preset(name: &str) -> Result<SearchSpace, SpaceError> {
         let imagenet_res: Vec<u32> = (128..=224).step_by(4).collect();
         let s = match name {
@@ -238,6 +362,12 @@ impl SearchSpace {
                 s.in_channels = 1;
                 s
             }
+            "ofa-proxyless-w1.3" => Self::proxyless(name, 1.3, 1000, imagenet_res),
+            "ofa-proxyless-tiny" => {
+                let mut s = Self::proxyless(name, 0.25, 10, (32..=48).step_by(4).collect());
+                s.dropout_rate = 0.0;
+                s
+            }
             other => {
                 return Err(SpaceError::UnknownPreset {
                     name: other.to_string(),
@@ -248,14 +378,48 @@ impl SearchSpace {
         Ok(s)
     }
 
-    /// Check internal consistency (choice lists non-empty, odd kernels, six stages, …).
+    /// Check internal consistency (choice lists non-empty, odd kernels, the family's stages, …).
     pub fn validate(&self) -> Result<(), SpaceError> {
         let bad = |what: String| Err(SpaceError::InvalidSpace(what));
-        if self.stages.len() != N_STAGES + 1 {
-            return bad(format!(
-                "`stages` must hold 6 entries (first block + 5 elastic stages), got {}",
-                self.stages.len()
-            ));
+        // The stage layout is the family's: what its reference network can build.
+        let fixed: Vec<Option<u32>> = self.stages.iter().map(|s| s.blocks).collect();
+        match self.family {
+            Family::MobileNetV3 => {
+                if self.stages.len() != N_STAGES + 1 {
+                    return bad(format!(
+                        "`stages` must hold 6 entries (first block + 5 elastic stages), got {}",
+                        self.stages.len()
+                    ));
+                }
+                if fixed.iter().any(Option::is_some) {
+                    return bad("MobileNetV3 stages have no fixed block count".into());
+                }
+                if self.final_expand_base_width.is_none() {
+                    return bad("MobileNetV3 needs `final_expand_base_width`".into());
+                }
+            }
+            Family::ProxylessNas => {
+                if self.stages.len() != N_STAGES + 2 {
+                    return bad(format!(
+                        "`stages` must hold 7 entries (first block + 5 elastic stages + the last \
+                         block), got {}",
+                        self.stages.len()
+                    ));
+                }
+                if fixed[..6].iter().any(Option::is_some) || fixed[6] != Some(1) {
+                    return bad("ProxylessNAS has one fixed stage, the last, of `blocks` 1".into());
+                }
+                if self.final_expand_base_width.is_some() {
+                    return bad("ProxylessNAS has no final expand layer".into());
+                }
+                if self
+                    .stages
+                    .iter()
+                    .any(|s| s.se || s.act != Activation::Relu6)
+                {
+                    return bad("ProxylessNAS stages are ReLU6 without SE".into());
+                }
+            }
         }
         if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
             return bad(format!(
@@ -323,7 +487,7 @@ impl SearchSpace {
         }
         if let Some(w) = [
             self.stem_base_width,
-            self.final_expand_base_width,
+            self.final_expand_base_width.unwrap_or(0),
             self.last_channel_base_width,
         ]
         .into_iter()
@@ -378,9 +542,9 @@ impl SearchSpace {
             .collect()
     }
 
-    /// Final expand (1×1 conv) width.
-    pub fn final_expand_width(&self) -> u32 {
-        self.scaled(self.final_expand_base_width)
+    /// Final expand (1×1 conv) width, in the families that have that layer.
+    pub fn final_expand_width(&self) -> Option<u32> {
+        self.final_expand_base_width.map(|b| self.scaled(b))
     }
 
     /// Feature mix width (input of the classifier).
@@ -397,9 +561,24 @@ impl SearchSpace {
         self.depth_list.iter().copied().max().unwrap_or(0) as usize
     }
 
+    /// Stages after the first block (the length of `d` in an [`crate::ArchConfig`]).
+    pub fn n_stages(&self) -> usize {
+        self.stages.len().saturating_sub(1)
+    }
+
+    /// Supernet blocks of each stage after the first block: `max(depth_list)`, or the stage's
+    /// fixed count.
+    pub fn stage_blocks(&self) -> Vec<usize> {
+        self.stages
+            .iter()
+            .skip(1)
+            .map(|s| s.blocks.map_or(self.max_depth(), |b| b as usize))
+            .collect()
+    }
+
     /// Number of elastic blocks (the length of `ks` and `e` in an [`crate::ArchConfig`]).
     pub fn n_elastic_blocks(&self) -> usize {
-        N_STAGES * self.max_depth()
+        self.stage_blocks().iter().sum()
     }
 
     /// Largest kernel size.
@@ -426,7 +605,7 @@ impl SearchSpace {
         ks.windows(2).rev().map(|w| (w[1], w[0])).collect()
     }
 
-    /// All 1 + 5·max_depth supernet blocks with their derived shapes.
+    /// All supernet blocks (the first block, then every stage's) with their derived shapes.
     pub fn blocks(&self) -> Vec<BlockSpec> {
         let widths = self.stage_widths();
         let stem = self.stem_width();
@@ -442,13 +621,14 @@ impl SearchSpace {
             stride: s0.stride,
             act: s0.act,
             se: s0.se,
-            shortcut: s0.stride == 1 && stem == widths[0],
+            shortcut: self.family.first_block_shortcut() && s0.stride == 1 && stem == widths[0],
             max_ks: 3,
         });
         let mut cin = widths[0];
         let max_e = self.max_expand();
+        let n_blocks = self.stage_blocks();
         for (stage, (st, &cout)) in self.stages.iter().zip(&widths).enumerate().skip(1) {
-            for pos in 0..self.max_depth() {
+            for pos in 0..n_blocks[stage - 1] {
                 let stride = if pos == 0 { st.stride } else { 1 };
                 out.push(BlockSpec {
                     index: out.len(),
@@ -527,6 +707,64 @@ mod tests {
             make_divisible(f64::from(144 / 4), 8)
         );
         assert_eq!(s.kernel_transforms(), vec![(7, 5), (5, 3)]);
+    }
+
+    #[test]
+    fn proxyless_presets_follow_the_reference_construction() {
+        // OFAProxylessNASNets(width_mult=1.3): make_divisible(base · 1.3, 8) of
+        // [32, 16, 24, 40, 80, 96, 192, 320, 1280]
+        let s = SearchSpace::preset("ofa-proxyless-w1.3").unwrap();
+        assert_eq!(s.family, Family::ProxylessNas);
+        assert_eq!(s.stem_width(), 40);
+        assert_eq!(s.stage_widths(), vec![24, 32, 56, 104, 128, 248, 416]);
+        assert_eq!((s.last_channel(), s.final_expand_width()), (1664, None));
+        assert_eq!(s.bn_eps, 1e-3);
+        // five stages of four blocks and a last of one: 21 elastic blocks, 6 depths
+        assert_eq!(s.stage_blocks(), vec![4, 4, 4, 4, 4, 1]);
+        assert_eq!((s.n_elastic_blocks(), s.n_stages()), (21, 6));
+        let b = s.blocks();
+        assert_eq!(b.len(), 22);
+        // the first block never has a shortcut, even where its widths would allow one
+        let tiny = SearchSpace::preset("ofa-proxyless-tiny").unwrap();
+        assert_eq!(tiny.stem_width(), tiny.stage_widths()[0]);
+        assert!(!tiny.blocks()[0].shortcut);
+        assert_eq!(
+            (
+                b[21].stage,
+                b[21].pos_in_stage,
+                b[21].stride,
+                b[21].in_ch,
+                b[21].out_ch
+            ),
+            (6, 0, 1, 248, 416)
+        );
+        assert!(b.iter().all(|b| b.act == Activation::Relu6 && !b.se));
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn the_family_is_left_out_of_mobilenet_json_and_defaults_on_reading() {
+        let m = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
+        let json = m.to_json();
+        assert!(!json.contains("family") && json.contains("\"final_expand_base_width\":960"));
+        assert_eq!(SearchSpace::from_json(&json).unwrap(), m);
+        let p = SearchSpace::preset("ofa-proxyless-tiny").unwrap();
+        let json = p.to_json();
+        assert!(json.contains("\"family\":\"proxyless_nas\"") && !json.contains("final_expand"));
+        assert!(json.contains("\"blocks\":1"));
+        assert_eq!(SearchSpace::from_json(&json).unwrap(), p);
+        // a family's layout is checked: ProxylessNAS without its fixed last stage is refused
+        let mut bad = p.clone();
+        bad.stages[6].blocks = None;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("one fixed stage"), "{e}");
+        let mut bad = m.clone();
+        bad.family = Family::ProxylessNas;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("7 entries"));
     }
 
     #[test]

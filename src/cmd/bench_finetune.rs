@@ -58,7 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ArchConfig {
                 ks: vec![mid(&space.ks_list); n],
                 e: vec![mid(&space.expand_ratio_list); n],
-                d: vec![mid(&space.depth_list); ofa_space::N_STAGES],
+                d: vec![mid(&space.depth_list); space.n_stages()],
                 r: *space.resolutions.iter().max().unwrap_or(&32),
             }
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ofa_space::{make_divisible, SearchSpace, CHANNEL_DIVISIBLE};
+use ofa_space::{make_divisible, Family, SearchSpace, CHANNEL_DIVISIBLE};
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{read_pth, read_safetensors, SUPERNET_FORMAT};
@@ -94,20 +94,35 @@ fn dim(map: &HashMap<String, Tensor>, name: &str, d: usize) -> Result<u32> {
 
 /// Infer the search space of a (normalised) reference supernet state_dict from its shapes.
 pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Result<SearchSpace> {
+    // The family from its head: MobileNetV3 has a final expand layer, ProxylessNAS a feature mix
+    // with BN before pooling (and a last stage of one block after five of equal depth).
+    let family = if map.contains_key("final_expand_layer.conv.weight") {
+        Family::MobileNetV3
+    } else if map.contains_key("feature_mix_layer.bn.weight") {
+        Family::ProxylessNas
+    } else {
+        return Err(SupernetError::BadInput(
+            "cannot infer the family: neither `final_expand_layer` (MobileNetV3) nor a \
+             `feature_mix_layer.bn` (ProxylessNAS)"
+                .into(),
+        ));
+    };
+    let fixed = usize::from(family == Family::ProxylessNas);
     let n_blocks = (1..)
         .take_while(|i| map.contains_key(&format!("blocks.{i}.conv.point_linear.conv.conv.weight")))
         .count();
-    if n_blocks == 0 || n_blocks % 5 != 0 {
+    if n_blocks <= fixed || (n_blocks - fixed) % 5 != 0 {
         return Err(SupernetError::BadInput(format!(
-            "cannot infer the space: found {n_blocks} elastic blocks, expected 5 stages of equal depth"
+            "cannot infer the space: found {n_blocks} elastic blocks, expected 5 stages of equal depth{}",
+            if fixed > 0 { " and one more" } else { "" }
         )));
     }
-    let max_depth = n_blocks / 5;
+    let max_depth = (n_blocks - fixed) / 5;
     let stem = dim(map, "first_conv.conv.weight", 0)?;
     let in_channels = dim(map, "first_conv.conv.weight", 1)?;
     let first_block = dim(map, "blocks.0.conv.point_linear.conv.weight", 0)?;
     let mut widths = vec![first_block];
-    for s in 0..5 {
+    for s in 0..5 + fixed {
         widths.push(dim(
             map,
             &format!(
@@ -117,7 +132,10 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
             0,
         )?);
     }
-    let final_expand = dim(map, "final_expand_layer.conv.weight", 0)?;
+    let final_expand = match family {
+        Family::MobileNetV3 => Some(dim(map, "final_expand_layer.conv.weight", 0)?),
+        Family::ProxylessNas => None,
+    };
     let last_channel = dim(map, "feature_mix_layer.conv.weight", 0)?;
     let n_classes = dim(map, "classifier.linear.weight", 0)?;
     let max_ks = dim(map, "blocks.1.conv.depth_conv.conv.conv.weight", 2)?;
@@ -143,14 +161,20 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     }
     ks.sort_unstable();
     // Width multiplier: the smallest multiple of 0.05 (then 0.01) that reproduces every width.
-    let base = SearchSpace::mobilenet_v3("x", 1.0, 1, vec![224]);
+    let family_space = |name: &str, wm: f64, n_classes: u32, resolutions: Vec<u32>| match family {
+        Family::MobileNetV3 => SearchSpace::mobilenet_v3(name, wm, n_classes, resolutions),
+        Family::ProxylessNas => SearchSpace::proxyless(name, wm, n_classes, resolutions),
+    };
+    let base = family_space("x", 1.0, 1, vec![224]);
     let all_widths: Vec<u32> = std::iter::once(stem)
         .chain(widths.iter().copied())
-        .chain([final_expand, last_channel])
+        .chain(final_expand)
+        .chain([last_channel])
         .collect();
     let bases: Vec<u32> = std::iter::once(base.stem_base_width)
         .chain(base.stages.iter().map(|s| s.base_width))
-        .chain([base.final_expand_base_width, base.last_channel_base_width])
+        .chain(base.final_expand_base_width)
+        .chain([base.last_channel_base_width])
         .collect();
     let fits = |wm: f64| {
         bases
@@ -194,7 +218,7 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
         .name
         .clone()
         .unwrap_or_else(|| format!("imported-w{width_mult}"));
-    let mut space = SearchSpace::mobilenet_v3(&name, width_mult, n_classes, resolutions);
+    let mut space = family_space(&name, width_mult, n_classes, resolutions);
     space.in_channels = in_channels;
     space.ks_list = ks;
     space.expand_ratio_list = expand;

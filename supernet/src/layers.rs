@@ -190,6 +190,7 @@ impl Se {
 pub fn act(x: &Tensor, a: Activation) -> Tensor {
     match a {
         Activation::Relu => x.relu(),
+        Activation::Relu6 => x.relu6(),
         Activation::HSwish => x.hardswish(),
     }
 }
@@ -264,13 +265,15 @@ impl BlockWeights {
     }
 }
 
-/// First conv (3×3 stride 2 → BN → h_swish), identical in supernet and subnet.
+/// First conv (3×3 stride 2 → BN → the family's activation), identical in supernet and subnet.
 #[derive(Debug)]
 pub struct Stem {
     /// `[stem, in_channels, 3, 3]`
     pub conv: Tensor,
     /// Its BN.
     pub bn: Bn,
+    /// Its activation (MobileNetV3: h-swish; ProxylessNAS: ReLU6).
+    pub act: Activation,
 }
 
 impl Stem {
@@ -279,25 +282,30 @@ impl Stem {
         Stem {
             conv: f(&self.conv),
             bn: self.bn.map(f),
+            act: self.act,
         }
     }
 
     /// Run the stem.
     pub fn forward(&self, x: &Tensor, p: BnParams, mode: &mut BnMode<'_>) -> Tensor {
         let h = x.conv2d(&self.conv, None::<Tensor>, 2, 1, 1, 1);
-        self.bn.forward(&h, p, mode).hardswish()
+        act(&self.bn.forward(&h, p, mode), self.act)
     }
 }
 
-/// Final expand (1×1 → BN → h_swish), pooling, feature mix (1×1 → h_swish), classifier.
+/// The head: a 1×1 conv → BN → act before pooling (MobileNetV3's final expand, ProxylessNAS's
+/// feature mix), global average pooling, where the family has it a 1×1 conv → act without BN
+/// after pooling (MobileNetV3's feature mix), then the classifier.
 #[derive(Debug)]
 pub struct Head {
-    /// `[final_expand, last_stage, 1, 1]`
-    pub final_expand: Tensor,
+    /// `[width, last_stage, 1, 1]`
+    pub pre_pool: Tensor,
     /// Its BN.
-    pub final_bn: Bn,
-    /// `[last_channel, final_expand, 1, 1]`, no BN, no bias.
-    pub feature_mix: Tensor,
+    pub pre_pool_bn: Bn,
+    /// `[last_channel, width, 1, 1]`, no BN, no bias (MobileNetV3 only).
+    pub post_pool: Option<Tensor>,
+    /// Activation of both convolutions.
+    pub act: Activation,
     /// `[n_classes, last_channel]`
     pub classifier_weight: Tensor,
     /// `[n_classes]`
@@ -308,24 +316,30 @@ impl Head {
     /// Every tensor mapped (shallow or deep copies).
     pub fn map(&self, f: impl Fn(&Tensor) -> Tensor + Copy) -> Head {
         Head {
-            final_expand: f(&self.final_expand),
-            final_bn: self.final_bn.map(f),
-            feature_mix: f(&self.feature_mix),
+            pre_pool: f(&self.pre_pool),
+            pre_pool_bn: self.pre_pool_bn.map(f),
+            post_pool: self.post_pool.as_ref().map(f),
+            act: self.act,
             classifier_weight: f(&self.classifier_weight),
             classifier_bias: f(&self.classifier_bias),
+        }
+    }
+
+    /// Pooled features `[n, last_channel, 1, 1]` of the last stage's map `x`.
+    pub fn features(&self, x: &Tensor, p: BnParams, mode: &mut BnMode<'_>) -> Tensor {
+        let h = x.conv2d(&self.pre_pool, None::<Tensor>, 1, 0, 1, 1);
+        let h = act(&self.pre_pool_bn.forward(&h, p, mode), self.act);
+        let h = h.mean_dim(3, true, None).mean_dim(2, true, None);
+        match &self.post_pool {
+            Some(w) => act(&h.conv2d(w, None::<Tensor>, 1, 0, 1, 1), self.act),
+            None => h,
         }
     }
 
     /// Run the head; `dropout` applies in training mode only.
     pub fn forward(&self, x: &Tensor, p: BnParams, dropout: f64, mode: &mut BnMode<'_>) -> Tensor {
         let train = mode.is_train();
-        let h = x.conv2d(&self.final_expand, None::<Tensor>, 1, 0, 1, 1);
-        let h = self.final_bn.forward(&h, p, mode).hardswish();
-        let h = h.mean_dim(3, true, None).mean_dim(2, true, None);
-        let h = h
-            .conv2d(&self.feature_mix, None::<Tensor>, 1, 0, 1, 1)
-            .hardswish();
-        let h = h.flatten(1, -1);
+        let h = self.features(x, p, mode).flatten(1, -1);
         let h = if train && dropout > 0.0 {
             h.dropout(dropout, true)
         } else {

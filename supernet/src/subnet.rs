@@ -1,18 +1,18 @@
-//! A static subnet: the reference `MobileNetV3` built from a [`SubnetConfig`], with weights either
-//! sliced out of a supernet or loaded from a file.
+//! A static subnet: the reference `MobileNetV3` or `ProxylessNASNets` built from a
+//! [`SubnetConfig`], with weights either sliced out of a supernet or loaded from a file.
 
 use std::collections::HashMap;
 
 use ofa_schema::net_config::{
     BnSettings, ConvLayer, IdentityLayer, LinearLayer, MbConvLayer, NetConfig, ResidualBlock,
 };
-use ofa_space::{se_width, Activation, ArchConfig, SearchSpace};
+use ofa_space::{se_width, Activation, ArchConfig, Family, SearchSpace};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, SupernetError};
-use crate::layers::{BlockRun, BlockWeights, Bn, BnMode, BnParams, Head, Mode, Se, Stem};
+use crate::layers::{act, BlockRun, BlockWeights, Bn, BnMode, BnParams, Head, Mode, Se, Stem};
 use crate::tensors::{channels_last, deep_copy, Layout, MapSource, Role, TensorSource, TensorSpec};
 
 /// One MBConv block of a subnet.
@@ -49,17 +49,21 @@ impl LayerConfig {
     }
 }
 
-/// Everything needed to build a static subnet (the reference `MobileNetV3.config`, typed).
+/// Everything needed to build a static subnet (the reference `MobileNetV3.config` or
+/// `ProxylessNASNets.config`, typed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubnetConfig {
+    /// The network family.
+    #[serde(default, skip_serializing_if = "Family::is_default")]
+    pub family: Family,
     /// Input image channels.
     pub in_channels: u32,
     /// First conv width.
     pub stem_width: u32,
     /// The blocks, first block included.
     pub blocks: Vec<LayerConfig>,
-    /// Final expand width.
-    pub final_expand_width: u32,
+    /// Final expand width (MobileNetV3 only).
+    pub final_expand_width: Option<u32>,
     /// Feature mix width.
     pub last_channel: u32,
     /// Classes.
@@ -91,6 +95,7 @@ impl SubnetConfig {
             })
             .collect();
         SubnetConfig {
+            family: space.family,
             in_channels: space.in_channels,
             stem_width: space.stem_width(),
             blocks,
@@ -110,7 +115,8 @@ impl SubnetConfig {
         }
     }
 
-    /// The reference `MobileNetV3.config` (what `MobileNetV3.build_from_config` accepts).
+    /// The reference `MobileNetV3.config` or `ProxylessNASNets.config` (what the family's
+    /// `build_from_config` accepts).
     pub fn to_net_config(&self) -> NetConfig {
         let conv =
             |cin: u32, cout: u32, k: u32, stride: u32, bn: bool, act: Option<&str>| ConvLayer {
@@ -158,7 +164,16 @@ impl SubnetConfig {
             })
             .collect();
         let last_stage = self.blocks.last().map_or(self.stem_width, |b| b.out_ch);
-        let fe = self.final_expand_width;
+        let act = Some(self.family.head_act().reference_name());
+        // MobileNetV3: final expand (BN) before pooling, feature mix (no BN) after it;
+        // ProxylessNAS: feature mix (BN) before pooling.
+        let (final_expand_layer, feature_mix_layer) = match self.final_expand_width {
+            Some(fe) => (
+                Some(conv(last_stage, fe, 1, 1, true, act)),
+                conv(fe, self.last_channel, 1, 1, false, act),
+            ),
+            None => (None, conv(last_stage, self.last_channel, 1, 1, true, act)),
+        };
         NetConfig {
             blocks,
             bn: Some(BnSettings {
@@ -176,21 +191,14 @@ impl SubnetConfig {
                 out_features: self.n_classes,
                 use_bn: false,
             },
-            feature_mix_layer: conv(fe, self.last_channel, 1, 1, false, Some("h_swish")),
-            final_expand_layer: conv(last_stage, fe, 1, 1, true, Some("h_swish")),
-            first_conv: conv(
-                self.in_channels,
-                self.stem_width,
-                3,
-                2,
-                true,
-                Some("h_swish"),
-            ),
-            name: "MobileNetV3".into(),
+            feature_mix_layer,
+            final_expand_layer,
+            first_conv: conv(self.in_channels, self.stem_width, 3, 2, true, act),
+            name: self.family.reference_name().into(),
         }
     }
 
-    /// Parse the reference `MobileNetV3.config` JSON.
+    /// Parse the reference `MobileNetV3.config` or `ProxylessNASNets.config` JSON.
     pub fn from_net_config(v: &Value) -> std::result::Result<SubnetConfig, String> {
         let wire: NetConfig = NetConfig::deserialize(v).map_err(|e| format!("net_config: {e}"))?;
         SubnetConfig::try_from(&wire)
@@ -266,19 +274,31 @@ impl SubnetConfig {
             );
             bn(&mut push, &format!("{p}.point_linear.bn"), i(b.out_ch));
         }
-        let last_stage = self.blocks.last().map_or(self.stem_width, |b| b.out_ch);
-        let fe = i(self.final_expand_width);
-        push(
-            "final_expand_layer.conv.weight".into(),
-            vec![fe, i(last_stage), 1, 1],
-            Role::ConvWeight,
-        );
-        bn(&mut push, "final_expand_layer.bn", fe);
-        push(
-            "feature_mix_layer.conv.weight".into(),
-            vec![i(self.last_channel), fe, 1, 1],
-            Role::ConvWeight,
-        );
+        let last_stage = i(self.blocks.last().map_or(self.stem_width, |b| b.out_ch));
+        let lc = i(self.last_channel);
+        match self.final_expand_width.map(i) {
+            Some(fe) => {
+                push(
+                    "final_expand_layer.conv.weight".into(),
+                    vec![fe, last_stage, 1, 1],
+                    Role::ConvWeight,
+                );
+                bn(&mut push, "final_expand_layer.bn", fe);
+                push(
+                    "feature_mix_layer.conv.weight".into(),
+                    vec![lc, fe, 1, 1],
+                    Role::ConvWeight,
+                );
+            }
+            None => {
+                push(
+                    "feature_mix_layer.conv.weight".into(),
+                    vec![lc, last_stage, 1, 1],
+                    Role::ConvWeight,
+                );
+                bn(&mut push, "feature_mix_layer.bn", lc);
+            }
+        }
         push(
             "classifier.linear.weight".into(),
             vec![i(self.n_classes), i(self.last_channel)],
@@ -362,6 +382,7 @@ impl Subnet {
         let stem = Stem {
             conv: next(),
             bn: bn(&mut next),
+            act: config.family.head_act(),
         };
         let mut blocks = Vec::with_capacity(config.blocks.len());
         for b in &config.blocks {
@@ -389,10 +410,16 @@ impl Subnet {
                 },
             ));
         }
+        // in state_dict order: MobileNetV3's final expand + BN, feature mix; ProxylessNAS's
+        // feature mix + BN
+        let pre_pool = next();
+        let pre_pool_bn = bn(&mut next);
+        let post_pool = config.final_expand_width.is_some().then(&mut next);
         let head = Head {
-            final_expand: next(),
-            final_bn: bn(&mut next),
-            feature_mix: next(),
+            pre_pool,
+            pre_pool_bn,
+            post_pool,
+            act: config.family.head_act(),
             classifier_weight: next(),
             classifier_bias: next(),
         };
@@ -455,9 +482,11 @@ impl Subnet {
             flat.push(w.point_linear.shallow_clone());
             bn(&mut flat, &w.point_bn);
         }
-        flat.push(self.head.final_expand.shallow_clone());
-        bn(&mut flat, &self.head.final_bn);
-        flat.push(self.head.feature_mix.shallow_clone());
+        flat.push(self.head.pre_pool.shallow_clone());
+        bn(&mut flat, &self.head.pre_pool_bn);
+        if let Some(w) = &self.head.post_pool {
+            flat.push(w.shallow_clone());
+        }
         flat.push(self.head.classifier_weight.shallow_clone());
         flat.push(self.head.classifier_bias.shallow_clone());
         specs.into_iter().map(|s| s.name).zip(flat).collect()
@@ -543,12 +572,14 @@ impl Subnet {
             stem: Stem {
                 conv: c(&self.stem.conv),
                 bn: self.stem.bn.map(keep),
+                act: self.stem.act,
             },
             blocks,
             head: Head {
-                final_expand: c(&self.head.final_expand),
-                final_bn: self.head.final_bn.map(keep),
-                feature_mix: c(&self.head.feature_mix),
+                pre_pool: c(&self.head.pre_pool),
+                pre_pool_bn: self.head.pre_pool_bn.map(keep),
+                post_pool: self.head.post_pool.as_ref().map(c),
+                act: self.head.act,
                 classifier_weight: c(&self.head.classifier_weight),
                 classifier_bias: c(&self.head.classifier_bias),
             },
@@ -602,7 +633,8 @@ impl Subnet {
     }
 
     /// The eval-mode forward as a sequence of steps, one per latency-table key of the subnet
-    /// (first conv, every block, final expand, pooling, feature mix, classifier), so a profiler
+    /// (first conv, every block, then the head's keys: MobileNetV3's final expand, pooling,
+    /// feature mix and classifier; ProxylessNAS's feature mix and pooling + classifier), so a profiler
     /// can time each layer on the real input of the previous one. Composing them gives
     /// [`Subnet::forward`] in eval mode.
     #[allow(clippy::type_complexity)]
@@ -618,20 +650,23 @@ impl Subnet {
         }
         let h = &self.head;
         steps.push(Box::new(move |x| {
-            let y = x.conv2d(&h.final_expand, None::<Tensor>, 1, 0, 1, 1);
-            h.final_bn.forward(&y, p, &mut BnMode::Eval).hardswish()
+            let y = x.conv2d(&h.pre_pool, None::<Tensor>, 1, 0, 1, 1);
+            act(&h.pre_pool_bn.forward(&y, p, &mut BnMode::Eval), h.act)
         }));
-        steps.push(Box::new(|x| {
-            x.mean_dim(3, true, None).mean_dim(2, true, None)
-        }));
-        steps.push(Box::new(move |x| {
-            x.conv2d(&h.feature_mix, None::<Tensor>, 1, 0, 1, 1)
-                .hardswish()
-                .flatten(1, -1)
-        }));
-        steps.push(Box::new(move |x| {
-            x.linear(&h.classifier_weight, Some(&h.classifier_bias))
-        }));
+        let pool = |x: &Tensor| x.mean_dim(3, true, None).mean_dim(2, true, None);
+        let logits = move |x: &Tensor| x.linear(&h.classifier_weight, Some(&h.classifier_bias));
+        match &h.post_pool {
+            // MobileNetV3: pooling, feature mix, classifier, each its own key
+            Some(w) => {
+                steps.push(Box::new(pool));
+                steps.push(Box::new(move |x| {
+                    act(&x.conv2d(w, None::<Tensor>, 1, 0, 1, 1), h.act).flatten(1, -1)
+                }));
+                steps.push(Box::new(logits));
+            }
+            // ProxylessNAS: `Logits` is pooling and classifier
+            None => steps.push(Box::new(move |x| logits(&pool(x).flatten(1, -1)))),
+        }
         steps
     }
 
@@ -645,7 +680,7 @@ impl Subnet {
             v.push(&w.depth_bn);
             v.push(&w.point_bn);
         }
-        v.push(&self.head.final_bn);
+        v.push(&self.head.pre_pool_bn);
         v
     }
 
@@ -664,15 +699,45 @@ impl Subnet {
 impl TryFrom<&NetConfig> for SubnetConfig {
     type Error = String;
 
-    /// The runtime config of a reference net config (only MobileNetV3, ReLU and h-swish).
+    /// The runtime config of a reference net config (MobileNetV3 or ProxylessNASNets; ReLU,
+    /// ReLU6 and h-swish).
     fn try_from(v: &NetConfig) -> std::result::Result<SubnetConfig, String> {
         let act = |s: Option<&str>| match s {
             Some("relu") => Ok(Activation::Relu),
+            Some("relu6") => Ok(Activation::Relu6),
             Some("h_swish") => Ok(Activation::HSwish),
             other => Err(format!("net_config: unsupported activation {other:?}")),
         };
-        if v.name != "MobileNetV3" {
-            return Err("net_config: `name` is not \"MobileNetV3\"".into());
+        let family = match v.name.as_str() {
+            "MobileNetV3" => Family::MobileNetV3,
+            "ProxylessNASNets" => Family::ProxylessNas,
+            other => {
+                return Err(format!(
+                    "net_config: `name` {other:?} is not \"MobileNetV3\" or \"ProxylessNASNets\""
+                ))
+            }
+        };
+        // The layers a family's head has, and the activations its stem and head use.
+        let head_act = Some(family.head_act().reference_name());
+        match (family.has_final_expand(), &v.final_expand_layer) {
+            (true, None) => return Err("net_config: MobileNetV3 needs `final_expand_layer`".into()),
+            (false, Some(_)) => {
+                return Err("net_config: ProxylessNASNets has no `final_expand_layer`".into())
+            }
+            _ => {}
+        }
+        for (name, layer) in [
+            ("first_conv", Some(&v.first_conv)),
+            ("final_expand_layer", v.final_expand_layer.as_ref()),
+            ("feature_mix_layer", Some(&v.feature_mix_layer)),
+        ] {
+            if let Some(l) = layer.filter(|l| l.act_func.as_deref() != head_act) {
+                return Err(format!(
+                    "net_config: `{name}` has activation {:?}, {} uses {head_act:?}",
+                    l.act_func,
+                    family.reference_name()
+                ));
+            }
         }
         let mut blocks = Vec::with_capacity(v.blocks.len());
         for (i, b) in v.blocks.iter().enumerate() {
@@ -700,10 +765,11 @@ impl TryFrom<&NetConfig> for SubnetConfig {
         }
         let (momentum, eps) = v.bn.as_ref().map_or((0.1, 1e-5), |b| (b.momentum, b.eps));
         Ok(SubnetConfig {
+            family,
             in_channels: v.first_conv.in_channels,
             stem_width: v.first_conv.out_channels,
             blocks,
-            final_expand_width: v.final_expand_layer.out_channels,
+            final_expand_width: v.final_expand_layer.as_ref().map(|l| l.out_channels),
             last_channel: v.feature_mix_layer.out_channels,
             n_classes: v.classifier.out_features,
             bn_momentum: momentum,

@@ -1,4 +1,4 @@
-//! The elastic OFA MobileNetV3 supernet.
+//! The elastic OFA supernet (MobileNetV3 or ProxylessNAS: the space's family).
 
 use std::collections::HashMap;
 
@@ -84,26 +84,45 @@ impl Supernet {
                 Role::ConvWeight,
             )?,
             bn: reg.bn("first_conv.bn", stem_w)?,
+            act: space.family.head_act(),
         };
         let mut blocks = Vec::new();
         for spec in space.blocks() {
             blocks.push(Self::build_block(&mut reg, space, spec)?);
         }
         let last_stage = i(*space.stage_widths().last().unwrap_or(&0));
-        let fe = i(space.final_expand_width());
         let lc = i(space.last_channel());
+        // MobileNetV3: final expand (BN) before pooling and feature mix after it; ProxylessNAS:
+        // feature mix (BN) before pooling.
+        let (pre_pool, pre_pool_bn, post_pool) = match space.final_expand_width().map(i) {
+            Some(fe) => (
+                reg.take(
+                    "final_expand_layer.conv.weight".into(),
+                    &[fe, last_stage, 1, 1],
+                    Role::ConvWeight,
+                )?,
+                reg.bn("final_expand_layer.bn", fe)?,
+                Some(reg.take(
+                    "feature_mix_layer.conv.weight".into(),
+                    &[lc, fe, 1, 1],
+                    Role::ConvWeight,
+                )?),
+            ),
+            None => (
+                reg.take(
+                    "feature_mix_layer.conv.weight".into(),
+                    &[lc, last_stage, 1, 1],
+                    Role::ConvWeight,
+                )?,
+                reg.bn("feature_mix_layer.bn", lc)?,
+                None,
+            ),
+        };
         let head = Head {
-            final_expand: reg.take(
-                "final_expand_layer.conv.weight".into(),
-                &[fe, last_stage, 1, 1],
-                Role::ConvWeight,
-            )?,
-            final_bn: reg.bn("final_expand_layer.bn", fe)?,
-            feature_mix: reg.take(
-                "feature_mix_layer.conv.weight".into(),
-                &[lc, fe, 1, 1],
-                Role::ConvWeight,
-            )?,
+            pre_pool,
+            pre_pool_bn,
+            post_pool,
+            act: space.family.head_act(),
             classifier_weight: reg.take(
                 "classifier.linear.weight".into(),
                 &[i(space.n_classes), lc],

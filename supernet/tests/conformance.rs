@@ -2,9 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use common::assert_close;
 use ofa_space::{ArchConfig, SearchSpace};
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_supernet::import::{import_supernet, ImportOptions};
@@ -48,20 +51,6 @@ fn cases() -> Vec<Case> {
             params: c["params"].as_u64().unwrap(),
         })
         .collect()
-}
-
-/// |a − b| ≤ tol · (1 + |b|) elementwise; returns the worst ratio.
-fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
-    assert_eq!(a.size(), b.size(), "{what}: shape");
-    let a = a.to_kind(Kind::Double);
-    let b = b.to_kind(Kind::Double);
-    let excess = ((&a - &b).abs() - (b.abs() + 1.0) * tol)
-        .max()
-        .double_value(&[]);
-    assert!(
-        excess <= 0.0,
-        "{what}: differs beyond tolerance {tol} (by {excess:e})"
-    );
 }
 
 #[test]

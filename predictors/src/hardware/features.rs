@@ -76,7 +76,7 @@ fn m(x: u64) -> f64 {
     x as f64 / 1e6
 }
 
-fn block_layer(b: &ActiveBlock, f_in: u32) -> Layer {
+fn block_layer(space: &SearchSpace, b: &ActiveBlock, f_in: u32) -> Layer {
     let u = u64::from;
     let (ci, mid, co, k) = (u(b.spec.in_ch), u(b.mid), u(b.spec.out_ch), u(b.ks));
     let fi = u(f_in) * u(f_in);
@@ -97,7 +97,7 @@ fn block_layer(b: &ActiveBlock, f_in: u32) -> Layer {
     phi[Elements.index()] = m(elements);
     Layer {
         kind: LayerKind::Block,
-        key: block_key(b, f_in),
+        key: block_key(space, b, f_in),
         phi,
     }
 }
@@ -124,19 +124,26 @@ fn stem_layer(space: &SearchSpace, r: u32) -> Layer {
 fn head_layers(space: &SearchSpace, f: u32) -> Vec<Layer> {
     let u = u64::from;
     let last = u(*space.stage_widths().last().unwrap_or(&0));
-    let (fe, lc, nc) = (
-        u(space.final_expand_width()),
-        u(space.last_channel()),
-        u(space.n_classes),
-    );
+    let (lc, nc) = (u(space.last_channel()), u(space.n_classes));
     let ff = u(f) * u(f);
-    let [(k0, key0), (k1, key1), (k2, key2), (k3, key3)] = head_keys(space, f);
-    vec![
-        dense_layer(k0, key0, last * fe * ff, fe * ff),
-        dense_layer(k1, key1, 0, fe * ff),
-        dense_layer(k2, key2, fe * lc, lc),
-        dense_layer(k3, key3, lc * nc, nc),
-    ]
+    // MobileNetV3's feature mix runs after pooling on the final expand's width; ProxylessNAS's
+    // before it, on the last stage's, and its `Logits` key holds the pooling.
+    let fe = space.final_expand_width().map(u);
+    head_keys(space, f)
+        .into_iter()
+        .map(|(kind, key)| {
+            let (macs, elements) = match (kind, fe) {
+                (LayerKind::FinalExpand, Some(fe)) => (last * fe * ff, fe * ff),
+                (LayerKind::AvgPool, Some(fe)) => (0, fe * ff),
+                (LayerKind::FeatureMix, Some(fe)) => (fe * lc, lc),
+                (LayerKind::FeatureMix, None) => (last * lc * ff, lc * ff),
+                (LayerKind::Logits, Some(_)) => (lc * nc, nc),
+                (LayerKind::Logits, None) => (lc * nc, lc * ff + nc),
+                _ => (0, 0),
+            };
+            dense_layer(kind, key, macs, elements)
+        })
+        .collect()
 }
 
 /// The layers of `arch` at its resolution, in execution order (the keys of
@@ -145,7 +152,7 @@ pub fn arch_layers(space: &SearchSpace, arch: &ArchConfig) -> Vec<Layer> {
     let mut out = vec![stem_layer(space, arch.r)];
     let mut f = conv_out(arch.r, 2);
     for b in arch.active_blocks(space) {
-        out.push(block_layer(&b, f));
+        out.push(block_layer(space, &b, f));
         f = conv_out(f, b.spec.stride);
     }
     out.extend(head_layers(space, f));
@@ -164,6 +171,7 @@ pub fn all_layers(space: &SearchSpace, r: u32) -> Vec<Layer> {
     let mut out = vec![stem_layer(space, r)];
     let b0 = blocks[0];
     out.push(block_layer(
+        space,
         &ActiveBlock {
             spec: b0,
             ks: 3,
@@ -181,7 +189,7 @@ pub fn all_layers(space: &SearchSpace, r: u32) -> Vec<Layer> {
                     e,
                     mid: spec.mid(e),
                 };
-                out.push(block_layer(&ab, f_in[spec.index]));
+                out.push(block_layer(space, &ab, f_in[spec.index]));
             }
         }
     }

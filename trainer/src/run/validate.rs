@@ -4,7 +4,7 @@
 
 use ofa_package::measure::{recalibrated, top1, Recalibration};
 use ofa_schema::metrics::{SubnetSize, ValidationRow};
-use ofa_space::{ArchConfig, N_STAGES};
+use ofa_space::ArchConfig;
 use ofa_supernet::Supernet;
 
 use super::{Ctx, TrainError};
@@ -48,7 +48,7 @@ impl Ctx {
                 let arch = ArchConfig {
                     ks: vec![pick(&phase.ks, which); n],
                     e: vec![pick(&phase.expand, which); n],
-                    d: vec![pick(&phase.depth, which); N_STAGES],
+                    d: vec![pick(&phase.depth, which); self.space.n_stages()],
                     r,
                 };
                 let job = match jobs.iter().position(|a| *a == arch) {
