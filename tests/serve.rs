@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{ofa, run_ok, s, specialised_package};
+use common::{ofa, run_ok, s, specialised_package, specialised_package_of};
 use serde_json::{json, Value};
 use sha2::Digest;
 use ureq::http;
@@ -189,7 +189,12 @@ fn package() -> &'static Path {
 
 /// A budget between the package's extremes on `cpu`.
 fn mid_latency(server: &Serve) -> f64 {
-    let info = get(&server.url("/v1/supernets/pkg")).json();
+    mid_latency_of(server, "pkg")
+}
+
+/// A budget between the extremes of the package `name` on `cpu`.
+fn mid_latency_of(server: &Serve, name: &str) -> f64 {
+    let info = get(&server.url(&format!("/v1/supernets/{name}"))).json();
     let hw = &info["hardware"][0];
     assert_eq!(hw["name"], "cpu");
     let (lo, hi) = (
@@ -1635,4 +1640,56 @@ fn a_search_strategy_is_chosen_recorded_and_keyed() {
         (aging.status, aging.json()["error"]["code"].clone()),
         (422, json!("invalid_strategy"))
     );
+}
+
+#[test]
+fn a_mobilenet_and_a_proxylessnas_package_are_served_side_by_side() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let px = specialised_package_of(tmp.path(), "smoke-proxyless", "proxyless");
+    let server = Serve::start(package(), &["--package", s(&px)]);
+    let list = get(&server.url("/v1/supernets")).json();
+    let family = |name: &str| {
+        list["supernets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["space"]["family"].clone())
+            .unwrap()
+    };
+    assert_eq!(family("pkg"), "mobilenet_v3");
+    assert_eq!(family("proxyless"), "proxyless_nas");
+    for (name, reference) in [("pkg", "MobileNetV3"), ("proxyless", "ProxylessNASNets")] {
+        let budget = mid_latency_of(&server, name);
+        let req =
+            json!({"supernet": name, "hardware": "cpu", "constraints": {"latency_ms": budget}});
+        let r = post(&server.url("/v1/subnets"), &req);
+        assert_eq!(
+            r.status,
+            200,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let rec = r.json();
+        assert!(rec["predicted"]["latency_ms"].as_f64().unwrap() <= budget);
+        let id = rec["id"].as_str().unwrap();
+        let nc = get(&server.url(&format!("/v1/subnets/{id}/net-config"))).json();
+        assert_eq!(nc["name"], reference, "{name}");
+        assert_eq!(nc["final_expand_layer"].is_object(), name == "pkg");
+        // the weights are the family's subnet file
+        let w = get(&server.url(&format!("/v1/subnets/{id}/weights")));
+        assert_eq!(w.status, 200);
+        let file = tmp.path().join(format!("{name}.safetensors"));
+        std::fs::write(&file, &w.body).unwrap();
+        let inspected: Value =
+            serde_json::from_str(&run_ok(ofa().args(["inspect", s(&file), "--json"]))).unwrap();
+        let want = if name == "pkg" {
+            "mobilenet_v3"
+        } else {
+            "proxyless_nas"
+        };
+        assert_eq!(inspected["family"], want);
+        let onnx = get(&server.url(&format!("/v1/subnets/{id}/model.onnx")));
+        assert_eq!(onnx.status, 200, "{name}");
+    }
 }

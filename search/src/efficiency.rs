@@ -111,6 +111,8 @@ pub struct Additive {
     metric: Metric,
     n_blocks: usize,
     max_depth: usize,
+    /// Per stage: its blocks, and its fixed depth where it is not elastic.
+    stages: Vec<(usize, Option<u32>)>,
     ks: Vec<u32>,
     e: Vec<u32>,
     /// Value → position in `ks` / `e` (`u8::MAX`: not a choice), for values below 64 (the space validation bounds them).
@@ -259,6 +261,11 @@ impl Additive {
             metric,
             n_blocks,
             max_depth: space.max_depth(),
+            stages: space
+                .stage_blocks()
+                .into_iter()
+                .zip(space.stages.iter().skip(1).map(|s| s.blocks))
+                .collect(),
             ks: space.ks_list.clone(),
             e: space.expand_ratio_list.clone(),
             ks_index: index_table(&space.ks_list),
@@ -377,7 +384,7 @@ impl Additive {
     /// come from the same space.
     pub fn minimize(terms: &[(&Additive, f64)], choices: &Choices) -> Option<(f64, ArchConfig)> {
         let first = terms.first()?.0;
-        let (n, md) = (first.n_blocks, first.max_depth);
+        let n = first.n_blocks;
         let mut best: Option<(f64, ArchConfig)> = None;
         for &r in &choices.r {
             let ris: Option<Vec<usize>> = terms
@@ -411,11 +418,14 @@ impl Additive {
                     }
                 }
             }
-            for stage in 0..n / md {
+            let mut start = 0;
+            for &(len, fixed) in &first.stages {
+                // a fixed stage runs all its blocks; an elastic one the best allowed depth
+                let depths = fixed.map_or(choices.d.clone(), |count| vec![count]);
                 let mut stage_best = (f64::INFINITY, 0u32);
-                for &depth in &choices.d {
-                    let v: f64 = (0..depth as usize)
-                        .map(|j| block_best[stage * md + j].0)
+                for depth in depths {
+                    let v: f64 = (0..(depth as usize).min(len))
+                        .map(|j| block_best[start + j].0)
                         .sum();
                     if v < stage_best.0 {
                         stage_best = (v, depth);
@@ -423,11 +433,12 @@ impl Additive {
                 }
                 total += stage_best.0;
                 d.push(stage_best.1);
-                for j in 0..stage_best.1 as usize {
-                    let (_, k, x) = block_best[stage * md + j];
-                    ks[stage * md + j] = k;
-                    e[stage * md + j] = x;
+                for j in 0..(stage_best.1 as usize).min(len) {
+                    let (_, k, x) = block_best[start + j];
+                    ks[start + j] = k;
+                    e[start + j] = x;
                 }
+                start += len;
             }
             if total.is_finite() && best.as_ref().is_none_or(|b| total < b.0) {
                 best = Some((total, ArchConfig { ks, e, d, r }));
@@ -459,7 +470,13 @@ mod tests {
 
     #[test]
     fn analytic_tables_equal_the_direct_count() {
-        for preset in ["ofa-mbv3-w1.0", "ofa-mbv3-w1.2", "ofa-mbv3-small32"] {
+        for preset in [
+            "ofa-mbv3-w1.0",
+            "ofa-mbv3-w1.2",
+            "ofa-mbv3-small32",
+            "ofa-proxyless-w1.3",
+            "ofa-proxyless-small32",
+        ] {
             let s = SearchSpace::preset(preset).unwrap();
             let (macs, params) = (Additive::macs(&s), Additive::params(&s));
             let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -474,16 +491,22 @@ mod tests {
 
     #[test]
     fn minimum_is_the_smallest_arch_for_macs_and_no_sample_beats_it() {
+        for preset in ["ofa-proxyless-w1.3", "ofa-mbv3-w1.0"] {
+            let s = SearchSpace::preset(preset).unwrap();
+            let macs = Additive::macs(&s);
+            let all = Choices::all(&s);
+            let (v, a) = Additive::minimize(&[(&macs, 1.0)], &all).unwrap();
+            a.validate(&s).unwrap();
+            assert_eq!(a.canonical(&s), ArchConfig::smallest(&s).canonical(&s));
+            assert!((macs.predict(&a).unwrap() - v).abs() < 1e-9);
+            let mut rng = ChaCha8Rng::seed_from_u64(2);
+            for _ in 0..500 {
+                assert!(macs.predict(&sample(&s, &all, &mut rng)).unwrap() >= v);
+            }
+        }
         let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
         let macs = Additive::macs(&s);
         let all = Choices::all(&s);
-        let (v, a) = Additive::minimize(&[(&macs, 1.0)], &all).unwrap();
-        assert_eq!(a.canonical(&s), ArchConfig::smallest(&s).canonical(&s));
-        assert!((macs.predict(&a).unwrap() - v).abs() < 1e-9);
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
-        for _ in 0..500 {
-            assert!(macs.predict(&sample(&s, &all, &mut rng)).unwrap() >= v);
-        }
         // restricted choices are honoured
         let mut c = all.clone();
         c.r = vec![160];

@@ -212,15 +212,12 @@ fn descend(
     f: impl Fn(&ArchConfig) -> Result<f64, SearchError>,
 ) -> Result<(f64, ArchConfig), SearchError> {
     let c = &problem.choices;
-    let min = |l: &[u32]| l.iter().copied().min().unwrap_or(0);
     let n = problem.space.n_elastic_blocks();
     let mut best: Option<(f64, ArchConfig)> = None;
     for &r in &c.r {
         let mut a = ArchConfig {
-            ks: vec![min(&c.ks); n],
-            e: vec![min(&c.e); n],
-            d: vec![min(&c.d); n / problem.space.max_depth().max(1)],
             r,
+            ..c.smallest(problem.space)
         };
         let mut v = f(&a)?;
         loop {
@@ -348,8 +345,14 @@ fn neighbours(a: &ArchConfig, c: &Choices) -> Vec<ArchConfig> {
     out
 }
 
-/// [`ArchConfig::canonical`] in place (skipped blocks set to the first choice of the space).
+/// [`ArchConfig::canonical`] in place (skipped blocks set to the first choice of the space, a
+/// fixed stage's depth to its count).
 pub(crate) fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
+    for (d, stage) in a.d.iter_mut().zip(problem.space.stages.iter().skip(1)) {
+        if let Some(count) = stage.blocks {
+            *d = count;
+        }
+    }
     let md = problem.space.max_depth();
     let (k0, e0) = (problem.space.ks_list[0], problem.space.expand_ratio_list[0]);
     for i in 0..a.ks.len() {

@@ -218,13 +218,9 @@ pub fn pareto_until(
         push(feasible_seed(problem)?, &mut fresh, &mut seen);
     }
     for &r in &problem.choices.r {
-        let n = space.n_elastic_blocks();
-        let max = |l: &[u32]| l.iter().copied().max().unwrap_or(0);
         let big = ArchConfig {
-            ks: vec![max(&problem.choices.ks); n],
-            e: vec![max(&problem.choices.e); n],
-            d: vec![max(&problem.choices.d); n / space.max_depth().max(1)],
             r,
+            ..problem.choices.largest(space)
         };
         if problem.feasible(&big)? {
             push(big, &mut fresh, &mut seen);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use ofa_extractor::Constraints;
 use ofa_predictors::Metric;
-use ofa_space::ArchConfig;
+use ofa_space::{ArchConfig, Family};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -251,6 +251,8 @@ pub struct CalibrationInfo {
 pub struct SpaceInfo {
     /// Space name.
     pub name: String,
+    /// The network family.
+    pub family: Family,
     /// Elastic blocks.
     pub blocks: usize,
     /// Kernel sizes.

@@ -453,6 +453,7 @@ fn summary(
         sha256: sha256.to_string(),
         space: SpaceInfo {
             name: s.name.clone(),
+            family: s.family,
             blocks: s.n_elastic_blocks(),
             ks: s.ks_list.clone(),
             expand: s.expand_ratio_list.clone(),

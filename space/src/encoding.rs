@@ -118,14 +118,16 @@ impl Encoding {
             Layout::ResolutionLast => (self.n_blocks * (nk + ne), 0),
         };
         let e_off = k_off + self.n_blocks * nk;
+        // Stages of `max_depth` blocks, the last possibly shorter (ProxylessNAS's one block), as
+        // the reference encoders count them.
+        let n_stages = self.n_blocks.div_ceil(self.max_depth.max(1));
         if arch.ks.len() != self.n_blocks
             || arch.e.len() != self.n_blocks
-            || arch.d.len() * self.max_depth != self.n_blocks
+            || arch.d.len() != n_stages
         {
             return Err(SpaceError::InvalidArch(format!(
-                "the encoding needs {} blocks in {} stages, the arch has {} kernels, {} expands, {} depths",
+                "the encoding needs {} blocks in {n_stages} stages, the arch has {} kernels, {} expands, {} depths",
                 self.n_blocks,
-                self.n_blocks / self.max_depth.max(1),
                 arch.ks.len(),
                 arch.e.len(),
                 arch.d.len()

@@ -15,6 +15,7 @@ const N_STAGES: usize = 5;
 /// and so what its stem, first block and head look like. Everything above the supernet asks the
 /// space (blocks, stages, widths) rather than branching on this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Family {
     /// `OFAMobileNetV3`: h-swish stem, a first block with a shortcut where widths allow, SE in
     /// some stages; head: final expand 1×1 (BN, h-swish), pooling, feature mix 1×1 (h-swish, no
@@ -30,6 +31,14 @@ pub enum Family {
 }
 
 impl Family {
+    /// A name for people: `MobileNetV3`, `ProxylessNAS`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::MobileNetV3 => "MobileNetV3",
+            Family::ProxylessNas => "ProxylessNAS",
+        }
+    }
+
     /// The reference's static network class (`name` in `net.config`).
     pub fn reference_name(self) -> &'static str {
         match self {
@@ -335,6 +344,7 @@ impl SearchSpace {
         "ofa-mbv3-small32",
         "ofa-proxyless-w1.3",
         "ofa-proxyless-tiny",
+        "ofa-proxyless-small32",
     ];
 
     /// A named preset:
@@ -346,7 +356,9 @@ impl SearchSpace {
     /// - `ofa-proxyless-w1.3`: the reference's published `ofa_proxyless_d234_e346_k357_w1.3`
     ///   (1000 classes, resolutions 128..=224 step 4);
     /// - `ofa-proxyless-tiny`: ProxylessNAS at width 0.25, 10 classes, resolutions 32..=48 step 4
-    ///   (the conformance fixture's construction).
+    ///   (the conformance fixture's construction);
+    /// - `ofa-proxyless-small32`: ProxylessNAS at width 0.5, 10 classes, grayscale 28/32 px data
+    ///   (Fashion-MNIST), as `ofa-mbv3-small32`.
     pub fn preset(name: &str) -> Result<SearchSpace, SpaceError> {
         let imagenet_res: Vec<u32> = (128..=224).step_by(4).collect();
         let s = match name {
@@ -366,6 +378,11 @@ impl SearchSpace {
             "ofa-proxyless-tiny" => {
                 let mut s = Self::proxyless(name, 0.25, 10, (32..=48).step_by(4).collect());
                 s.dropout_rate = 0.0;
+                s
+            }
+            "ofa-proxyless-small32" => {
+                let mut s = Self::proxyless(name, 0.5, 10, vec![24, 28, 32]);
+                s.in_channels = 1;
                 s
             }
             other => {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use ofa_schema::finetune::FinetuneRecord;
 use ofa_schema::net_config::NetConfig;
 use ofa_schema::run::SupernetMetrics;
-use ofa_space::{cost::cost_at, ArchConfig, SearchSpace};
+use ofa_space::{cost::cost_at, ArchConfig, Family, SearchSpace};
 use ofa_supernet::checkpoint::{open_model, Model, Provenance};
 use serde::Serialize;
 use serde_json::Value;
@@ -40,6 +40,9 @@ struct Inspection {
     kind: Option<FileKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<String>,
+    /// The network family (of the space, or of a subnet's config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    family: Option<Family>,
     #[serde(skip_serializing_if = "Option::is_none")]
     space: Option<SearchSpace>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,6 +173,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         ],
                     };
                     out.subnets = Some(subnets);
+                    out.family = Some(space.family);
                     out.space = Some(space.clone());
                     out.sha256 = Some(ck.sha256);
                     out.provenance = Some(ck.provenance);
@@ -177,6 +181,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 }
                 Model::Subnet(f) => {
                     out.kind = Some(FileKind::Subnet);
+                    out.family = Some(f.net.config().family);
                     let tensors = f.net.named_tensors();
                     let params: i64 = f
                         .net
@@ -243,6 +248,14 @@ fn print_text(v: &Inspection) {
                 FileKind::Supernet => "supernet",
                 FileKind::Subnet => "subnet",
             }
+        );
+    }
+    if let Some(f) = v.family {
+        outln!(
+            "family      {} (reference {} / {})",
+            f.label(),
+            f.supernet_name(),
+            f.reference_name()
         );
     }
     if let Some(sp) = &v.space {

@@ -35,14 +35,19 @@ pub fn fails_with(c: &mut Command, needle: &str) -> Output {
 
 /// Train the smoke recipe on synthetic IDX data in `dir`; returns the package folder.
 pub fn smoke_package(dir: &Path) -> PathBuf {
+    smoke_package_of(dir, "smoke", "pkg")
+}
+
+/// Train the built-in `recipe` on synthetic IDX data in `dir` into `dir/name`; returns it.
+pub fn smoke_package_of(dir: &Path, recipe: &str, name: &str) -> PathBuf {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     write_synthetic_idx(&data, 160, 40, 4).unwrap();
-    let run = dir.join("pkg");
+    let run = dir.join(name);
     run_ok(ofa().args([
         "train",
         "--recipe",
-        "smoke",
+        recipe,
         "--data",
         data.to_str().unwrap(),
         "--out",
@@ -106,8 +111,13 @@ pub fn s(p: &Path) -> &str {
 /// A smoke package made ready for specialisation in `dir`: an accuracy predictor fitted on 10
 /// measured subnets and a latency table of this CPU (`latency/cpu.json`).
 pub fn specialised_package(dir: &Path) -> PathBuf {
-    let pkg = smoke_package(dir);
-    let acc = dir.join("acc.jsonl");
+    specialised_package_of(dir, "smoke", "pkg")
+}
+
+/// [`specialised_package`] of the built-in `recipe`, in `dir/name`.
+pub fn specialised_package_of(dir: &Path, recipe: &str, name: &str) -> PathBuf {
+    let pkg = smoke_package_of(dir, recipe, name);
+    let acc = dir.join(format!("{name}-acc.jsonl"));
     run_ok(ofa().args([
         "predictor",
         "dataset",

@@ -219,7 +219,9 @@ pub const BUILTIN: &[&str] = &[
     "fmnist-short",
     "fmnist-short-no-ps",
     "fmnist-quick",
+    "fmnist-proxyless-short",
     "smoke",
+    "smoke-proxyless",
 ];
 
 /// Why a recipe is not usable.
@@ -256,7 +258,9 @@ impl Recipe {
             "fmnist-short" => include_str!("../recipes/fmnist-short.toml"),
             "fmnist-short-no-ps" => include_str!("../recipes/fmnist-short-no-ps.toml"),
             "fmnist-quick" => include_str!("../recipes/fmnist-quick.toml"),
+            "fmnist-proxyless-short" => include_str!("../recipes/fmnist-proxyless-short.toml"),
             "smoke" => include_str!("../recipes/smoke.toml"),
+            "smoke-proxyless" => include_str!("../recipes/smoke-proxyless.toml"),
             _ => return None,
         })
     }
