@@ -124,6 +124,37 @@ fn main() {
             .unwrap()
             .as_bytes(),
     );
+    // a ProxylessNAS subnet (its own net_config: no final expand, ReLU6)
+    let mut px = SearchSpace::proxyless("seed-proxyless", 0.25, 2, vec![32]);
+    px.in_channels = 1;
+    px.ks_list = vec![3, 5];
+    px.expand_ratio_list = vec![2, 3];
+    px.depth_list = vec![1, 2];
+    for st in &mut px.stages {
+        st.base_width = 32;
+    }
+    px.stem_base_width = 32;
+    px.last_channel_base_width = 32;
+    px.validate().unwrap();
+    let px_net = ofa_supernet::Supernet::new(&px, 0, Device::Cpu).unwrap();
+    let px_small = ArchConfig::smallest(&px);
+    let px_sub = px_net.extract(&px_small).unwrap();
+    let mut extra = BTreeMap::new();
+    extra.insert("arch".to_string(), px_small.to_json());
+    put(
+        &dir,
+        "subnet_safetensors",
+        "seed-proxyless-smallest",
+        &px_sub.to_safetensors(&extra).unwrap(),
+    );
+    put(
+        &dir,
+        "net_config_json",
+        "seed-proxyless-smallest",
+        serde_json::to_string(&px_sub.config().to_net_config())
+            .unwrap()
+            .as_bytes(),
+    );
     put(&dir, "pth", "seed-one-tensor", &pth());
 
     // archs and spaces
@@ -134,7 +165,7 @@ fn main() {
     ] {
         put(&dir, "arch_json", name, a.to_json().as_bytes());
     }
-    for p in ["ofa-mbv3-tiny", "ofa-mbv3-small32"] {
+    for p in ["ofa-mbv3-tiny", "ofa-mbv3-small32", "ofa-proxyless-tiny"] {
         put(
             &dir,
             "space_json",
@@ -176,7 +207,13 @@ fn main() {
     put(&dir, "latency_yaml", "seed-tiny-largest", yaml.as_bytes());
 
     // recipes: the built-in ones
-    for r in ["smoke", "fmnist-short", "fmnist-short-no-ps"] {
+    for r in [
+        "smoke",
+        "fmnist-short",
+        "fmnist-short-no-ps",
+        "smoke-proxyless",
+        "fmnist-proxyless-short",
+    ] {
         let t = ofa_trainer::recipe::Recipe::builtin_toml(r).unwrap();
         put(&dir, "recipe_toml", &format!("seed-{r}"), t.as_bytes());
     }
