@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Load a subnet written by `ofa extract` into the reference PyTorch MobileNetV3 and compare logits.
+"""Load a subnet written by `ofa extract` into the reference PyTorch network of its family
+(`MobileNetV3` or `ProxylessNASNets`, as its `net_config` names it) and compare logits.
 
 Needs `torch`, `safetensors` and the reference package `ofa` (PyPI); not part of `make test`
 (the project does not depend on Python at run time). Usage:
@@ -14,13 +15,16 @@ import sys
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from ofa.imagenet_classification.networks import MobileNetV3
+from ofa.imagenet_classification.networks import MobileNetV3, ProxylessNASNets
+
+NETWORKS = {"MobileNetV3": MobileNetV3, "ProxylessNASNets": ProxylessNASNets}
 
 
 def main(subnet: str, inputs: str, logits: str) -> int:
     with safe_open(subnet, "pt") as f:
         meta = f.metadata()
-    net = MobileNetV3.build_from_config(json.loads(meta["net_config"]))
+    config = json.loads(meta["net_config"])
+    net = NETWORKS[config["name"]].build_from_config(config)
     net.load_state_dict(load_file(subnet), strict=True)
     net.eval()
     x = load_file(inputs)["input"]
@@ -29,7 +33,7 @@ def main(subnet: str, inputs: str, logits: str) -> int:
     ours = load_file(logits)["logits"]
     diff = (y - ours).abs().max().item()
     tol = 1e-4 * (1 + ours.abs().max().item())
-    print(f"reference MobileNetV3 loaded {subnet} (strict); max |logit diff| = {diff:.3e} (tolerance {tol:.1e})")
+    print(f"reference {config['name']} loaded {subnet} (strict); max |logit diff| = {diff:.3e} (tolerance {tol:.1e})")
     return 0 if diff <= tol else 1
 
 

@@ -14,7 +14,7 @@ kernel transforms identity + N(0, 0.1²)), so that a slicing or ordering mistake
 outputs. Files:
 
 - `supernet.safetensors`: the state_dict (reference naming);
-- `cases.json`: per case its kind, arch (`ks`, `e`, `d`, `r`), batch, the reference's MACs
+- `cases.json`: per case its kind (largest, smallest, random, clipped: `d[5]` = 4), arch (`ks`, `e`, `d`, `r`), batch, the reference's MACs
   (`count_net_flops`) and params (`count_parameters`) of the extracted subnet;
 - `io.safetensors`: per case `input_{i}`, the eval-mode `logits_supernet_{i}` (the supernet with the
   arch active) and `logits_subnet_{i}` (the extracted subnet), and `logits_reorg_{i}` (the supernet
@@ -89,6 +89,10 @@ def proxyless(out: str) -> None:
     for i in range(4):
         arch = net.sample_active_subnet()
         cases.append(("random", arch, resolutions[(i * 3 + 1) % len(resolutions)], 1 + 2 * (i % 2)))
+    # a depth above 1 on the last stage, which set_active_subnet clips to its one block
+    arch = net.sample_active_subnet()
+    arch["d"] = [4] * 6
+    cases.append(("clipped", arch, 40, 1))
 
     # The supernet after channel sorting at stage 0, for the same archs.
     reorg = OFAProxylessNASNets(

@@ -91,7 +91,9 @@ pub struct ConvLayer {
 /// `ResidualBlock`: an MBConv layer and its shortcut.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResidualBlock {
-    /// The inverted-residual layer.
+    /// The inverted-residual layer (`mobile_inverted_conv` in older reference configs, which
+    /// `ResidualBlock.build_from_config` still reads).
+    #[serde(alias = "mobile_inverted_conv")]
     pub conv: MbConvLayer,
     /// `ResidualBlock`.
     #[serde(default)]

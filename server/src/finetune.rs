@@ -227,8 +227,8 @@ pub struct JobConfig {
 #[derive(Debug)]
 pub struct Jobs {
     root: PathBuf,
-    /// A temporary root, without `--cache-dir` (removed with the server).
-    _temp: Option<tempfile::TempDir>,
+    /// A temporary root, without `--cache-dir`: made by the first job, removed with the server.
+    _temp: Option<RemoveOnDrop>,
     max_jobs: usize,
     queues: HashMap<String, SyncSender<Arc<Job>>>,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
@@ -248,8 +248,14 @@ impl Jobs {
                 (r, None)
             }
             None => {
-                let t = tempfile::Builder::new().prefix("ofa-finetune").tempdir()?;
-                (t.path().to_path_buf(), Some(t))
+                // Named now, made by the first job: a server that never fine-tunes (or is killed
+                // before its Drop runs) leaves no empty folder behind.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let t = std::env::temp_dir()
+                    .join(format!("ofa-finetune-{}-{nanos:09}", std::process::id()));
+                (t.clone(), Some(RemoveOnDrop(t)))
             }
         };
         let mut queues = HashMap::new();
@@ -497,8 +503,19 @@ fn work(job: &Arc<Job>, cfg: &JobConfig, runs: &Path) {
     });
 }
 
+/// A folder removed (with what it holds) when this is dropped; it need not exist.
+#[derive(Debug)]
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The run of `job`: a new one, or the continuation of a cancelled one. `Ok(None)`: cancelled.
 fn run(job: &Arc<Job>, cfg: &JobConfig, runs: &Path) -> Result<Option<SubnetRecord>, String> {
+    std::fs::create_dir_all(runs).map_err(|e| format!("cannot make {}: {e}", runs.display()))?;
     let st = job.status();
     let dir = runs.join(&st.id);
     let opts = TrainOptions {

@@ -120,7 +120,12 @@ impl Encoding {
         let e_off = k_off + self.n_blocks * nk;
         // Stages of `max_depth` blocks, the last possibly shorter (ProxylessNAS's one block), as
         // the reference encoders count them.
-        let n_stages = self.n_blocks.div_ceil(self.max_depth.max(1));
+        if self.max_depth == 0 {
+            return Err(SpaceError::InvalidArch(
+                "the encoding has no blocks per stage (`max_depth` 0)".into(),
+            ));
+        }
+        let n_stages = self.n_blocks.div_ceil(self.max_depth);
         if arch.ks.len() != self.n_blocks
             || arch.e.len() != self.n_blocks
             || arch.d.len() != n_stages
@@ -211,6 +216,44 @@ mod tests {
         assert_eq!(enc.dense(&a).unwrap(), enc.dense(&b).unwrap());
         b.ks[0] = 7;
         assert_ne!(enc.dense(&a).unwrap(), enc.dense(&b).unwrap());
+    }
+
+    #[test]
+    fn proxyless_encodes_as_the_reference_mbv2_encoder_and_bad_encodings_are_errors() {
+        // MobileNetArchEncoder(SPACE_TYPE "mbv2"): 21 blocks, block i in stage i // 4, the last
+        // stage one block; resolution first
+        let s = SearchSpace::preset("ofa-proxyless-tiny").unwrap();
+        let enc = Encoding::library(&s);
+        assert_eq!(enc.dim(), 5 + 21 * 6);
+        let mut a = ArchConfig::smallest(&s);
+        a.ks[20] = 7;
+        a.e[20] = 6;
+        a.r = 36;
+        let mut hot = Vec::new();
+        enc.hot_into(&a, &mut hot).unwrap();
+        // r = 36 is slot 1; blocks 0, 1 of each stage and block 20 are active
+        let blocks: Vec<usize> = (0..21).filter(|i| i % 4 < 2 || *i == 20).collect();
+        let mut want = vec![1u32];
+        want.extend(
+            blocks
+                .iter()
+                .map(|&i| (5 + i * 3 + if i == 20 { 2 } else { 0 }) as u32),
+        );
+        want.extend(
+            blocks
+                .iter()
+                .map(|&i| (5 + 21 * 3 + i * 3 + if i == 20 { 2 } else { 0 }) as u32),
+        );
+        assert_eq!(hot, want);
+        // an encoding with no blocks per stage is an error, not a division by zero
+        let mut bad = enc.clone();
+        bad.max_depth = 0;
+        let e = bad.hot_into(&a, &mut hot).unwrap_err().to_string();
+        assert!(e.contains("`max_depth` 0"), "{e}");
+        let mut short = a.clone();
+        short.d.pop();
+        let e = enc.hot_into(&short, &mut hot).unwrap_err().to_string();
+        assert!(e.contains("21 blocks in 6 stages"), "{e}");
     }
 
     #[test]

@@ -202,6 +202,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                             let space = SearchSpace::from_json(text).with_context(|| {
                                 format!("{}: the `space` metadata is not a space", path.display())
                             })?;
+                            arch.validate(&space).with_context(|| {
+                                format!(
+                                    "{}: the `arch` metadata does not fit its `space`",
+                                    path.display()
+                                )
+                            })?;
                             out.macs = Some(ofa_space::cost(&space, arch).macs);
                         }
                     }

@@ -312,8 +312,19 @@ impl SubnetConfig {
         out
     }
 
-    /// Check internal consistency (widths chain, middle widths sane).
+    /// Check internal consistency (the family's head, widths chain, middle widths sane).
     pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.family.has_final_expand() != self.final_expand_width.is_some() {
+            return Err(format!(
+                "{} {} final expand layer",
+                self.family.reference_name(),
+                if self.family.has_final_expand() {
+                    "needs a"
+                } else {
+                    "has no"
+                }
+            ));
+        }
         let mut cin = self.stem_width;
         for (j, b) in self.blocks.iter().enumerate() {
             if b.in_ch != cin {
@@ -739,6 +750,25 @@ impl TryFrom<&NetConfig> for SubnetConfig {
                 ));
             }
         }
+        // BN sits on the layer before pooling: MobileNetV3's feature mix has none, ProxylessNAS's
+        // has one (a variant without is not a network the family builds).
+        for (name, layer, bn) in [
+            ("first_conv", Some(&v.first_conv), true),
+            ("final_expand_layer", v.final_expand_layer.as_ref(), true),
+            (
+                "feature_mix_layer",
+                Some(&v.feature_mix_layer),
+                !family.has_final_expand(),
+            ),
+        ] {
+            if let Some(l) = layer.filter(|l| l.use_bn != bn) {
+                return Err(format!(
+                    "net_config: `{name}` has use_bn {}, {} builds it with use_bn {bn}",
+                    l.use_bn,
+                    family.reference_name()
+                ));
+            }
+        }
         let mut blocks = Vec::with_capacity(v.blocks.len());
         for (i, b) in v.blocks.iter().enumerate() {
             let c = &b.conv;
@@ -763,7 +793,15 @@ impl TryFrom<&NetConfig> for SubnetConfig {
                 shortcut: b.shortcut.is_some(),
             });
         }
-        let (momentum, eps) = v.bn.as_ref().map_or((0.1, 1e-5), |b| (b.momentum, b.eps));
+        // without `bn`, the reference's build_from_config leaves PyTorch's eps (MobileNetV3) or
+        // sets the family's 1e-3 (ProxylessNAS)
+        let default_eps = match family {
+            Family::MobileNetV3 => 1e-5,
+            Family::ProxylessNas => 1e-3,
+        };
+        let (momentum, eps) =
+            v.bn.as_ref()
+                .map_or((0.1, default_eps), |b| (b.momentum, b.eps));
         Ok(SubnetConfig {
             family,
             in_channels: v.first_conv.in_channels,

@@ -13,7 +13,7 @@ use ofa_schema::net_config::NetConfig;
 use ofa_space::{cost, latency, ArchConfig, Family, SearchSpace};
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_supernet::import::{infer_space, normalize_names, ImportOptions};
-use ofa_supernet::{Mode, Subnet, Supernet};
+use ofa_supernet::{Mode, Subnet, SubnetConfig, Supernet};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
@@ -56,7 +56,7 @@ fn io() -> HashMap<String, Tensor> {
 #[test]
 fn the_cases_cover_largest_smallest_and_random_at_batch_1_and_3() {
     let cs = cases();
-    assert_eq!(cs.len(), 8);
+    assert_eq!(cs.len(), 9);
     for kind in ["largest", "smallest", "random"] {
         let batches: Vec<i64> = cs
             .iter()
@@ -68,8 +68,10 @@ fn the_cases_cover_largest_smallest_and_random_at_batch_1_and_3() {
     let s = space();
     for c in &cs {
         c.arch.validate(&s).unwrap();
-        // the reference samples the last stage's depth as 1: 21 blocks, 6 depths
+        // 21 blocks, 6 depths; the reference samples the last as 1 and clips any other to 1
         assert_eq!((c.arch.ks.len(), c.arch.d.len()), (21, 6));
+        let want = if c.kind == "clipped" { 4 } else { 1 };
+        assert_eq!(c.arch.d[5], want, "case {}", c.index);
     }
 }
 
@@ -188,16 +190,14 @@ fn the_published_w1_3_layout_imports_as_the_preset_in_both_namings() {
             .map(|(name, shape)| {
                 // Published checkpoints may carry the legacy names the reference's
                 // load_state_dict maps back: `.mobile_inverted_conv.` and no inner wrapper.
-                let name = if legacy {
-                    name.replace(".conv.conv.", ".conv.")
-                        .replace(".bn.bn.", ".bn.")
-                        .replace(".conv.", ".mobile_inverted_conv.")
-                        .replacen("first_conv.mobile_inverted_conv.", "first_conv.conv.", 1)
-                        .replacen(
-                            "feature_mix_layer.mobile_inverted_conv.",
-                            "feature_mix_layer.conv.",
-                            1,
-                        )
+                let name = if legacy && name.starts_with("blocks.") {
+                    // `blocks.N.conv.X.conv.conv.weight` → `blocks.N.mobile_inverted_conv.X.conv.weight`
+                    let (block, rest) = name.split_at(name.find(".conv.").unwrap());
+                    let rest = rest
+                        .replacen(".conv.", ".mobile_inverted_conv.", 1)
+                        .replace(".conv.conv.", ".conv.")
+                        .replace(".bn.bn.", ".bn.");
+                    format!("{block}{rest}")
                 } else {
                     name.clone()
                 };
@@ -212,7 +212,12 @@ fn the_published_w1_3_layout_imports_as_the_preset_in_both_namings() {
     };
     let mut want = SearchSpace::preset("ofa-proxyless-w1.3").unwrap();
     for legacy in [false, true] {
-        let map = normalize_names(zeros(legacy));
+        let raw = zeros(legacy);
+        assert_eq!(
+            raw.contains_key("blocks.1.mobile_inverted_conv.depth_conv.conv.weight"),
+            legacy
+        );
+        let map = normalize_names(raw);
         let got = infer_space(&map, &ImportOptions::default()).unwrap();
         want.name = got.name.clone();
         want.dropout_rate = got.dropout_rate;
@@ -244,4 +249,44 @@ fn latency_keys_are_the_reference_proxyless_table_keys() {
     );
     assert_eq!(keys[23], "Conv_1-input:2x2x80-output:2x2x320");
     assert_eq!(keys[24], "Logits-input:2x2x320-output:10");
+}
+
+#[test]
+fn reference_net_configs_without_bn_or_with_legacy_names_load_as_the_reference_builds_them() {
+    let c = cases()
+        .into_iter()
+        .find(|c| c.subnet_file.is_some())
+        .unwrap();
+    let path = fixtures().join(c.subnet_file.as_ref().unwrap());
+    let file = read_safetensors(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&file.metadata["net_config"]).unwrap();
+    // without `bn`, ProxylessNASNets.build_from_config sets eps 1e-3 (PyTorch's default is 1e-5)
+    v.as_object_mut().unwrap().remove("bn");
+    // and older configs call each block's layer `mobile_inverted_conv`
+    for b in v["blocks"].as_array_mut().unwrap() {
+        let conv = b.as_object_mut().unwrap().remove("conv").unwrap();
+        b["mobile_inverted_conv"] = conv;
+    }
+    let config = SubnetConfig::from_net_config(&v).unwrap();
+    assert_eq!(config.bn_eps, 1e-3);
+    let net = Subnet::from_tensors(config.clone(), file.tensors, Device::Cpu).unwrap();
+    let io = io();
+    let x = &io[&format!("input_{}", c.index)];
+    let y = net.forward(x, Mode::Eval).unwrap();
+    let want = &io[&format!("logits_subnet_{}", c.index)];
+    assert_close(&y, want, 1e-4, "without bn");
+
+    // a feature mix without BN is not a ProxylessNAS network: named, not guessed
+    let mut no_bn_mix = v.clone();
+    no_bn_mix["feature_mix_layer"]["use_bn"] = false.into();
+    let e = SubnetConfig::from_net_config(&no_bn_mix).unwrap_err();
+    assert!(e.contains("`feature_mix_layer` has use_bn false"), "{e}");
+    // a typed config whose head is not its family's is refused
+    let mut mixed = config;
+    mixed.final_expand_width = Some(64);
+    let e = mixed.validate().unwrap_err();
+    assert!(
+        e.contains("ProxylessNASNets has no final expand layer"),
+        "{e}"
+    );
 }

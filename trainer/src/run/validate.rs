@@ -48,7 +48,10 @@ impl Ctx {
                 let arch = ArchConfig {
                     ks: vec![pick(&phase.ks, which); n],
                     e: vec![pick(&phase.expand, which); n],
-                    d: vec![pick(&phase.depth, which); self.space.n_stages()],
+                    // a fixed stage (ProxylessNAS's last) at its count, as `largest` has it
+                    d: (self.space.stages.iter().skip(1))
+                        .map(|s| s.blocks.unwrap_or(pick(&phase.depth, which)))
+                        .collect(),
                     r,
                 };
                 let job = match jobs.iter().position(|a| *a == arch) {
