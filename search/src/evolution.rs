@@ -18,7 +18,7 @@ use rustc_hash::FxHashSet as HashSet;
 use std::time::Instant;
 
 use crate::efficiency::{Additive, Efficiency};
-use ofa_space::{crossover, mutate, sample, ArchConfig, Choices};
+use ofa_space::{crossover, mutate, sample, ArchConfig};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as SearchRng;
 use serde::{Deserialize, Serialize};
@@ -227,6 +227,8 @@ fn descend(
                     &c.ks
                 } else if gene < 2 * n {
                     &c.e
+                } else if fixed_stage(problem, gene - 2 * n) {
+                    continue; // its depth is its block count whatever the gene says
                 } else {
                     &c.d
                 };
@@ -312,7 +314,18 @@ pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, SearchError> {
 
 /// Every arch that differs from `a` in one gene: one block's (kernel, expand), one stage's depth,
 /// or the resolution.
-fn neighbours(a: &ArchConfig, c: &Choices) -> Vec<ArchConfig> {
+/// Whether stage `i` (after the first block) has a fixed block count, so that its depth gene
+/// changes nothing.
+fn fixed_stage(problem: &Problem<'_>, i: usize) -> bool {
+    problem
+        .space
+        .stages
+        .get(i + 1)
+        .is_some_and(|s| s.blocks.is_some())
+}
+
+fn neighbours(a: &ArchConfig, problem: &Problem<'_>) -> Vec<ArchConfig> {
+    let c = &problem.choices;
     let mut out = Vec::new();
     for i in 0..a.ks.len() {
         for &k in &c.ks {
@@ -326,7 +339,7 @@ fn neighbours(a: &ArchConfig, c: &Choices) -> Vec<ArchConfig> {
             }
         }
     }
-    for i in 0..a.d.len() {
+    for i in (0..a.d.len()).filter(|i| !fixed_stage(problem, *i)) {
         for &d in &c.d {
             if d != a.d[i] {
                 let mut n = a.clone();
@@ -557,7 +570,7 @@ pub(crate) fn refine(
     let mut used = 0usize;
     for _ in 0..cfg.refine_rounds {
         let mut next = Vec::new();
-        for n in neighbours(&arch, &problem.choices) {
+        for n in neighbours(&arch, problem) {
             let mut n = n;
             canonicalize(&mut n, problem);
             if n != arch && problem.feasible(&n)? {

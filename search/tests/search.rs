@@ -295,3 +295,41 @@ fn pareto_front_is_not_dominated_by_any_evaluated_arch() {
     let again = pareto(&problem, &macs, &cfg).unwrap();
     assert_eq!(again.points, front.points);
 }
+
+#[test]
+fn a_proxylessnas_space_is_searched_within_its_bound_to_canonical_archs() {
+    let space = SearchSpace::preset("ofa-proxyless-w1.3").unwrap();
+    let macs = Additive::macs(&space);
+    let acc = random_predictor(&space);
+    let choices = Choices::all(&space);
+    let (lo, _) = Additive::minimize(&[(&macs, 1.0)], &choices).unwrap();
+    let (hi, _) = Additive::minimize(&[(&macs, -1.0)], &choices).unwrap();
+    let bound = lo + 0.3 * (-hi - lo);
+    let problem = Problem {
+        space: &space,
+        choices,
+        accuracy: &acc,
+        bounds: vec![Bound {
+            predictor: &macs,
+            max: bound,
+        }],
+        report: vec![],
+    };
+    let r = evolve(&problem, &small_cfg(1)).unwrap();
+    r.best.arch.validate(&space).unwrap();
+    // the last stage's depth is its one block; skipped blocks hold the first choices
+    assert_eq!(r.best.arch.d.len(), 6);
+    assert_eq!(r.best.arch, r.best.arch.canonical(&space));
+    assert!(r.best.metrics["macs_m"] <= bound);
+    let front = pareto(
+        &problem,
+        &macs,
+        &ParetoConfig {
+            population: 20,
+            generations: 5,
+            ..ParetoConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(front.points.iter().all(|p| p.arch.d[5] == 1));
+}
