@@ -117,7 +117,7 @@ pub fn specialised_package(dir: &Path) -> PathBuf {
 /// [`specialised_package`] of the built-in `recipe`, in `dir/name`.
 pub fn specialised_package_of(dir: &Path, recipe: &str, name: &str) -> PathBuf {
     let pkg = smoke_package_of(dir, recipe, name);
-    let acc = dir.join(format!("{name}-acc.jsonl"));
+    let acc = dir.join("acc.jsonl");
     run_ok(ofa().args([
         "predictor",
         "dataset",
