@@ -251,7 +251,8 @@ pub struct CalibrationInfo {
 pub struct SpaceInfo {
     /// Space name.
     pub name: String,
-    /// The network family.
+    /// The network family (absent from servers older than families: MobileNetV3).
+    #[serde(default)]
     pub family: Family,
     /// Elastic blocks.
     pub blocks: usize,
