@@ -12,7 +12,7 @@ use common::assert_close;
 use ofa_schema::net_config::NetConfig;
 use ofa_space::{cost, latency, ArchConfig, Family, SearchSpace};
 use ofa_supernet::checkpoint::read_safetensors;
-use ofa_supernet::import::{infer_space, normalize_names, ImportOptions};
+use ofa_supernet::import::{import_supernet, infer_space, normalize_names, ImportOptions};
 use ofa_supernet::{Mode, Subnet, SubnetConfig, Supernet};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
@@ -289,4 +289,23 @@ fn reference_net_configs_without_bn_or_with_legacy_names_load_as_the_reference_b
         e.contains("ProxylessNASNets has no final expand layer"),
         "{e}"
     );
+}
+
+#[test]
+fn the_reference_state_dict_file_imports_with_its_family_and_space_inferred() {
+    let path = fixtures().join("supernet.safetensors");
+    let net = import_supernet(&path, &ImportOptions::default(), Device::Cpu).unwrap();
+    let mut want = space();
+    want.name = net.space().name.clone();
+    want.dropout_rate = net.space().dropout_rate;
+    assert_eq!(net.space(), &want);
+    let reference = read_safetensors(&path).unwrap();
+    assert_eq!(net.tensors().len(), reference.tensors.len());
+    for (spec, t) in net.tensors() {
+        assert!(
+            t.detach().equal(&reference.tensors[&spec.name]),
+            "{}",
+            spec.name
+        );
+    }
 }
