@@ -361,30 +361,24 @@ impl SearchSpace {
     ///   (Fashion-MNIST), as `ofa-mbv3-small32`.
     pub fn preset(name: &str) -> Result<SearchSpace, SpaceError> {
         let imagenet_res: Vec<u32> = (128..=224).step_by(4).collect();
+        let tiny_res: Vec<u32> = (32..=48).step_by(4).collect();
+        // the small variants of each family: the fixtures' (no dropout), Fashion-MNIST's (grayscale)
+        let tiny = |mut s: SearchSpace| {
+            s.dropout_rate = 0.0;
+            s
+        };
+        let grayscale = |mut s: SearchSpace| {
+            s.in_channels = 1;
+            s
+        };
         let s = match name {
             "ofa-mbv3-w1.0" => Self::mobilenet_v3(name, 1.0, 1000, imagenet_res),
             "ofa-mbv3-w1.2" => Self::mobilenet_v3(name, 1.2, 1000, imagenet_res),
-            "ofa-mbv3-tiny" => {
-                let mut s = Self::mobilenet_v3(name, 0.25, 10, (32..=48).step_by(4).collect());
-                s.dropout_rate = 0.0;
-                s
-            }
-            "ofa-mbv3-small32" => {
-                let mut s = Self::mobilenet_v3(name, 0.5, 10, vec![24, 28, 32]);
-                s.in_channels = 1;
-                s
-            }
+            "ofa-mbv3-tiny" => tiny(Self::mobilenet_v3(name, 0.25, 10, tiny_res)),
+            "ofa-mbv3-small32" => grayscale(Self::mobilenet_v3(name, 0.5, 10, vec![24, 28, 32])),
             "ofa-proxyless-w1.3" => Self::proxyless(name, 1.3, 1000, imagenet_res),
-            "ofa-proxyless-tiny" => {
-                let mut s = Self::proxyless(name, 0.25, 10, (32..=48).step_by(4).collect());
-                s.dropout_rate = 0.0;
-                s
-            }
-            "ofa-proxyless-small32" => {
-                let mut s = Self::proxyless(name, 0.5, 10, vec![24, 28, 32]);
-                s.in_channels = 1;
-                s
-            }
+            "ofa-proxyless-tiny" => tiny(Self::proxyless(name, 0.25, 10, tiny_res)),
+            "ofa-proxyless-small32" => grayscale(Self::proxyless(name, 0.5, 10, vec![24, 28, 32])),
             other => {
                 return Err(SpaceError::UnknownPreset {
                     name: other.to_string(),
