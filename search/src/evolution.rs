@@ -361,19 +361,7 @@ fn neighbours(a: &ArchConfig, problem: &Problem<'_>) -> Vec<ArchConfig> {
 /// [`ArchConfig::canonical`] in place (skipped blocks set to the first choice of the space, a
 /// fixed stage's depth to its count).
 pub(crate) fn canonicalize(a: &mut ArchConfig, problem: &Problem<'_>) {
-    for (d, stage) in a.d.iter_mut().zip(problem.space.stages.iter().skip(1)) {
-        if let Some(count) = stage.blocks {
-            *d = count;
-        }
-    }
-    let md = problem.space.max_depth();
-    let (k0, e0) = (problem.space.ks_list[0], problem.space.expand_ratio_list[0]);
-    for i in 0..a.ks.len() {
-        if !a.is_active(i, md) {
-            a.ks[i] = k0;
-            a.e[i] = e0;
-        }
-    }
+    a.canonicalize(problem.space);
 }
 
 /// Run the evolutionary search.

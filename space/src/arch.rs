@@ -189,20 +189,26 @@ impl ArchConfig {
     /// The same network with the entries of skipped blocks set to the first choice and a fixed
     /// stage's depth set to its count, so that equal networks compare equal.
     pub fn canonical(&self, space: &SearchSpace) -> ArchConfig {
-        let md = space.max_depth();
         let mut c = self.clone();
-        for (d, stage) in c.d.iter_mut().zip(space.stages.iter().skip(1)) {
+        c.canonicalize(space);
+        c
+    }
+
+    /// [`ArchConfig::canonical`] in place (no allocation: the search's hot loops use it).
+    pub fn canonicalize(&mut self, space: &SearchSpace) {
+        for (d, stage) in self.d.iter_mut().zip(space.stages.iter().skip(1)) {
             if let Some(n) = stage.blocks {
                 *d = n;
             }
         }
-        for i in 0..c.ks.len() {
+        let md = space.max_depth();
+        let (k0, e0) = (space.ks_list[0], space.expand_ratio_list[0]);
+        for i in 0..self.ks.len() {
             if !self.is_active(i, md) {
-                c.ks[i] = space.ks_list[0];
-                c.e[i] = space.expand_ratio_list[0];
+                self.ks[i] = k0;
+                self.e[i] = e0;
             }
         }
-        c
     }
 }
 
