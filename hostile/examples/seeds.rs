@@ -30,10 +30,10 @@ fn seed_space() -> SearchSpace {
     let mut s = SearchSpace::mobilenet_v3("seed", 0.25, 2, vec![32]);
     s.in_channels = 1;
     s.ks_list = vec![3, 5];
-    s.expand_ratio_list = vec![2, 3];
+    s.expand_ratio_list = vec![2.into(), 3.into()];
     s.depth_list = vec![1, 2];
     s.final_expand_base_width = Some(32);
-    s.last_channel_base_width = 32;
+    s.last_channel_base_width = Some(32);
     s.dropout_rate = 0.0;
     s
 }
@@ -128,13 +128,13 @@ fn main() {
     let mut px = SearchSpace::proxyless("seed-proxyless", 0.25, 2, vec![32]);
     px.in_channels = 1;
     px.ks_list = vec![3, 5];
-    px.expand_ratio_list = vec![2, 3];
+    px.expand_ratio_list = vec![2.into(), 3.into()];
     px.depth_list = vec![1, 2];
     for st in &mut px.stages {
         st.base_width = 32;
     }
     px.stem_base_width = 32;
-    px.last_channel_base_width = 32;
+    px.last_channel_base_width = Some(32);
     px.validate().unwrap();
     let px_net = ofa_supernet::Supernet::new(&px, 0, Device::Cpu).unwrap();
     let px_small = ArchConfig::smallest(&px);

@@ -105,6 +105,7 @@ pub fn covering_archs(space: &SearchSpace, r: u32) -> Vec<ArchConfig> {
                 ks: vec![k; n],
                 e: vec![e; n],
                 d: vec![d; space.n_stages()],
+                w: Vec::new(),
                 r,
             });
         }

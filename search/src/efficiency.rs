@@ -15,7 +15,7 @@ use std::fmt;
 use ofa_space::conv_out;
 use ofa_space::cost::{block_cost, head_cost, stem_cost};
 use ofa_space::latency::{block_key, first_conv_key, head_keys};
-use ofa_space::{ActiveBlock, ArchConfig, Choices, SearchSpace};
+use ofa_space::{ActiveBlock, ArchConfig, Choices, Ratio, SearchSpace};
 
 /// What an efficiency predictor measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -81,7 +81,7 @@ pub enum EfficiencyError {
         /// `ks` or `e`.
         field: &'static str,
         /// The value.
-        value: u32,
+        value: f64,
     },
     /// The lookup table lacks a layer this arch needs.
     #[error("the latency table has no entry `{key}` (needed by arch {arch})")]
@@ -114,7 +114,7 @@ pub struct Additive {
     /// Per stage: its blocks, and its fixed depth where it is not elastic.
     stages: Vec<(usize, Option<u32>)>,
     ks: Vec<u32>,
-    e: Vec<u32>,
+    e: Vec<Ratio>,
     /// Value → position in `ks` / `e` (`u8::MAX`: not a choice), for values below 64 (the space validation bounds them).
     ks_index: [u8; 64],
     e_index: [u8; 64],
@@ -218,7 +218,7 @@ impl Additive {
             let block0 = ActiveBlock {
                 spec: b0,
                 ks: 3,
-                e: 1,
+                e: 1.into(),
                 mid: b0.max_mid,
             };
             match value(Part::Fixed {
@@ -268,8 +268,8 @@ impl Additive {
                 .collect(),
             ks: space.ks_list.clone(),
             e: space.expand_ratio_list.clone(),
-            ks_index: index_table(&space.ks_list),
-            e_index: index_table(&space.expand_ratio_list),
+            ks_index: index_table(space.ks_list.iter().map(|k| Some(*k))),
+            e_index: index_table(space.expand_ratio_list.iter().map(|e| e.whole())),
             resolutions: resolutions.to_vec(),
             fixed,
             block,
@@ -278,11 +278,12 @@ impl Additive {
     }
 }
 
-/// Value → position for small choice values (the space validation keeps kernel sizes and expand ratios below 64).
-fn index_table(values: &[u32]) -> [u8; 64] {
+/// Value → position for small whole choice values (the space validation keeps kernel sizes and
+/// MBConv expand ratios whole and below 64; `None` is a value the table cannot hold).
+fn index_table(values: impl Iterator<Item = Option<u32>>) -> [u8; 64] {
     let mut t = [u8::MAX; 64];
-    for (i, v) in values.iter().enumerate() {
-        if let Some(slot) = t.get_mut(*v as usize) {
+    for (i, v) in values.enumerate() {
+        if let Some(slot) = v.and_then(|v| t.get_mut(v as usize)) {
             *slot = i as u8;
         }
     }
@@ -332,18 +333,20 @@ impl Additive {
             })
     }
 
-    fn slot(&self, i: usize, ks: u32, e: u32, ri: usize) -> Result<usize, EfficiencyError> {
-        let find = |l: &[u8; 64], v: u32, field| match l.get(v as usize).copied().unwrap_or(u8::MAX)
+    fn slot(&self, i: usize, ks: u32, e: Ratio, ri: usize) -> Result<usize, EfficiencyError> {
+        let find = |l: &[u8; 64], v: Option<u32>, value: f64, field| match v
+            .and_then(|v| l.get(v as usize).copied())
+            .unwrap_or(u8::MAX)
         {
             u8::MAX => Err(EfficiencyError::Choice {
                 metric: self.metric,
                 field,
-                value: v,
+                value,
             }),
             i => Ok(usize::from(i)),
         };
-        let ki = find(&self.ks_index, ks, "ks")?;
-        let ei = find(&self.e_index, e, "e")?;
+        let ki = find(&self.ks_index, Some(ks), f64::from(ks), "ks")?;
+        let ei = find(&self.e_index, e.whole(), e.get(), "e")?;
         let (nk, ne, nr) = (self.ks.len(), self.e.len(), self.resolutions.len());
         Ok(((i * nk + ki) * ne + ei) * nr + ri)
     }
@@ -401,7 +404,7 @@ impl Additive {
             let mut e = vec![choices.e[0]; n];
             let mut d = Vec::new();
             // best (ks, e) of each block
-            let mut block_best = vec![(f64::INFINITY, 0u32, 0u32); n];
+            let mut block_best = vec![(f64::INFINITY, 0u32, Ratio::from(1)); n];
             for (i, bb) in block_best.iter_mut().enumerate() {
                 for &k in &choices.ks {
                     for &x in &choices.e {
@@ -441,7 +444,16 @@ impl Additive {
                 start += len;
             }
             if total.is_finite() && best.as_ref().is_none_or(|b| total < b.0) {
-                best = Some((total, ArchConfig { ks, e, d, r }));
+                best = Some((
+                    total,
+                    ArchConfig {
+                        ks,
+                        e,
+                        d,
+                        w: Vec::new(),
+                        r,
+                    },
+                ));
             }
         }
         best

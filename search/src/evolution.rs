@@ -212,7 +212,6 @@ fn descend(
     f: impl Fn(&ArchConfig) -> Result<f64, SearchError>,
 ) -> Result<(f64, ArchConfig), SearchError> {
     let c = &problem.choices;
-    let n = problem.space.n_elastic_blocks();
     let mut best: Option<(f64, ArchConfig)> = None;
     for &r in &c.r {
         let mut a = ArchConfig {
@@ -220,24 +219,27 @@ fn descend(
             ..c.smallest(problem.space)
         };
         let mut v = f(&a)?;
+        // every gene: each kernel, expand, (not fixed) depth and width, with its option count
+        let genes: Vec<(Gene, usize, usize)> = (0..a.ks.len())
+            .map(|i| (Gene::Ks, i, c.ks.len()))
+            .chain((0..a.e.len()).map(|i| (Gene::E, i, c.e.len())))
+            .chain(
+                (0..a.d.len())
+                    .filter(|i| problem.space.fixed_depth(*i).is_none())
+                    .map(|i| (Gene::D, i, c.d.len())),
+            )
+            .chain((0..a.w.len()).map(|i| (Gene::W, i, c.w.len())))
+            .collect();
         loop {
             let mut improved = false;
-            for gene in 0..(2 * n + a.d.len()) {
-                let options: &[u32] = if gene < n {
-                    &c.ks
-                } else if gene < 2 * n {
-                    &c.e
-                } else if fixed_stage(problem, gene - 2 * n) {
-                    continue; // its depth is its block count whatever the gene says
-                } else {
-                    &c.d
-                };
-                for &o in options {
+            for &(gene, i, n_options) in &genes {
+                for o in 0..n_options {
                     let mut b = a.clone();
                     match gene {
-                        g if g < n => b.ks[g] = o,
-                        g if g < 2 * n => b.e[g - n] = o,
-                        g => b.d[g - 2 * n] = o,
+                        Gene::Ks => b.ks[i] = c.ks[o],
+                        Gene::E => b.e[i] = c.e[o],
+                        Gene::D => b.d[i] = c.d[o],
+                        Gene::W => b.w[i] = c.w[o],
                     }
                     let w = f(&b)?;
                     if w < v {
@@ -316,34 +318,52 @@ pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, SearchError> {
 /// or the resolution.
 /// Whether stage `i` (after the first block) has a fixed block count, so that its depth gene
 /// changes nothing.
-fn fixed_stage(problem: &Problem<'_>, i: usize) -> bool {
-    problem
-        .space
-        .stages
-        .get(i + 1)
-        .is_some_and(|s| s.blocks.is_some())
+/// Which list of an arch a gene is in.
+#[derive(Debug, Clone, Copy)]
+enum Gene {
+    Ks,
+    E,
+    D,
+    W,
 }
 
 fn neighbours(a: &ArchConfig, problem: &Problem<'_>) -> Vec<ArchConfig> {
     let c = &problem.choices;
     let mut out = Vec::new();
-    for i in 0..a.ks.len() {
-        for &k in &c.ks {
+    // a block's kernel and expand together (MBConv), or its expand alone (ResNet)
+    for i in 0..a.e.len() {
+        let kernels = if a.ks.is_empty() { &[][..] } else { &c.ks[..] };
+        for k in kernels
+            .iter()
+            .map(Some)
+            .chain(kernels.is_empty().then_some(None))
+        {
             for &e in &c.e {
-                if (k, e) != (a.ks[i], a.e[i]) {
+                if (k, e) != (a.ks.get(i), a.e[i]) {
                     let mut n = a.clone();
-                    n.ks[i] = k;
+                    if let Some(k) = k {
+                        n.ks[i] = *k;
+                    }
                     n.e[i] = e;
                     out.push(n);
                 }
             }
         }
     }
-    for i in (0..a.d.len()).filter(|i| !fixed_stage(problem, *i)) {
+    for i in (0..a.d.len()).filter(|i| problem.space.fixed_depth(*i).is_none()) {
         for &d in &c.d {
             if d != a.d[i] {
                 let mut n = a.clone();
                 n.d[i] = d;
+                out.push(n);
+            }
+        }
+    }
+    for i in 0..a.w.len() {
+        for &w in &c.w {
+            if w != a.w[i] {
+                let mut n = a.clone();
+                n.w[i] = w;
                 out.push(n);
             }
         }

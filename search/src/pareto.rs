@@ -382,6 +382,7 @@ mod tests {
                 ks: vec![],
                 e: vec![],
                 d: vec![],
+                w: vec![],
                 r: 0,
             },
             acc,

@@ -32,9 +32,10 @@ impl AccuracyModel for Model {
                 let m = self.macs.predict(a)?;
                 let h =
                     a.ks.iter()
-                        .chain(&a.e)
-                        .chain(&a.d)
-                        .fold(self.ripple, |h, &g| {
+                        .copied()
+                        .chain(a.e.iter().map(|e| e.get() as u32))
+                        .chain(a.d.iter().copied())
+                        .fold(self.ripple, |h, g| {
                             h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(g))
                         });
                 let ripple = (h % 1000) as f64 / 1e5;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use ofa_extractor::Constraints;
 use ofa_predictors::Metric;
-use ofa_space::{ArchConfig, Family};
+use ofa_space::{ArchConfig, Family, Ratio};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -259,7 +259,7 @@ pub struct SpaceInfo {
     /// Kernel sizes.
     pub ks: Vec<u32>,
     /// Expand ratios.
-    pub expand: Vec<u32>,
+    pub expand: Vec<Ratio>,
     /// Depths per stage.
     pub depth: Vec<u32>,
     /// Input resolutions.

@@ -3,21 +3,33 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::SpaceError;
-use crate::space::{BlockSpec, SearchSpace};
+use crate::ratio::Ratio;
+use crate::space::{BlockSpec, Family, SearchSpace};
 
-/// A subnet: kernel size and expand ratio per elastic block (indexed by **supernet** block, entry
-/// `i` ↔ block `i + 1`), depth per stage, and the input resolution.
+/// A subnet in its family's reference form, and the input resolution.
 ///
-/// Serialises as `{"ks": [..], "e": [..], "d": [..], "r": R}`; deserialises the reference's forms
-/// too: `"r": [R]`, `"image_size": R` or `"resolution": R`.
+/// - MBConv families (MobileNetV3, ProxylessNAS): kernel size and expand ratio per elastic block
+///   (indexed by **supernet** block, entry `i` ↔ block `i + 1`), depth per stage:
+///   `{"ks": [..], "e": [..], "d": [..], "r": R}`.
+/// - ResNet: `d[0]` the stem (its residual conv runs iff `d[0]` is the largest depth choice),
+///   `d[1..]` the depth each stage adds to its base, `e` a ratio per supernet block, `w` the
+///   width index of the stem's first convs, of its last conv and of each stage:
+///   `{"d": [5], "e": [18], "w": [6], "r": R}`.
+///
+/// Deserialises the reference's resolution forms too: `"r": [R]`, `"image_size": R` or
+/// `"resolution": R`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct ArchConfig {
-    /// Kernel sizes, one per elastic block.
+    /// Kernel sizes, one per elastic block (empty in ResNet, whose kernel is fixed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ks: Vec<u32>,
     /// Expand ratios, one per elastic block.
-    pub e: Vec<u32>,
-    /// Depth of each elastic stage.
+    pub e: Vec<Ratio>,
+    /// Depth of each elastic stage (ResNet: the stem's entry first).
     pub d: Vec<u32>,
+    /// Width indices into the space's `width_mult_list` (ResNet; empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub w: Vec<u32>,
     /// Input resolution.
     pub r: u32,
 }
@@ -31,9 +43,12 @@ enum Resolution {
 
 #[derive(Deserialize)]
 struct RawArch {
-    ks: Option<Vec<u32>>,
-    e: Option<Vec<u32>>,
+    #[serde(default)]
+    ks: Vec<u32>,
+    e: Option<Vec<Ratio>>,
     d: Option<Vec<u32>>,
+    #[serde(default)]
+    w: Vec<u32>,
     r: Option<Resolution>,
     image_size: Option<u32>,
     resolution: Option<u32>,
@@ -43,9 +58,7 @@ impl<'de> Deserialize<'de> for ArchConfig {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let raw = RawArch::deserialize(de)?;
-        let need = |v: Option<Vec<u32>>, name: &str| {
-            v.ok_or_else(|| D::Error::custom(format!("missing field `{name}`")))
-        };
+        let missing = |name: &str| D::Error::custom(format!("missing field `{name}`"));
         let r = match (raw.r, raw.image_size, raw.resolution) {
             (Some(Resolution::One(r)), _, _) => r,
             (Some(Resolution::List(l)), _, _) => match l.as_slice() {
@@ -64,9 +77,10 @@ impl<'de> Deserialize<'de> for ArchConfig {
             }
         };
         Ok(ArchConfig {
-            ks: need(raw.ks, "ks")?,
-            e: need(raw.e, "e")?,
-            d: need(raw.d, "d")?,
+            ks: raw.ks,
+            e: raw.e.ok_or_else(|| missing("e"))?,
+            d: raw.d.ok_or_else(|| missing("d"))?,
+            w: raw.w,
             r,
         })
     }
@@ -80,7 +94,7 @@ pub struct ActiveBlock {
     /// Kernel size in use.
     pub ks: u32,
     /// Expand ratio in use (1 for the first block).
-    pub e: u32,
+    pub e: Ratio,
     /// Middle width in use.
     pub mid: u32,
 }
@@ -109,18 +123,33 @@ impl ArchConfig {
     /// Check every entry against the space; the error names the first offending entry.
     pub fn validate(&self, space: &SearchSpace) -> Result<(), SpaceError> {
         let n = space.n_elastic_blocks();
+        let resnet = space.family == Family::ResNet;
         for (field, len, want) in [
-            ("ks", self.ks.len(), n),
+            ("ks", self.ks.len(), if resnet { 0 } else { n }),
             ("e", self.e.len(), n),
             ("d", self.d.len(), space.n_stages()),
+            (
+                "w",
+                self.w.len(),
+                if resnet { space.stages.len() + 2 } else { 0 },
+            ),
         ] {
             if len != want {
-                return Err(SpaceError::InvalidArch(format!(
-                    "`{field}` has {len} entries, the space needs {want}"
-                )));
+                let family = space.family.label();
+                return Err(SpaceError::InvalidArch(match (len, want) {
+                    (0, _) => {
+                        format!("`{field}` is missing: the {family} space needs {want} entries")
+                    }
+                    (_, 0) => format!("`{field}` has no place in a {family} arch"),
+                    _ => format!("`{field}` has {len} entries, the space needs {want}"),
+                }));
             }
         }
-        let check = |field: &str, values: &[u32], allowed: &[u32]| {
+        fn check<T: PartialEq + std::fmt::Display + std::fmt::Debug>(
+            field: &str,
+            values: &[T],
+            allowed: &[T],
+        ) -> Result<(), SpaceError> {
             for (i, v) in values.iter().enumerate() {
                 if !allowed.contains(v) {
                     return Err(SpaceError::InvalidArch(format!(
@@ -129,12 +158,24 @@ impl ArchConfig {
                 }
             }
             Ok(())
-        };
+        }
         check("ks", &self.ks, &space.ks_list)?;
         check("e", &self.e, &space.expand_ratio_list)?;
+        let widths: Vec<u32> = (0..space.width_mult_list.len() as u32).collect();
+        check("w", &self.w, &widths)?;
+        // ResNet's stem entry is a depth choice like the stages'.
+        let stem = resnet.then_some(&self.d[0]);
+        if let Some(d) = stem.filter(|d| !space.depth_list.contains(d)) {
+            return Err(SpaceError::InvalidArch(format!(
+                "`d[0]` = {d} is not one of the space's choices {:?}",
+                space.depth_list
+            )));
+        }
+        let stage_d = &self.d[usize::from(resnet)..];
         // A stage of fixed block count takes its count too (the reference's ProxylessNAS samples
         // its last depth as 1 and clips any other to 1).
-        for (i, (d, stage)) in self.d.iter().zip(space.stages.iter().skip(1)).enumerate() {
+        for (i, (d, stage)) in stage_d.iter().zip(space.elastic_stages()).enumerate() {
+            let i = i + usize::from(resnet);
             if !space.depth_list.contains(d) && stage.blocks != Some(*d) {
                 return Err(SpaceError::InvalidArch(format!(
                     "`d[{i}]` = {d} is not one of the space's choices {:?}",
@@ -151,15 +192,16 @@ impl ArchConfig {
         Ok(())
     }
 
-    /// Whether elastic block `i` (0-based, i.e. supernet block `i + 1`) runs under this config:
-    /// the reference encoders' rule, exact for every family (a stage of fixed count is the last
-    /// and holds one block).
+    /// Whether elastic block `i` (0-based, i.e. supernet block `i + 1`) of an MBConv family runs
+    /// under this config: the reference encoders' rule, exact for both (a stage of fixed count is
+    /// the last and holds one block).
     pub fn is_active(&self, i: usize, max_depth: usize) -> bool {
         (i % max_depth) < self.d[i / max_depth] as usize
     }
 
-    /// The active blocks, block 0 first, with their resolved kernel, expand and middle width.
-    /// Assumes a config validated against `space` (lengths are checked by indexing).
+    /// The active blocks of an MBConv family, block 0 first, with their resolved kernel, expand
+    /// and middle width (ResNet's are [`ArchConfig::bottlenecks`]). Assumes a config validated
+    /// against `space` (lengths are checked by indexing).
     pub fn active_blocks(&self, space: &SearchSpace) -> Vec<ActiveBlock> {
         space
             .blocks()
@@ -170,7 +212,7 @@ impl ArchConfig {
                     ActiveBlock {
                         spec: b,
                         ks: 3,
-                        e: 1,
+                        e: Ratio::from(1),
                         mid: b.max_mid,
                     }
                 } else {
@@ -186,8 +228,9 @@ impl ArchConfig {
             .collect()
     }
 
-    /// The same network with the entries of skipped blocks set to the first choice and a fixed
-    /// stage's depth set to its count, so that equal networks compare equal.
+    /// The same network with the entries of skipped blocks set to the first choice, a fixed
+    /// stage's depth set to its count and ResNet's stem entry set to the smallest or the largest
+    /// depth choice (the two networks it can mean), so that equal networks compare equal.
     pub fn canonical(&self, space: &SearchSpace) -> ArchConfig {
         let mut c = self.clone();
         c.canonicalize(space);
@@ -196,7 +239,10 @@ impl ArchConfig {
 
     /// [`ArchConfig::canonical`] in place (no allocation: the search's hot loops use it).
     pub fn canonicalize(&mut self, space: &SearchSpace) {
-        for (d, stage) in self.d.iter_mut().zip(space.stages.iter().skip(1)) {
+        if space.family == Family::ResNet {
+            return self.canonicalize_resnet(space);
+        }
+        for (d, stage) in self.d.iter_mut().zip(space.elastic_stages()) {
             if let Some(n) = stage.blocks {
                 *d = n;
             }
@@ -207,6 +253,28 @@ impl ArchConfig {
             if !self.is_active(i, md) {
                 self.ks[i] = k0;
                 self.e[i] = e0;
+            }
+        }
+    }
+
+    fn canonicalize_resnet(&mut self, space: &SearchSpace) {
+        let (lo, hi) = (
+            space.depth_list.iter().copied().min().unwrap_or(0),
+            space.max_depth() as u32,
+        );
+        self.d[0] = if self.d[0] == hi { hi } else { lo };
+        let e0 = space.expand_ratio_list[0];
+        let mut i = 0;
+        for (st, (n, d)) in space
+            .stages
+            .iter()
+            .zip(space.stage_blocks().into_iter().zip(&self.d[1..]))
+        {
+            for pos in 0..n {
+                if pos >= (st.base_depth + d) as usize {
+                    self.e[i] = e0;
+                }
+                i += 1;
             }
         }
     }

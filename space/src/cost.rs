@@ -3,7 +3,8 @@
 //! `count_parameters` (every trainable parameter of the extracted subnet).
 
 use crate::arch::{ActiveBlock, ArchConfig};
-use crate::space::{conv_out, se_width, SearchSpace};
+use crate::resnet::Bottleneck;
+use crate::space::{conv_out, se_width, Family, SearchSpace};
 
 /// Cost of one subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,6 +22,9 @@ pub fn cost(space: &SearchSpace, arch: &ArchConfig) -> Cost {
 
 /// MACs and params of `arch` at resolution `r`.
 pub fn cost_at(space: &SearchSpace, arch: &ArchConfig, r: u32) -> Cost {
+    if space.family == Family::ResNet {
+        return resnet_cost_at(space, arch, r);
+    }
     let mut total = stem_cost(space, r);
     let mut f = conv_out(r, 2);
     for b in arch.active_blocks(space) {
@@ -96,6 +100,53 @@ pub fn head_cost(space: &SearchSpace, f: u32) -> Cost {
             } + classifier
         }
     }
+}
+
+/// A ResNet arch: the stem's convs, the bottlenecks after the max-pool, the classifier.
+fn resnet_cost_at(space: &SearchSpace, arch: &ArchConfig, r: u32) -> Cost {
+    let u = u64::from;
+    let stem = arch.resnet_stem(space);
+    let conv3 = |cin: u32, cout: u32, f: u32| Cost {
+        macs: 9 * u(cin) * u(cout) * u(f) * u(f),
+        params: 9 * u(cin) * u(cout) + 2 * u(cout),
+    };
+    let f = conv_out(r, 2);
+    let mut total = conv3(space.in_channels, stem.mid, f) + conv3(stem.mid, stem.out, f);
+    if stem.middle {
+        total += conv3(stem.mid, stem.mid, f);
+    }
+    let mut f = conv_out(f, 2);
+    let mut last = stem.out;
+    for b in arch.bottlenecks(space) {
+        total += bottleneck_cost(&b, f);
+        f = conv_out(f, b.stride);
+        last = b.out_ch;
+    }
+    let nc = u(space.n_classes);
+    total
+        + Cost {
+            macs: u(last) * nc,
+            params: u(last) * nc + nc,
+        }
+}
+
+/// One ResNet bottleneck whose input is `f_in`×`f_in`: 1×1, 3×3 with the stride, 1×1, each with
+/// BN, and the downsample shortcut's 1×1 conv + BN (its average pool is not counted).
+pub fn bottleneck_cost(b: &Bottleneck, f_in: u32) -> Cost {
+    let u = u64::from;
+    let (ci, m, co) = (u(b.in_ch), u(b.mid), u(b.out_ch));
+    let fi = u(f_in) * u(f_in);
+    let f = u(conv_out(f_in, b.stride));
+    let fo = f * f;
+    let mut c = Cost {
+        macs: ci * m * fi + 9 * m * m * fo + m * co * fo,
+        params: ci * m + 9 * m * m + m * co + 4 * m + 2 * co,
+    };
+    if b.downsample {
+        c.macs += ci * co * fo;
+        c.params += ci * co + 2 * co;
+    }
+    c
 }
 
 impl std::ops::Add for Cost {

@@ -19,8 +19,10 @@ pub enum LayerKind {
     AvgPool,
     /// Feature mix 1×1 conv (after pooling in MobileNetV3, before it in ProxylessNAS).
     FeatureMix,
-    /// Classifier (in ProxylessNAS, pooling and classifier).
+    /// Classifier (in ProxylessNAS and ResNet, pooling and classifier).
     Logits,
+    /// ResNet's stem after its first conv: the residual conv, the third conv, the max-pool.
+    Stem,
 }
 
 /// The lookup-table keys of `arch` at its resolution, in execution order. MobileNetV3: middle
@@ -28,6 +30,9 @@ pub enum LayerKind {
 /// tables, and the first block is keyed with `expand` = its width, kernel 3 and its shortcut.
 /// ProxylessNAS: `expand` is the ratio (1 for the first block), without `se`/`hs`.
 pub fn layer_keys(space: &SearchSpace, arch: &ArchConfig) -> Vec<(LayerKind, String)> {
+    if space.family == Family::ResNet {
+        return resnet_layer_keys(space, arch);
+    }
     let r = arch.r;
     let mut keys = Vec::with_capacity(26);
     keys.push((LayerKind::FirstConv, first_conv_key(space, r)));
@@ -60,7 +65,11 @@ pub fn block_key(space: &SearchSpace, b: &ActiveBlock, f: u32) -> String {
     );
     match space.family {
         Family::MobileNetV3 => {
-            let expand = if s.index == 0 { s.in_ch } else { s.in_ch * b.e };
+            let expand = if s.index == 0 {
+                s.in_ch
+            } else {
+                b.e.times(s.in_ch) as u32
+            };
             format!(
                 "{io}-expand:{expand}-kernel:{}-stride:{}-idskip:{}-se:{}-hs:{}",
                 b.ks,
@@ -70,7 +79,8 @@ pub fn block_key(space: &SearchSpace, b: &ActiveBlock, f: u32) -> String {
                 u8::from(s.act == Activation::HSwish),
             )
         }
-        Family::ProxylessNas => format!(
+        // (ResNet has no MBConv blocks: `layer_keys` keys its bottlenecks)
+        Family::ProxylessNas | Family::ResNet => format!(
             "{io}-expand:{}-kernel:{}-stride:{}-idskip:{}",
             b.e,
             b.ks,
@@ -78,6 +88,56 @@ pub fn block_key(space: &SearchSpace, b: &ActiveBlock, f: u32) -> String {
             u8::from(s.shortcut)
         ),
     }
+}
+
+/// ResNet's keys (the reference has no ResNet table; these follow its style): the stem's convs
+/// and max-pool, one key per bottleneck with its widths, stride and shortcut, then pooling and
+/// the classifier.
+fn resnet_layer_keys(space: &SearchSpace, arch: &ArchConfig) -> Vec<(LayerKind, String)> {
+    let (r, cin) = (arch.r, space.in_channels);
+    let stem = arch.resnet_stem(space);
+    let (m, o) = (stem.mid, stem.out);
+    let f = conv_out(r, 2);
+    let mut keys = vec![(
+        LayerKind::FirstConv,
+        format!("Conv-input:{r}x{r}x{cin}-output:{f}x{f}x{m}"),
+    )];
+    if stem.middle {
+        keys.push((
+            LayerKind::Stem,
+            format!("Conv_res-input:{f}x{f}x{m}-output:{f}x{f}x{m}"),
+        ));
+    }
+    let g = conv_out(f, 2);
+    keys.push((
+        LayerKind::Stem,
+        format!("Conv_stem-input:{f}x{f}x{m}-output:{f}x{f}x{o}"),
+    ));
+    keys.push((
+        LayerKind::Stem,
+        format!("MaxPool-input:{f}x{f}x{o}-output:{g}x{g}x{o}"),
+    ));
+    let (mut f, mut c) = (g, o);
+    for b in arch.bottlenecks(space) {
+        let fo = conv_out(f, b.stride);
+        keys.push((
+            LayerKind::Block,
+            format!(
+                "bottleneck-input:{f}x{f}x{}-output:{fo}x{fo}x{}-mid:{}-stride:{}-downsample:{}",
+                b.in_ch,
+                b.out_ch,
+                b.mid,
+                b.stride,
+                u8::from(b.downsample)
+            ),
+        ));
+        (f, c) = (fo, b.out_ch);
+    }
+    keys.push((
+        LayerKind::Logits,
+        format!("Logits-input:{f}x{f}x{c}-output:{}", space.n_classes),
+    ));
+    keys
 }
 
 /// Keys of the head after an `f`×`f` feature map: MobileNetV3's final expand, pool, feature mix

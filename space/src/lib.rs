@@ -1,8 +1,8 @@
 //! `ofa-space`: the Once-for-All search spaces, pure Rust.
 //!
 //! - [`SearchSpace`]: one supernet of a [`Family`] (MobileNetV3: presets `ofa-mbv3-w1.0`,
-//!   `ofa-mbv3-w1.2`; ProxylessNAS: `ofa-proxyless-w1.3`; small ones of each), with per-block
-//!   derived shapes ([`BlockSpec`]).
+//!   `ofa-mbv3-w1.2`; ProxylessNAS: `ofa-proxyless-w1.3`; ResNet: `ofa-resnet50`; small ones of
+//!   each), with per-block derived shapes ([`BlockSpec`], ResNet's [`BottleneckSpec`]).
 //! - [`ArchConfig`]: one subnet, reference-JSON compatible, validated against a space.
 //! - [`Choices`] and [`sample`]: seeded uniform sampling from any subset of choices.
 //! - [`cost`]: analytic MACs and params equal to the reference's counts.
@@ -30,6 +30,8 @@ pub mod cost;
 pub mod encoding;
 mod error;
 pub mod latency;
+mod ratio;
+mod resnet;
 mod sample;
 mod space;
 
@@ -37,8 +39,10 @@ pub use arch::{ActiveBlock, ArchConfig};
 pub use cost::{cost, Cost};
 pub use encoding::Encoding;
 pub use error::{chain, SpaceError};
+pub use ratio::Ratio;
+pub use resnet::{bottleneck_mid, Bottleneck, BottleneckSpec, ResNetStem};
 pub use sample::{crossover, mutate, sample, Choices};
 pub use space::{
     conv_out, make_divisible, se_width, Activation, BlockSpec, Family, SearchSpace, StageSpec,
-    CHANNEL_DIVISIBLE,
+    CHANNEL_DIVISIBLE, RESNET_BASE_DEPTHS,
 };

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::ArchConfig;
 use crate::error::SpaceError;
-use crate::space::SearchSpace;
+use crate::ratio::Ratio;
+use crate::space::{Family, SearchSpace};
 
 /// The choices to sample from: a subset of the space's lists (e.g. one phase of progressive
 /// shrinking restricts expand ratios to {4, 6}).
@@ -15,11 +16,18 @@ pub struct Choices {
     /// Kernel sizes.
     pub ks: Vec<u32>,
     /// Expand ratios.
-    pub e: Vec<u32>,
+    pub e: Vec<Ratio>,
     /// Depths.
     pub d: Vec<u32>,
+    /// Width indices (ResNet; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub w: Vec<u32>,
     /// Resolutions.
     pub r: Vec<u32>,
+}
+
+fn pick<T: Copy, R: Rng + ?Sized>(l: &[T], rng: &mut R) -> T {
+    *l.choose(rng).unwrap_or(&l[0])
 }
 
 impl Choices {
@@ -29,45 +37,67 @@ impl Choices {
             ks: space.ks_list.clone(),
             e: space.expand_ratio_list.clone(),
             d: space.depth_list.clone(),
+            w: (0..space.width_mult_list.len() as u32).collect(),
             r: space.resolutions.clone(),
         }
     }
 
     /// The largest architecture these choices allow: every block at the largest kernel and
-    /// expand ratio, every stage at the largest depth, the largest resolution.
+    /// expand ratio, every stage at the largest depth (and width), the largest resolution.
     pub fn largest(&self, space: &SearchSpace) -> ArchConfig {
-        self.extreme(space, |l| l.iter().copied().max())
+        self.extreme(space, true)
     }
 
     /// The smallest architecture these choices allow (the mirror of [`Choices::largest`]).
     pub fn smallest(&self, space: &SearchSpace) -> ArchConfig {
-        self.extreme(space, |l| l.iter().copied().min())
+        self.extreme(space, false)
     }
 
-    fn extreme(&self, space: &SearchSpace, pick: impl Fn(&[u32]) -> Option<u32>) -> ArchConfig {
+    fn extreme(&self, space: &SearchSpace, largest: bool) -> ArchConfig {
+        fn ext<T: Copy + Ord + Default>(l: &[T], largest: bool) -> T {
+            let v = if largest {
+                l.iter().max()
+            } else {
+                l.iter().min()
+            };
+            v.copied().unwrap_or_default()
+        }
         let n = space.n_elastic_blocks();
-        let d = pick(&self.d).unwrap_or(0);
+        let d = ext(&self.d, largest);
+        let e = if largest {
+            self.e.iter().max()
+        } else {
+            self.e.iter().min()
+        };
+        let resnet = space.family == Family::ResNet;
         ArchConfig {
-            ks: vec![pick(&self.ks).unwrap_or(0); n],
-            e: vec![pick(&self.e).unwrap_or(0); n],
-            d: space
-                .stages
-                .iter()
-                .skip(1)
-                .map(|s| s.blocks.unwrap_or(d))
+            ks: if resnet {
+                Vec::new()
+            } else {
+                vec![ext(&self.ks, largest); n]
+            },
+            e: vec![e.copied().unwrap_or(Ratio::from(1)); n],
+            d: resnet
+                .then_some(d)
+                .into_iter()
+                .chain(space.elastic_stages().iter().map(|s| s.blocks.unwrap_or(d)))
                 .collect(),
-            r: pick(&self.r).unwrap_or(0),
+            w: if resnet {
+                vec![ext(&self.w, largest); space.stages.len() + 2]
+            } else {
+                Vec::new()
+            },
+            r: ext(&self.r, largest),
         }
     }
 
     /// Check that every list is non-empty and inside the space.
     pub fn validate(&self, space: &SearchSpace) -> Result<(), SpaceError> {
-        for (name, sub, full) in [
-            ("ks", &self.ks, &space.ks_list),
-            ("e", &self.e, &space.expand_ratio_list),
-            ("d", &self.d, &space.depth_list),
-            ("r", &self.r, &space.resolutions),
-        ] {
+        fn inside<T: PartialEq + std::fmt::Display + std::fmt::Debug>(
+            name: &str,
+            sub: &[T],
+            full: &[T],
+        ) -> Result<(), SpaceError> {
             if sub.is_empty() {
                 return Err(SpaceError::InvalidChoices(format!("`{name}` is empty")));
             }
@@ -76,41 +106,69 @@ impl Choices {
                     "`{name}` choice {v} is not in the space ({full:?})"
                 )));
             }
+            Ok(())
         }
-        Ok(())
+        let all = Choices::all(space);
+        inside("ks", &self.ks, &space.ks_list)?;
+        inside("e", &self.e, &space.expand_ratio_list)?;
+        inside("d", &self.d, &space.depth_list)?;
+        if space.family == Family::ResNet {
+            inside("w", &self.w, &all.w)?;
+        } else if !self.w.is_empty() {
+            return Err(SpaceError::InvalidChoices(format!(
+                "`w`: a {} space has no width choices",
+                space.family.label()
+            )));
+        }
+        inside("r", &self.r, &space.resolutions)
     }
 }
 
 /// Draw one architecture uniformly: every kernel, expand ratio and depth independently (the
 /// entries of skipped blocks are drawn too, like the reference; a stage of fixed block count gets
-/// that count, as the reference's ProxylessNAS sets its last depth to 1), then one resolution.
-/// `choices` must have been validated (non-empty lists).
+/// that count, as the reference's ProxylessNAS sets its last depth to 1), then (ResNet) the
+/// widths, then one resolution. ResNet's stem entry is the smallest or the largest depth, as the
+/// reference's `sample_active_subnet` draws it. `choices` must have been validated (non-empty
+/// lists).
 pub fn sample<R: Rng + ?Sized>(space: &SearchSpace, choices: &Choices, rng: &mut R) -> ArchConfig {
     let n = space.n_elastic_blocks();
-    let pick = |l: &[u32], rng: &mut R| *l.choose(rng).unwrap_or(&l[0]);
-    let ks = (0..n).map(|_| pick(&choices.ks, rng)).collect();
+    let resnet = space.family == Family::ResNet;
+    let ks = if resnet {
+        Vec::new()
+    } else {
+        (0..n).map(|_| pick(&choices.ks, rng)).collect()
+    };
     let e = (0..n).map(|_| pick(&choices.e, rng)).collect();
-    let d = space
-        .stages
-        .iter()
-        .skip(1)
-        .map(|s| {
-            let d = pick(&choices.d, rng);
-            s.blocks.unwrap_or(d)
-        })
-        .collect();
+    let mut d = Vec::with_capacity(space.n_stages());
+    if resnet {
+        let lo = choices.d.iter().copied().min().unwrap_or(0);
+        let hi = choices.d.iter().copied().max().unwrap_or(0);
+        d.push(pick(&[hi, lo], rng));
+    }
+    for s in space.elastic_stages() {
+        let v = pick(&choices.d, rng);
+        d.push(s.blocks.unwrap_or(v));
+    }
+    let w = if resnet {
+        (0..space.stages.len() + 2)
+            .map(|_| pick(&choices.w, rng))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let r = pick(&choices.r, rng);
-    ArchConfig { ks, e, d, r }
+    ArchConfig { ks, e, d, w, r }
 }
 
 /// Mutate `arch` in place like the reference's evolution finder: each block's kernel and expand
-/// ratio are redrawn together with probability `prob`, then each stage's depth, then the
-/// resolution. `choices` must have been validated.
+/// ratio are redrawn together with probability `prob`, then each stage's depth, then (ResNet)
+/// each width, then the resolution. `choices` must have been validated.
 pub fn mutate<R: Rng + ?Sized>(arch: &mut ArchConfig, choices: &Choices, prob: f64, rng: &mut R) {
-    let pick = |l: &[u32], rng: &mut R| *l.choose(rng).unwrap_or(&l[0]);
-    for i in 0..arch.ks.len() {
+    for i in 0..arch.e.len() {
         if rng.random::<f64>() < prob {
-            arch.ks[i] = pick(&choices.ks, rng);
+            if let Some(k) = arch.ks.get_mut(i) {
+                *k = pick(&choices.ks, rng);
+            }
             arch.e[i] = pick(&choices.e, rng);
         }
     }
@@ -119,25 +177,31 @@ pub fn mutate<R: Rng + ?Sized>(arch: &mut ArchConfig, choices: &Choices, prob: f
             arch.d[i] = pick(&choices.d, rng);
         }
     }
+    for i in 0..arch.w.len() {
+        if rng.random::<f64>() < prob {
+            arch.w[i] = pick(&choices.w, rng);
+        }
+    }
     if rng.random::<f64>() < prob {
         arch.r = pick(&choices.r, rng);
     }
 }
 
-/// Uniform crossover: every gene (each kernel, expand, depth, and the resolution) from either
-/// parent with equal probability.
+/// Uniform crossover: every gene (each kernel, expand, depth, width, and the resolution) from
+/// either parent with equal probability.
 pub fn crossover<R: Rng + ?Sized>(a: &ArchConfig, b: &ArchConfig, rng: &mut R) -> ArchConfig {
-    let mut mix = |x: &[u32], y: &[u32]| -> Vec<u32> {
+    fn mix<T: Copy, R: Rng + ?Sized>(x: &[T], y: &[T], rng: &mut R) -> Vec<T> {
         x.iter()
             .zip(y)
             .map(|(x, y)| if rng.random::<bool>() { *x } else { *y })
             .collect()
-    };
-    let ks = mix(&a.ks, &b.ks);
-    let e = mix(&a.e, &b.e);
-    let d = mix(&a.d, &b.d);
+    }
+    let ks = mix(&a.ks, &b.ks, rng);
+    let e = mix(&a.e, &b.e, rng);
+    let d = mix(&a.d, &b.d, rng);
+    let w = mix(&a.w, &b.w, rng);
     let r = if rng.random::<bool>() { a.r } else { b.r };
-    ArchConfig { ks, e, d, r }
+    ArchConfig { ks, e, d, w, r }
 }
 
 #[cfg(test)]
@@ -151,7 +215,7 @@ mod tests {
     fn seeded_and_inside_the_subset() {
         let s = SearchSpace::preset("ofa-mbv3-w1.0").unwrap();
         let mut c = Choices::all(&s);
-        c.e = vec![4, 6];
+        c.e = vec![4.into(), 6.into()];
         c.validate(&s).unwrap();
         let a = sample(&s, &c, &mut ChaCha8Rng::seed_from_u64(7));
         let b = sample(&s, &c, &mut ChaCha8Rng::seed_from_u64(7));

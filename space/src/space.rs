@@ -4,12 +4,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::SpaceError;
+use crate::ratio::Ratio;
 
 /// The reference's channel divisor (`MyNetwork.CHANNEL_DIVISIBLE`).
 pub const CHANNEL_DIVISIBLE: u32 = 8;
 
-/// Stages of elastic depth in both families (a space's own stage count: [`SearchSpace::n_stages`]).
+/// Stages of elastic depth in the MBConv families (a space's own count: [`SearchSpace::n_stages`]).
 const N_STAGES: usize = 5;
+/// `ResNets.BASE_DEPTH_LIST`: bottleneck blocks of each ResNet stage before elastic depth.
+pub const RESNET_BASE_DEPTHS: [u32; 4] = [2, 2, 4, 2];
+/// `ResNets.STAGE_WIDTH_LIST`.
+const RESNET_STAGE_WIDTHS: [u32; 4] = [256, 512, 1024, 2048];
 
 /// The network family a space describes: which reference network its supernet and subnets are,
 /// and so what its stem, first block and head look like. Everything above the supernet asks the
@@ -28,6 +33,11 @@ pub enum Family {
     /// pooling, classifier.
     #[serde(rename = "proxyless_nas")]
     ProxylessNas,
+    /// `OFAResNets`: a stem of three 3×3 convs (the middle one a skippable residual) and a 3×3
+    /// max-pool, four stages of bottleneck blocks (elastic depth above a base depth, expand
+    /// ratio, and width per stage), ReLU, global pooling and the classifier.
+    #[serde(rename = "resnet")]
+    ResNet,
 }
 
 impl Family {
@@ -36,6 +46,7 @@ impl Family {
         match self {
             Family::MobileNetV3 => "MobileNetV3",
             Family::ProxylessNas => "ProxylessNAS",
+            Family::ResNet => "ResNet",
         }
     }
 
@@ -44,6 +55,7 @@ impl Family {
         match self {
             Family::MobileNetV3 => "MobileNetV3",
             Family::ProxylessNas => "ProxylessNASNets",
+            Family::ResNet => "ResNets",
         }
     }
 
@@ -52,6 +64,7 @@ impl Family {
         match self {
             Family::MobileNetV3 => "OFAMobileNetV3",
             Family::ProxylessNas => "OFAProxylessNASNets",
+            Family::ResNet => "OFAResNets",
         }
     }
 
@@ -60,7 +73,15 @@ impl Family {
         match self {
             Family::MobileNetV3 => Activation::HSwish,
             Family::ProxylessNas => Activation::Relu6,
+            Family::ResNet => Activation::Relu,
         }
+    }
+
+    /// Whether the family is built of MBConv blocks (MobileNetV3, ProxylessNAS): elastic kernel,
+    /// whole expand ratios and a fixed first block, as opposed to ResNet's bottlenecks with
+    /// elastic width.
+    pub fn is_mbconv(self) -> bool {
+        self != Family::ResNet
     }
 
     /// Whether the head has MobileNetV3's final expand layer (1×1 + BN before pooling) and a
@@ -129,9 +150,17 @@ pub struct StageSpec {
     /// Whether the stage's blocks carry squeeze-and-excitation.
     pub se: bool,
     /// A fixed number of blocks, outside elastic depth (ProxylessNAS's last stage: 1); `None`:
-    /// `max(depth_list)` blocks, of which the arch's depth run.
+    /// `base_depth + max(depth_list)` blocks, of which `base_depth` + the arch's depth run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<u32>,
+    /// Blocks that always run before the elastic ones (ResNet's `BASE_DEPTH_LIST`; 0 in the
+    /// MBConv families, whose depth choices count every block).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub base_depth: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Largest input resolution a space may name.
@@ -170,14 +199,21 @@ pub struct SearchSpace {
     /// Final expand width before `width_mult` (MobileNetV3: 960; absent in ProxylessNAS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_expand_base_width: Option<u32>,
-    /// Feature mix (last channel) width before `width_mult` (reference: 1280).
-    pub last_channel_base_width: u32,
-    /// Elastic kernel sizes (odd).
+    /// Feature mix (last channel) width before `width_mult` (MBConv families: 1280; absent in
+    /// ResNet, whose classifier reads the last stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_channel_base_width: Option<u32>,
+    /// Elastic kernel sizes (odd; ResNet: `[3]`, not elastic).
     pub ks_list: Vec<u32>,
-    /// Elastic expand ratios.
-    pub expand_ratio_list: Vec<u32>,
-    /// Elastic depths per stage.
+    /// Elastic expand ratios (MBConv: whole, of the input width; ResNet: fractions of the
+    /// output width).
+    pub expand_ratio_list: Vec<Ratio>,
+    /// Elastic depths per stage (ResNet: blocks added to each stage's `base_depth`).
     pub depth_list: Vec<u32>,
+    /// Elastic width multipliers (ResNet: the stem's and each stage's width choices, applied to
+    /// the base widths; `width_mult` is then 1). Empty in the MBConv families.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub width_mult_list: Vec<f64>,
     /// Input resolutions the space is trained for.
     pub resolutions: Vec<u32>,
     /// Classifier dropout in training.
@@ -227,11 +263,11 @@ pub struct BlockSpec {
 
 impl BlockSpec {
     /// Middle width for an expand ratio (elastic blocks: `make_divisible(round(in · e), 8)`).
-    pub fn mid(&self, e: u32) -> u32 {
+    pub fn mid(&self, e: Ratio) -> u32 {
         if self.index == 0 {
             self.max_mid
         } else {
-            make_divisible(f64::from(self.in_ch * e), CHANNEL_DIVISIBLE)
+            make_divisible(e.times(self.in_ch), CHANNEL_DIVISIBLE)
         }
     }
 }
@@ -275,6 +311,7 @@ impl SearchSpace {
                 act: acts[i],
                 se: se[i],
                 blocks: None,
+                base_depth: 0,
             })
             .collect();
         SearchSpace {
@@ -286,10 +323,11 @@ impl SearchSpace {
             stem_base_width: REF_BASE[0],
             stages,
             final_expand_base_width: Some(REF_BASE[7]),
-            last_channel_base_width: REF_BASE[8],
+            last_channel_base_width: Some(REF_BASE[8]),
             ks_list: vec![3, 5, 7],
-            expand_ratio_list: vec![3, 4, 6],
+            expand_ratio_list: vec![3.into(), 4.into(), 6.into()],
             depth_list: vec![2, 3, 4],
+            width_mult_list: Vec::new(),
             resolutions,
             dropout_rate: 0.1,
             bn_momentum: 0.1,
@@ -314,6 +352,7 @@ impl SearchSpace {
                 act: Activation::Relu6,
                 se: false,
                 blocks: (i == 6).then_some(1),
+                base_depth: 0,
             })
             .collect();
         SearchSpace {
@@ -325,14 +364,57 @@ impl SearchSpace {
             stem_base_width: PROXYLESS_BASE[0],
             stages,
             final_expand_base_width: None,
-            last_channel_base_width: PROXYLESS_BASE[8],
+            last_channel_base_width: Some(PROXYLESS_BASE[8]),
             ks_list: vec![3, 5, 7],
-            expand_ratio_list: vec![3, 4, 6],
+            expand_ratio_list: vec![3.into(), 4.into(), 6.into()],
             depth_list: vec![2, 3, 4],
+            width_mult_list: Vec::new(),
             resolutions,
             dropout_rate: 0.1,
             bn_momentum: 0.1,
             bn_eps: 1e-3,
+        }
+    }
+
+    /// The reference `OFAResNets` layout (stem base width 64, stages of base widths 256, 512,
+    /// 1024, 2048, strides 1, 2, 2, 2 and base depths 2, 2, 4, 2; depth choices 0, 1, 2, expand
+    /// ratios 0.2, 0.25, 0.35) with the given width choices and resolutions.
+    pub fn resnet(
+        name: &str,
+        width_mult_list: Vec<f64>,
+        n_classes: u32,
+        resolutions: Vec<u32>,
+    ) -> SearchSpace {
+        let strides = [1, 2, 2, 2];
+        let stages = (0..4)
+            .map(|i| StageSpec {
+                base_width: RESNET_STAGE_WIDTHS[i],
+                stride: strides[i],
+                act: Activation::Relu,
+                se: false,
+                blocks: None,
+                base_depth: RESNET_BASE_DEPTHS[i],
+            })
+            .collect();
+        let ratio = |v| Ratio::new(v).unwrap_or(Ratio::from(1));
+        SearchSpace {
+            name: name.to_string(),
+            family: Family::ResNet,
+            width_mult: 1.0,
+            in_channels: 3,
+            n_classes,
+            stem_base_width: 64,
+            stages,
+            final_expand_base_width: None,
+            last_channel_base_width: None,
+            ks_list: vec![3],
+            expand_ratio_list: vec![ratio(0.2), ratio(0.25), ratio(0.35)],
+            depth_list: vec![0, 1, 2],
+            width_mult_list,
+            resolutions,
+            dropout_rate: 0.0,
+            bn_momentum: 0.1,
+            bn_eps: 1e-5,
         }
     }
 
@@ -345,6 +427,9 @@ impl SearchSpace {
         "ofa-proxyless-w1.3",
         "ofa-proxyless-tiny",
         "ofa-proxyless-small32",
+        "ofa-resnet50",
+        "ofa-resnet-tiny",
+        "ofa-resnet-small32",
     ];
 
     /// A named preset:
@@ -358,7 +443,13 @@ impl SearchSpace {
     /// - `ofa-proxyless-tiny`: ProxylessNAS at width 0.25, 10 classes, resolutions 32..=48 step 4
     ///   (the conformance fixture's construction);
     /// - `ofa-proxyless-small32`: ProxylessNAS at width 0.5, 10 classes, grayscale 28/32 px data
-    ///   (Fashion-MNIST), as `ofa-mbv3-small32`.
+    ///   (Fashion-MNIST), as `ofa-mbv3-small32`;
+    /// - `ofa-resnet50`: the reference's published `ofa_resnet50` (widths 0.65, 0.8, 1.0, 1000
+    ///   classes, resolutions 128..=224 step 4);
+    /// - `ofa-resnet-tiny`: widths 0.05, 0.1, 0.125, 10 classes, resolutions 32..=48 step 4 (the
+    ///   conformance fixture's construction);
+    /// - `ofa-resnet-small32`: widths 0.25, 0.35, 0.5, 10 classes, grayscale 28/32 px data
+    ///   (Fashion-MNIST).
     pub fn preset(name: &str) -> Result<SearchSpace, SpaceError> {
         let imagenet_res: Vec<u32> = (128..=224).step_by(4).collect();
         let tiny_res: Vec<u32> = (32..=48).step_by(4).collect();
@@ -379,6 +470,14 @@ impl SearchSpace {
             "ofa-proxyless-w1.3" => Self::proxyless(name, 1.3, 1000, imagenet_res),
             "ofa-proxyless-tiny" => tiny(Self::proxyless(name, 0.25, 10, tiny_res)),
             "ofa-proxyless-small32" => grayscale(Self::proxyless(name, 0.5, 10, vec![24, 28, 32])),
+            "ofa-resnet50" => Self::resnet(name, vec![0.65, 0.8, 1.0], 1000, imagenet_res),
+            "ofa-resnet-tiny" => Self::resnet(name, vec![0.05, 0.1, 0.125], 10, tiny_res),
+            "ofa-resnet-small32" => grayscale(Self::resnet(
+                name,
+                vec![0.25, 0.35, 0.5],
+                10,
+                vec![24, 28, 32],
+            )),
             other => {
                 return Err(SpaceError::UnknownPreset {
                     name: other.to_string(),
@@ -394,6 +493,26 @@ impl SearchSpace {
         let bad = |what: String| Err(SpaceError::InvalidSpace(what));
         // The stage layout is the family's: what its reference network can build.
         let fixed: Vec<Option<u32>> = self.stages.iter().map(|s| s.blocks).collect();
+        if self.family.is_mbconv() {
+            if self.stages.iter().any(|s| s.base_depth != 0) {
+                return bad(format!(
+                    "{} stages have no `base_depth` (the depth choices count every block)",
+                    self.family.label()
+                ));
+            }
+            if !self.width_mult_list.is_empty() {
+                return bad(format!(
+                    "{} has one `width_mult`, not a `width_mult_list`",
+                    self.family.label()
+                ));
+            }
+            if self.last_channel_base_width.is_none() {
+                return bad(format!(
+                    "{} needs `last_channel_base_width`",
+                    self.family.label()
+                ));
+            }
+        }
         match self.family {
             Family::MobileNetV3 => {
                 if self.stages.len() != N_STAGES + 1 {
@@ -431,6 +550,7 @@ impl SearchSpace {
                     return bad("ProxylessNAS stages are ReLU6 without SE".into());
                 }
             }
+            Family::ResNet => self.validate_resnet()?,
         }
         if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
             return bad(format!(
@@ -443,14 +563,14 @@ impl SearchSpace {
         }
         for (field, list) in [
             ("ks_list", &self.ks_list),
-            ("expand_ratio_list", &self.expand_ratio_list),
             ("depth_list", &self.depth_list),
             ("resolutions", &self.resolutions),
         ] {
             if list.is_empty() {
                 return bad(format!("`{field}` is empty"));
             }
-            if list.contains(&0) {
+            // ResNet's depth choices are blocks added to a base depth: 0 is one of them
+            if list.contains(&0) && !(field == "depth_list" && self.family == Family::ResNet) {
                 return bad(format!("`{field}` contains 0"));
             }
             let mut sorted = (*list).clone();
@@ -460,15 +580,33 @@ impl SearchSpace {
                 return bad(format!("`{field}` has duplicate entries: {list:?}"));
             }
         }
+        let mut ratios = self.expand_ratio_list.clone();
+        ratios.sort_unstable();
+        ratios.dedup();
+        if ratios.is_empty() || ratios.len() != self.expand_ratio_list.len() {
+            return bad(format!(
+                "`expand_ratio_list` must hold distinct ratios, got {:?}",
+                self.expand_ratio_list
+            ));
+        }
+        if self.family.is_mbconv() {
+            if let Some(e) = self.expand_ratio_list.iter().find(|e| e.whole().is_none()) {
+                return bad(format!(
+                    "{} expand ratios are whole numbers, got {e}",
+                    self.family.label()
+                ));
+            }
+        }
         if let Some(k) = self.ks_list.iter().find(|k| *k % 2 == 0) {
             return bad(format!("`ks_list` must hold odd kernel sizes, got {k}"));
         }
         if let Some(v) = self
             .ks_list
             .iter()
-            .chain(&self.expand_ratio_list)
             .chain(&self.depth_list)
-            .find(|v| **v >= 64)
+            .copied()
+            .chain(self.expand_ratio_list.iter().map(|e| e.get().ceil() as u32))
+            .find(|v| *v >= 64)
         {
             return bad(format!(
                 "kernel sizes, expand ratios and depths must be below 64, got {v}"
@@ -476,7 +614,7 @@ impl SearchSpace {
         }
         // An elastic block always holds its inverted bottleneck; at e = 1 the reference's
         // MBConvLayer has none, so a subnet cut there would not be the network it describes.
-        if self.expand_ratio_list.contains(&1) {
+        if self.family.is_mbconv() && self.expand_ratio_list.contains(&Ratio::from(1)) {
             return bad(
                 "`expand_ratio_list` must not hold 1: elastic blocks always expand (the reference's \
                  MBConvLayer drops the inverted bottleneck at 1)"
@@ -499,7 +637,7 @@ impl SearchSpace {
         if let Some(w) = [
             self.stem_base_width,
             self.final_expand_base_width.unwrap_or(0),
-            self.last_channel_base_width,
+            self.last_channel_base_width.unwrap_or(0),
         ]
         .into_iter()
         .chain(self.stages.iter().map(|s| s.base_width))
@@ -558,36 +696,70 @@ impl SearchSpace {
         self.final_expand_base_width.map(|b| self.scaled(b))
     }
 
-    /// Feature mix width (input of the classifier).
+    /// Width entering the classifier in the supernet: the feature mix (MBConv families) or the
+    /// last stage at its largest width (ResNet).
     pub fn last_channel(&self) -> u32 {
-        self.scaled(self.last_channel_base_width)
+        match self.last_channel_base_width {
+            Some(b) => self.scaled(b),
+            None => self
+                .resnet_stage_widths()
+                .last()
+                .and_then(|w| w.iter().copied().max())
+                .unwrap_or(0),
+        }
     }
 
-    fn scaled(&self, base: u32) -> u32 {
+    pub(crate) fn scaled(&self, base: u32) -> u32 {
         make_divisible(f64::from(base) * self.width_mult, CHANNEL_DIVISIBLE)
     }
 
-    /// Blocks per elastic stage in the supernet (`max(depth_list)`).
+    /// Largest depth choice (MBConv: blocks per elastic stage in the supernet; ResNet: blocks
+    /// above each stage's base depth).
     pub fn max_depth(&self) -> usize {
         self.depth_list.iter().copied().max().unwrap_or(0) as usize
     }
 
-    /// Stages after the first block (the length of `d` in an [`crate::ArchConfig`]).
+    /// The length of `d` in an [`crate::ArchConfig`]: the stages after the first block (MBConv
+    /// families), or the stem's skip entry and the four stages (ResNet).
     pub fn n_stages(&self) -> usize {
-        self.stages.len().saturating_sub(1)
+        match self.family {
+            Family::ResNet => self.stages.len() + 1,
+            _ => self.stages.len().saturating_sub(1),
+        }
     }
 
-    /// Supernet blocks of each stage after the first block: `max(depth_list)`, or the stage's
+    /// The stages whose blocks are elastic, in order: after the first block (MBConv families),
+    /// every stage (ResNet).
+    pub fn elastic_stages(&self) -> &[StageSpec] {
+        match self.family {
+            Family::ResNet => &self.stages,
+            _ => self.stages.get(1..).unwrap_or(&[]),
+        }
+    }
+
+    /// The depth `d[i]` of an arch is fixed to, if any: a stage of fixed block count runs its
+    /// count whatever the arch says (ProxylessNAS's last stage).
+    pub fn fixed_depth(&self, i: usize) -> Option<u32> {
+        match self.family {
+            Family::ResNet => None,
+            _ => self.elastic_stages().get(i).and_then(|s| s.blocks),
+        }
+    }
+
+    /// Supernet blocks of each elastic stage: `base_depth + max(depth_list)`, or the stage's
     /// fixed count.
     pub fn stage_blocks(&self) -> Vec<usize> {
-        self.stages
+        self.elastic_stages()
             .iter()
-            .skip(1)
-            .map(|s| s.blocks.map_or(self.max_depth(), |b| b as usize))
+            .map(|s| {
+                s.blocks
+                    .map_or(s.base_depth as usize + self.max_depth(), |b| b as usize)
+            })
             .collect()
     }
 
-    /// Number of elastic blocks (the length of `ks` and `e` in an [`crate::ArchConfig`]).
+    /// Number of elastic blocks (the length of `e`, and of `ks` in the MBConv families, in an
+    /// [`crate::ArchConfig`]).
     pub fn n_elastic_blocks(&self) -> usize {
         self.stage_blocks().iter().sum()
     }
@@ -598,8 +770,12 @@ impl SearchSpace {
     }
 
     /// Largest expand ratio.
-    pub fn max_expand(&self) -> u32 {
-        self.expand_ratio_list.iter().copied().max().unwrap_or(0)
+    pub fn max_expand(&self) -> Ratio {
+        self.expand_ratio_list
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(Ratio::from(1))
     }
 
     /// Kernel sizes sorted ascending (the reference's `_ks_set`).
@@ -616,7 +792,8 @@ impl SearchSpace {
         ks.windows(2).rev().map(|w| (w[1], w[0])).collect()
     }
 
-    /// All supernet blocks (the first block, then every stage's) with their derived shapes.
+    /// All supernet blocks of an MBConv family (the first block, then every stage's) with their
+    /// derived shapes; ResNet's bottlenecks are [`SearchSpace::resnet_blocks`].
     pub fn blocks(&self) -> Vec<BlockSpec> {
         let widths = self.stage_widths();
         let stem = self.stem_width();
@@ -646,7 +823,7 @@ impl SearchSpace {
                     stage,
                     pos_in_stage: pos,
                     in_ch: cin,
-                    max_mid: make_divisible(f64::from(cin * max_e), CHANNEL_DIVISIBLE),
+                    max_mid: make_divisible(max_e.times(cin), CHANNEL_DIVISIBLE),
                     out_ch: cout,
                     stride,
                     act: st.act,
@@ -676,7 +853,7 @@ impl SearchSpace {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -778,16 +955,22 @@ mod tests {
             .contains("7 entries"));
     }
 
+    /// Asserts that `ok` changed by `f` is refused with an error that says `says`.
+    pub(crate) fn assert_refused(ok: &SearchSpace, f: &dyn Fn(&mut SearchSpace), says: &str) {
+        let mut s = ok.clone();
+        f(&mut s);
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+
     #[test]
     fn spaces_no_network_could_have_are_refused_by_name() {
         let ok = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
-        let refused = |f: &dyn Fn(&mut SearchSpace), says: &str| {
-            let mut s = ok.clone();
-            f(&mut s);
-            let e = s.validate().unwrap_err().to_string();
-            assert!(e.contains(says), "{e}");
-        };
-        refused(&|s| s.expand_ratio_list = vec![1, 3], "must not hold 1");
+        let refused = |f: &dyn Fn(&mut SearchSpace), says: &str| assert_refused(&ok, f, says);
+        refused(
+            &|s| s.expand_ratio_list = vec![1.into(), 3.into()],
+            "must not hold 1",
+        );
         refused(&|s| s.depth_list = vec![2, 64], "below 64, got 64");
         refused(&|s| s.resolutions = vec![32, 10_000], "at most 8192");
         refused(&|s| s.width_mult = 1e9, "`width_mult` must be at most");

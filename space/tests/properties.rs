@@ -13,6 +13,9 @@ fn spaces() -> impl Strategy<Value = SearchSpace> {
         Just(SearchSpace::preset("ofa-mbv3-w1.2").unwrap()),
         Just(SearchSpace::preset("ofa-mbv3-tiny").unwrap()),
         Just(SearchSpace::preset("ofa-mbv3-small32").unwrap()),
+        Just(SearchSpace::preset("ofa-proxyless-tiny").unwrap()),
+        Just(SearchSpace::preset("ofa-resnet50").unwrap()),
+        Just(SearchSpace::preset("ofa-resnet-small32").unwrap()),
     ]
 }
 

@@ -49,18 +49,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let arch = match &a.arch {
         Some(spec) => super::arch_arg(spec, &space)?,
         None => {
-            let mid = |l: &[u32]| {
+            fn mid<T: Copy + Ord>(l: &[T]) -> T {
                 let mut v = l.to_vec();
                 v.sort_unstable();
                 v[v.len() / 2]
-            };
-            let n = space.n_elastic_blocks();
-            ArchConfig {
-                ks: vec![mid(&space.ks_list); n],
-                e: vec![mid(&space.expand_ratio_list); n],
-                d: vec![mid(&space.depth_list); space.n_stages()],
-                r: *space.resolutions.iter().max().unwrap_or(&32),
             }
+            // the largest arch's layout, every choice at its middle value
+            let mut arch = ArchConfig::largest(&space);
+            arch.ks.fill(mid(&space.ks_list));
+            arch.e.fill(mid(&space.expand_ratio_list));
+            arch.d.fill(mid(&space.depth_list));
+            arch
         }
     };
     arch.validate(&space)?;

@@ -55,6 +55,14 @@ pub enum SupernetError {
     /// Input of the wrong shape for the network.
     #[error("bad input: {0}")]
     BadInput(String),
+    /// A family the search space describes (arch format, costs, encoding) whose elastic layers
+    /// this version does not build.
+    #[error(
+        "the {} supernet (`{}`) is not built by this version: its search space, arch format,          costs and predictor encoding are, its layers not yet",
+        .0.label(),
+        .0.supernet_name()
+    )]
+    UnsupportedFamily(ofa_space::Family),
     /// File system errors.
     #[error("cannot access {}", path.display())]
     Io {

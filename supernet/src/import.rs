@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ofa_space::{make_divisible, Family, SearchSpace, CHANNEL_DIVISIBLE};
+use ofa_space::{make_divisible, Family, Ratio, SearchSpace, CHANNEL_DIVISIBLE};
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{read_pth, read_safetensors, SUPERNET_FORMAT};
@@ -134,7 +134,8 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     }
     let final_expand = match family {
         Family::MobileNetV3 => Some(dim(map, "final_expand_layer.conv.weight", 0)?),
-        Family::ProxylessNas => None,
+        // (ResNet checkpoints are not inferred above)
+        Family::ProxylessNas | Family::ResNet => None,
     };
     let last_channel = dim(map, "feature_mix_layer.conv.weight", 0)?;
     let n_classes = dim(map, "classifier.linear.weight", 0)?;
@@ -162,8 +163,11 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     ks.sort_unstable();
     // Width multiplier: the smallest multiple of 0.05 (then 0.01) that reproduces every width.
     let family_space = |name: &str, wm: f64, n_classes: u32, resolutions: Vec<u32>| match family {
-        Family::MobileNetV3 => SearchSpace::mobilenet_v3(name, wm, n_classes, resolutions),
         Family::ProxylessNas => SearchSpace::proxyless(name, wm, n_classes, resolutions),
+        // (ResNet checkpoints are not inferred above)
+        Family::MobileNetV3 | Family::ResNet => {
+            SearchSpace::mobilenet_v3(name, wm, n_classes, resolutions)
+        }
     };
     let base = family_space("x", 1.0, 1, vec![224]);
     let all_widths: Vec<u32> = std::iter::once(stem)
@@ -174,7 +178,7 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     let bases: Vec<u32> = std::iter::once(base.stem_base_width)
         .chain(base.stages.iter().map(|s| s.base_width))
         .chain(base.final_expand_base_width)
-        .chain([base.last_channel_base_width])
+        .chain(base.last_channel_base_width)
         .collect();
     let fits = |wm: f64| {
         bases
@@ -221,10 +225,13 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     let mut space = family_space(&name, width_mult, n_classes, resolutions);
     space.in_channels = in_channels;
     space.ks_list = ks;
-    space.expand_ratio_list = expand;
+    space.expand_ratio_list = expand.into_iter().map(Ratio::from).collect();
     space.depth_list = depth;
     space.validate()?;
-    if space.max_expand() != max_e || space.max_depth() != max_depth || space.max_ks() != max_ks {
+    if space.max_expand() != Ratio::from(max_e)
+        || space.max_depth() != max_depth
+        || space.max_ks() != max_ks
+    {
         return Err(SupernetError::BadInput(format!(
             "the given choices (max expand {}, max depth {}) do not match the checkpoint (max expand {max_e}, max depth {max_depth})",
             space.max_expand(),

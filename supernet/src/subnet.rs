@@ -88,7 +88,8 @@ impl SubnetConfig {
                 out_ch: b.spec.out_ch,
                 ks: b.ks,
                 stride: b.spec.stride,
-                expand_ratio: b.e,
+                // MBConv ratios are whole (the space checks it)
+                expand_ratio: b.e.get() as u32,
                 act: b.spec.act,
                 se: b.spec.se,
                 shortcut: b.spec.shortcut,
@@ -796,7 +797,7 @@ impl TryFrom<&NetConfig> for SubnetConfig {
         // without `bn`, the reference's build_from_config leaves PyTorch's eps (MobileNetV3) or
         // sets the family's 1e-3 (ProxylessNAS)
         let default_eps = match family {
-            Family::MobileNetV3 => 1e-5,
+            Family::MobileNetV3 | Family::ResNet => 1e-5,
             Family::ProxylessNas => 1e-3,
         };
         let (momentum, eps) =

@@ -7,7 +7,7 @@ use ofa_space::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::error::Result;
+use crate::error::{Result, SupernetError};
 use crate::layers::{BlockWeights, Bn, Head, Mode, Se, Stem};
 use crate::subnet::{Subnet, SubnetConfig};
 use crate::tensors::{
@@ -74,6 +74,9 @@ impl Supernet {
         layout: Layout,
     ) -> Result<Supernet> {
         space.validate()?;
+        if !space.family.is_mbconv() {
+            return Err(SupernetError::UnsupportedFamily(space.family));
+        }
         let mut reg = Registry::new(source, layout);
         let i = i64::from;
         let stem_w = i(space.stem_width());
@@ -361,12 +364,7 @@ impl Supernet {
             expands.sort_unstable_by(|a, b| b.cmp(a));
             let tw: Vec<i64> = expands
                 .iter()
-                .map(|e| {
-                    i64::from(make_divisible(
-                        f64::from(blk.spec.in_ch * e),
-                        CHANNEL_DIVISIBLE,
-                    ))
-                })
+                .map(|e| i64::from(make_divisible(e.times(blk.spec.in_ch), CHANNEL_DIVISIBLE)))
                 .collect();
             let mut right = imp.size()[0];
             let mut base = -(tw.len() as f64) * 1e5;

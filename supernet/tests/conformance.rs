@@ -153,7 +153,7 @@ fn importance_sorting_stage1_up_to_ties() {
         let (a, r) = (imp(&ours[&p]), imp(&reference.tensors[&p]));
         // Bands: the channels of the e=4 width first, the rest after (stage 1).
         let m = a.size()[0];
-        let tw1 = i64::from(blocks[n].mid(4));
+        let tw1 = i64::from(blocks[n].mid(4.into()));
         // The reference's float32 offsets: channels past the e=4 width sink by 2e5, which makes
         // near-equal importances tie; within each band the offset importance is non-increasing.
         let offset = |t: &Tensor| {

@@ -309,3 +309,15 @@ fn the_reference_state_dict_file_imports_with_its_family_and_space_inferred() {
         );
     }
 }
+
+#[test]
+fn a_resnet_space_is_refused_by_name_until_its_layers_exist() {
+    // The space crate describes ResNet (arch format, costs, encoding); building its supernet is
+    // a named error, not a MobileNet-shaped network.
+    let space = SearchSpace::preset("ofa-resnet-tiny").unwrap();
+    let e = Supernet::new(&space, 0, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("ResNet supernet (`OFAResNets`)"), "{e}");
+}

@@ -96,7 +96,7 @@ fn train_mode_bn_updates_only_the_first_channels() {
     let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
     let _ = net.forward(&x, &arch, Mode::Train).unwrap();
     let after = get(name);
-    let m = i64::from(s.blocks()[1].mid(3));
+    let m = i64::from(s.blocks()[1].mid(3.into()));
     let max = before.size()[0];
     assert!(m < max);
     assert!(

@@ -1,6 +1,7 @@
 //! Training recipes as data (TOML): global settings and an ordered list of phases. Unknown keys
 //! are rejected. Built-in recipes live in `trainer/recipes/*.toml`.
 
+use ofa_space::Ratio;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::AugmentConfig;
@@ -157,7 +158,7 @@ pub struct Phase {
     /// Kernel choices.
     pub ks: Vec<u32>,
     /// Expand-ratio choices.
-    pub expand: Vec<u32>,
+    pub expand: Vec<Ratio>,
     /// Depth choices.
     pub depth: Vec<u32>,
     /// Subnets sampled per step.

@@ -56,7 +56,7 @@ fn base(pkg: &Path) -> Base {
     let p = Package::open(pkg, Device::Cpu).unwrap();
     let mut arch = ArchConfig::largest(p.space());
     arch.ks.iter_mut().for_each(|k| *k = 5);
-    arch.e.iter_mut().for_each(|e| *e = 4);
+    arch.e.iter_mut().for_each(|e| *e = 4.into());
     arch.d.iter_mut().for_each(|d| *d = 3);
     let r = Recalibration {
         images: 32,
@@ -264,7 +264,7 @@ fn bad_input_is_named_and_overwrites_nothing() {
     assert!(m.contains("kernel") || m.contains("ks"), "{m}");
     // weights that are not the arch's
     let mut b = base(pkg);
-    b.arch.e[0] = 6;
+    b.arch.e[0] = 6.into();
     let m = err(&steps(1), b, &out);
     assert!(m.contains("not those of its arch"), "{m}");
     // another dataset: 2 classes for a 4-class package

@@ -175,7 +175,7 @@ pub fn all_layers(space: &SearchSpace, r: u32) -> Vec<Layer> {
         &ActiveBlock {
             spec: b0,
             ks: 3,
-            e: 1,
+            e: 1.into(),
             mid: b0.max_mid,
         },
         f_in[0],

@@ -410,6 +410,7 @@ impl Ctx {
                 ks: phase.ks.clone(),
                 e: phase.expand.clone(),
                 d: phase.depth.clone(),
+                w: Vec::new(),
                 r: self.space.resolutions.clone(),
             };
             tracing::info!(
@@ -706,6 +707,7 @@ mod tests {
             ks: phase.ks.clone(),
             e: phase.expand.clone(),
             d: phase.depth.clone(),
+            w: Vec::new(),
             r: space.resolutions.clone(),
         };
         let plain = step_archs(&space, &choices, &phase, [0, 5, 9], 24);
@@ -713,8 +715,12 @@ mod tests {
         let sw = step_archs(&space, &choices, &phase, [0, 5, 9], 24);
         assert_eq!(sw.len(), 4);
         assert!(sw.iter().all(|a| a.r == 24));
-        let max = |l: &[u32]| *l.iter().max().unwrap();
-        let min = |l: &[u32]| *l.iter().min().unwrap();
+        fn max<T: Copy + Ord>(l: &[T]) -> T {
+            *l.iter().max().unwrap()
+        }
+        fn min<T: Copy + Ord>(l: &[T]) -> T {
+            *l.iter().min().unwrap()
+        }
         assert!(sw[0].ks.iter().all(|k| *k == max(&phase.ks)));
         assert!(sw[0].e.iter().all(|e| *e == max(&phase.expand)));
         assert!(sw[0].d.iter().all(|d| *d == max(&phase.depth)));

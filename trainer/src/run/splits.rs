@@ -234,6 +234,7 @@ pub fn resolve_space(recipe: &Recipe, n_classes: usize) -> Result<SearchSpace, T
             ks: p.ks.clone(),
             e: p.expand.clone(),
             d: p.depth.clone(),
+            w: Vec::new(),
             r: space.resolutions.clone(),
         };
         c.validate(&space).map_err(|e| {

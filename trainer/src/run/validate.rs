@@ -20,7 +20,7 @@ impl Ctx {
     ) -> Result<Vec<ValidationRow>, TrainError> {
         let phase = &self.recipe.phases[pi];
         let n = self.space.n_elastic_blocks();
-        let pick = |l: &[u32], which: usize| {
+        fn pick<T: Copy + Ord>(l: &[T], which: usize) -> T {
             let mut v = l.to_vec();
             v.sort_unstable();
             match which {
@@ -28,7 +28,7 @@ impl Ctx {
                 1 => v[v.len() / 2],
                 _ => v[v.len() - 1],
             }
-        };
+        }
         let res = &self.space.resolutions;
         let rs = [
             *res.iter().min().unwrap_or(&32),
@@ -49,9 +49,10 @@ impl Ctx {
                     ks: vec![pick(&phase.ks, which); n],
                     e: vec![pick(&phase.expand, which); n],
                     // a fixed stage (ProxylessNAS's last) at its count, as `largest` has it
-                    d: (self.space.stages.iter().skip(1))
+                    d: (self.space.elastic_stages().iter())
                         .map(|s| s.blocks.unwrap_or(pick(&phase.depth, which)))
                         .collect(),
+                    w: Vec::new(),
                     r,
                 };
                 let job = match jobs.iter().position(|a| *a == arch) {
