@@ -19,6 +19,7 @@ mod error;
 pub mod import;
 pub mod layers;
 mod pth_guard;
+mod resnet;
 mod subnet;
 mod supernet;
 pub mod tensors;
