@@ -20,6 +20,7 @@ pub mod import;
 pub mod layers;
 mod pth_guard;
 mod resnet;
+mod sort;
 mod subnet;
 mod supernet;
 pub mod tensors;

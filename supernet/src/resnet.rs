@@ -12,10 +12,11 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 use ofa_space::{ArchConfig, Bottleneck, ResNetStem, SearchSpace};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::Result;
 use crate::layers::{Bn, BnMode, BnParams};
+use crate::sort::{permute, permute_bn, sorted_by_importance};
 use crate::tensors::{Registry, Role, TensorSpec};
 
 /// A convolution without bias and its BatchNorm.
@@ -336,37 +337,6 @@ impl ResNetSupernet {
                 permute(&w.conv1.conv, 0, &idx);
             }
         })
-    }
-}
-
-/// Input channels of `next` (a conv weight) ordered by the L1 norm of their weights, descending
-/// and stable, with the reference's band offsets for `stage` > 0.
-fn sorted_by_importance(next: &Tensor, bands: &[i64], stage: usize) -> Tensor {
-    let imp = next
-        .abs()
-        .sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
-    if stage > 0 {
-        let mut right = imp.size()[0];
-        let mut base = -(bands.len() as f64) * 1e5;
-        for &left in bands.iter().take(stage + 1) {
-            if right > left {
-                let _ = imp.narrow(0, left, right - left).g_add_scalar_(base);
-            }
-            base += 1e5;
-            right = left;
-        }
-    }
-    imp.sort_stable(true, 0, true).1
-}
-
-fn permute(t: &Tensor, dim: i64, idx: &Tensor) {
-    let sorted = t.index_select(dim, idx);
-    t.shallow_clone().copy_(&sorted);
-}
-
-fn permute_bn(bn: &Bn, idx: &Tensor) {
-    for t in [&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var] {
-        permute(t, 0, idx);
     }
 }
 

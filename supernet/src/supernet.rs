@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use ofa_space::{
     make_divisible, se_width, ActiveBlock, ArchConfig, BlockSpec, SearchSpace, CHANNEL_DIVISIBLE,
 };
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::error::{Result, SupernetError};
-use crate::layers::{BlockWeights, Bn, Head, Mode, Se, Stem};
+use crate::layers::{BlockWeights, Head, Mode, Se, Stem};
+use crate::sort::{permute, permute_bn, sorted_by_importance};
 use crate::subnet::{Subnet, SubnetConfig};
 use crate::tensors::{
     InitScheme, InitSource, Layout, MapSource, Registry, Role, TensorSource, TensorSpec,
@@ -355,37 +356,17 @@ impl Supernet {
 
     fn sort_block(space: &SearchSpace, blk: &SupernetBlock, stage: usize) {
         let w = &blk.full;
-        let imp = w
-            .point_linear
-            .abs()
-            .sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
-        if stage > 0 {
+        let bands: Vec<i64> = if stage > 0 {
             let mut expands = space.expand_ratio_list.clone();
             expands.sort_unstable_by(|a, b| b.cmp(a));
-            let tw: Vec<i64> = expands
+            expands
                 .iter()
                 .map(|e| i64::from(make_divisible(e.times(blk.spec.in_ch), CHANNEL_DIVISIBLE)))
-                .collect();
-            let mut right = imp.size()[0];
-            let mut base = -(tw.len() as f64) * 1e5;
-            for &left in tw.iter().take(stage + 1) {
-                if right > left {
-                    let _ = imp.narrow(0, left, right - left).g_add_scalar_(base);
-                }
-                base += 1e5;
-                right = left;
-            }
-        }
-        let (_, idx) = imp.sort_stable(true, 0, true);
-        let permute = |t: &Tensor, dim: i64, idx: &Tensor| {
-            let sorted = t.index_select(dim, idx);
-            t.shallow_clone().copy_(&sorted);
+                .collect()
+        } else {
+            Vec::new()
         };
-        let permute_bn = |bn: &Bn, idx: &Tensor| {
-            for t in [&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var] {
-                permute(t, 0, idx);
-            }
-        };
+        let idx = sorted_by_importance(&w.point_linear, &bands, stage);
         permute(&w.point_linear, 1, &idx);
         permute_bn(&w.depth_bn, &idx);
         permute(&w.depth_conv, 0, &idx);
@@ -393,11 +374,7 @@ impl Supernet {
             permute(&se.expand_weight, 0, &idx);
             permute(&se.expand_bias, 0, &idx);
             permute(&se.reduce_weight, 1, &idx);
-            let se_imp =
-                se.expand_weight
-                    .abs()
-                    .sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float);
-            let (_, se_idx) = se_imp.sort_stable(true, 0, true);
+            let se_idx = sorted_by_importance(&se.expand_weight, &[], 0);
             permute(&se.expand_weight, 1, &se_idx);
             permute(&se.reduce_weight, 0, &se_idx);
             permute(&se.reduce_bias, 0, &se_idx);
