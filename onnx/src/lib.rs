@@ -15,7 +15,7 @@ pub mod runtime;
 
 use ofa_space::Activation;
 use ofa_supernet::layers::{BlockRun, BlockWeights, Bn, Head, Se};
-use ofa_supernet::Subnet;
+use ofa_supernet::{BottleneckWeights, ConvBn, NetLayers, ResNetNet, Subnet};
 use onnx_protobuf as pb;
 use protobuf::Message;
 use tch::{Device, Kind, Tensor};
@@ -133,12 +133,17 @@ pub fn model(sub: &Subnet, o: &ExportOptions) -> Result<pb::ModelProto, OnnxErro
     Ok(wrap(graph, o))
 }
 
-/// The steps of `Subnet::eval_steps`: the first conv, each block, and the head's (MobileNetV3:
-/// final expand, pooling, feature mix, classifier; ProxylessNAS: feature mix, pooling +
-/// classifier), one per latency-table key.
+/// The steps of `Subnet::eval_steps`, one per latency-table key. MBConv families: the first
+/// conv, each block, and the head's (MobileNetV3: final expand, pooling, feature mix,
+/// classifier; ProxylessNAS: feature mix, pooling + classifier). ResNet: the stem's convs, the
+/// max-pool, each bottleneck, pooling + classifier.
 fn n_steps(sub: &Subnet) -> usize {
-    let head = sub.layers().2;
-    1 + sub.layers().1.len() + if head.post_pool.is_some() { 4 } else { 2 }
+    match sub.layers() {
+        NetLayers::MbConv { blocks, head, .. } => {
+            1 + blocks.len() + if head.post_pool.is_some() { 4 } else { 2 }
+        }
+        NetLayers::ResNet(r) => r.stem.len() + 1 + r.blocks.len() + 1,
+    }
 }
 
 /// One layer's model: its input shape at batch 1, and the serialised ONNX model.
@@ -238,7 +243,10 @@ struct Graph {
 impl Graph {
     /// Step `i` of the eval forward (see [`n_steps`]) on `x`; returns its output's name.
     fn step(&mut self, sub: &Subnet, i: usize, x: &str) -> Result<String, OnnxError> {
-        let (stem, blocks, head) = sub.layers();
+        let (stem, blocks, head) = match sub.layers() {
+            NetLayers::MbConv { stem, blocks, head } => (stem, blocks, head),
+            NetLayers::ResNet(r) => return self.resnet_step(r, i, x),
+        };
         let x = x.to_string();
         let n = blocks.len();
         Ok(match i {
@@ -281,10 +289,108 @@ impl Graph {
         })
     }
 
+    /// Step `i` of a ResNet's eval forward: a stem conv (+ BN, ReLU, and the identity for the
+    /// residual one), the max-pool, a bottleneck, or pooling + classifier.
+    fn resnet_step(&mut self, r: &ResNetNet, i: usize, x: &str) -> Result<String, OnnxError> {
+        let (n_stem, n) = (r.stem.len(), r.blocks.len());
+        let x = x.to_string();
+        Ok(match i {
+            i if i < n_stem => {
+                let residual = r.stem_middle && i == 1;
+                let prefix = if residual {
+                    "input_stem.1.conv".to_string()
+                } else {
+                    format!("input_stem.{i}")
+                };
+                let l = &r.stem[i];
+                let stride = if i == 0 { 2 } else { 1 };
+                let h = self.conv_bn(&x, &prefix, &l.conv, stride, 1, &l.bn)?;
+                let h = self.op("Relu", vec![h], vec![]);
+                if residual {
+                    self.op("Add", vec![h, x], vec![])
+                } else {
+                    h
+                }
+            }
+            i if i == n_stem => self.op(
+                "MaxPool",
+                vec![x],
+                vec![
+                    ints("kernel_shape", &[3, 3]),
+                    ints("strides", &[2, 2]),
+                    ints("pads", &[1, 1, 1, 1]),
+                ],
+            ),
+            i if i <= n_stem + n => {
+                let j = i - n_stem - 1;
+                let (stride, w) = &r.blocks[j];
+                self.bottleneck(&x, &format!("blocks.{j}"), *stride, w)?
+            }
+            _ => {
+                let h = self.op("GlobalAveragePool", vec![x], vec![]);
+                let h = self.op("Flatten", vec![h], vec![int("axis", 1)]);
+                self.gemm_logits(h, &r.classifier_weight, &r.classifier_bias)?
+            }
+        })
+    }
+
+    /// A ResNet bottleneck: the shortcut (average pool with `ceil_mode` as the reference's
+    /// `AvgPool2d(ceil_mode=True)`, 1×1 conv, BN) or the identity, added to conv1 → conv2 →
+    /// conv3, then ReLU.
+    fn bottleneck(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        stride: i64,
+        w: &BottleneckWeights,
+    ) -> Result<String, OnnxError> {
+        let residual = match &w.downsample {
+            Some(ds) => {
+                let pooled = if stride > 1 {
+                    self.op(
+                        "AveragePool",
+                        vec![x.to_string()],
+                        vec![
+                            ints("kernel_shape", &[stride, stride]),
+                            ints("strides", &[stride, stride]),
+                            int("ceil_mode", 1),
+                        ],
+                    )
+                } else {
+                    x.to_string()
+                };
+                self.conv_bn_layer(&pooled, &format!("{prefix}.downsample"), ds, 1)?
+            }
+            None => x.to_string(),
+        };
+        let h = self.conv_bn_layer(x, &format!("{prefix}.conv1"), &w.conv1, 1)?;
+        let h = self.op("Relu", vec![h], vec![]);
+        let h = self.conv_bn_layer(&h, &format!("{prefix}.conv2"), &w.conv2, stride)?;
+        let h = self.op("Relu", vec![h], vec![]);
+        let h = self.conv_bn_layer(&h, &format!("{prefix}.conv3"), &w.conv3, 1)?;
+        let h = self.op("Add", vec![h, residual], vec![]);
+        Ok(self.op("Relu", vec![h], vec![]))
+    }
+
+    fn conv_bn_layer(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        l: &ConvBn,
+        stride: i64,
+    ) -> Result<String, OnnxError> {
+        self.conv_bn(x, prefix, &l.conv, stride, 1, &l.bn)
+    }
+
     /// The classifier, whose output is the graph's `logits`.
     fn classifier(&mut self, x: String, head: &Head) -> Result<String, OnnxError> {
-        let w = self.init("classifier.linear.weight", &head.classifier_weight)?;
-        let b = self.init("classifier.linear.bias", &head.classifier_bias)?;
+        self.gemm_logits(x, &head.classifier_weight, &head.classifier_bias)
+    }
+
+    /// `x · wᵀ + b` as the graph's `logits`.
+    fn gemm_logits(&mut self, x: String, w: &Tensor, b: &Tensor) -> Result<String, OnnxError> {
+        let w = self.init("classifier.linear.weight", w)?;
+        let b = self.init("classifier.linear.bias", b)?;
         Ok(self.op_to(
             "Gemm",
             vec![x, w, b],

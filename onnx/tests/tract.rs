@@ -9,7 +9,7 @@ use ofa_onnx::check::{max_rel_diff as worst, tract_logits};
 use ofa_onnx::{export, model, ExportOptions, OnnxError};
 use ofa_space::{sample, ArchConfig, Choices, SearchSpace};
 use ofa_supernet::checkpoint::{open_model, read_safetensors, Model};
-use ofa_supernet::{Mode, Subnet, Supernet};
+use ofa_supernet::{Layers, Mode, Subnet, Supernet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
@@ -104,7 +104,10 @@ fn the_graph_has_the_promised_shape() {
         })
         .unwrap();
     let group = dw.attribute.iter().find(|a| a.name == "group").unwrap().i;
-    assert_eq!(group, sub.config().blocks[1].mid as i64);
+    let Layers::MbConv(m) = &sub.config().layers else {
+        panic!("a MobileNetV3 subnet")
+    };
+    assert_eq!(group, m.blocks[1].mid as i64);
     // folded: no BatchNormalization left
     o.fold_bn = true;
     let m = model(&sub, &o).unwrap();
@@ -173,6 +176,59 @@ fn proxyless_subnets_run_under_tract_as_under_the_reference() {
     for (i, arch) in archs.iter().enumerate() {
         let sub = net.extract(arch).unwrap();
         randomise_bn(&sub, 100 + i as i64);
+        let bytes = export(&sub, &ExportOptions::new(arch.r)).unwrap();
+        for n in [1, 3] {
+            let r = i64::from(arch.r);
+            let x = Tensor::randn([n, 3, r, r], (Kind::Float, Device::Cpu));
+            let e = worst(&tract_logits(&bytes, &x).unwrap(), &ours(&sub, &x));
+            assert!(e <= 1e-4, "arch {i} batch {n}: {e}");
+        }
+    }
+}
+
+#[test]
+fn resnet_subnets_run_under_tract_as_under_the_reference() {
+    tch::set_num_threads(1);
+    // The reference's own ResNet subnet file: tract computes the reference's logits.
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ofa-resnet-tiny");
+    let Model::Subnet(f) = open_model(&dir.join("subnet.safetensors"), Device::Cpu).unwrap() else {
+        panic!("subnet.safetensors is a subnet")
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = v["cases"].as_array().unwrap();
+    let i = cases.iter().find(|c| c["subnet_file"].is_string()).unwrap()["index"]
+        .as_u64()
+        .unwrap();
+    let io = read_safetensors(&dir.join("io.safetensors")).unwrap();
+    let x = &io.tensors[&format!("input_{i}")];
+    tract_gives(&f.net, x, &io.tensors[&format!("logits_subnet_{i}")]);
+    let m = model(&f.net, &ExportOptions::new(x.size()[2] as u32)).unwrap();
+    let ops: Vec<&str> = m
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    for op in ["MaxPool", "AveragePool", "Add", "Relu", "Gemm"] {
+        assert!(ops.contains(&op), "{op} missing from {ops:?}");
+    }
+    // Random ResNet subnets with random BN, at batch 1 and 3, at odd feature sizes (the
+    // shortcut's ceil-mode average pool over a partial window) and with the stem's residual conv
+    // run and skipped.
+    let space = SearchSpace::preset("ofa-resnet-tiny").unwrap();
+    let net = Supernet::new(&space, 5, Device::Cpu).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut archs = vec![ArchConfig::largest(&space), ArchConfig::smallest(&space)];
+    archs.push(sample(&space, &Choices::all(&space), &mut rng));
+    archs[0].r = 36;
+    archs[1].r = 44;
+    for (i, arch) in archs.iter().enumerate() {
+        let sub = net.extract(arch).unwrap();
+        randomise_bn(&sub, 200 + i as i64);
         let bytes = export(&sub, &ExportOptions::new(arch.r)).unwrap();
         for n in [1, 3] {
             let r = i64::from(arch.r);

@@ -9,7 +9,7 @@
 //!   phase-end validation table ([`metrics::PhaseTable`]) that the checkpoint state and the card
 //!   also carry.
 //! - [`finetune`]: a fine-tuning run's settings, state and the `finetune` metadata of its subnet.
-//! - [`net_config`]: the reference `MobileNetV3.config` JSON ([`net_config::NetConfig`]).
+//! - [`net_config`]: the reference static networks' config JSON ([`net_config::NetConfig`]).
 //! - [`run`]: the checkpoint's [`run::CheckpointState`], `run.json` ([`run::RunInfo`]) and the
 //!   package's `card.json` ([`run::RunCard`]).
 

@@ -1,6 +1,7 @@
-//! The reference's `MobileNetV3.config` JSON (`net.config`; `net_config` in subnet files), as its
-//! wire type: what `MobileNetV3.build_from_config` reads. `ofa-supernet` converts it to and from
-//! its runtime `SubnetConfig`.
+//! The reference's static network configs (`net.config`; `net_config` in subnet files), as their
+//! wire types: what `MobileNetV3.build_from_config`, `ProxylessNASNets.build_from_config` and
+//! `ResNets.build_from_config` read. `ofa-supernet` converts them to and from its runtime
+//! `SubnetConfig`.
 //!
 //! Fields are declared in alphabetical order: the JSON written is byte for byte what the
 //! reference's sorted dumps hold (and what `ofa` wrote before this type). Reading accepts the
@@ -9,10 +10,31 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
+/// A static network's config, of any family (told apart by their fields, as the reference's
+/// files carry no other tag than `name`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetConfig {
+    /// `MobileNetV3` or `ProxylessNASNets`.
+    MbConv(Box<MbConvNetConfig>),
+    /// `ResNets`.
+    ResNets(ResNetsConfig),
+}
+
+impl NetConfig {
+    /// The reference class name (`name`).
+    pub fn name(&self) -> &str {
+        match self {
+            NetConfig::MbConv(c) => &c.name,
+            NetConfig::ResNets(c) => &c.name,
+        }
+    }
+}
+
 /// `MobileNetV3.config` or `ProxylessNASNets.config` (which has no final expand layer, and whose
 /// feature mix is the BN layer before pooling).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NetConfig {
+pub struct MbConvNetConfig {
     /// The residual blocks, block 0 first.
     pub blocks: Vec<ResidualBlock>,
     /// BatchNorm settings (absent in some reference files: PyTorch's defaults).
@@ -182,6 +204,74 @@ pub struct LinearLayer {
     /// False.
     #[serde(default)]
     pub use_bn: bool,
+}
+
+/// `ResNets.config`: the input stem, the bottleneck blocks and the classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResNetsConfig {
+    /// The bottleneck blocks.
+    pub blocks: Vec<BottleneckBlock>,
+    /// BatchNorm settings (absent: PyTorch's defaults).
+    #[serde(default)]
+    pub bn: Option<BnSettings>,
+    /// The classifier.
+    pub classifier: LinearLayer,
+    /// Conv, the residual conv (absent when skipped), conv; the max-pool after them is implied.
+    pub input_stem: Vec<StemLayer>,
+    /// `ResNets`.
+    pub name: String,
+}
+
+/// One layer of a ResNet's input stem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StemLayer {
+    /// The middle conv with its identity shortcut.
+    Residual(StemResidual),
+    /// A plain conv + BN + ReLU.
+    Conv(ConvLayer),
+}
+
+/// `ResidualBlock` of the stem: a conv layer and its identity shortcut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StemResidual {
+    /// The conv layer.
+    pub conv: ConvLayer,
+    /// `ResidualBlock`.
+    #[serde(default)]
+    pub name: String,
+    /// The identity shortcut.
+    #[serde(default)]
+    pub shortcut: Option<IdentityLayer>,
+}
+
+/// `ResNetBottleneckBlock`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BottleneckBlock {
+    /// `relu`.
+    #[serde(default)]
+    pub act_func: Option<String>,
+    /// `avgpool_conv` (the shortcut where stride or widths differ; the identity otherwise).
+    pub downsample_mode: String,
+    /// Middle width over output width (0.2, 0.25, 0.35).
+    pub expand_ratio: f64,
+    /// Groups of the 3×3 conv (1).
+    #[serde(default = "one")]
+    pub groups: u32,
+    /// Input channels.
+    pub in_channels: u32,
+    /// Kernel of the middle conv (3).
+    pub kernel_size: u32,
+    /// Middle channels (null: `make_divisible(round(out · expand_ratio), 8)`).
+    #[serde(default)]
+    pub mid_channels: Option<u32>,
+    /// `ResNetBottleneckBlock`.
+    #[serde(default)]
+    pub name: String,
+    /// Output channels.
+    pub out_channels: u32,
+    /// Stride of the middle conv and of the shortcut's average pool.
+    pub stride: u32,
 }
 
 fn one() -> u32 {

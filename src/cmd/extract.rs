@@ -243,7 +243,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     eprintln!(
         "wrote {} ({} blocks, {:.2}M params, {:.1}M MACs at r={}, extracted in {:.2} ms)",
         a.out.display(),
-        sub.config().blocks.len(),
+        sub.config().n_blocks(),
         c.params as f64 / 1e6,
         c.macs as f64 / 1e6,
         arch.r,

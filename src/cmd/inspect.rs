@@ -194,7 +194,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         .sum();
                     out.tensors = Some(tensors.len());
                     out.params = Some(params);
-                    out.blocks = Some(f.net.config().blocks.len());
+                    out.blocks = Some(f.net.config().n_blocks());
                     if let Some(arch) = &f.arch {
                         out.arch = Some(arch.clone());
                         // a subnet file carries its space; one without it has no MACs to show

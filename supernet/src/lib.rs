@@ -30,6 +30,7 @@ pub use calib::recalibrate_bn;
 pub use checkpoint::{Provenance, SubnetFile, SupernetCheckpoint};
 pub use error::{Result, SupernetError};
 pub use layers::Mode;
-pub use subnet::{LayerConfig, Subnet, SubnetConfig};
+pub use resnet::{BottleneckConfig, BottleneckWeights, ConvBn, ResNetLayers, ResNetNet};
+pub use subnet::{LayerConfig, Layers, MbConvLayers, NetLayers, Subnet, SubnetConfig};
 pub use supernet::Supernet;
 pub use tensors::{channels_last, InitScheme, Layout, Role, TensorSpec};

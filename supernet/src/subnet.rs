@@ -1,10 +1,11 @@
-//! A static subnet: the reference `MobileNetV3` or `ProxylessNASNets` built from a
+//! A static subnet: the reference `MobileNetV3`, `ProxylessNASNets` or `ResNets` built from a
 //! [`SubnetConfig`], with weights either sliced out of a supernet or loaded from a file.
 
 use std::collections::HashMap;
 
 use ofa_schema::net_config::{
-    BnSettings, ConvLayer, IdentityLayer, LinearLayer, MbConvLayer, NetConfig, ResidualBlock,
+    BnSettings, ConvLayer, IdentityLayer, LinearLayer, MbConvLayer, MbConvNetConfig, NetConfig,
+    ResNetsConfig, ResidualBlock, StemLayer,
 };
 use ofa_space::{se_width, Activation, ArchConfig, Family, SearchSpace};
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, SupernetError};
 use crate::layers::{act, BlockRun, BlockWeights, Bn, BnMode, BnParams, Head, Mode, Se, Stem};
+use crate::resnet::{ResNetLayers, ResNetNet};
 use crate::tensors::{channels_last, deep_copy, Layout, MapSource, Role, TensorSource, TensorSpec};
 
 /// One MBConv block of a subnet.
@@ -49,15 +51,9 @@ impl LayerConfig {
     }
 }
 
-/// Everything needed to build a static subnet (the reference `MobileNetV3.config` or
-/// `ProxylessNASNets.config`, typed).
+/// The layers of an MBConv-family subnet (MobileNetV3, ProxylessNAS).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubnetConfig {
-    /// The network family.
-    #[serde(default, skip_serializing_if = "Family::is_default")]
-    pub family: Family,
-    /// Input image channels.
-    pub in_channels: u32,
+pub struct MbConvLayers {
     /// First conv width.
     pub stem_width: u32,
     /// The blocks, first block included.
@@ -66,6 +62,31 @@ pub struct SubnetConfig {
     pub final_expand_width: Option<u32>,
     /// Feature mix width.
     pub last_channel: u32,
+}
+
+/// A subnet's layers, by family. In a [`SubnetConfig`]'s JSON (`ofa_subnet` in subnet files) their
+/// fields sit beside the common ones, as they did before families existed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Layers {
+    /// MobileNetV3 or ProxylessNAS: stem, MBConv blocks, head.
+    MbConv(MbConvLayers),
+    /// ResNet: stem, bottlenecks, classifier.
+    ResNet(ResNetLayers),
+}
+
+/// Everything needed to build a static subnet (the reference `MobileNetV3.config`,
+/// `ProxylessNASNets.config` or `ResNets.config`, typed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubnetConfig {
+    /// The network family.
+    #[serde(default, skip_serializing_if = "Family::is_default")]
+    pub family: Family,
+    /// Input image channels.
+    pub in_channels: u32,
+    /// The family's layers.
+    #[serde(flatten)]
+    pub layers: Layers,
     /// Classes.
     pub n_classes: u32,
     /// BN momentum.
@@ -79,6 +100,23 @@ pub struct SubnetConfig {
 impl SubnetConfig {
     /// The subnet `arch` selects in `space` (`arch` must be valid for `space`).
     pub fn from_arch(space: &SearchSpace, arch: &ArchConfig) -> SubnetConfig {
+        let layers = if space.family.is_mbconv() {
+            Layers::MbConv(Self::mbconv_layers(space, arch))
+        } else {
+            Layers::ResNet(ResNetLayers::from_arch(space, arch))
+        };
+        SubnetConfig {
+            family: space.family,
+            in_channels: space.in_channels,
+            layers,
+            n_classes: space.n_classes,
+            bn_momentum: space.bn_momentum,
+            bn_eps: space.bn_eps,
+            dropout_rate: space.dropout_rate,
+        }
+    }
+
+    fn mbconv_layers(space: &SearchSpace, arch: &ArchConfig) -> MbConvLayers {
         let blocks = arch
             .active_blocks(space)
             .into_iter()
@@ -95,17 +133,27 @@ impl SubnetConfig {
                 shortcut: b.spec.shortcut,
             })
             .collect();
-        SubnetConfig {
-            family: space.family,
-            in_channels: space.in_channels,
+        MbConvLayers {
             stem_width: space.stem_width(),
             blocks,
             final_expand_width: space.final_expand_width(),
             last_channel: space.last_channel(),
-            n_classes: space.n_classes,
-            bn_momentum: space.bn_momentum,
-            bn_eps: space.bn_eps,
-            dropout_rate: space.dropout_rate,
+        }
+    }
+
+    /// Number of blocks (MBConv blocks, first block included, or bottlenecks).
+    pub fn n_blocks(&self) -> usize {
+        match &self.layers {
+            Layers::MbConv(m) => m.blocks.len(),
+            Layers::ResNet(r) => r.blocks.len(),
+        }
+    }
+
+    /// Width entering the classifier.
+    pub fn last_channel(&self) -> u32 {
+        match &self.layers {
+            Layers::MbConv(m) => m.last_channel,
+            Layers::ResNet(r) => r.last_channel(),
         }
     }
 
@@ -116,9 +164,29 @@ impl SubnetConfig {
         }
     }
 
-    /// The reference `MobileNetV3.config` or `ProxylessNASNets.config` (what the family's
-    /// `build_from_config` accepts).
+    fn bn_settings(&self) -> BnSettings {
+        BnSettings {
+            eps: self.bn_eps,
+            momentum: self.bn_momentum,
+            ws_eps: None,
+        }
+    }
+
+    /// The reference `MobileNetV3.config`, `ProxylessNASNets.config` or `ResNets.config` (what
+    /// the family's `build_from_config` accepts).
     pub fn to_net_config(&self) -> NetConfig {
+        match &self.layers {
+            Layers::MbConv(m) => NetConfig::MbConv(Box::new(self.mbconv_net_config(m))),
+            Layers::ResNet(r) => NetConfig::ResNets(r.to_net_config(
+                self.in_channels,
+                self.n_classes,
+                self.bn_settings(),
+                self.dropout_rate,
+            )),
+        }
+    }
+
+    fn mbconv_net_config(&self, m: &MbConvLayers) -> MbConvNetConfig {
         let conv =
             |cin: u32, cout: u32, k: u32, stride: u32, bn: bool, act: Option<&str>| ConvLayer {
                 act_func: act.map(str::to_string),
@@ -136,7 +204,7 @@ impl SubnetConfig {
                 use_bn: bn,
                 use_se: false,
             };
-        let blocks = self
+        let blocks = m
             .blocks
             .iter()
             .map(|b| ResidualBlock {
@@ -164,29 +232,25 @@ impl SubnetConfig {
                 }),
             })
             .collect();
-        let last_stage = self.blocks.last().map_or(self.stem_width, |b| b.out_ch);
+        let last_stage = m.blocks.last().map_or(m.stem_width, |b| b.out_ch);
         let act = Some(self.family.head_act().reference_name());
         // MobileNetV3: final expand (BN) before pooling, feature mix (no BN) after it;
         // ProxylessNAS: feature mix (BN) before pooling.
-        let (final_expand_layer, feature_mix_layer) = match self.final_expand_width {
+        let (final_expand_layer, feature_mix_layer) = match m.final_expand_width {
             Some(fe) => (
                 Some(conv(last_stage, fe, 1, 1, true, act)),
-                conv(fe, self.last_channel, 1, 1, false, act),
+                conv(fe, m.last_channel, 1, 1, false, act),
             ),
-            None => (None, conv(last_stage, self.last_channel, 1, 1, true, act)),
+            None => (None, conv(last_stage, m.last_channel, 1, 1, true, act)),
         };
-        NetConfig {
+        MbConvNetConfig {
             blocks,
-            bn: Some(BnSettings {
-                eps: self.bn_eps,
-                momentum: self.bn_momentum,
-                ws_eps: None,
-            }),
+            bn: Some(self.bn_settings()),
             classifier: LinearLayer {
                 act_func: None,
                 bias: true,
                 dropout_rate: self.dropout_rate,
-                in_features: self.last_channel,
+                in_features: m.last_channel,
                 name: "LinearLayer".into(),
                 ops_order: "weight_bn_act".into(),
                 out_features: self.n_classes,
@@ -194,12 +258,13 @@ impl SubnetConfig {
             },
             feature_mix_layer,
             final_expand_layer,
-            first_conv: conv(self.in_channels, self.stem_width, 3, 2, true, act),
+            first_conv: conv(self.in_channels, m.stem_width, 3, 2, true, act),
             name: self.family.reference_name().into(),
         }
     }
 
-    /// Parse the reference `MobileNetV3.config` or `ProxylessNASNets.config` JSON.
+    /// Parse the reference `MobileNetV3.config`, `ProxylessNASNets.config` or `ResNets.config`
+    /// JSON.
     pub fn from_net_config(v: &Value) -> std::result::Result<SubnetConfig, String> {
         let wire: NetConfig = NetConfig::deserialize(v).map_err(|e| format!("net_config: {e}"))?;
         SubnetConfig::try_from(&wire)
@@ -207,6 +272,13 @@ impl SubnetConfig {
 
     /// The tensor list of this subnet in the reference subnet naming, in state_dict order.
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        match &self.layers {
+            Layers::MbConv(m) => self.mbconv_tensor_specs(m),
+            Layers::ResNet(r) => r.tensor_specs(self.in_channels, self.n_classes),
+        }
+    }
+
+    fn mbconv_tensor_specs(&self, m: &MbConvLayers) -> Vec<TensorSpec> {
         let mut out = Vec::new();
         let mut push =
             |name: String, shape: Vec<i64>, role: Role| out.push(TensorSpec { name, shape, role });
@@ -224,11 +296,11 @@ impl SubnetConfig {
         };
         push(
             "first_conv.conv.weight".into(),
-            vec![i(self.stem_width), i(self.in_channels), 3, 3],
+            vec![i(m.stem_width), i(self.in_channels), 3, 3],
             Role::ConvWeight,
         );
-        bn(&mut push, "first_conv.bn", i(self.stem_width));
-        for (j, b) in self.blocks.iter().enumerate() {
+        bn(&mut push, "first_conv.bn", i(m.stem_width));
+        for (j, b) in m.blocks.iter().enumerate() {
             let p = format!("blocks.{j}.conv");
             let (m, k) = (i(b.mid), i(b.ks));
             if b.expand_ratio != 1 {
@@ -275,9 +347,9 @@ impl SubnetConfig {
             );
             bn(&mut push, &format!("{p}.point_linear.bn"), i(b.out_ch));
         }
-        let last_stage = i(self.blocks.last().map_or(self.stem_width, |b| b.out_ch));
-        let lc = i(self.last_channel);
-        match self.final_expand_width.map(i) {
+        let last_stage = i(m.blocks.last().map_or(m.stem_width, |b| b.out_ch));
+        let lc = i(m.last_channel);
+        match m.final_expand_width.map(i) {
             Some(fe) => {
                 push(
                     "final_expand_layer.conv.weight".into(),
@@ -302,7 +374,7 @@ impl SubnetConfig {
         }
         push(
             "classifier.linear.weight".into(),
-            vec![i(self.n_classes), i(self.last_channel)],
+            vec![i(self.n_classes), i(m.last_channel)],
             Role::LinearWeight,
         );
         push(
@@ -313,9 +385,24 @@ impl SubnetConfig {
         out
     }
 
-    /// Check internal consistency (the family's head, widths chain, middle widths sane).
+    /// Check internal consistency (the family's layers and head, widths chain, middle widths
+    /// sane).
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.family.has_final_expand() != self.final_expand_width.is_some() {
+        let m = match (&self.layers, self.family.is_mbconv()) {
+            (Layers::MbConv(m), true) => m,
+            (Layers::ResNet(r), false) => return r.validate(),
+            _ => {
+                return Err(format!(
+                    "{} layers do not belong to the {} family",
+                    match &self.layers {
+                        Layers::MbConv(_) => "MBConv",
+                        Layers::ResNet(_) => "ResNet",
+                    },
+                    self.family.label()
+                ))
+            }
+        };
+        if self.family.has_final_expand() != m.final_expand_width.is_some() {
             return Err(format!(
                 "{} {} final expand layer",
                 self.family.reference_name(),
@@ -326,8 +413,8 @@ impl SubnetConfig {
                 }
             ));
         }
-        let mut cin = self.stem_width;
-        for (j, b) in self.blocks.iter().enumerate() {
+        let mut cin = m.stem_width;
+        for (j, b) in m.blocks.iter().enumerate() {
             if b.in_ch != cin {
                 return Err(format!(
                     "block {j} takes {} channels, the previous layer gives {cin}",
@@ -345,40 +432,70 @@ impl SubnetConfig {
     }
 }
 
-/// A static subnet: stem, blocks, head.
+/// A static subnet: its config and its layers' tensors.
 #[derive(Debug)]
 pub struct Subnet {
     config: SubnetConfig,
-    pub(crate) stem: Stem,
-    pub(crate) blocks: Vec<(BlockRun, BlockWeights)>,
-    pub(crate) head: Head,
+    pub(crate) body: Body,
 }
 
-impl Subnet {
-    /// Assemble from parts (used by the supernet's slicing).
-    pub(crate) fn from_parts(
-        config: SubnetConfig,
-        stem: Stem,
-        blocks: Vec<(BlockRun, BlockWeights)>,
-        head: Head,
-    ) -> Subnet {
-        Subnet {
-            config,
-            stem,
-            blocks,
-            head,
+/// A subnet's layers by family, read-only ([`Subnet::layers`]).
+#[derive(Debug, Clone, Copy)]
+pub enum NetLayers<'a> {
+    /// MobileNetV3 or ProxylessNAS.
+    MbConv {
+        /// The first conv.
+        stem: &'a Stem,
+        /// The blocks, with how each runs.
+        blocks: &'a [(BlockRun, BlockWeights)],
+        /// The head.
+        head: &'a Head,
+    },
+    /// ResNet.
+    ResNet(&'a ResNetNet),
+}
+
+/// A static network's layers, by family.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// MobileNetV3 or ProxylessNAS.
+    MbConv(MbConvNet),
+    /// ResNet.
+    ResNet(ResNetNet),
+}
+
+/// An MBConv network: stem, blocks (with how each runs), head.
+#[derive(Debug)]
+pub(crate) struct MbConvNet {
+    pub stem: Stem,
+    pub blocks: Vec<(BlockRun, BlockWeights)>,
+    pub head: Head,
+}
+
+impl Body {
+    fn map(&self, f: impl Fn(&Tensor) -> Tensor + Copy) -> Body {
+        match self {
+            Body::MbConv(n) => Body::MbConv(MbConvNet {
+                stem: n.stem.map(f),
+                blocks: n.blocks.iter().map(|(r, w)| (*r, w.map(f))).collect(),
+                head: n.head.map(f),
+            }),
+            Body::ResNet(r) => Body::ResNet(r.map(f)),
         }
     }
 
-    /// Build from a config, taking tensors by reference subnet name from `source`, in the
-    /// order of [`SubnetConfig::tensor_specs`] (the order [`Subnet::named_tensors`] gives back).
-    pub fn build(config: SubnetConfig, source: &mut dyn TensorSource) -> Result<Subnet> {
-        config.validate().map_err(SupernetError::BadInput)?;
-        let specs = config.tensor_specs();
-        let taken = specs
-            .iter()
-            .map(|s| source.take(s))
-            .collect::<Result<Vec<_>>>()?;
+    /// The first convolution's weight.
+    fn first_conv(&self) -> &Tensor {
+        match self {
+            Body::MbConv(n) => &n.stem.conv,
+            Body::ResNet(r) => &r.stem[0].conv,
+        }
+    }
+}
+
+impl MbConvNet {
+    /// The network from its tensors in [`SubnetConfig::tensor_specs`] order.
+    fn from_taken(config: &SubnetConfig, m: &MbConvLayers, taken: Vec<Tensor>) -> MbConvNet {
         let mut it = taken.into_iter();
         let mut next = move || {
             it.next()
@@ -396,8 +513,8 @@ impl Subnet {
             bn: bn(&mut next),
             act: config.family.head_act(),
         };
-        let mut blocks = Vec::with_capacity(config.blocks.len());
-        for b in &config.blocks {
+        let mut blocks = Vec::with_capacity(m.blocks.len());
+        for b in &m.blocks {
             let inverted_bottleneck = (b.expand_ratio != 1).then(|| (next(), bn(&mut next)));
             let depth_conv = next();
             let depth_bn = bn(&mut next);
@@ -426,7 +543,7 @@ impl Subnet {
         // feature mix + BN
         let pre_pool = next();
         let pre_pool_bn = bn(&mut next);
-        let post_pool = config.final_expand_width.is_some().then(&mut next);
+        let post_pool = m.final_expand_width.is_some().then(&mut next);
         let head = Head {
             pre_pool,
             pre_pool_bn,
@@ -435,32 +552,12 @@ impl Subnet {
             classifier_weight: next(),
             classifier_bias: next(),
         };
-        Ok(Subnet {
-            config,
-            stem,
-            blocks,
-            head,
-        })
+        MbConvNet { stem, blocks, head }
     }
 
-    /// Build from a name → tensor map (e.g. a loaded file); every tensor must be used.
-    pub fn from_tensors(
-        config: SubnetConfig,
-        map: HashMap<String, Tensor>,
-        device: Device,
-    ) -> Result<Subnet> {
-        MapSource::build_all(map, device, |src| Subnet::build(config, src))
-    }
-
-    /// The subnet's configuration.
-    pub fn config(&self) -> &SubnetConfig {
-        &self.config
-    }
-
-    /// Every tensor with its reference subnet name, in state_dict order (handles share storage).
-    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let specs = self.config.tensor_specs();
-        let mut flat: Vec<Tensor> = Vec::with_capacity(specs.len());
+    /// Every tensor in state_dict order (handles share storage).
+    fn flat(&self) -> Vec<Tensor> {
+        let mut flat: Vec<Tensor> = Vec::new();
         let bn = |flat: &mut Vec<Tensor>, b: &Bn| {
             for t in [
                 &b.weight,
@@ -501,6 +598,53 @@ impl Subnet {
         }
         flat.push(self.head.classifier_weight.shallow_clone());
         flat.push(self.head.classifier_bias.shallow_clone());
+        flat
+    }
+}
+
+impl Subnet {
+    /// Assemble from parts (used by the supernet's slicing).
+    pub(crate) fn from_parts(config: SubnetConfig, body: Body) -> Subnet {
+        Subnet { config, body }
+    }
+
+    /// Build from a config, taking tensors by reference subnet name from `source`, in the
+    /// order of [`SubnetConfig::tensor_specs`] (the order [`Subnet::named_tensors`] gives back).
+    pub fn build(config: SubnetConfig, source: &mut dyn TensorSource) -> Result<Subnet> {
+        config.validate().map_err(SupernetError::BadInput)?;
+        let specs = config.tensor_specs();
+        let taken = specs
+            .iter()
+            .map(|s| source.take(s))
+            .collect::<Result<Vec<_>>>()?;
+        let body = match &config.layers {
+            Layers::MbConv(m) => Body::MbConv(MbConvNet::from_taken(&config, m, taken)),
+            Layers::ResNet(r) => Body::ResNet(ResNetNet::from_taken(r, taken)),
+        };
+        Ok(Subnet { config, body })
+    }
+
+    /// Build from a name → tensor map (e.g. a loaded file); every tensor must be used.
+    pub fn from_tensors(
+        config: SubnetConfig,
+        map: HashMap<String, Tensor>,
+        device: Device,
+    ) -> Result<Subnet> {
+        MapSource::build_all(map, device, |src| Subnet::build(config, src))
+    }
+
+    /// The subnet's configuration.
+    pub fn config(&self) -> &SubnetConfig {
+        &self.config
+    }
+
+    /// Every tensor with its reference subnet name, in state_dict order (handles share storage).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let specs = self.config.tensor_specs();
+        let flat = match &self.body {
+            Body::MbConv(n) => n.flat(),
+            Body::ResNet(r) => r.named_tensors().into_iter().map(|(_, t)| t).collect(),
+        };
         specs.into_iter().map(|s| s.name).zip(flat).collect()
     }
 
@@ -508,13 +652,7 @@ impl Subnet {
     pub fn deep_copy(&self) -> Subnet {
         Subnet {
             config: self.config.clone(),
-            stem: self.stem.map(deep_copy),
-            blocks: self
-                .blocks
-                .iter()
-                .map(|(r, w)| (*r, w.map(deep_copy)))
-                .collect(),
-            head: self.head.map(deep_copy),
+            body: self.body.map(deep_copy),
         }
     }
 
@@ -530,15 +668,13 @@ impl Subnet {
         };
         Subnet {
             config: self.config.clone(),
-            stem: self.stem.map(f),
-            blocks: self.blocks.iter().map(|(r, w)| (*r, w.map(f))).collect(),
-            head: self.head.map(f),
+            body: self.body.map(f),
         }
     }
 
     /// The layout of the 4-D weights (read from the first convolution's strides).
     pub fn layout(&self) -> Layout {
-        let w = &self.stem.conv;
+        let w = self.body.first_conv();
         let (n, s) = (w.size(), w.stride());
         if s[1] == 1 && s[3] == n[1] && s[2] == n[1] * n[3] {
             Layout::ChannelsLast
@@ -559,9 +695,18 @@ impl Subnet {
     /// their autograd link to the original weights); BatchNorm stays in float32. Used for bf16
     /// mixed-precision training: run it on an input of `kind`.
     pub fn cast_weights(&self, kind: Kind) -> Subnet {
+        let n = match &self.body {
+            Body::MbConv(n) => n,
+            Body::ResNet(r) => {
+                return Subnet {
+                    config: self.config.clone(),
+                    body: Body::ResNet(r.cast_weights(kind)),
+                }
+            }
+        };
         let c = |t: &Tensor| t.to_kind(kind);
         let keep = Tensor::shallow_clone;
-        let blocks = self
+        let blocks = n
             .blocks
             .iter()
             .map(|(r, w)| {
@@ -581,20 +726,22 @@ impl Subnet {
             .collect();
         Subnet {
             config: self.config.clone(),
-            stem: Stem {
-                conv: c(&self.stem.conv),
-                bn: self.stem.bn.map(keep),
-                act: self.stem.act,
-            },
-            blocks,
-            head: Head {
-                pre_pool: c(&self.head.pre_pool),
-                pre_pool_bn: self.head.pre_pool_bn.map(keep),
-                post_pool: self.head.post_pool.as_ref().map(c),
-                act: self.head.act,
-                classifier_weight: c(&self.head.classifier_weight),
-                classifier_bias: c(&self.head.classifier_bias),
-            },
+            body: Body::MbConv(MbConvNet {
+                stem: Stem {
+                    conv: c(&n.stem.conv),
+                    bn: n.stem.bn.map(keep),
+                    act: n.stem.act,
+                },
+                blocks,
+                head: Head {
+                    pre_pool: c(&n.head.pre_pool),
+                    pre_pool_bn: n.head.pre_pool_bn.map(keep),
+                    post_pool: n.head.post_pool.as_ref().map(c),
+                    act: n.head.act,
+                    classifier_weight: c(&n.head.classifier_weight),
+                    classifier_bias: c(&n.head.classifier_bias),
+                },
+            }),
         }
     }
 
@@ -637,11 +784,16 @@ impl Subnet {
     /// Forward pass with an explicit BN behaviour (no input checks).
     pub fn forward_bn(&self, x: &Tensor, bn: &mut BnMode<'_>) -> Tensor {
         let p = self.config.bn_params();
-        let mut h = self.stem.forward(x, p, bn);
-        for (run, w) in &self.blocks {
-            h = w.forward(&h, *run, p, bn);
+        match &self.body {
+            Body::MbConv(n) => {
+                let mut h = n.stem.forward(x, p, bn);
+                for (run, w) in &n.blocks {
+                    h = w.forward(&h, *run, p, bn);
+                }
+                n.head.forward(&h, p, self.config.dropout_rate, bn)
+            }
+            Body::ResNet(r) => r.forward(x, p, self.config.dropout_rate, bn),
         }
-        self.head.forward(&h, p, self.config.dropout_rate, bn)
     }
 
     /// The eval-mode forward as a sequence of steps, one per latency-table key of the subnet
@@ -652,15 +804,17 @@ impl Subnet {
     #[allow(clippy::type_complexity)]
     pub fn eval_steps(&self) -> Vec<Box<dyn Fn(&Tensor) -> Tensor + '_>> {
         let p = self.config.bn_params();
+        let n = match &self.body {
+            Body::MbConv(n) => n,
+            Body::ResNet(r) => return r.eval_steps(p),
+        };
         let mut steps: Vec<Box<dyn Fn(&Tensor) -> Tensor + '_>> = Vec::new();
-        steps.push(Box::new(move |x| {
-            self.stem.forward(x, p, &mut BnMode::Eval)
-        }));
-        for (run, w) in &self.blocks {
+        steps.push(Box::new(move |x| n.stem.forward(x, p, &mut BnMode::Eval)));
+        for (run, w) in &n.blocks {
             let run = *run;
             steps.push(Box::new(move |x| w.forward(x, run, p, &mut BnMode::Eval)));
         }
-        let h = &self.head;
+        let h = &n.head;
         steps.push(Box::new(move |x| {
             let y = x.conv2d(&h.pre_pool, None::<Tensor>, 1, 0, 1, 1);
             act(&h.pre_pool_bn.forward(&y, p, &mut BnMode::Eval), h.act)
@@ -684,36 +838,82 @@ impl Subnet {
 
     /// The BatchNorm layers in the order a forward pass calls them.
     pub fn bns(&self) -> Vec<&Bn> {
-        let mut v = vec![&self.stem.bn];
-        for (_, w) in &self.blocks {
+        let n = match &self.body {
+            Body::MbConv(n) => n,
+            Body::ResNet(r) => return r.bns(),
+        };
+        let mut v = vec![&n.stem.bn];
+        for (_, w) in &n.blocks {
             if let Some((_, b)) = &w.inverted_bottleneck {
                 v.push(b);
             }
             v.push(&w.depth_bn);
             v.push(&w.point_bn);
         }
-        v.push(&self.head.pre_pool_bn);
+        v.push(&n.head.pre_pool_bn);
         v
     }
 
     /// Device of the weights.
     pub fn device(&self) -> Device {
-        self.stem.conv.device()
+        self.body.first_conv().device()
     }
 
-    /// The layers as [`Subnet::forward_bn`] runs them (stem, blocks with how each runs, head),
-    /// for exporters that write the same graph in another format.
-    pub fn layers(&self) -> (&Stem, &[(BlockRun, BlockWeights)], &Head) {
-        (&self.stem, &self.blocks, &self.head)
+    /// The layers as [`Subnet::forward_bn`] runs them, for exporters that write the same graph
+    /// in another format.
+    pub fn layers(&self) -> NetLayers<'_> {
+        match &self.body {
+            Body::MbConv(n) => NetLayers::MbConv {
+                stem: &n.stem,
+                blocks: &n.blocks,
+                head: &n.head,
+            },
+            Body::ResNet(r) => NetLayers::ResNet(r),
+        }
     }
 }
 
 impl TryFrom<&NetConfig> for SubnetConfig {
     type Error = String;
 
-    /// The runtime config of a reference net config (MobileNetV3 or ProxylessNASNets; ReLU,
-    /// ReLU6 and h-swish).
+    /// The runtime config of a reference net config (MobileNetV3 or ProxylessNASNets with ReLU,
+    /// ReLU6 and h-swish; ResNets).
     fn try_from(v: &NetConfig) -> std::result::Result<SubnetConfig, String> {
+        match v {
+            NetConfig::MbConv(v) => mbconv_config(v),
+            NetConfig::ResNets(v) => resnet_config(v),
+        }
+    }
+}
+
+/// The runtime config of a reference `ResNets` config.
+fn resnet_config(v: &ResNetsConfig) -> std::result::Result<SubnetConfig, String> {
+    if v.name != Family::ResNet.reference_name() {
+        return Err(format!(
+            "net_config: `name` {:?} is not \"ResNets\" (the layers are a ResNet's)",
+            v.name
+        ));
+    }
+    let layers = ResNetLayers::from_net_config(v)?;
+    let in_channels = match v.input_stem.first() {
+        Some(StemLayer::Conv(c)) => c.in_channels,
+        _ => return Err("net_config: `input_stem` starts with a conv".into()),
+    };
+    let (momentum, eps) = v.bn.as_ref().map_or((0.1, 1e-5), |b| (b.momentum, b.eps));
+    Ok(SubnetConfig {
+        family: Family::ResNet,
+        in_channels,
+        layers: Layers::ResNet(layers),
+        n_classes: v.classifier.out_features,
+        bn_momentum: momentum,
+        bn_eps: eps,
+        dropout_rate: v.classifier.dropout_rate,
+    })
+}
+
+/// The runtime config of a reference `MobileNetV3` or `ProxylessNASNets` config.
+fn mbconv_config(v: &MbConvNetConfig) -> std::result::Result<SubnetConfig, String> {
+    {
         let act = |s: Option<&str>| match s {
             Some("relu") => Ok(Activation::Relu),
             Some("relu6") => Ok(Activation::Relu6),
@@ -725,7 +925,8 @@ impl TryFrom<&NetConfig> for SubnetConfig {
             "ProxylessNASNets" => Family::ProxylessNas,
             other => {
                 return Err(format!(
-                    "net_config: `name` {other:?} is not \"MobileNetV3\" or \"ProxylessNASNets\""
+                    "net_config: `name` {other:?} is not \"MobileNetV3\" or \"ProxylessNASNets\" \
+                     (the layers are an MBConv network's)"
                 ))
             }
         };
@@ -806,10 +1007,12 @@ impl TryFrom<&NetConfig> for SubnetConfig {
         Ok(SubnetConfig {
             family,
             in_channels: v.first_conv.in_channels,
-            stem_width: v.first_conv.out_channels,
-            blocks,
-            final_expand_width: v.final_expand_layer.as_ref().map(|l| l.out_channels),
-            last_channel: v.feature_mix_layer.out_channels,
+            layers: Layers::MbConv(MbConvLayers {
+                stem_width: v.first_conv.out_channels,
+                blocks,
+                final_expand_width: v.final_expand_layer.as_ref().map(|l| l.out_channels),
+                last_channel: v.feature_mix_layer.out_channels,
+            }),
             n_classes: v.classifier.out_features,
             bn_momentum: momentum,
             bn_eps: eps,

@@ -9,8 +9,9 @@ use tch::{Device, Tensor};
 
 use crate::error::{Result, SupernetError};
 use crate::layers::{BlockWeights, Head, Mode, Se, Stem};
+use crate::resnet::ResNetSupernet;
 use crate::sort::{permute, permute_bn, sorted_by_importance};
-use crate::subnet::{Subnet, SubnetConfig};
+use crate::subnet::{Body, Layers, MbConvNet, Subnet, SubnetConfig};
 use crate::tensors::{
     InitScheme, InitSource, Layout, MapSource, Registry, Role, TensorSource, TensorSpec,
 };
@@ -29,11 +30,22 @@ struct SupernetBlock {
 #[derive(Debug)]
 pub struct Supernet {
     space: SearchSpace,
-    stem: Stem,
-    blocks: Vec<SupernetBlock>,
-    head: Head,
+    body: SupernetBody,
     registry: Vec<(TensorSpec, Tensor)>,
     layout: Layout,
+}
+
+/// The stored layers, by family.
+#[derive(Debug)]
+enum SupernetBody {
+    /// MobileNetV3 or ProxylessNAS: stem, MBConv blocks, head.
+    MbConv {
+        stem: Stem,
+        blocks: Vec<SupernetBlock>,
+        head: Head,
+    },
+    /// ResNet.
+    ResNet(ResNetSupernet),
 }
 
 impl Supernet {
@@ -75,10 +87,16 @@ impl Supernet {
         layout: Layout,
     ) -> Result<Supernet> {
         space.validate()?;
-        if !space.family.is_mbconv() {
-            return Err(SupernetError::UnsupportedFamily(space.family));
-        }
         let mut reg = Registry::new(source, layout);
+        if !space.family.is_mbconv() {
+            let body = SupernetBody::ResNet(ResNetSupernet::build(&mut reg, space)?);
+            return Ok(Supernet {
+                space: space.clone(),
+                body,
+                registry: reg.entries,
+                layout,
+            });
+        }
         let i = i64::from;
         let stem_w = i(space.stem_width());
         let stem = Stem {
@@ -141,9 +159,7 @@ impl Supernet {
         let registry = reg.entries;
         Ok(Supernet {
             space: space.clone(),
-            stem,
-            blocks,
-            head,
+            body: SupernetBody::MbConv { stem, blocks, head },
             registry,
             layout,
         })
@@ -246,7 +262,10 @@ impl Supernet {
 
     /// Device of the weights.
     pub fn device(&self) -> Device {
-        self.stem.conv.device()
+        // every network has tensors: the first one's device is the network's
+        self.registry
+            .first()
+            .map_or(Device::Cpu, |(_, t)| t.device())
     }
 
     /// Every tensor with its spec (reference supernet name, shape, role), in build order. The
@@ -288,8 +307,8 @@ impl Supernet {
     /// The tensors of one active block: views of the first channels (sharing storage and
     /// gradients with the supernet) and the transformed kernel. The one slicing implementation
     /// behind both the forward pass and extraction.
-    fn active_block(&self, b: &ActiveBlock) -> BlockWeights {
-        let blk = &self.blocks[b.spec.index];
+    fn active_block(blocks: &[SupernetBlock], b: &ActiveBlock) -> BlockWeights {
+        let blk = &blocks[b.spec.index];
         if b.spec.index == 0 {
             return blk.full.map(Tensor::shallow_clone);
         }
@@ -316,18 +335,28 @@ impl Supernet {
     pub fn view(&self, arch: &ArchConfig) -> Result<Subnet> {
         arch.validate(&self.space)?;
         let config = SubnetConfig::from_arch(&self.space, arch);
-        let blocks = arch
-            .active_blocks(&self.space)
-            .iter()
-            .zip(&config.blocks)
-            .map(|(b, layer)| (layer.run(), self.active_block(b)))
-            .collect();
-        Ok(Subnet::from_parts(
-            config,
-            self.stem.map(Tensor::shallow_clone),
-            blocks,
-            self.head.map(Tensor::shallow_clone),
-        ))
+        let body = match (&self.body, &config.layers) {
+            (SupernetBody::MbConv { stem, blocks, head }, Layers::MbConv(m)) => {
+                let active = arch
+                    .active_blocks(&self.space)
+                    .iter()
+                    .zip(&m.blocks)
+                    .map(|(b, layer)| (layer.run(), Self::active_block(blocks, b)))
+                    .collect();
+                Body::MbConv(MbConvNet {
+                    stem: stem.map(Tensor::shallow_clone),
+                    blocks: active,
+                    head: head.map(Tensor::shallow_clone),
+                })
+            }
+            (SupernetBody::ResNet(r), Layers::ResNet(_)) => Body::ResNet(r.view(&self.space, arch)),
+            _ => {
+                return Err(SupernetError::BadInput(
+                    "the subnet's layers are not of the supernet's family".into(),
+                ))
+            }
+        };
+        Ok(Subnet::from_parts(config, body))
     }
 
     /// Cut out the subnet `arch` selects: the reference `get_active_subnet(preserve_weight=True)`,
@@ -347,11 +376,14 @@ impl Supernet {
     /// larger stages in their band; then SE hidden units by the L1 norm of their expand weights.
     /// At full width the network function is unchanged.
     pub fn sort_channels(&mut self, expand_ratio_stage: usize) {
-        tch::no_grad(|| {
-            for blk in self.blocks.iter().skip(1) {
-                Self::sort_block(&self.space, blk, expand_ratio_stage);
-            }
-        })
+        match &self.body {
+            SupernetBody::MbConv { blocks, .. } => tch::no_grad(|| {
+                for blk in blocks.iter().skip(1) {
+                    Self::sort_block(&self.space, blk, expand_ratio_stage);
+                }
+            }),
+            SupernetBody::ResNet(r) => r.sort_channels(&self.space, expand_ratio_stage),
+        }
     }
 
     fn sort_block(space: &SearchSpace, blk: &SupernetBlock, stage: usize) {

@@ -13,7 +13,7 @@ use ofa_schema::net_config::NetConfig;
 use ofa_space::{cost, latency, ArchConfig, Family, SearchSpace};
 use ofa_supernet::checkpoint::read_safetensors;
 use ofa_supernet::import::{import_supernet, infer_space, normalize_names, ImportOptions};
-use ofa_supernet::{Mode, Subnet, SubnetConfig, Supernet};
+use ofa_supernet::{Layers, Mode, Subnet, SubnetConfig, Supernet};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
@@ -120,7 +120,10 @@ fn extraction_gives_the_reference_subnet_its_names_and_net_config() {
     let theirs: NetConfig = serde_json::from_str(&reference.metadata["net_config"]).unwrap();
     let mine = sub.config().to_net_config();
     assert_eq!(mine, theirs);
-    assert_eq!(mine.name, "ProxylessNASNets");
+    assert_eq!(mine.name(), "ProxylessNASNets");
+    let NetConfig::MbConv(mine) = mine else {
+        panic!("an MBConv config")
+    };
     assert!(mine.final_expand_layer.is_none());
 
     // The reference's own file loads through its net_config and computes its logits.
@@ -283,7 +286,10 @@ fn reference_net_configs_without_bn_or_with_legacy_names_load_as_the_reference_b
     assert!(e.contains("`feature_mix_layer` has use_bn false"), "{e}");
     // a typed config whose head is not its family's is refused
     let mut mixed = config;
-    mixed.final_expand_width = Some(64);
+    let Layers::MbConv(m) = &mut mixed.layers else {
+        panic!("MBConv layers")
+    };
+    m.final_expand_width = Some(64);
     let e = mixed.validate().unwrap_err();
     assert!(
         e.contains("ProxylessNASNets has no final expand layer"),
@@ -308,16 +314,4 @@ fn the_reference_state_dict_file_imports_with_its_family_and_space_inferred() {
             spec.name
         );
     }
-}
-
-#[test]
-fn a_resnet_space_is_refused_by_name_until_its_layers_exist() {
-    // The space crate describes ResNet (arch format, costs, encoding); building its supernet is
-    // a named error, not a MobileNet-shaped network.
-    let space = SearchSpace::preset("ofa-resnet-tiny").unwrap();
-    let e = Supernet::new(&space, 0, Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("ResNet supernet (`OFAResNets`)"), "{e}");
 }

@@ -6,22 +6,22 @@
 //! tensors to an arch's widths (views sharing storage and gradients); extraction is a deep copy of
 //! that view.
 //!
-//! Checked against the reference here (logits of the supernet, of extracted subnets and after
-//! re-organisation; the extracted state_dict). [`crate::Supernet`] and [`crate::Subnet`] do not
-//! hold these layers yet, so outside the tests nothing calls them.
-#![cfg_attr(not(test), allow(dead_code))]
+//! Checked against the reference by `supernet/tests/resnet.rs`.
+
+mod config;
 
 use ofa_space::{ArchConfig, Bottleneck, ResNetStem, SearchSpace};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::error::Result;
 use crate::layers::{Bn, BnMode, BnParams};
 use crate::sort::{permute, permute_bn, sorted_by_importance};
-use crate::tensors::{Registry, Role, TensorSpec};
+use crate::tensors::{Registry, Role};
+pub use config::{BottleneckConfig, ResNetLayers};
 
 /// A convolution without bias and its BatchNorm.
 #[derive(Debug)]
-pub(crate) struct ConvBn {
+pub struct ConvBn {
     /// `[out, in, k, k]`
     pub conv: Tensor,
     /// BN over `out` channels.
@@ -53,9 +53,12 @@ impl ConvBn {
 
 /// One bottleneck's tensors.
 #[derive(Debug)]
-pub(crate) struct BottleneckWeights {
+pub struct BottleneckWeights {
+    /// 1×1, input to middle width.
     pub conv1: ConvBn,
+    /// 3×3 with the block's stride.
     pub conv2: ConvBn,
+    /// 1×1, middle to output width (no activation before the addition).
     pub conv3: ConvBn,
     /// Average pool + 1×1 conv + BN (the first block of a stage); `None`: the identity.
     pub downsample: Option<ConvBn>,
@@ -103,7 +106,7 @@ impl BottleneckWeights {
 
 /// A static ResNet (the reference `ResNets`): its layers' tensors and how to run them.
 #[derive(Debug)]
-pub(crate) struct ResNetNet {
+pub struct ResNetNet {
     /// Conv 3×3/2, the residual conv 3×3 (when it runs), conv 3×3.
     pub stem: Vec<ConvBn>,
     /// Whether `stem[1]` is the residual conv.
@@ -117,25 +120,129 @@ pub(crate) struct ResNetNet {
 }
 
 impl ResNetNet {
-    /// The forward pass; `dropout` before the classifier in training mode only.
-    pub fn forward(&self, x: &Tensor, p: BnParams, dropout: f64, mode: &mut BnMode<'_>) -> Tensor {
-        let train = mode.is_train();
+    /// The network from its tensors in [`ResNetLayers::tensor_specs`] order.
+    pub fn from_taken(layers: &ResNetLayers, taken: Vec<Tensor>) -> ResNetNet {
+        let mut it = taken.into_iter();
+        let mut next = move || {
+            it.next()
+                .unwrap_or_else(|| Tensor::zeros([0], (tch::Kind::Float, tch::Device::Cpu)))
+        };
+        let mut conv_bn = || ConvBn {
+            conv: next(),
+            bn: Bn {
+                weight: next(),
+                bias: next(),
+                running_mean: next(),
+                running_var: next(),
+                num_batches_tracked: next(),
+            },
+        };
+        let n_stem = 2 + usize::from(layers.stem_middle);
+        let stem = (0..n_stem).map(|_| conv_bn()).collect();
+        let blocks = layers
+            .blocks
+            .iter()
+            .map(|b| {
+                let w = BottleneckWeights {
+                    conv1: conv_bn(),
+                    conv2: conv_bn(),
+                    conv3: conv_bn(),
+                    downsample: b.downsample().then(&mut conv_bn),
+                };
+                (i64::from(b.stride), w)
+            })
+            .collect();
+        ResNetNet {
+            stem,
+            stem_middle: layers.stem_middle,
+            blocks,
+            classifier_weight: next(),
+            classifier_bias: next(),
+        }
+    }
+
+    /// The stem: conv, the residual conv where it runs, conv, each with BN and ReLU.
+    fn stem_forward(&self, x: &Tensor, p: BnParams, mode: &mut BnMode<'_>) -> Tensor {
         let mut h = self.stem[0].forward(x, 2, p, mode).relu();
         for (j, layer) in self.stem.iter().enumerate().skip(1) {
             let y = layer.forward(&h, 1, p, mode).relu();
             h = if self.stem_middle && j == 1 { y + h } else { y };
         }
-        h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        h
+    }
+
+    /// The forward pass; `dropout` before the classifier in training mode only.
+    pub fn forward(&self, x: &Tensor, p: BnParams, dropout: f64, mode: &mut BnMode<'_>) -> Tensor {
+        let train = mode.is_train();
+        let mut h = max_pool(&self.stem_forward(x, p, mode));
         for (stride, b) in &self.blocks {
             h = b.forward(&h, *stride, p, mode);
         }
-        let h = h.mean_dim(3, false, None).mean_dim(2, false, None);
+        let h = global_pool(&h);
         let h = if train && dropout > 0.0 {
             h.dropout(dropout, true)
         } else {
             h
         };
         h.linear(&self.classifier_weight, Some(&self.classifier_bias))
+    }
+
+    /// The eval-mode forward as one step per latency-table key (the stem's convs, the max-pool,
+    /// every bottleneck, pooling + classifier): see `ofa_space::latency::layer_keys`.
+    #[allow(clippy::type_complexity)]
+    pub fn eval_steps(&self, p: BnParams) -> Vec<Box<dyn Fn(&Tensor) -> Tensor + '_>> {
+        let mut steps: Vec<Box<dyn Fn(&Tensor) -> Tensor + '_>> = Vec::new();
+        for (j, layer) in self.stem.iter().enumerate() {
+            let residual = self.stem_middle && j == 1;
+            let stride = if j == 0 { 2 } else { 1 };
+            steps.push(Box::new(move |x| {
+                let y = layer.forward(x, stride, p, &mut BnMode::Eval).relu();
+                if residual {
+                    y + x
+                } else {
+                    y
+                }
+            }));
+        }
+        steps.push(Box::new(max_pool));
+        for (stride, b) in &self.blocks {
+            let stride = *stride;
+            steps.push(Box::new(move |x| {
+                b.forward(x, stride, p, &mut BnMode::Eval)
+            }));
+        }
+        steps.push(Box::new(move |x| {
+            global_pool(x).linear(&self.classifier_weight, Some(&self.classifier_bias))
+        }));
+        steps
+    }
+
+    /// The same network with its convolution and linear weights cast to `kind` (autograd links
+    /// kept), BatchNorm in float32: bf16 mixed precision.
+    pub fn cast_weights(&self, kind: Kind) -> ResNetNet {
+        let cast = |l: &ConvBn| ConvBn {
+            conv: l.conv.to_kind(kind),
+            bn: l.bn.map(Tensor::shallow_clone),
+        };
+        ResNetNet {
+            stem: self.stem.iter().map(cast).collect(),
+            stem_middle: self.stem_middle,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|(s, b)| {
+                    let w = BottleneckWeights {
+                        conv1: cast(&b.conv1),
+                        conv2: cast(&b.conv2),
+                        conv3: cast(&b.conv3),
+                        downsample: b.downsample.as_ref().map(cast),
+                    };
+                    (*s, w)
+                })
+                .collect(),
+            classifier_weight: self.classifier_weight.to_kind(kind),
+            classifier_bias: self.classifier_bias.to_kind(kind),
+        }
     }
 
     /// Every tensor mapped (shallow or deep copies).
@@ -194,6 +301,16 @@ impl ResNetNet {
         ));
         out
     }
+}
+
+/// The 3×3 stride-2 max-pool after the stem.
+fn max_pool(x: &Tensor) -> Tensor {
+    x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+}
+
+/// Global average pooling to `[n, c]`, over W then H as the reference's `MyGlobalAvgPool2d`.
+fn global_pool(x: &Tensor) -> Tensor {
+    x.mean_dim(3, false, None).mean_dim(2, false, None)
 }
 
 fn bn_tensors(bn: &Bn) -> [(&'static str, &Tensor); 5] {
@@ -337,184 +454,5 @@ impl ResNetSupernet {
                 permute(&w.conv1.conv, 0, &idx);
             }
         })
-    }
-}
-
-/// The reference `ResNets` state_dict names and shapes of a static ResNet, in order.
-pub(crate) fn subnet_specs(net: &ResNetNet) -> Vec<TensorSpec> {
-    net.named_tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            let role = role_of(&name);
-            TensorSpec {
-                name,
-                shape: t.size(),
-                role,
-            }
-        })
-        .collect()
-}
-
-fn role_of(name: &str) -> Role {
-    let last = name.rsplit('.').next().unwrap_or("");
-    match (name.contains(".bn."), last) {
-        (true, "weight") => Role::BnWeight,
-        (true, "bias") => Role::BnBias,
-        (_, "running_mean") => Role::RunningMean,
-        (_, "running_var") => Role::RunningVar,
-        (_, "num_batches_tracked") => Role::BatchCounter,
-        _ if name.starts_with("classifier") && last == "bias" => Role::LinearBias,
-        _ if name.starts_with("classifier") => Role::LinearWeight,
-        _ => Role::ConvWeight,
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    //! Conformance against the reference `OFAResNets` (`tests/fixtures/ofa-resnet-tiny`, made by
-    //! `scripts/family_fixtures.py`).
-
-    use std::collections::HashMap;
-    use std::path::{Path, PathBuf};
-
-    use ofa_space::{ArchConfig, SearchSpace};
-    use serde_json::Value;
-    use tch::{Device, Tensor};
-
-    use super::*;
-    use crate::checkpoint::read_safetensors;
-    use crate::tensors::{Layout, MapSource};
-
-    fn fixtures() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ofa-resnet-tiny")
-    }
-
-    fn space() -> SearchSpace {
-        SearchSpace::preset("ofa-resnet-tiny").unwrap()
-    }
-
-    fn supernet(space: &SearchSpace) -> ResNetSupernet {
-        let f = read_safetensors(&fixtures().join("supernet.safetensors")).unwrap();
-        MapSource::build_all(f.tensors, Device::Cpu, |src| {
-            let mut reg = Registry::new(src, Layout::Contiguous);
-            ResNetSupernet::build(&mut reg, space)
-        })
-        .unwrap()
-    }
-
-    fn cases() -> Vec<Value> {
-        let text = std::fs::read_to_string(fixtures().join("cases.json")).unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v["cases"].as_array().unwrap().clone()
-    }
-
-    fn arch_of(case: &Value) -> ArchConfig {
-        let v = serde_json::json!({"d": case["d"], "e": case["e"], "w": case["w"], "r": case["r"]});
-        ArchConfig::from_json(&v.to_string()).unwrap()
-    }
-
-    fn io() -> HashMap<String, Tensor> {
-        read_safetensors(&fixtures().join("io.safetensors"))
-            .unwrap()
-            .tensors
-    }
-
-    fn params(space: &SearchSpace) -> BnParams {
-        BnParams {
-            momentum: space.bn_momentum,
-            eps: space.bn_eps,
-        }
-    }
-
-    fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-        assert_eq!(got.size(), want.size(), "{what}");
-        let err = (got - want).abs() - (want.abs() + 1.0) * 1e-4;
-        let worst = err.max().double_value(&[]);
-        assert!(worst <= 0.0, "{what}: exceeds 1e-4·(1+|x|) by {worst}");
-    }
-
-    #[test]
-    fn supernet_and_extracted_logits_match_the_reference() {
-        let space = space();
-        let net = supernet(&space);
-        let io = io();
-        let p = params(&space);
-        for case in cases() {
-            let i = case["index"].as_u64().unwrap();
-            let arch = arch_of(&case);
-            arch.validate(&space).unwrap();
-            let x = &io[&format!("input_{i}")];
-            let view = net.view(&space, &arch);
-            let got = tch::no_grad(|| view.forward(x, p, 0.0, &mut BnMode::Eval));
-            assert_close(
-                &got,
-                &io[&format!("logits_supernet_{i}")],
-                &format!("case {i}"),
-            );
-            let sub = tch::no_grad(|| view.map(crate::tensors::deep_copy));
-            let got = tch::no_grad(|| sub.forward(x, p, 0.0, &mut BnMode::Eval));
-            assert_close(
-                &got,
-                &io[&format!("logits_subnet_{i}")],
-                &format!("subnet {i}"),
-            );
-        }
-    }
-
-    #[test]
-    fn extraction_gives_the_reference_subnet_its_names_shapes_and_values() {
-        let space = space();
-        let net = supernet(&space);
-        let case = cases()
-            .into_iter()
-            .find(|c| c.get("subnet_file").is_some())
-            .unwrap();
-        let want = read_safetensors(&fixtures().join("subnet.safetensors")).unwrap();
-        let sub = net.view(&space, &arch_of(&case));
-        let mine = sub.named_tensors();
-        let mut names: Vec<&String> = mine.iter().map(|(n, _)| n).collect();
-        names.sort();
-        let mut theirs: Vec<&String> = want.tensors.keys().collect();
-        theirs.sort();
-        assert_eq!(names, theirs);
-        for (name, t) in &mine {
-            let w = &want.tensors[name];
-            assert_eq!(t.size(), w.size(), "{name}");
-            assert!(t.to_kind(w.kind()).equal(w), "{name}");
-        }
-        // every BN once, a block's shortcut BN first (the reference's call order)
-        let bns = sub.bns();
-        assert_eq!(
-            bns.len(),
-            names.iter().filter(|n| n.ends_with("bn.weight")).count()
-        );
-        let first_block = 2 + usize::from(sub.stem_middle);
-        let ds = &sub.blocks[0].1.downsample.as_ref().unwrap().bn;
-        assert!(bns[first_block].weight.equal(&ds.weight));
-        let specs = subnet_specs(&sub);
-        assert_eq!(specs.len(), mine.len());
-        assert!(specs
-            .iter()
-            .any(|s| s.name == "classifier.linear.bias" && s.role == Role::LinearBias));
-    }
-
-    #[test]
-    fn re_organising_the_middle_channels_computes_what_the_reference_does() {
-        let space = space();
-        let io = io();
-        let p = params(&space);
-        for stage in [0usize, 1] {
-            let net = supernet(&space);
-            net.sort_channels(&space, stage);
-            for case in cases() {
-                let i = case["index"].as_u64().unwrap();
-                let view = net.view(&space, &arch_of(&case));
-                let x = &io[&format!("input_{i}")];
-                let got = tch::no_grad(|| view.forward(x, p, 0.0, &mut BnMode::Eval));
-                let want = &io[&format!("logits_reorg{stage}_{i}")];
-                assert_close(&got, want, &format!("stage {stage}, case {i}"));
-            }
-        }
     }
 }
