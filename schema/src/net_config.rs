@@ -110,6 +110,29 @@ pub struct ConvLayer {
     pub use_se: bool,
 }
 
+impl ConvLayer {
+    /// The reference's `ConvLayer(cin, cout, k, stride, use_bn=bn, act_func=act).config`: no bias,
+    /// dilation 1, one group, `weight_bn_act`.
+    pub fn new(cin: u32, cout: u32, k: u32, stride: u32, bn: bool, act: Option<&str>) -> Self {
+        ConvLayer {
+            act_func: act.map(str::to_string),
+            bias: false,
+            dilation: 1,
+            dropout_rate: 0u32.into(),
+            groups: 1,
+            has_shuffle: false,
+            in_channels: cin,
+            kernel_size: k,
+            name: "ConvLayer".into(),
+            ops_order: "weight_bn_act".into(),
+            out_channels: cout,
+            stride,
+            use_bn: bn,
+            use_se: false,
+        }
+    }
+}
+
 /// `ResidualBlock`: an MBConv layer and its shortcut.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResidualBlock {
@@ -177,6 +200,21 @@ pub struct IdentityLayer {
     /// False.
     #[serde(default)]
     pub use_bn: bool,
+}
+
+impl IdentityLayer {
+    /// The reference's `IdentityLayer(cin, cout).config`.
+    pub fn new(cin: u32, cout: u32) -> Self {
+        IdentityLayer {
+            act_func: None,
+            dropout_rate: 0u32.into(),
+            in_channels: cin,
+            name: "IdentityLayer".into(),
+            ops_order: "weight_bn_act".into(),
+            out_channels: cout,
+            use_bn: false,
+        }
+    }
 }
 
 /// `LinearLayer` (the classifier).

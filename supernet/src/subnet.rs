@@ -187,23 +187,7 @@ impl SubnetConfig {
     }
 
     fn mbconv_net_config(&self, m: &MbConvLayers) -> MbConvNetConfig {
-        let conv =
-            |cin: u32, cout: u32, k: u32, stride: u32, bn: bool, act: Option<&str>| ConvLayer {
-                act_func: act.map(str::to_string),
-                bias: false,
-                dilation: 1,
-                dropout_rate: 0u32.into(),
-                groups: 1,
-                has_shuffle: false,
-                in_channels: cin,
-                kernel_size: k,
-                name: "ConvLayer".into(),
-                ops_order: "weight_bn_act".into(),
-                out_channels: cout,
-                stride,
-                use_bn: bn,
-                use_se: false,
-            };
+        let conv = ConvLayer::new;
         let blocks = m
             .blocks
             .iter()
@@ -221,15 +205,7 @@ impl SubnetConfig {
                     use_se: b.se,
                 },
                 name: "ResidualBlock".into(),
-                shortcut: b.shortcut.then(|| IdentityLayer {
-                    act_func: None,
-                    dropout_rate: 0u32.into(),
-                    in_channels: b.in_ch,
-                    name: "IdentityLayer".into(),
-                    ops_order: "weight_bn_act".into(),
-                    out_channels: b.out_ch,
-                    use_bn: false,
-                }),
+                shortcut: b.shortcut.then(|| IdentityLayer::new(b.in_ch, b.out_ch)),
             })
             .collect();
         let last_stage = m.blocks.last().map_or(m.stem_width, |b| b.out_ch);
@@ -413,23 +389,34 @@ impl SubnetConfig {
                 }
             ));
         }
-        let mut cin = m.stem_width;
+        check_chain(m.stem_width, m.blocks.iter().map(|b| (b.in_ch, b.out_ch)))?;
         for (j, b) in m.blocks.iter().enumerate() {
-            if b.in_ch != cin {
-                return Err(format!(
-                    "block {j} takes {} channels, the previous layer gives {cin}",
-                    b.in_ch
-                ));
-            }
             if b.ks % 2 == 0 || b.ks == 0 || b.stride == 0 || b.mid == 0 {
                 return Err(format!(
                     "block {j}: kernel must be odd and stride and width positive"
                 ));
             }
-            cin = b.out_ch;
         }
         Ok(())
     }
+}
+
+/// Each block takes the channels the layer before gives (`first` from the stem); the error names
+/// the first block that does not.
+pub(crate) fn check_chain(
+    first: u32,
+    blocks: impl Iterator<Item = (u32, u32)>,
+) -> std::result::Result<(), String> {
+    let mut cin = first;
+    for (j, (b_in, b_out)) in blocks.enumerate() {
+        if b_in != cin {
+            return Err(format!(
+                "block {j} takes {b_in} channels, the previous layer gives {cin}"
+            ));
+        }
+        cin = b_out;
+    }
+    Ok(())
 }
 
 /// A static subnet: its config and its layers' tensors.

@@ -78,20 +78,18 @@ impl ResNetLayers {
         if self.stem_mid == 0 || self.stem_out == 0 {
             return Err("the stem's widths must be positive".into());
         }
-        let mut cin = self.stem_out;
-        for (j, b) in self.blocks.iter().enumerate() {
-            if b.in_ch != cin {
-                return Err(format!(
-                    "block {j} takes {} channels, the previous layer gives {cin}",
-                    b.in_ch
-                ));
-            }
-            if b.stride == 0 || b.mid == 0 || b.out_ch == 0 {
-                return Err(format!("block {j}: stride and widths must be positive"));
-            }
-            cin = b.out_ch;
+        crate::subnet::check_chain(
+            self.stem_out,
+            self.blocks.iter().map(|b| (b.in_ch, b.out_ch)),
+        )?;
+        match self
+            .blocks
+            .iter()
+            .position(|b| b.stride == 0 || b.mid == 0 || b.out_ch == 0)
+        {
+            Some(j) => Err(format!("block {j}: stride and widths must be positive")),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The reference `ResNets` state_dict names, shapes and roles, in its order.
@@ -163,21 +161,8 @@ impl ResNetLayers {
         bn: BnSettings,
         dropout_rate: f64,
     ) -> ResNetsConfig {
-        let conv = |cin: u32, cout: u32, stride: u32| ConvLayer {
-            act_func: Some("relu".into()),
-            bias: false,
-            dilation: 1,
-            dropout_rate: 0u32.into(),
-            groups: 1,
-            has_shuffle: false,
-            in_channels: cin,
-            kernel_size: 3,
-            name: "ConvLayer".into(),
-            ops_order: "weight_bn_act".into(),
-            out_channels: cout,
-            stride,
-            use_bn: true,
-            use_se: false,
+        let conv = |cin: u32, cout: u32, stride: u32| {
+            ConvLayer::new(cin, cout, 3, stride, true, Some("relu"))
         };
         let (m, o) = (self.stem_mid, self.stem_out);
         let mut input_stem = vec![StemLayer::Conv(conv(in_channels, m, 2))];
@@ -185,15 +170,7 @@ impl ResNetLayers {
             input_stem.push(StemLayer::Residual(StemResidual {
                 conv: conv(m, m, 1),
                 name: "ResidualBlock".into(),
-                shortcut: Some(IdentityLayer {
-                    act_func: None,
-                    dropout_rate: 0u32.into(),
-                    in_channels: m,
-                    name: "IdentityLayer".into(),
-                    ops_order: "weight_bn_act".into(),
-                    out_channels: m,
-                    use_bn: false,
-                }),
+                shortcut: Some(IdentityLayer::new(m, m)),
             }));
         }
         input_stem.push(StemLayer::Conv(conv(m, o, 1)));
