@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ofa_space::latency::layer_keys;
-use ofa_space::{sample, ArchConfig, Choices, SearchSpace};
+use ofa_space::{sample, ArchConfig, Choices};
 use ofa_supernet::checkpoint::write_atomic;
 use ofa_supernet::timing::time_ms;
 use ofa_supernet::{Subnet, Supernet};
@@ -94,24 +94,7 @@ pub fn describe_device(device: Device) -> String {
     }
 }
 
-/// The archs that together cover every layer key: for each (kernel, expand), all blocks active.
-pub fn covering_archs(space: &SearchSpace, r: u32) -> Vec<ArchConfig> {
-    let n = space.n_elastic_blocks();
-    let d = space.depth_list.iter().copied().max().unwrap_or(1);
-    let mut out = Vec::new();
-    for &k in &space.ks_list {
-        for &e in &space.expand_ratio_list {
-            out.push(ArchConfig {
-                ks: vec![k; n],
-                e: vec![e; n],
-                d: vec![d; space.n_stages()],
-                w: Vec::new(),
-                r,
-            });
-        }
-    }
-    out
-}
+pub use ofa_space::latency::covering_archs;
 
 /// Measure the layers of `net`'s space into the table at `out` (created or resumed), in libtorch.
 /// `progress(done, total)` is called after each covering subnet.

@@ -12,10 +12,15 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use ofa_space::conv_out;
-use ofa_space::cost::{block_cost, head_cost, stem_cost};
-use ofa_space::latency::{block_key, first_conv_key, head_keys};
-use ofa_space::{ActiveBlock, ArchConfig, Choices, Ratio, SearchSpace};
+use ofa_space::cost::{
+    block_cost, bottleneck_cost, head_cost, resnet_head_cost, resnet_stem_cost, stem_cost,
+};
+use ofa_space::latency::{
+    block_key, bottleneck_key, first_conv_key, head_keys, resnet_head_key, resnet_stem_keys,
+};
+use ofa_space::{conv_out, ActiveBlock, ArchConfig, Choices, Family, Ratio, SearchSpace};
+
+use crate::resnet_table::{ResNetPart, ResNetTable};
 
 /// What an efficiency predictor measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -84,6 +89,8 @@ pub enum EfficiencyError {
         value: f64,
     },
     /// The lookup table lacks a layer this arch needs.
+    #[error("{metric}: arch {arch} does not fit the space (a list's length or a choice)")]
+    OutsideSpace { metric: Metric, arch: String },
     #[error("the latency table has no entry `{key}` (needed by arch {arch})")]
     MissingLayer {
         /// The layer's key.
@@ -125,6 +132,8 @@ pub struct Additive {
     block: Vec<f64>,
     /// Keys of the NaN entries (`fixed` slots use `usize::MAX - r`), for error messages.
     missing: HashMap<usize, String>,
+    /// A ResNet space's terms (the MBConv tables above are then empty).
+    resnet: Option<Box<ResNetTable>>,
 }
 
 impl Additive {
@@ -139,6 +148,16 @@ impl Additive {
     }
 
     fn analytic(space: &SearchSpace, metric: Metric, v: fn(ofa_space::Cost) -> f64) -> Additive {
+        if space.family == Family::ResNet {
+            let t = ResNetTable::compile(space, &space.resolutions, |part| {
+                Ok(v(match part {
+                    ResNetPart::Stem { r, stem } => resnet_stem_cost(space, r, &stem),
+                    ResNetPart::Block { b, f, .. } => bottleneck_cost(&b, f),
+                    ResNetPart::Head { c, .. } => resnet_head_cost(space, c),
+                }))
+            });
+            return Self::resnet(metric, &space.resolutions, t);
+        }
         Self::compile(space, &space.resolutions, metric, |part| {
             Ok(match part {
                 Part::Fixed {
@@ -169,6 +188,21 @@ impl Additive {
         (a, b): (f64, f64),
         lookup: impl Fn(u32, &str) -> Option<f64>,
     ) -> Additive {
+        if space.family == Family::ResNet {
+            let get = |r: u32, key: String| lookup(r, &key).ok_or(key);
+            let t = ResNetTable::compile(space, resolutions, |part| match part {
+                ResNetPart::Stem { r, stem } => {
+                    let mut total = 0.0;
+                    for (_, k) in resnet_stem_keys(space, r, &stem) {
+                        total += get(r, k)?;
+                    }
+                    Ok(a * total + b)
+                }
+                ResNetPart::Block { b: blk, f, r } => Ok(a * get(r, bottleneck_key(&blk, f))?),
+                ResNetPart::Head { f, c, r } => Ok(a * get(r, resnet_head_key(space, f, c))?),
+            });
+            return Self::resnet(metric, resolutions, t);
+        }
         Self::compile(space, resolutions, metric, |part| {
             let get = |r: u32, key: String| lookup(r, &key).ok_or(key);
             match part {
@@ -188,6 +222,25 @@ impl Additive {
                 Part::Block { block, f, r } => Ok(a * get(r, block_key(space, &block, f))?),
             }
         })
+    }
+
+    /// A model of a ResNet space: its terms in `t`.
+    fn resnet(metric: Metric, resolutions: &[u32], t: ResNetTable) -> Additive {
+        Additive {
+            metric,
+            n_blocks: 0,
+            max_depth: 0,
+            stages: Vec::new(),
+            ks: Vec::new(),
+            e: Vec::new(),
+            ks_index: [u8::MAX; 64],
+            e_index: [u8::MAX; 64],
+            resolutions: resolutions.to_vec(),
+            fixed: Vec::new(),
+            block: Vec::new(),
+            missing: HashMap::new(),
+            resnet: Some(Box::new(t)),
+        }
     }
 
     fn compile(
@@ -274,6 +327,7 @@ impl Additive {
             fixed,
             block,
             missing,
+            resnet: None,
         }
     }
 }
@@ -312,6 +366,9 @@ impl Additive {
     /// Lookup-table keys the space needs and the table lacks (sorted).
     pub fn missing_keys(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.missing.values().map(String::as_str).collect();
+        if let Some(t) = &self.resnet {
+            v.extend(t.missing_keys());
+        }
         v.sort_unstable();
         v.dedup();
         v
@@ -365,6 +422,18 @@ impl Additive {
     /// Predicted value of `arch` (whose lists must have the space's lengths).
     pub fn predict(&self, arch: &ArchConfig) -> Result<f64, EfficiencyError> {
         let ri = self.r_index(arch.r)?;
+        if let Some(t) = &self.resnet {
+            return t.predict(arch, ri).map_err(|key| match key {
+                Some(key) => EfficiencyError::MissingLayer {
+                    key,
+                    arch: arch.to_json(),
+                },
+                None => EfficiencyError::OutsideSpace {
+                    metric: self.metric,
+                    arch: arch.to_json(),
+                },
+            });
+        }
         let mut total = self.fixed[ri];
         if total.is_nan() {
             return Err(self.missing_error(usize::MAX - ri, arch));
@@ -387,6 +456,9 @@ impl Additive {
     /// come from the same space.
     pub fn minimize(terms: &[(&Additive, f64)], choices: &Choices) -> Option<(f64, ArchConfig)> {
         let first = terms.first()?.0;
+        if first.resnet.is_some() {
+            return Self::minimize_resnet(terms, choices);
+        }
         let n = first.n_blocks;
         let mut best: Option<(f64, ArchConfig)> = None;
         for &r in &choices.r {
@@ -460,6 +532,29 @@ impl Additive {
     }
 }
 
+impl Additive {
+    /// [`Additive::minimize`] for a ResNet space: its dynamic programme at each resolution.
+    fn minimize_resnet(terms: &[(&Additive, f64)], choices: &Choices) -> Option<(f64, ArchConfig)> {
+        let mut best: Option<(f64, ArchConfig)> = None;
+        for &r in &choices.r {
+            let at_r: Option<Vec<(&ResNetTable, f64, usize)>> = terms
+                .iter()
+                .map(|(m, w)| {
+                    let ri = m.resolutions.iter().position(|x| *x == r)?;
+                    Some((m.resnet.as_deref()?, *w, ri))
+                })
+                .collect();
+            let Some(at_r) = at_r else { continue };
+            if let Some(found) = ResNetTable::minimize(&at_r, choices, r) {
+                if best.as_ref().is_none_or(|b| found.0 < b.0) {
+                    best = Some(found);
+                }
+            }
+        }
+        best
+    }
+}
+
 impl Efficiency for Additive {
     fn metric(&self) -> Metric {
         self.metric
@@ -488,6 +583,8 @@ mod tests {
             "ofa-mbv3-small32",
             "ofa-proxyless-w1.3",
             "ofa-proxyless-small32",
+            "ofa-resnet50",
+            "ofa-resnet-small32",
         ] {
             let s = SearchSpace::preset(preset).unwrap();
             let (macs, params) = (Additive::macs(&s), Additive::params(&s));
@@ -503,7 +600,7 @@ mod tests {
 
     #[test]
     fn minimum_is_the_smallest_arch_for_macs_and_no_sample_beats_it() {
-        for preset in ["ofa-proxyless-w1.3", "ofa-mbv3-w1.0"] {
+        for preset in ["ofa-proxyless-w1.3", "ofa-mbv3-w1.0", "ofa-resnet50"] {
             let s = SearchSpace::preset(preset).unwrap();
             let macs = Additive::macs(&s);
             let all = Choices::all(&s);
@@ -526,6 +623,53 @@ mod tests {
         let (_, a) = Additive::minimize(&[(&macs, 1.0)], &c).unwrap();
         assert_eq!(a.r, 160);
         assert!(a.d.iter().all(|d| *d == 3));
+    }
+
+    #[test]
+    fn a_resnet_minimum_under_mixed_signs_is_exact_and_no_sample_beats_it() {
+        // MACs minus parameters: not monotonic in any choice, so the programme must weigh widths
+        // against each other across stages
+        let s = SearchSpace::preset("ofa-resnet-tiny").unwrap();
+        let (macs, params) = (Additive::macs(&s), Additive::params(&s));
+        let all = Choices::all(&s);
+        let terms = [(&macs, 1.0), (&params, -40.0)];
+        let (v, a) = Additive::minimize(&terms, &all).unwrap();
+        a.validate(&s).unwrap();
+        let value = |a: &ArchConfig| macs.predict(a).unwrap() - 40.0 * params.predict(a).unwrap();
+        assert!((value(&a) - v).abs() < 1e-9);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for _ in 0..3000 {
+            let b = sample(&s, &all, &mut rng);
+            assert!(
+                value(&b) >= v - 1e-9,
+                "{} beats the minimum {v}",
+                b.to_json()
+            );
+        }
+        // its coordinate neighbours do not beat it either
+        for (i, w) in a.w.iter().enumerate() {
+            for o in (0..3).filter(|o| o != w) {
+                let mut b = a.clone();
+                b.w[i] = o;
+                assert!(value(&b) >= v - 1e-9);
+            }
+        }
+        // a lookup model keyed like the profiler's tables predicts the sum of its layers
+        let table = |r: u32, key: &str| {
+            let h = key
+                .bytes()
+                .fold(r as u64, |h, c| h.wrapping_mul(31).wrapping_add(c as u64));
+            Some((h % 1000) as f64 / 100.0)
+        };
+        let lat = Additive::from_lookup(&s, &s.resolutions, Metric::LatencyMs, (1.5, 0.25), table);
+        for _ in 0..200 {
+            let b = sample(&s, &all, &mut rng);
+            let want: f64 = ofa_space::latency::layer_keys(&s, &b)
+                .iter()
+                .map(|(_, k)| table(b.r, k).unwrap())
+                .sum();
+            assert!((lat.predict(&b).unwrap() - (1.5 * want + 0.25)).abs() < 1e-9);
+        }
     }
 
     #[test]

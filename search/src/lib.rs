@@ -15,6 +15,7 @@ pub mod efficiency;
 pub mod evolution;
 pub mod pareto;
 pub mod problem;
+mod resnet_table;
 pub mod strategy;
 
 pub use efficiency::{Additive, Efficiency, EfficiencyError, Metric};

@@ -333,3 +333,43 @@ fn a_proxylessnas_space_is_searched_within_its_bound_to_canonical_archs() {
     .unwrap();
     assert!(front.points.iter().all(|p| p.arch.d[5] == 1));
 }
+
+#[test]
+fn a_resnet_space_is_searched_within_its_bound_to_canonical_archs() {
+    let space = SearchSpace::preset("ofa-resnet50").unwrap();
+    let macs = Additive::macs(&space);
+    let acc = random_predictor(&space);
+    let choices = Choices::all(&space);
+    let (lo, _) = Additive::minimize(&[(&macs, 1.0)], &choices).unwrap();
+    let (hi, _) = Additive::minimize(&[(&macs, -1.0)], &choices).unwrap();
+    let bound = lo + 0.3 * (-hi - lo);
+    let problem = Problem {
+        space: &space,
+        choices,
+        accuracy: &acc,
+        bounds: vec![Bound {
+            predictor: &macs,
+            max: bound,
+        }],
+        report: vec![],
+    };
+    let r = evolve(&problem, &small_cfg(1)).unwrap();
+    r.best.arch.validate(&space).unwrap();
+    assert!(r.best.arch.ks.is_empty() && r.best.arch.w.len() == 6);
+    assert_eq!(r.best.arch, r.best.arch.canonical(&space));
+    assert!(r.best.metrics["macs_m"] <= bound);
+    let front = pareto(
+        &problem,
+        &macs,
+        &ParetoConfig {
+            population: 20,
+            generations: 5,
+            ..ParetoConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(front
+        .points
+        .iter()
+        .all(|p| p.arch.d[0] == 0 || p.arch.d[0] == 2));
+}

@@ -3,7 +3,7 @@
 //! `count_parameters` (every trainable parameter of the extracted subnet).
 
 use crate::arch::{ActiveBlock, ArchConfig};
-use crate::resnet::Bottleneck;
+use crate::resnet::{Bottleneck, ResNetStem};
 use crate::space::{conv_out, se_width, Family, SearchSpace};
 
 /// Cost of one subnet.
@@ -104,30 +104,41 @@ pub fn head_cost(space: &SearchSpace, f: u32) -> Cost {
 
 /// A ResNet arch: the stem's convs, the bottlenecks after the max-pool, the classifier.
 fn resnet_cost_at(space: &SearchSpace, arch: &ArchConfig, r: u32) -> Cost {
-    let u = u64::from;
     let stem = arch.resnet_stem(space);
-    let conv3 = |cin: u32, cout: u32, f: u32| Cost {
-        macs: 9 * u(cin) * u(cout) * u(f) * u(f),
-        params: 9 * u(cin) * u(cout) + 2 * u(cout),
-    };
-    let f = conv_out(r, 2);
-    let mut total = conv3(space.in_channels, stem.mid, f) + conv3(stem.mid, stem.out, f);
-    if stem.middle {
-        total += conv3(stem.mid, stem.mid, f);
-    }
-    let mut f = conv_out(f, 2);
+    let mut total = resnet_stem_cost(space, r, &stem);
+    let mut f = conv_out(conv_out(r, 2), 2);
     let mut last = stem.out;
     for b in arch.bottlenecks(space) {
         total += bottleneck_cost(&b, f);
         f = conv_out(f, b.stride);
         last = b.out_ch;
     }
-    let nc = u(space.n_classes);
-    total
-        + Cost {
-            macs: u(last) * nc,
-            params: u(last) * nc + nc,
-        }
+    total + resnet_head_cost(space, last)
+}
+
+/// A ResNet's stem at input resolution `r`: its 3×3 convs with BN (the max-pool after them
+/// counts nothing).
+pub fn resnet_stem_cost(space: &SearchSpace, r: u32, stem: &ResNetStem) -> Cost {
+    let u = u64::from;
+    let f = conv_out(r, 2);
+    let conv3 = |cin: u32, cout: u32| Cost {
+        macs: 9 * u(cin) * u(cout) * u(f) * u(f),
+        params: 9 * u(cin) * u(cout) + 2 * u(cout),
+    };
+    let mut c = conv3(space.in_channels, stem.mid) + conv3(stem.mid, stem.out);
+    if stem.middle {
+        c += conv3(stem.mid, stem.mid);
+    }
+    c
+}
+
+/// A ResNet's classifier on `c` pooled features (pooling counts nothing).
+pub fn resnet_head_cost(space: &SearchSpace, c: u32) -> Cost {
+    let (c, nc) = (u64::from(c), u64::from(space.n_classes));
+    Cost {
+        macs: c * nc,
+        params: c * nc + nc,
+    }
 }
 
 /// One ResNet bottleneck whose input is `f_in`×`f_in`: 1×1, 3×3 with the stride, 1×1, each with

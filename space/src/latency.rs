@@ -4,6 +4,7 @@
 //! predicted latency is the sum over its keys.
 
 use crate::arch::{ActiveBlock, ArchConfig};
+use crate::resnet::{Bottleneck, ResNetStem};
 use crate::space::{conv_out, Activation, Family, SearchSpace};
 
 /// Which part of the network a key describes.
@@ -94,8 +95,24 @@ pub fn block_key(space: &SearchSpace, b: &ActiveBlock, f: u32) -> String {
 /// and max-pool, one key per bottleneck with its widths, stride and shortcut, then pooling and
 /// the classifier.
 fn resnet_layer_keys(space: &SearchSpace, arch: &ArchConfig) -> Vec<(LayerKind, String)> {
-    let (r, cin) = (arch.r, space.in_channels);
     let stem = arch.resnet_stem(space);
+    let mut keys = resnet_stem_keys(space, arch.r, &stem);
+    let (mut f, mut c) = (conv_out(conv_out(arch.r, 2), 2), stem.out);
+    for b in arch.bottlenecks(space) {
+        keys.push((LayerKind::Block, bottleneck_key(&b, f)));
+        (f, c) = (conv_out(f, b.stride), b.out_ch);
+    }
+    keys.push((LayerKind::Logits, resnet_head_key(space, f, c)));
+    keys
+}
+
+/// Keys of a ResNet's stem at input resolution `r`: its convs and the max-pool.
+pub fn resnet_stem_keys(
+    space: &SearchSpace,
+    r: u32,
+    stem: &ResNetStem,
+) -> Vec<(LayerKind, String)> {
+    let cin = space.in_channels;
     let (m, o) = (stem.mid, stem.out);
     let f = conv_out(r, 2);
     let mut keys = vec![(
@@ -117,27 +134,73 @@ fn resnet_layer_keys(space: &SearchSpace, arch: &ArchConfig) -> Vec<(LayerKind, 
         LayerKind::Stem,
         format!("MaxPool-input:{f}x{f}x{o}-output:{g}x{g}x{o}"),
     ));
-    let (mut f, mut c) = (g, o);
-    for b in arch.bottlenecks(space) {
-        let fo = conv_out(f, b.stride);
-        keys.push((
-            LayerKind::Block,
-            format!(
-                "bottleneck-input:{f}x{f}x{}-output:{fo}x{fo}x{}-mid:{}-stride:{}-downsample:{}",
-                b.in_ch,
-                b.out_ch,
-                b.mid,
-                b.stride,
-                u8::from(b.downsample)
-            ),
-        ));
-        (f, c) = (fo, b.out_ch);
-    }
-    keys.push((
-        LayerKind::Logits,
-        format!("Logits-input:{f}x{f}x{c}-output:{}", space.n_classes),
-    ));
     keys
+}
+
+/// Key of one ResNet bottleneck whose input is `f`×`f`.
+pub fn bottleneck_key(b: &Bottleneck, f: u32) -> String {
+    let fo = conv_out(f, b.stride);
+    format!(
+        "bottleneck-input:{f}x{f}x{}-output:{fo}x{fo}x{}-mid:{}-stride:{}-downsample:{}",
+        b.in_ch,
+        b.out_ch,
+        b.mid,
+        b.stride,
+        u8::from(b.downsample)
+    )
+}
+
+/// Key of a ResNet's pooling + classifier on an `f`×`f`×`c` map.
+pub fn resnet_head_key(space: &SearchSpace, f: u32, c: u32) -> String {
+    format!("Logits-input:{f}x{f}x{c}-output:{}", space.n_classes)
+}
+
+/// Archs at resolution `r` whose layers together have every key an arch of `space` can have.
+/// MBConv families: for each (kernel, expand), every block active. ResNet: every block active
+/// and, for each expand ratio and pair (a, b) of width choices, widths alternating a, b from the
+/// stem's first conv on (so every pair of consecutive width positions takes both (a, b) and
+/// (b, a)), with the stem's residual conv run and skipped.
+pub fn covering_archs(space: &SearchSpace, r: u32) -> Vec<ArchConfig> {
+    let n = space.n_elastic_blocks();
+    let d = space.depth_list.iter().copied().max().unwrap_or(1);
+    let mut out = Vec::new();
+    if space.family == Family::ResNet {
+        let lo = space.depth_list.iter().copied().min().unwrap_or(0);
+        let widths = space.width_mult_list.len() as u32;
+        for &e in &space.expand_ratio_list {
+            for a in 0..widths {
+                for b in 0..widths {
+                    for stem in [d, lo] {
+                        let w = (0..space.stages.len() + 2)
+                            .map(|i| if i % 2 == 0 { a } else { b })
+                            .collect();
+                        let mut ds = vec![d; space.n_stages()];
+                        ds[0] = stem;
+                        out.push(ArchConfig {
+                            ks: Vec::new(),
+                            e: vec![e; n],
+                            d: ds,
+                            w,
+                            r,
+                        });
+                    }
+                }
+            }
+        }
+        return out;
+    }
+    for &k in &space.ks_list {
+        for &e in &space.expand_ratio_list {
+            out.push(ArchConfig {
+                ks: vec![k; n],
+                e: vec![e; n],
+                d: vec![d; space.n_stages()],
+                w: Vec::new(),
+                r,
+            });
+        }
+    }
+    out
 }
 
 /// Keys of the head after an `f`×`f` feature map: MobileNetV3's final expand, pool, feature mix

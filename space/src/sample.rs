@@ -26,6 +26,14 @@ pub struct Choices {
     pub r: Vec<u32>,
 }
 
+/// A position in a sorted choice list.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Min,
+    Mid,
+    Max,
+}
+
 fn pick<T: Copy, R: Rng + ?Sized>(l: &[T], rng: &mut R) -> T {
     *l.choose(rng).unwrap_or(&l[0])
 }
@@ -45,49 +53,53 @@ impl Choices {
     /// The largest architecture these choices allow: every block at the largest kernel and
     /// expand ratio, every stage at the largest depth (and width), the largest resolution.
     pub fn largest(&self, space: &SearchSpace) -> ArchConfig {
-        self.extreme(space, true)
+        self.uniform(space, Pick::Max)
     }
 
     /// The smallest architecture these choices allow (the mirror of [`Choices::largest`]).
     pub fn smallest(&self, space: &SearchSpace) -> ArchConfig {
-        self.extreme(space, false)
+        self.uniform(space, Pick::Min)
     }
 
-    fn extreme(&self, space: &SearchSpace, largest: bool) -> ArchConfig {
-        fn ext<T: Copy + Ord + Default>(l: &[T], largest: bool) -> T {
-            let v = if largest {
-                l.iter().max()
-            } else {
-                l.iter().min()
-            };
-            v.copied().unwrap_or_default()
+    /// The architecture with every entry at the middle value of its sorted choices (the upper
+    /// middle of an even list).
+    pub fn middle(&self, space: &SearchSpace) -> ArchConfig {
+        self.uniform(space, Pick::Mid)
+    }
+
+    /// Every entry at the same position of its sorted choices (a fixed stage at its count).
+    fn uniform(&self, space: &SearchSpace, p: Pick) -> ArchConfig {
+        fn at<T: Copy + Ord>(l: &[T], p: Pick) -> Option<T> {
+            let mut v = l.to_vec();
+            v.sort_unstable();
+            match p {
+                Pick::Min => v.first(),
+                Pick::Mid => v.get(v.len() / 2),
+                Pick::Max => v.last(),
+            }
+            .copied()
         }
         let n = space.n_elastic_blocks();
-        let d = ext(&self.d, largest);
-        let e = if largest {
-            self.e.iter().max()
-        } else {
-            self.e.iter().min()
-        };
+        let d = at(&self.d, p).unwrap_or(0);
         let resnet = space.family == Family::ResNet;
         ArchConfig {
             ks: if resnet {
                 Vec::new()
             } else {
-                vec![ext(&self.ks, largest); n]
+                vec![at(&self.ks, p).unwrap_or(0); n]
             },
-            e: vec![e.copied().unwrap_or(Ratio::from(1)); n],
+            e: vec![at(&self.e, p).unwrap_or(Ratio::from(1)); n],
             d: resnet
                 .then_some(d)
                 .into_iter()
                 .chain(space.elastic_stages().iter().map(|s| s.blocks.unwrap_or(d)))
                 .collect(),
             w: if resnet {
-                vec![ext(&self.w, largest); space.stages.len() + 2]
+                vec![at(&self.w, p).unwrap_or(0); space.stages.len() + 2]
             } else {
                 Vec::new()
             },
-            r: ext(&self.r, largest),
+            r: at(&self.r, p).unwrap_or(0),
         }
     }
 

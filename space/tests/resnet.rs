@@ -217,3 +217,27 @@ fn the_published_resnet50_layout_is_the_preset() {
         vec![1000, space.last_channel()]
     );
 }
+
+#[test]
+fn the_covering_archs_have_every_key_of_every_arch() {
+    use ofa_space::latency::covering_archs;
+    use ofa_space::{sample, Choices};
+    use rand::SeedableRng;
+    let space = SearchSpace::preset("ofa-resnet-tiny").unwrap();
+    let r = 40;
+    let covered: std::collections::HashSet<String> = covering_archs(&space, r)
+        .iter()
+        .flat_map(|a| {
+            a.validate(&space).unwrap();
+            layer_keys(&space, a).into_iter().map(|(_, k)| k)
+        })
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..200 {
+        let mut a = sample(&space, &Choices::all(&space), &mut rng);
+        a.r = r;
+        for (_, k) in layer_keys(&space, &a) {
+            assert!(covered.contains(&k), "{k} is not covered");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ofa_package::Package;
 use ofa_schema::bench::{BenchReport, FinetuneReport, StepThroughput, Summary};
-use ofa_space::ArchConfig;
+use ofa_space::{ArchConfig, Choices};
 use ofa_supernet::{channels_last, Layout};
 use ofa_trainer::step::{subnet_step, train_step, Precision, Sgd, StepConfig};
 use ofa_trainer::student::Student;
@@ -48,19 +48,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let space = pkg.space().clone();
     let arch = match &a.arch {
         Some(spec) => super::arch_arg(spec, &space)?,
-        None => {
-            fn mid<T: Copy + Ord>(l: &[T]) -> T {
-                let mut v = l.to_vec();
-                v.sort_unstable();
-                v[v.len() / 2]
-            }
-            // the largest arch's layout, every choice at its middle value
-            let mut arch = ArchConfig::largest(&space);
-            arch.ks.fill(mid(&space.ks_list));
-            arch.e.fill(mid(&space.expand_ratio_list));
-            arch.d.fill(mid(&space.depth_list));
-            arch
-        }
+        None => Choices::all(&space).middle(&space),
     };
     arch.validate(&space)?;
     let cfg = StepConfig {

@@ -54,7 +54,7 @@ impl StopRequests {
 /// Arguments of `ofa train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Built-in recipe (paper, fmnist, fmnist-no-ps, fmnist-short, fmnist-short-no-ps, fmnist-quick, fmnist-proxyless-short, smoke, smoke-proxyless) or a recipe TOML file.
+    /// Built-in recipe (paper, fmnist, fmnist-no-ps, fmnist-short, fmnist-short-no-ps, fmnist-quick, fmnist-proxyless-short, fmnist-resnet-short, smoke, smoke-proxyless, smoke-resnet) or a recipe TOML file.
     #[arg(long, required_unless_present = "resume")]
     recipe: Option<String>,
     /// Dataset directory: MNIST-style IDX, CIFAR-10 binary batches or an image folder

@@ -161,6 +161,10 @@ pub struct Phase {
     pub expand: Vec<Ratio>,
     /// Depth choices.
     pub depth: Vec<u32>,
+    /// Width choices, as indices into the space's `width_mult_list` (ResNet; absent in the
+    /// MBConv families, whose width is the expand ratio).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub width: Vec<u32>,
     /// Subnets sampled per step.
     #[serde(default = "d_one")]
     pub subnets_per_step: usize,
@@ -193,6 +197,17 @@ fn d_one() -> usize {
 }
 
 impl Phase {
+    /// The phase's choices in `space`, at every resolution of the space.
+    pub fn choices(&self, space: &ofa_space::SearchSpace) -> ofa_space::Choices {
+        ofa_space::Choices {
+            ks: self.ks.clone(),
+            e: self.expand.clone(),
+            d: self.depth.clone(),
+            w: self.width.clone(),
+            r: space.resolutions.clone(),
+        }
+    }
+
     /// Steps of this phase for `batches_per_epoch`.
     pub fn total_steps(&self, batches_per_epoch: u64) -> u64 {
         match (self.steps, self.epochs) {
@@ -221,8 +236,10 @@ pub const BUILTIN: &[&str] = &[
     "fmnist-short-no-ps",
     "fmnist-quick",
     "fmnist-proxyless-short",
+    "fmnist-resnet-short",
     "smoke",
     "smoke-proxyless",
+    "smoke-resnet",
 ];
 
 /// Why a recipe is not usable.
@@ -262,6 +279,8 @@ impl Recipe {
             "fmnist-proxyless-short" => include_str!("../recipes/fmnist-proxyless-short.toml"),
             "smoke" => include_str!("../recipes/smoke.toml"),
             "smoke-proxyless" => include_str!("../recipes/smoke-proxyless.toml"),
+            "fmnist-resnet-short" => include_str!("../recipes/fmnist-resnet-short.toml"),
+            "smoke-resnet" => include_str!("../recipes/smoke-resnet.toml"),
             _ => return None,
         })
     }

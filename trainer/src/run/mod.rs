@@ -406,13 +406,7 @@ impl Ctx {
             if let Some(m) = momentum.take() {
                 opt.load_state(&net, &m);
             }
-            let choices = Choices {
-                ks: phase.ks.clone(),
-                e: phase.expand.clone(),
-                d: phase.depth.clone(),
-                w: Vec::new(),
-                r: self.space.resolutions.clone(),
-            };
+            let choices = phase.choices(&self.space);
             tracing::info!(
                 phase = %phase.name, steps = total, from = state.step, warmup, lr = phase.lr,
                 subnets = phase.subnets_per_step, "phase start"
@@ -703,13 +697,7 @@ mod tests {
         let recipe = Recipe::load("smoke").unwrap();
         let mut phase = recipe.phases.last().unwrap().clone();
         phase.subnets_per_step = 4;
-        let choices = Choices {
-            ks: phase.ks.clone(),
-            e: phase.expand.clone(),
-            d: phase.depth.clone(),
-            w: Vec::new(),
-            r: space.resolutions.clone(),
-        };
+        let choices = phase.choices(&space);
         let plain = step_archs(&space, &choices, &phase, [0, 5, 9], 24);
         phase.sandwich = true;
         let sw = step_archs(&space, &choices, &phase, [0, 5, 9], 24);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ofa_package::measure::{subset, top1};
-use ofa_space::{Choices, SearchSpace};
+use ofa_space::SearchSpace;
 
 use super::{run_err, TrainError};
 use crate::data::{is_image_folder, load_any, DataError, Split};
@@ -230,13 +230,7 @@ pub fn resolve_space(recipe: &Recipe, n_classes: usize) -> Result<SearchSpace, T
     }
     space.validate()?;
     for p in &recipe.phases {
-        let c = Choices {
-            ks: p.ks.clone(),
-            e: p.expand.clone(),
-            d: p.depth.clone(),
-            w: Vec::new(),
-            r: space.resolutions.clone(),
-        };
+        let c = p.choices(&space);
         c.validate(&space).map_err(|e| {
             TrainError::Recipe(RecipeError::Invalid {
                 origin: recipe.name.clone(),

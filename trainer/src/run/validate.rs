@@ -19,16 +19,7 @@ impl Ctx {
         pi: usize,
     ) -> Result<Vec<ValidationRow>, TrainError> {
         let phase = &self.recipe.phases[pi];
-        let n = self.space.n_elastic_blocks();
-        fn pick<T: Copy + Ord>(l: &[T], which: usize) -> T {
-            let mut v = l.to_vec();
-            v.sort_unstable();
-            match which {
-                0 => v[0],
-                1 => v[v.len() / 2],
-                _ => v[v.len() - 1],
-            }
-        }
+        let choices = phase.choices(&self.space);
         let res = &self.space.resolutions;
         let rs = [
             *res.iter().min().unwrap_or(&32),
@@ -39,22 +30,13 @@ impl Ctx {
         // and max coincide where a phase has one choice, and are measured once.
         let mut slots: Vec<(SubnetSize, u32, usize)> = Vec::new();
         let mut jobs: Vec<ArchConfig> = Vec::new();
-        for (which, label) in [
-            (0, SubnetSize::Min),
-            (1, SubnetSize::Mid),
-            (2, SubnetSize::Max),
+        for (label, at) in [
+            (SubnetSize::Min, choices.smallest(&self.space)),
+            (SubnetSize::Mid, choices.middle(&self.space)),
+            (SubnetSize::Max, choices.largest(&self.space)),
         ] {
             for &r in rs.iter() {
-                let arch = ArchConfig {
-                    ks: vec![pick(&phase.ks, which); n],
-                    e: vec![pick(&phase.expand, which); n],
-                    // a fixed stage (ProxylessNAS's last) at its count, as `largest` has it
-                    d: (self.space.elastic_stages().iter())
-                        .map(|s| s.blocks.unwrap_or(pick(&phase.depth, which)))
-                        .collect(),
-                    w: Vec::new(),
-                    r,
-                };
+                let arch = ArchConfig { r, ..at.clone() };
                 let job = match jobs.iter().position(|a| *a == arch) {
                     Some(j) => j,
                     None => {
