@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Load a subnet written by `ofa extract` into the reference PyTorch network of its family
-(`MobileNetV3` or `ProxylessNASNets`, as its `net_config` names it) and compare logits.
+(`MobileNetV3`, `ProxylessNASNets` or `ResNets`, as its `net_config` names it) and compare logits.
 
 Needs `torch`, `safetensors` and the reference package `ofa` (PyPI); not part of `make test`
 (the project does not depend on Python at run time). Usage:
@@ -15,9 +15,9 @@ import sys
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from ofa.imagenet_classification.networks import MobileNetV3, ProxylessNASNets
+from ofa.imagenet_classification.networks import MobileNetV3, ProxylessNASNets, ResNets
 
-NETWORKS = {"MobileNetV3": MobileNetV3, "ProxylessNASNets": ProxylessNASNets}
+NETWORKS = {"MobileNetV3": MobileNetV3, "ProxylessNASNets": ProxylessNASNets, "ResNets": ResNets}
 
 
 def main(subnet: str, inputs: str, logits: str) -> int:

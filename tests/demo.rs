@@ -23,7 +23,7 @@ fn package() -> (&'static Path, PathBuf) {
         let pkg = specialised_package(tmp.path());
         (tmp, pkg)
     });
-    (pkg, tmp.path().join("acc.jsonl"))
+    (pkg, common::accuracy_data_of(tmp.path(), "pkg"))
 }
 
 #[test]

@@ -1361,7 +1361,7 @@ fn a_refitted_predictor_is_never_answered_from_the_old_ones_cache() {
     assert_eq!(metric(&b, "ofa_computations_total{kind=\"search\"}"), 0.0);
     assert!(b.terminate().success());
     // refitted (another seed of the fit, on the same measurements): searched anew
-    let data = package().parent().unwrap().join("acc.jsonl");
+    let data = common::accuracy_data_of(package().parent().unwrap(), "pkg");
     common::quick_fit(&copy, &data, 10, &["--seed", "7"]);
     let c2 = Serve::start(&copy, &["--cache-dir", c]);
     assert_eq!(post(&c2.url("/v1/subnets"), &body).status, 200);
@@ -1643,10 +1643,11 @@ fn a_search_strategy_is_chosen_recorded_and_keyed() {
 }
 
 #[test]
-fn a_mobilenet_and_a_proxylessnas_package_are_served_side_by_side() {
+fn a_package_of_each_family_is_served_side_by_side() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let px = specialised_package_of(tmp.path(), "smoke-proxyless", "proxyless");
-    let server = Serve::start(package(), &["--package", s(&px)]);
+    let rn = specialised_package_of(tmp.path(), "smoke-resnet", "resnet");
+    let server = Serve::start(package(), &["--package", s(&px), "--package", s(&rn)]);
     let list = get(&server.url("/v1/supernets")).json();
     let family = |name: &str| {
         list["supernets"]
@@ -1657,9 +1658,13 @@ fn a_mobilenet_and_a_proxylessnas_package_are_served_side_by_side() {
             .map(|p| p["space"]["family"].clone())
             .unwrap()
     };
-    assert_eq!(family("pkg"), "mobilenet_v3");
-    assert_eq!(family("proxyless"), "proxyless_nas");
-    for (name, reference) in [("pkg", "MobileNetV3"), ("proxyless", "ProxylessNASNets")] {
+    let families = [
+        ("pkg", "mobilenet_v3", "MobileNetV3"),
+        ("proxyless", "proxyless_nas", "ProxylessNASNets"),
+        ("resnet", "resnet", "ResNets"),
+    ];
+    for (name, fam, reference) in families {
+        assert_eq!(family(name), fam);
         let budget = mid_latency_of(&server, name);
         let req =
             json!({"supernet": name, "hardware": "cpu", "constraints": {"latency_ms": budget}});
@@ -1676,6 +1681,7 @@ fn a_mobilenet_and_a_proxylessnas_package_are_served_side_by_side() {
         let nc = get(&server.url(&format!("/v1/subnets/{id}/net-config"))).json();
         assert_eq!(nc["name"], reference, "{name}");
         assert_eq!(nc["final_expand_layer"].is_object(), name == "pkg");
+        assert_eq!(nc["input_stem"].is_array(), name == "resnet");
         // the weights are the family's subnet file
         let w = get(&server.url(&format!("/v1/subnets/{id}/weights")));
         assert_eq!(w.status, 200);
@@ -1683,12 +1689,7 @@ fn a_mobilenet_and_a_proxylessnas_package_are_served_side_by_side() {
         std::fs::write(&file, &w.body).unwrap();
         let inspected: Value =
             serde_json::from_str(&run_ok(ofa().args(["inspect", s(&file), "--json"]))).unwrap();
-        let want = if name == "pkg" {
-            "mobilenet_v3"
-        } else {
-            "proxyless_nas"
-        };
-        assert_eq!(inspected["family"], want);
+        assert_eq!(inspected["family"], fam);
         let onnx = get(&server.url(&format!("/v1/subnets/{id}/model.onnx")));
         assert_eq!(onnx.status, 200, "{name}");
     }

@@ -155,6 +155,41 @@ fn main() {
             .unwrap()
             .as_bytes(),
     );
+    // a ResNet subnet (its `ResNets` net_config: input stem, bottlenecks), the smallest of a
+    // narrow space with one stage of one block each
+    let mut rn = SearchSpace::resnet("seed-resnet", vec![0.05, 0.1], 2, vec![32]);
+    rn.in_channels = 1;
+    rn.depth_list = vec![0, 1];
+    rn.expand_ratio_list.truncate(2);
+    for st in &mut rn.stages {
+        st.base_depth = 1;
+    }
+    rn.validate().unwrap();
+    let rn_net = ofa_supernet::Supernet::new(&rn, 0, Device::Cpu).unwrap();
+    let rn_small = ArchConfig::smallest(&rn);
+    let rn_sub = rn_net.extract(&rn_small).unwrap();
+    let mut extra = BTreeMap::new();
+    extra.insert("arch".to_string(), rn_small.to_json());
+    put(
+        &dir,
+        "subnet_safetensors",
+        "seed-resnet-smallest",
+        &rn_sub.to_safetensors(&extra).unwrap(),
+    );
+    put(
+        &dir,
+        "net_config_json",
+        "seed-resnet-smallest",
+        serde_json::to_string(&rn_sub.config().to_net_config())
+            .unwrap()
+            .as_bytes(),
+    );
+    put(
+        &dir,
+        "arch_json",
+        "seed-resnet-smallest",
+        rn_small.to_json().as_bytes(),
+    );
     put(&dir, "pth", "seed-one-tensor", &pth());
 
     // archs and spaces
@@ -165,7 +200,12 @@ fn main() {
     ] {
         put(&dir, "arch_json", name, a.to_json().as_bytes());
     }
-    for p in ["ofa-mbv3-tiny", "ofa-mbv3-small32", "ofa-proxyless-tiny"] {
+    for p in [
+        "ofa-mbv3-tiny",
+        "ofa-mbv3-small32",
+        "ofa-proxyless-tiny",
+        "ofa-resnet-tiny",
+    ] {
         put(
             &dir,
             "space_json",
@@ -213,6 +253,8 @@ fn main() {
         "fmnist-short-no-ps",
         "smoke-proxyless",
         "fmnist-proxyless-short",
+        "smoke-resnet",
+        "fmnist-resnet-short",
     ] {
         let t = ofa_trainer::recipe::Recipe::builtin_toml(r).unwrap();
         put(&dir, "recipe_toml", &format!("seed-{r}"), t.as_bytes());

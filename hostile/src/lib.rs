@@ -147,6 +147,7 @@ fn use_arch(space: &SearchSpace, a: &ArchConfig) {
         let _ = cost(space, &c);
         let _ = ofa_space::latency::layer_keys(space, &c);
         let _ = c.active_blocks(space);
+        let _ = c.bottlenecks(space);
     }
 }
 

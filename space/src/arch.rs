@@ -200,9 +200,12 @@ impl ArchConfig {
     }
 
     /// The active blocks of an MBConv family, block 0 first, with their resolved kernel, expand
-    /// and middle width (ResNet's are [`ArchConfig::bottlenecks`]). Assumes a config validated
-    /// against `space` (lengths are checked by indexing).
+    /// and middle width (none for ResNet: its are [`ArchConfig::bottlenecks`]). Assumes a config
+    /// validated against `space` (lengths are checked by indexing).
     pub fn active_blocks(&self, space: &SearchSpace) -> Vec<ActiveBlock> {
+        if !space.family.is_mbconv() {
+            return Vec::new();
+        }
         space
             .blocks()
             .into_iter()

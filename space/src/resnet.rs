@@ -101,8 +101,11 @@ impl SearchSpace {
             .collect()
     }
 
-    /// Every supernet bottleneck with the largest widths it stores.
+    /// Every supernet bottleneck with the largest widths it stores (none for an MBConv family).
     pub fn resnet_blocks(&self) -> Vec<BottleneckSpec> {
+        if self.family.is_mbconv() {
+            return Vec::new();
+        }
         let max = |l: &[u32]| l.iter().copied().max().unwrap_or(0);
         let mut cin = max(&self.resnet_stem_widths());
         let max_e = self.max_expand();
@@ -218,8 +221,11 @@ impl ArchConfig {
     }
 
     /// The bottlenecks a ResNet arch runs, in order: the first `base_depth + d[1 + stage]` of
-    /// each stage. Assumes a config validated against `space`.
+    /// each stage (none for an MBConv family). Assumes a config validated against `space`.
     pub fn bottlenecks(&self, space: &SearchSpace) -> Vec<Bottleneck> {
+        if space.family.is_mbconv() {
+            return Vec::new();
+        }
         let mut cin = space.resnet_stem_widths()[self.w[1] as usize];
         let widths = space.resnet_stage_widths();
         let mut out = Vec::with_capacity(self.e.len());

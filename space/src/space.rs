@@ -795,6 +795,9 @@ impl SearchSpace {
     /// All supernet blocks of an MBConv family (the first block, then every stage's) with their
     /// derived shapes; ResNet's bottlenecks are [`SearchSpace::resnet_blocks`].
     pub fn blocks(&self) -> Vec<BlockSpec> {
+        if !self.family.is_mbconv() {
+            return Vec::new();
+        }
         let widths = self.stage_widths();
         let stem = self.stem_width();
         let mut out = Vec::with_capacity(1 + self.n_elastic_blocks());

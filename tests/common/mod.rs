@@ -108,16 +108,22 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The measured subnets [`specialised_package_of`]`(dir, _, name)` fits its predictor on.
+pub fn accuracy_data_of(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}-acc.jsonl"))
+}
+
 /// A smoke package made ready for specialisation in `dir`: an accuracy predictor fitted on 10
 /// measured subnets and a latency table of this CPU (`latency/cpu.json`).
 pub fn specialised_package(dir: &Path) -> PathBuf {
     specialised_package_of(dir, "smoke", "pkg")
 }
 
-/// [`specialised_package`] of the built-in `recipe`, in `dir/name`.
+/// [`specialised_package`] of the built-in `recipe`, in `dir/name`; its measured subnets in
+/// [`accuracy_data_of`]`(dir, name)`.
 pub fn specialised_package_of(dir: &Path, recipe: &str, name: &str) -> PathBuf {
     let pkg = smoke_package_of(dir, recipe, name);
-    let acc = dir.join("acc.jsonl");
+    let acc = accuracy_data_of(dir, name);
     run_ok(ofa().args([
         "predictor",
         "dataset",
