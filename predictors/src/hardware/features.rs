@@ -3,8 +3,12 @@
 
 use std::collections::HashSet;
 
-use ofa_space::latency::{block_key, first_conv_key, head_keys, LayerKind};
-use ofa_space::{conv_out, se_width, ActiveBlock, ArchConfig, SearchSpace};
+use ofa_space::cost::bottleneck_cost;
+use ofa_space::latency::{
+    block_key, bottleneck_key, covering_archs, first_conv_key, head_keys, resnet_head_key,
+    resnet_stem_keys, LayerKind,
+};
+use ofa_space::{conv_out, se_width, ActiveBlock, ArchConfig, Family, SearchSpace};
 use serde::{Deserialize, Serialize};
 
 use super::HardwareError;
@@ -146,9 +150,66 @@ fn head_layers(space: &SearchSpace, f: u32) -> Vec<Layer> {
         .collect()
 }
 
+/// The layers of a ResNet arch: the stem's convs (dense) and max-pool, each bottleneck (dense
+/// 1×1, 3×3 and shortcut convs; one block), pooling + classifier.
+fn resnet_arch_layers(space: &SearchSpace, arch: &ArchConfig) -> Vec<Layer> {
+    let u = u64::from;
+    let stem = arch.resnet_stem(space);
+    let f = u(conv_out(arch.r, 2));
+    let (cin, mid, out) = (u(space.in_channels), u(stem.mid), u(stem.out));
+    let mut layers: Vec<Layer> = resnet_stem_keys(space, arch.r, &stem)
+        .into_iter()
+        .map(|(kind, key)| {
+            let (macs, elements) = if key.starts_with("MaxPool") {
+                let g = u(conv_out(f as u32, 2));
+                (0, out * g * g)
+            } else if key.starts_with("Conv_res") {
+                // the conv and the identity's addition
+                (9 * mid * mid * f * f, 2 * mid * f * f)
+            } else if key.starts_with("Conv_stem") {
+                (9 * mid * out * f * f, out * f * f)
+            } else {
+                (9 * cin * mid * f * f, mid * f * f)
+            };
+            dense_layer(kind, key, macs, elements)
+        })
+        .collect();
+    let (mut f, mut c) = (conv_out(conv_out(arch.r, 2), 2), stem.out);
+    for b in arch.bottlenecks(space) {
+        let fi = u(f) * u(f);
+        let fo = u(conv_out(f, b.stride)).pow(2);
+        let (m_, o) = (u(b.mid), u(b.out_ch));
+        // conv1 at the input size, conv2 and conv3, the shortcut and the addition at the output
+        let mut elements = m_ * fi + m_ * fo + 2 * o * fo;
+        if b.downsample {
+            elements += o * fo;
+        }
+        let mut l = dense_layer(
+            LayerKind::Block,
+            bottleneck_key(&b, f),
+            bottleneck_cost(&b, f).macs,
+            elements,
+        );
+        l.phi[Blocks.index()] = 1.0;
+        layers.push(l);
+        (f, c) = (conv_out(f, b.stride), b.out_ch);
+    }
+    let (cc, nc) = (u(c), u(space.n_classes));
+    layers.push(dense_layer(
+        LayerKind::Logits,
+        resnet_head_key(space, f, c),
+        cc * nc,
+        cc * u(f) * u(f) + nc,
+    ));
+    layers
+}
+
 /// The layers of `arch` at its resolution, in execution order (the keys of
 /// [`ofa_space::latency::layer_keys`]).
 pub fn arch_layers(space: &SearchSpace, arch: &ArchConfig) -> Vec<Layer> {
+    if space.family == Family::ResNet {
+        return resnet_arch_layers(space, arch);
+    }
     let mut out = vec![stem_layer(space, arch.r)];
     let mut f = conv_out(arch.r, 2);
     for b in arch.active_blocks(space) {
@@ -161,6 +222,15 @@ pub fn arch_layers(space: &SearchSpace, arch: &ArchConfig) -> Vec<Layer> {
 
 /// Every distinct layer any subnet of `space` has at resolution `r` (what a table covers).
 pub fn all_layers(space: &SearchSpace, r: u32) -> Vec<Layer> {
+    if space.family == Family::ResNet {
+        // the covering archs have every key (`ofa_space::latency::covering_archs`)
+        let mut seen = HashSet::new();
+        return covering_archs(space, r)
+            .iter()
+            .flat_map(|a| resnet_arch_layers(space, a))
+            .filter(|l| seen.insert(l.key.clone()))
+            .collect();
+    }
     let blocks = space.blocks();
     let mut f = conv_out(r, 2);
     let mut f_in = Vec::with_capacity(blocks.len());
