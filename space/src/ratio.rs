@@ -9,8 +9,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// An expand ratio. A whole ratio serialises as a JSON integer (`6`, so files written before
 /// fractions existed keep their bytes), any other as a float (`0.25`). Equality, hashing and order
 /// are those of the value (`-0.0` and NaN cannot be made: [`Ratio::new`] refuses them).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Ratio(f64);
+
+impl fmt::Debug for Ratio {
+    /// As [`fmt::Display`]: `[3, 4, 6]`, `[0.2, 0.25]` in lists.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 impl Ratio {
     /// A ratio from a finite, positive value; `None` otherwise.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use ofa_space::Ratio;
 use ofa_supernet::import::{import_supernet, ImportOptions};
 use ofa_supernet::Provenance;
 use tch::Device;
@@ -18,9 +19,12 @@ pub struct Args {
     /// Use this space (preset name or SearchSpace JSON file) instead of inferring it.
     #[arg(long)]
     space: Option<String>,
-    /// Expand ratio choices (shapes only show the largest), e.g. 3,4,6.
+    /// Expand ratio choices (shapes only show the largest), e.g. 3,4,6 (ResNet: 0.2,0.25,0.35).
+    #[arg(long, value_delimiter = ',', value_parser = parse_ratio)]
+    expand_list: Option<Vec<Ratio>>,
+    /// ResNet width multiplier choices (shapes only show the largest), e.g. 0.65,0.8,1.0.
     #[arg(long, value_delimiter = ',')]
-    expand_list: Option<Vec<u32>>,
+    width_list: Option<Vec<f64>>,
     /// Depth choices, e.g. 2,3,4.
     #[arg(long, value_delimiter = ',')]
     depth_list: Option<Vec<u32>>,
@@ -32,11 +36,19 @@ pub struct Args {
     name: Option<String>,
 }
 
+fn parse_ratio(s: &str) -> Result<Ratio, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not an expand ratio (a number)"))?;
+    Ratio::new(v).ok_or_else(|| format!("an expand ratio must be positive, got {s}"))
+}
+
 /// Run `ofa import`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = ImportOptions {
         space: a.space.as_deref().map(super::read_space).transpose()?,
         expand_ratio_list: a.expand_list,
+        width_mult_list: a.width_list,
         depth_list: a.depth_list,
         resolutions: a.resolutions,
         name: a.name,
@@ -49,10 +61,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     net.save(&a.out, &prov, None)?;
     let s = net.space();
     eprintln!(
-        "wrote {}: space {} (width {}, {} classes, kernels {:?}, expands {:?}, depths {:?}), {} tensors",
+        "wrote {}: space {} ({} {}, {} classes, kernels {:?}, expands {:?}, depths {:?}), {} tensors",
         a.out.display(),
         s.name,
-        s.width_mult,
+        s.family.label(),
+        if s.width_mult_list.is_empty() {
+            format!("width {}", s.width_mult)
+        } else {
+            format!("widths {:?}", s.width_mult_list)
+        },
         s.n_classes,
         s.ks_list,
         s.expand_ratio_list,

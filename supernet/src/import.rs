@@ -17,7 +17,9 @@ pub struct ImportOptions {
     /// Use this space (a preset or a full JSON) instead of inferring one.
     pub space: Option<SearchSpace>,
     /// Expand ratio choices (shapes only show the largest).
-    pub expand_ratio_list: Option<Vec<u32>>,
+    pub expand_ratio_list: Option<Vec<Ratio>>,
+    /// Width multiplier choices of a ResNet (shapes only show the largest).
+    pub width_mult_list: Option<Vec<f64>>,
     /// Depth choices (shapes only show the largest).
     pub depth_list: Option<Vec<u32>>,
     /// Resolutions of the space.
@@ -48,7 +50,36 @@ pub fn read_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
 /// Map legacy and current reference names to the current supernet naming:
 /// `.mobile_inverted_conv.` → `.conv.`, and for elastic blocks (N ≥ 1) the inner wrapper level
 /// (`{layer}.conv.conv.weight`, `{layer}.bn.bn.*`) added where a checkpoint omits it.
+///
+/// A ResNet in the static naming (`input_stem.0.conv.weight`, `….bn.weight`,
+/// `classifier.linear.weight`) gets the elastic one (`….conv.conv.weight`, `….bn.bn.*`,
+/// `classifier.linear.linear.*`), as `OFAResNets.load_state_dict` maps it.
 pub fn normalize_names(map: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    let resnet = map.keys().any(|k| k.starts_with("input_stem."));
+    if resnet {
+        let elastic = map.contains_key("input_stem.0.conv.conv.weight");
+        return map
+            .into_iter()
+            .map(|(name, t)| {
+                if elastic {
+                    return (name, t);
+                }
+                let n = if name.contains(".linear.") {
+                    name.replace(".linear.", ".linear.linear.")
+                } else if name.contains("bn.") {
+                    name.replace("bn.", "bn.bn.")
+                } else if name.ends_with("conv.weight") {
+                    format!(
+                        "{}conv.conv.weight",
+                        &name[..name.len() - "conv.weight".len()]
+                    )
+                } else {
+                    name
+                };
+                (n, t)
+            })
+            .collect();
+    }
     map.into_iter()
         .map(|(name, t)| {
             let current = name.replace(".mobile_inverted_conv.", ".conv.");
@@ -94,6 +125,9 @@ fn dim(map: &HashMap<String, Tensor>, name: &str, d: usize) -> Result<u32> {
 
 /// Infer the search space of a (normalised) reference supernet state_dict from its shapes.
 pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Result<SearchSpace> {
+    if map.contains_key("input_stem.0.conv.conv.weight") {
+        return infer_resnet_space(map, opts);
+    }
     // The family from its head: MobileNetV3 has a final expand layer, ProxylessNAS a feature mix
     // with BN before pooling (and a last stage of one block after five of equal depth).
     let family = if map.contains_key("final_expand_layer.conv.weight") {
@@ -199,9 +233,9 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     let max_e = max_mid / widths[0];
     let expand = opts.expand_ratio_list.clone().unwrap_or_else(|| {
         if max_e == 6 {
-            vec![3, 4, 6]
+            vec![3.into(), 4.into(), 6.into()]
         } else {
-            vec![max_e]
+            vec![max_e.into()]
         }
     });
     let depth = opts.depth_list.clone().unwrap_or_else(|| {
@@ -225,7 +259,7 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     let mut space = family_space(&name, width_mult, n_classes, resolutions);
     space.in_channels = in_channels;
     space.ks_list = ks;
-    space.expand_ratio_list = expand.into_iter().map(Ratio::from).collect();
+    space.expand_ratio_list = expand;
     space.depth_list = depth;
     space.validate()?;
     if space.max_expand() != Ratio::from(max_e)
@@ -236,6 +270,134 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
             "the given choices (max expand {}, max depth {}) do not match the checkpoint (max expand {max_e}, max depth {max_depth})",
             space.max_expand(),
             space.max_depth()
+        )));
+    }
+    Ok(space)
+}
+
+/// The space of an `OFAResNets` state_dict (elastic naming): stem and stage widths, blocks per
+/// stage (the first of each holds the downsample shortcut) above `ResNets.BASE_DEPTH_LIST`, the
+/// largest expand ratio from the first block's middle width. Width and expand choices other than
+/// the largest are not in the shapes: the published `ofa_resnet50`'s (widths 0.65, 0.8, 1.0;
+/// ratios 0.2, 0.25, 0.35) when the largest are its, else the given ones or the largest alone.
+fn infer_resnet_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Result<SearchSpace> {
+    let bad =
+        |what: String| SupernetError::BadInput(format!("cannot infer the ResNet space: {what}"));
+    let in_channels = dim(map, "input_stem.0.conv.conv.weight", 1)?;
+    let stem_out = dim(map, "input_stem.2.conv.conv.weight", 0)?;
+    let n_blocks = (0..)
+        .take_while(|j| map.contains_key(&format!("blocks.{j}.conv1.conv.conv.weight")))
+        .count();
+    let firsts: Vec<usize> = (0..n_blocks)
+        .filter(|j| map.contains_key(&format!("blocks.{j}.downsample.conv.conv.weight")))
+        .collect();
+    if firsts.len() != 4 || firsts.first() != Some(&0) {
+        return Err(bad(format!(
+            "found {n_blocks} blocks in {} stages (by their downsample shortcuts), OFAResNets has 4",
+            firsts.len()
+        )));
+    }
+    let sizes: Vec<usize> = firsts
+        .iter()
+        .zip(firsts.iter().skip(1).chain([&n_blocks]))
+        .map(|(a, b)| b - a)
+        .collect();
+    let extra: Vec<i64> = sizes
+        .iter()
+        .zip(ofa_space::RESNET_BASE_DEPTHS)
+        .map(|(n, base)| *n as i64 - i64::from(base))
+        .collect();
+    if extra.iter().any(|e| *e < 0 || *e != extra[0]) {
+        return Err(bad(format!(
+            "stages of {sizes:?} blocks are not the base depths {:?} plus one depth",
+            ofa_space::RESNET_BASE_DEPTHS
+        )));
+    }
+    let max_depth = extra[0] as u32;
+    let widths: Vec<u32> = firsts
+        .iter()
+        .map(|j| dim(map, &format!("blocks.{j}.conv3.conv.conv.weight"), 0))
+        .collect::<Result<_>>()?;
+    let n_classes = dim(map, "classifier.linear.linear.weight", 0)?;
+    let max_mid = dim(map, "blocks.0.conv1.conv.conv.weight", 0)?;
+    // the largest multiplier: the one that gives every largest width
+    let probe = SearchSpace::resnet("x", vec![1.0], 1, vec![224]);
+    let fits = |m: f64| {
+        let mut s = probe.clone();
+        s.width_mult_list = vec![m];
+        s.resnet_stem_widths() == [stem_out]
+            && s.resnet_stage_widths()
+                .iter()
+                .map(|w| w[0])
+                .eq(widths.iter().copied())
+    };
+    // the given largest first, then the roundest multiplier that fits
+    let given = opts
+        .width_mult_list
+        .as_ref()
+        .map(|l| l.iter().copied().fold(0.0, f64::max));
+    let largest = given
+        .into_iter()
+        .chain((1..=80).map(|i| f64::from(i) * 0.05))
+        .chain((1..=400).map(|i| f64::from(i) * 0.01))
+        .chain((1..=800).map(|i| f64::from(i) * 0.005))
+        .map(|m| (m * 1000.0).round() / 1000.0)
+        .find(|m| fits(*m))
+        .ok_or_else(|| {
+            bad(format!(
+                "no width multiplier gives the widths {stem_out}, {widths:?}"
+            ))
+        })?;
+    let published = SearchSpace::preset("ofa-resnet50")?;
+    let width_mult_list = opts.width_mult_list.clone().unwrap_or_else(|| {
+        if largest == 1.0 {
+            published.width_mult_list.clone()
+        } else {
+            vec![largest]
+        }
+    });
+    let expand = match &opts.expand_ratio_list {
+        Some(e) => e.clone(),
+        None if ofa_space::bottleneck_mid(widths[0], published.max_expand()) == max_mid => {
+            published.expand_ratio_list.clone()
+        }
+        None => {
+            return Err(bad(format!(
+                "the first block's middle width {max_mid} is not the published ratios' (0.35 of \
+                 {}): give the expand choices",
+                widths[0]
+            )))
+        }
+    };
+    let resolutions = opts.resolutions.clone().unwrap_or_else(|| {
+        if n_classes == 1000 {
+            published.resolutions.clone()
+        } else {
+            (32..=48).step_by(4).collect()
+        }
+    });
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("imported-resnet-w{largest}"));
+    let mut space = SearchSpace::resnet(&name, width_mult_list, n_classes, resolutions);
+    space.in_channels = in_channels;
+    space.expand_ratio_list = expand;
+    space.depth_list = opts
+        .depth_list
+        .clone()
+        .unwrap_or_else(|| (0..=max_depth).collect());
+    space.validate()?;
+    let widest = space.width_mult_list.iter().copied().fold(0.0, f64::max);
+    if space.max_depth() as u32 != max_depth
+        || (widest - largest).abs() > 1e-9
+        || ofa_space::bottleneck_mid(widths[0], space.max_expand()) != max_mid
+    {
+        return Err(SupernetError::BadInput(format!(
+            "the given choices (largest width {widest}, depth {}, expand {}) do not match the \
+             checkpoint (largest width {largest}, depth {max_depth}, middle width {max_mid})",
+            space.max_depth(),
+            space.max_expand()
         )));
     }
     Ok(space)

@@ -178,3 +178,80 @@ fn a_fresh_resnet_supernet_trains_and_recalibrates_through_its_views() {
         "the smallest arch skips the stem's residual conv"
     );
 }
+
+#[test]
+fn the_published_resnet50_layout_imports_as_the_preset_in_both_namings() {
+    use ofa_supernet::import::{infer_space, normalize_names, ImportOptions};
+    let text = std::fs::read_to_string(fixtures().join("published_shapes.json")).unwrap();
+    let shapes: BTreeMap<String, Vec<i64>> = serde_json::from_str(&text).unwrap();
+    let zeros = |static_names: bool| -> HashMap<String, Tensor> {
+        shapes
+            .iter()
+            .map(|(name, shape)| {
+                // the static `ResNets` naming, which `OFAResNets.load_state_dict` maps back
+                let name = if static_names {
+                    name.replace(".conv.conv.", ".conv.")
+                        .replace(".bn.bn.", ".bn.")
+                        .replace(".linear.linear.", ".linear.")
+                } else {
+                    name.clone()
+                };
+                let kind = if name.ends_with("num_batches_tracked") {
+                    Kind::Int64
+                } else {
+                    Kind::Float
+                };
+                (name, Tensor::zeros(shape.as_slice(), (kind, Device::Cpu)))
+            })
+            .collect()
+    };
+    let mut want = SearchSpace::preset("ofa-resnet50").unwrap();
+    for static_names in [false, true] {
+        let raw = zeros(static_names);
+        assert_eq!(raw.contains_key("input_stem.0.conv.weight"), static_names);
+        let map = normalize_names(raw);
+        let got = infer_space(&map, &ImportOptions::default()).unwrap();
+        want.name = got.name.clone();
+        assert_eq!(got, want, "static naming: {static_names}");
+        let net = Supernet::from_tensors(&got, map, Device::Cpu).unwrap();
+        assert_eq!(net.space().family, Family::ResNet);
+    }
+}
+
+#[test]
+fn the_reference_state_dict_file_imports_with_its_space_inferred() {
+    use ofa_supernet::import::{import_supernet, ImportOptions};
+    let path = fixtures().join("supernet.safetensors");
+    // the tiny widths are not the published ones: shapes give the largest, the rest is asked for
+    let opts = ImportOptions {
+        width_mult_list: Some(vec![0.05, 0.1, 0.125]),
+        resolutions: Some((32..=48).step_by(4).collect()),
+        ..ImportOptions::default()
+    };
+    let net = import_supernet(&path, &opts, Device::Cpu).unwrap();
+    let mut want = space();
+    want.name = net.space().name.clone();
+    assert_eq!(net.space(), &want);
+    let reference = read_safetensors(&path).unwrap();
+    for (spec, t) in net.tensors() {
+        assert!(
+            t.detach().equal(&reference.tensors[&spec.name]),
+            "{}",
+            spec.name
+        );
+    }
+    // without them, the largest width alone; a list that misses it is refused by name
+    let alone = import_supernet(&path, &ImportOptions::default(), Device::Cpu).unwrap();
+    assert_eq!(alone.space().width_mult_list, vec![0.125]);
+    let wrong = ImportOptions {
+        width_mult_list: Some(vec![0.05, 0.1]),
+        ..ImportOptions::default()
+    };
+    let e = import_supernet(&path, &wrong, Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("largest width 0.1") && e.contains("0.125"),
+        "{e}"
+    );
+}
