@@ -185,33 +185,22 @@ fn channel_sorting_at_stage_0_computes_what_the_reference_does() {
 
 #[test]
 fn the_published_w1_3_layout_imports_as_the_preset_in_both_namings() {
-    let text = std::fs::read_to_string(fixtures().join("published_shapes.json")).unwrap();
-    let shapes: BTreeMap<String, Vec<i64>> = serde_json::from_str(&text).unwrap();
-    let zeros = |legacy: bool| -> HashMap<String, Tensor> {
-        shapes
-            .iter()
-            .map(|(name, shape)| {
-                // Published checkpoints may carry the legacy names the reference's
-                // load_state_dict maps back: `.mobile_inverted_conv.` and no inner wrapper.
-                let name = if legacy && name.starts_with("blocks.") {
-                    // `blocks.N.conv.X.conv.conv.weight` → `blocks.N.mobile_inverted_conv.X.conv.weight`
-                    let (block, rest) = name.split_at(name.find(".conv.").unwrap());
-                    let rest = rest
-                        .replacen(".conv.", ".mobile_inverted_conv.", 1)
-                        .replace(".conv.conv.", ".conv.")
-                        .replace(".bn.bn.", ".bn.");
-                    format!("{block}{rest}")
-                } else {
-                    name.clone()
-                };
-                let kind = if name.ends_with("num_batches_tracked") {
-                    Kind::Int64
-                } else {
-                    Kind::Float
-                };
-                (name, Tensor::zeros(shape.as_slice(), (kind, Device::Cpu)))
-            })
-            .collect()
+    let zeros = |legacy: bool| {
+        common::zeros_of_published(&fixtures().join("published_shapes.json"), |name| {
+            // Published checkpoints may carry the legacy names the reference's
+            // load_state_dict maps back: `.mobile_inverted_conv.` and no inner wrapper.
+            if legacy && name.starts_with("blocks.") {
+                // `blocks.N.conv.X.conv.conv.weight` → `blocks.N.mobile_inverted_conv.X.conv.weight`
+                let (block, rest) = name.split_at(name.find(".conv.").unwrap());
+                let rest = rest
+                    .replacen(".conv.", ".mobile_inverted_conv.", 1)
+                    .replace(".conv.conv.", ".conv.")
+                    .replace(".bn.bn.", ".bn.");
+                format!("{block}{rest}")
+            } else {
+                name.to_string()
+            }
+        })
     };
     let mut want = SearchSpace::preset("ofa-proxyless-w1.3").unwrap();
     for legacy in [false, true] {

@@ -182,28 +182,17 @@ fn a_fresh_resnet_supernet_trains_and_recalibrates_through_its_views() {
 #[test]
 fn the_published_resnet50_layout_imports_as_the_preset_in_both_namings() {
     use ofa_supernet::import::{infer_space, normalize_names, ImportOptions};
-    let text = std::fs::read_to_string(fixtures().join("published_shapes.json")).unwrap();
-    let shapes: BTreeMap<String, Vec<i64>> = serde_json::from_str(&text).unwrap();
-    let zeros = |static_names: bool| -> HashMap<String, Tensor> {
-        shapes
-            .iter()
-            .map(|(name, shape)| {
-                // the static `ResNets` naming, which `OFAResNets.load_state_dict` maps back
-                let name = if static_names {
-                    name.replace(".conv.conv.", ".conv.")
-                        .replace(".bn.bn.", ".bn.")
-                        .replace(".linear.linear.", ".linear.")
-                } else {
-                    name.clone()
-                };
-                let kind = if name.ends_with("num_batches_tracked") {
-                    Kind::Int64
-                } else {
-                    Kind::Float
-                };
-                (name, Tensor::zeros(shape.as_slice(), (kind, Device::Cpu)))
-            })
-            .collect()
+    let zeros = |static_names: bool| {
+        // the static `ResNets` naming, which `OFAResNets.load_state_dict` maps back
+        common::zeros_of_published(&fixtures().join("published_shapes.json"), |name| {
+            if static_names {
+                name.replace(".conv.conv.", ".conv.")
+                    .replace(".bn.bn.", ".bn.")
+                    .replace(".linear.linear.", ".linear.")
+            } else {
+                name.to_string()
+            }
+        })
     };
     let mut want = SearchSpace::preset("ofa-resnet50").unwrap();
     for static_names in [false, true] {
