@@ -272,8 +272,14 @@ fn print_text(v: &Inspection) {
             sp.n_classes,
             sp.in_channels
         );
+        // ResNet's widths are a choice too
+        let widths = if sp.width_mult_list.is_empty() {
+            String::new()
+        } else {
+            format!(" · width {:?}", sp.width_mult_list)
+        };
         outln!(
-            "choices     kernel {:?} · expand {:?} · depth {:?} · resolutions {:?}",
+            "choices     kernel {:?} · expand {:?} · depth {:?}{widths} · resolutions {:?}",
             sp.ks_list,
             sp.expand_ratio_list,
             sp.depth_list,
