@@ -1649,13 +1649,13 @@ fn a_package_of_each_family_is_served_side_by_side() {
     let rn = specialised_package_of(tmp.path(), "smoke-resnet", "resnet");
     let server = Serve::start(package(), &["--package", s(&px), "--package", s(&rn)]);
     let list = get(&server.url("/v1/supernets")).json();
-    let family = |name: &str| {
+    let space = |name: &str| {
         list["supernets"]
             .as_array()
             .unwrap()
             .iter()
             .find(|p| p["name"] == name)
-            .map(|p| p["space"]["family"].clone())
+            .map(|p| p["space"].clone())
             .unwrap()
     };
     let families = [
@@ -1663,8 +1663,11 @@ fn a_package_of_each_family_is_served_side_by_side() {
         ("proxyless", "proxyless_nas", "ProxylessNASNets"),
         ("resnet", "resnet", "ResNets"),
     ];
+    // a ResNet's width choices, which its archs' `w` index
+    assert_eq!(space("resnet")["widths"], json!([0.05, 0.1, 0.125]));
+    assert!(space("pkg")["widths"].is_null());
     for (name, fam, reference) in families {
-        assert_eq!(family(name), fam);
+        assert_eq!(space(name)["family"], fam);
         let budget = mid_latency_of(&server, name);
         let req =
             json!({"supernet": name, "hardware": "cpu", "constraints": {"latency_ms": budget}});

@@ -262,6 +262,10 @@ pub struct SpaceInfo {
     pub expand: Vec<Ratio>,
     /// Depths per stage.
     pub depth: Vec<u32>,
+    /// Width multipliers a ResNet's stem and stages choose from (`w` indexes them; absent in the
+    /// MBConv families).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub widths: Vec<f64>,
     /// Input resolutions.
     pub resolutions: Vec<u32>,
     /// Input channels.

@@ -458,6 +458,7 @@ fn summary(
             ks: s.ks_list.clone(),
             expand: s.expand_ratio_list.clone(),
             depth: s.depth_list.clone(),
+            widths: s.width_mult_list.clone(),
             resolutions: s.resolutions.clone(),
             in_channels: s.in_channels,
             n_classes: s.n_classes,
