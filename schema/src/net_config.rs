@@ -10,15 +10,32 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
-/// A static network's config, of any family (told apart by their fields, as the reference's
-/// files carry no other tag than `name`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A static network's config, of any family. Written as the family's config alone; read as a
+/// `ResNets` config when it has an `input_stem`, as an MBConv one otherwise (so that a malformed
+/// file's error names the field that is wrong, not "no variant matched").
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum NetConfig {
     /// `MobileNetV3` or `ProxylessNASNets`.
     MbConv(Box<MbConvNetConfig>),
     /// `ResNets`.
     ResNets(ResNetsConfig),
+}
+
+impl<'de> Deserialize<'de> for NetConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(de)?;
+        if v.get("input_stem").is_some() {
+            ResNetsConfig::deserialize(v)
+                .map(NetConfig::ResNets)
+                .map_err(D::Error::custom)
+        } else {
+            MbConvNetConfig::deserialize(v)
+                .map(|c| NetConfig::MbConv(Box::new(c)))
+                .map_err(D::Error::custom)
+        }
+    }
 }
 
 impl NetConfig {

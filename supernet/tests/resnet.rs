@@ -244,3 +244,43 @@ fn the_reference_state_dict_file_imports_with_its_space_inferred() {
         "{e}"
     );
 }
+
+#[test]
+fn malformed_net_configs_are_refused_naming_what_is_wrong() {
+    let largest = cases()
+        .into_iter()
+        .find(|c| c["kind"] == "largest")
+        .unwrap();
+    let refused = |edit: &dyn Fn(&mut Value), says: &str| {
+        let mut v = largest["net_config"].clone();
+        edit(&mut v);
+        let e = SubnetConfig::from_net_config(&v).unwrap_err();
+        assert!(e.contains(says), "{e}");
+    };
+    refused(
+        &|v| {
+            v.as_object_mut().unwrap().remove("classifier");
+        },
+        "missing field `classifier`",
+    );
+    refused(
+        &|v| {
+            v["input_stem"].as_array_mut().unwrap().pop();
+        },
+        "`input_stem` must be conv, an optional residual conv, conv",
+    );
+    refused(&|v| v["name"] = "MobileNetV3".into(), "is not \"ResNets\"");
+    refused(
+        &|v| v["blocks"][0]["downsample_mode"] = "conv".into(),
+        "block 0 must be a 3×3 ReLU bottleneck",
+    );
+    refused(
+        &|v| v["classifier"]["in_features"] = 7.into(),
+        "the classifier takes 7 features",
+    );
+    // an MBConv config is read as one, and its errors name its fields too
+    let e =
+        SubnetConfig::from_net_config(&serde_json::json!({"name": "MobileNetV3", "blocks": []}))
+            .unwrap_err();
+    assert!(e.contains("missing field"), "{e}");
+}
