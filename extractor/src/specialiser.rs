@@ -55,18 +55,18 @@ impl Predicted {
     }
 }
 
-/// Read a latency table: our JSON file, or a folder of the reference's `{R}_lookup_table.yaml`.
+/// Read a latency table: our JSON file, a reference YAML table (`mobile_trim.yaml`, a
+/// `{R}_lookup_table.yaml`) or a folder of the reference's `{R}_lookup_table.yaml`; an imported
+/// one is named after its file or folder.
 pub fn load_latency_table(path: &Path) -> Result<LatencyTable, ExtractError> {
-    let table = if path.is_dir() {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        LatencyTable::import_reference_dir(path, &name)
+    let name = if path.is_dir() {
+        path.file_name()
     } else {
-        LatencyTable::load(path)
-    };
-    Ok(table?)
+        path.file_stem()
+    }
+    .map(|n| n.to_string_lossy().into_owned())
+    .unwrap_or_else(|| path.display().to_string());
+    Ok(LatencyTable::load_any(path, &name)?)
 }
 
 /// The `space` in a supernet file's metadata, read from the safetensors header alone.

@@ -117,6 +117,21 @@ pub enum LatencyError {
     },
 }
 
+/// One reference lookup-table YAML file: layer key → `{count, mean, std}`, every mean a finite
+/// non-negative time.
+fn read_reference_yaml(p: &Path) -> Result<BTreeMap<String, Entry>, LatencyError> {
+    let text = std::fs::read_to_string(p).map_err(|e| bad(p, e.to_string()))?;
+    let t: BTreeMap<String, Entry> = serde_norway::from_str(&text)
+        .map_err(|e| bad(p, format!("not a reference lookup table ({e})")))?;
+    if let Some((k, e)) = t
+        .iter()
+        .find(|(_, e)| !(e.mean.is_finite() && e.mean >= 0.0))
+    {
+        return Err(bad(p, format!("entry `{k}` has mean {}", e.mean)));
+    }
+    Ok(t)
+}
+
 fn bad(path: &Path, reason: impl Into<String>) -> LatencyError {
     LatencyError::BadFile {
         path: path.to_path_buf(),
@@ -157,30 +172,73 @@ impl LatencyTable {
             else {
                 continue;
             };
-            let text = std::fs::read_to_string(&p).map_err(|e| bad(&p, e.to_string()))?;
-            let t: BTreeMap<String, Entry> = serde_norway::from_str(&text)
-                .map_err(|e| bad(&p, format!("not a reference lookup table ({e})")))?;
-            if let Some((k, e)) = t
-                .iter()
-                .find(|(_, e)| !(e.mean.is_finite() && e.mean >= 0.0))
-            {
-                return Err(bad(&p, format!("entry `{k}` has mean {}", e.mean)));
-            }
-            tables.insert(r, t);
+            tables.insert(r, read_reference_yaml(&p)?);
         }
         if tables.is_empty() {
             return Err(bad(dir, "no {R}_lookup_table.yaml files"));
         }
-        Ok(LatencyTable {
+        Ok(Self::imported(dir, device, tables))
+    }
+
+    /// Import one reference lookup-table YAML file: a `{R}_lookup_table.yaml`, or a table of one
+    /// resolution under another name (the reference's default ProxylessNAS table,
+    /// `mobile_trim.yaml`), whose resolution its first conv's key gives
+    /// (`Conv-input:RxRx…`).
+    pub fn import_reference_file(path: &Path, device: &str) -> Result<LatencyTable, LatencyError> {
+        let t = read_reference_yaml(path)?;
+        let from_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix("_lookup_table.yaml"))
+            .and_then(|r| r.parse::<u32>().ok());
+        let from_key = || {
+            t.keys().find_map(|k| {
+                let rest = k.strip_prefix("Conv-input:")?;
+                rest.split('x').next()?.parse::<u32>().ok()
+            })
+        };
+        let r = from_name.or_else(from_key).ok_or_else(|| {
+            bad(
+                path,
+                "no resolution: neither `{R}_lookup_table.yaml` nor a first conv key \
+                 `Conv-input:RxRx…`",
+            )
+        })?;
+        Ok(Self::imported(path, device, BTreeMap::from([(r, t)])))
+    }
+
+    fn imported(
+        from: &Path,
+        device: &str,
+        tables: BTreeMap<u32, BTreeMap<String, Entry>>,
+    ) -> LatencyTable {
+        LatencyTable {
             format: FORMAT.to_string(),
             meta: Meta {
                 device: device.to_string(),
                 batch: Some(1),
-                source: Some(format!("imported from {}", dir.display())),
+                source: Some(format!("imported from {}", from.display())),
                 ..Meta::default()
             },
             tables,
-        })
+        }
+    }
+
+    /// Read a table: our JSON, a reference YAML file (`.yaml`/`.yml`, see
+    /// [`LatencyTable::import_reference_file`]) or a folder of `{R}_lookup_table.yaml`; `device`
+    /// names an imported one.
+    pub fn load_any(path: &Path, device: &str) -> Result<LatencyTable, LatencyError> {
+        let yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+        if path.is_dir() {
+            Self::import_reference_dir(path, device)
+        } else if yaml {
+            Self::import_reference_file(path, device)
+        } else {
+            Self::load(path)
+        }
     }
 
     /// Read a JSON table.

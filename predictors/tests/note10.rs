@@ -101,3 +101,43 @@ fn bad_tables_are_named() {
         .to_string()
         .contains("format `other`"));
 }
+
+#[test]
+fn a_single_reference_yaml_table_is_read_at_the_resolution_its_keys_name() {
+    // the reference's default ProxylessNAS table is one file, `mobile_trim.yaml`, of one
+    // resolution: its first conv's key says which
+    let space = SearchSpace::preset("ofa-proxyless-tiny").unwrap();
+    let mut arch = ArchConfig::smallest(&space);
+    arch.r = 40;
+    let keys = ofa_space::latency::layer_keys(&space, &arch);
+    let yaml: String = keys
+        .iter()
+        .map(|(_, k)| format!("{k}:\n  count: 5\n  mean: 0.5\n  std: 0.01\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mobile_trim.yaml");
+    std::fs::write(&p, &yaml).unwrap();
+    let t = LatencyTable::load_any(&p, "mobile").unwrap();
+    assert_eq!(t.tables.keys().copied().collect::<Vec<_>>(), vec![40]);
+    let got = t.predict(&space, &arch).unwrap();
+    assert!((got - 0.5 * keys.len() as f64).abs() < 1e-9);
+    // a `{R}_lookup_table.yaml` file alone takes its name's resolution
+    let q = dir.path().join("40_lookup_table.yaml");
+    std::fs::write(&q, &yaml).unwrap();
+    assert!(LatencyTable::load_any(&q, "x")
+        .unwrap()
+        .tables
+        .contains_key(&40));
+    // without either, the error says what is missing
+    let none = dir.path().join("blocks.yaml");
+    std::fs::write(
+        &none,
+        "Logits-input:1x1x8-output:10:\n  count: 1\n  mean: 0.1\n  std: 0.0\n",
+    )
+    .unwrap();
+    let e = LatencyTable::load_any(&none, "x").unwrap_err().to_string();
+    assert!(
+        e.contains("no resolution") && e.contains("blocks.yaml"),
+        "{e}"
+    );
+}
