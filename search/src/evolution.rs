@@ -316,8 +316,6 @@ pub fn feasible_seed(problem: &Problem<'_>) -> Result<ArchConfig, SearchError> {
 
 /// Every arch that differs from `a` in one gene: one block's (kernel, expand), one stage's depth,
 /// or the resolution.
-/// Whether stage `i` (after the first block) has a fixed block count, so that its depth gene
-/// changes nothing.
 /// Which list of an arch a gene is in.
 #[derive(Debug, Clone, Copy)]
 enum Gene {

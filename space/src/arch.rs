@@ -268,12 +268,9 @@ impl ArchConfig {
         self.d[0] = if self.d[0] == hi { hi } else { lo };
         let e0 = space.expand_ratio_list[0];
         let mut i = 0;
-        for (st, (n, d)) in space
-            .stages
-            .iter()
-            .zip(space.stage_blocks().into_iter().zip(&self.d[1..]))
-        {
-            for pos in 0..n {
+        // a ResNet stage holds `base_depth + max depth` blocks (no fixed counts)
+        for (st, d) in space.stages.iter().zip(&self.d[1..]) {
+            for pos in 0..(st.base_depth + hi) as usize {
                 if pos >= (st.base_depth + d) as usize {
                     self.e[i] = e0;
                 }

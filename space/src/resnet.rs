@@ -110,6 +110,7 @@ impl SearchSpace {
         let mut cin = max(&self.resnet_stem_widths());
         let max_e = self.max_expand();
         let mut out = Vec::new();
+        let n_blocks = self.stage_blocks();
         for (stage, (st, widths)) in self
             .stages
             .iter()
@@ -117,7 +118,7 @@ impl SearchSpace {
             .enumerate()
         {
             let cout = max(&widths);
-            for pos in 0..self.stage_blocks()[stage] {
+            for pos in 0..n_blocks[stage] {
                 out.push(BottleneckSpec {
                     index: out.len(),
                     stage,

@@ -220,16 +220,11 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
             .zip(&all_widths)
             .all(|(b, w)| make_divisible(f64::from(*b) * wm, CHANNEL_DIVISIBLE) == *w)
     };
-    let width_mult = (1..=80)
-        .map(|i| f64::from(i) * 0.05)
-        .chain((1..=400).map(|i| f64::from(i) * 0.01))
-        .find(|wm| fits(*wm))
-        .ok_or_else(|| {
-            SupernetError::BadInput(format!(
-                "cannot infer width_mult from widths {all_widths:?}"
-            ))
-        })?;
-    let width_mult = (width_mult * 100.0).round() / 100.0;
+    let width_mult = roundest_multiplier(None, fits).ok_or_else(|| {
+        SupernetError::BadInput(format!(
+            "cannot infer width_mult from widths {all_widths:?}"
+        ))
+    })?;
     let max_e = max_mid / widths[0];
     let expand = opts.expand_ratio_list.clone().unwrap_or_else(|| {
         if max_e == 6 {
@@ -273,6 +268,19 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
         )));
     }
     Ok(space)
+}
+
+/// The roundest width multiplier up to 4 for which `fits` holds: `first` when given and it fits,
+/// then multiples of 0.05, 0.01 and 0.005 (each rounded to thousandths, so 0.15 is 0.15 and not
+/// 3 · 0.05 in floating point).
+fn roundest_multiplier(first: Option<f64>, fits: impl Fn(f64) -> bool) -> Option<f64> {
+    first
+        .into_iter()
+        .chain((1..=80).map(|i| f64::from(i) * 0.05))
+        .chain((1..=400).map(|i| f64::from(i) * 0.01))
+        .chain((1..=800).map(|i| f64::from(i) * 0.005))
+        .map(|m| (m * 1000.0).round() / 1000.0)
+        .find(|m| fits(*m))
 }
 
 /// The space of an `OFAResNets` state_dict (elastic naming): stem and stage widths, blocks per
@@ -336,18 +344,11 @@ fn infer_resnet_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Re
         .width_mult_list
         .as_ref()
         .map(|l| l.iter().copied().fold(0.0, f64::max));
-    let largest = given
-        .into_iter()
-        .chain((1..=80).map(|i| f64::from(i) * 0.05))
-        .chain((1..=400).map(|i| f64::from(i) * 0.01))
-        .chain((1..=800).map(|i| f64::from(i) * 0.005))
-        .map(|m| (m * 1000.0).round() / 1000.0)
-        .find(|m| fits(*m))
-        .ok_or_else(|| {
-            bad(format!(
-                "no width multiplier gives the widths {stem_out}, {widths:?}"
-            ))
-        })?;
+    let largest = roundest_multiplier(given, fits).ok_or_else(|| {
+        bad(format!(
+            "no width multiplier gives the widths {stem_out}, {widths:?}"
+        ))
+    })?;
     let published = SearchSpace::preset("ofa-resnet50")?;
     let width_mult_list = opts.width_mult_list.clone().unwrap_or_else(|| {
         if largest == 1.0 {
