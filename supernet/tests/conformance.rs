@@ -189,9 +189,13 @@ fn importance_sorting_stage1_up_to_ties() {
             assert!(sx.equal(&so), "{name} is not a permutation of the original");
         }
     }
-    // At full width the network function is unchanged.
+    // At full width the network function is unchanged. The input is fixed (a draw from the
+    // global generator, which the tests running beside this one also draw from, once landed past
+    // the 1e-4 bound: float32 sums in another channel order).
     let arch = ArchConfig::largest(&s);
-    let x = Tensor::randn([2, 3, 48, 48], (Kind::Float, Device::Cpu));
+    let x = (Tensor::arange(2 * 3 * 48 * 48, (Kind::Float, Device::Cpu)) * 0.37)
+        .sin()
+        .view([2, 3, 48, 48]);
     let y0 = original.forward(&x, &arch, Mode::Eval).unwrap();
     let y1 = net.forward(&x, &arch, Mode::Eval).unwrap();
     assert_close(&y1, &y0, 1e-4, "full width after sorting");
