@@ -21,34 +21,40 @@ impl fmt::Debug for Ratio {
 
 impl Ratio {
     /// A ratio from a finite, positive value; `None` otherwise.
+    #[inline]
     pub fn new(v: f64) -> Option<Ratio> {
         (v.is_finite() && v > 0.0).then_some(Ratio(v))
     }
 
     /// The value.
+    #[inline]
     pub fn get(self) -> f64 {
         self.0
     }
 
     /// The value when it is a whole number that fits a `u32` (the MBConv families' ratios).
+    #[inline]
     pub fn whole(self) -> Option<u32> {
         (self.0.fract() == 0.0 && self.0 <= f64::from(u32::MAX)).then_some(self.0 as u32)
     }
 
     /// `round(c · ratio)` as Python's `round` (half to even), the reference's middle-width rule
     /// before `make_divisible`.
+    #[inline]
     pub fn times(self, c: u32) -> f64 {
         (f64::from(c) * self.0).round_ties_even()
     }
 }
 
 impl From<u32> for Ratio {
+    #[inline]
     fn from(v: u32) -> Ratio {
         Ratio(f64::from(v))
     }
 }
 
 impl PartialEq for Ratio {
+    #[inline]
     fn eq(&self, o: &Ratio) -> bool {
         self.0.to_bits() == o.0.to_bits()
     }
@@ -56,23 +62,27 @@ impl PartialEq for Ratio {
 impl Eq for Ratio {}
 
 impl Hash for Ratio {
+    #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.0.to_bits().hash(h);
     }
 }
 
 impl PartialOrd for Ratio {
+    #[inline]
     fn partial_cmp(&self, o: &Ratio) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
 impl Ord for Ratio {
+    #[inline]
     fn cmp(&self, o: &Ratio) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)
     }
 }
 
 impl PartialEq<u32> for Ratio {
+    #[inline]
     fn eq(&self, o: &u32) -> bool {
         self.0 == f64::from(*o)
     }
