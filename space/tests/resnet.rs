@@ -241,3 +241,49 @@ fn the_covering_archs_have_every_key_of_every_arch() {
         }
     }
 }
+
+#[test]
+fn resnet_archs_and_choices_outside_the_space_are_refused_by_name() {
+    use ofa_space::Choices;
+    let space = SearchSpace::preset("ofa-resnet-tiny").unwrap();
+    let ok = ArchConfig::largest(&space);
+    ok.validate(&space).unwrap();
+    let refused = |edit: &dyn Fn(&mut ArchConfig), says: &str| {
+        let mut a = ok.clone();
+        edit(&mut a);
+        let e = a.validate(&space).unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    };
+    refused(
+        &|a| a.ks = vec![3; 18],
+        "`ks` has no place in a ResNet arch",
+    );
+    refused(
+        &|a| a.w.clear(),
+        "`w` is missing: the ResNet space needs 6 entries",
+    );
+    refused(
+        &|a| a.w[3] = 3,
+        "`w[3]` = 3 is not one of the space's choices",
+    );
+    refused(&|a| a.d[0] = 3, "`d[0]` = 3");
+    refused(&|a| a.e[4] = 6.into(), "`e[4]` = 6");
+    // a ResNet arch's JSON without `e` is a parse error naming it
+    let e = ArchConfig::from_json(r#"{"d": [2, 2, 2, 2, 2], "w": [0, 0, 0, 0, 0, 0], "r": 32}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing field `e`"), "{e}");
+    // width choices belong to ResNet spaces only
+    let mbv3 = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
+    let mut c = Choices::all(&mbv3);
+    c.w = vec![0];
+    let e = c.validate(&mbv3).unwrap_err().to_string();
+    assert!(e.contains("has no width choices"), "{e}");
+    let mut c = Choices::all(&space);
+    c.w.clear();
+    assert!(c
+        .validate(&space)
+        .unwrap_err()
+        .to_string()
+        .contains("`w` is empty"));
+}
