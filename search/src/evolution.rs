@@ -430,7 +430,7 @@ pub(crate) fn initial_population(
     while init.len() < size && tries < budget {
         tries += 1;
         let mut a = init[rng.random_range(0..init.len())].clone();
-        mutate(&mut a, &problem.choices, 0.5, rng);
+        mutate(&mut a, problem.space, &problem.choices, 0.5, rng);
         let a = a.canonical(space);
         if !seen.contains(&a) && problem.feasible(&a)? {
             seen.insert(a.clone());
@@ -482,7 +482,13 @@ fn evolution(
             let draw = |rng: &mut SearchRng| {
                 if kind {
                     let mut c = parents[rng.random_range(0..parents.len())].clone();
-                    mutate(&mut c, &problem.choices, cfg.mutate_prob, rng);
+                    mutate(
+                        &mut c,
+                        problem.space,
+                        &problem.choices,
+                        cfg.mutate_prob,
+                        rng,
+                    );
                     c
                 } else {
                     let a = &parents[rng.random_range(0..parents.len())];
@@ -500,7 +506,13 @@ fn evolution(
                     child = draw(&mut rng);
                 } else if seen.contains(&child) {
                     // already evaluated: walk on from it with one more mutation
-                    mutate(&mut child, &problem.choices, cfg.mutate_prob, &mut rng);
+                    mutate(
+                        &mut child,
+                        problem.space,
+                        &problem.choices,
+                        cfg.mutate_prob,
+                        &mut rng,
+                    );
                 } else {
                     seen.insert(child.clone());
                     children.push(child);

@@ -297,7 +297,13 @@ pub fn pareto_until(
                 let p1 = tournament(&mut rng);
                 let p2 = tournament(&mut rng);
                 let mut c = crossover(&pop[p1].arch, &pop[p2].arch, &mut rng);
-                mutate(&mut c, &problem.choices, cfg.mutate_prob, &mut rng);
+                mutate(
+                    &mut c,
+                    problem.space,
+                    &problem.choices,
+                    cfg.mutate_prob,
+                    &mut rng,
+                );
                 let c = c.canonical(space);
                 if !seen.contains(&c) && problem.feasible(&c)? {
                     seen.insert(c.clone());

@@ -189,7 +189,13 @@ pub(crate) fn aging(
                     }
                 }
                 let mut child = queue[winner].1.clone();
-                mutate(&mut child, &problem.choices, cfg.mutate_prob, rng);
+                mutate(
+                    &mut child,
+                    problem.space,
+                    &problem.choices,
+                    cfg.mutate_prob,
+                    rng,
+                );
                 child
             };
             let mut child = tournament(&mut run.rng);
@@ -200,7 +206,13 @@ pub(crate) fn aging(
                 if !problem.feasible(&child)? {
                     child = tournament(&mut run.rng);
                 } else if run.seen.contains(&child) {
-                    mutate(&mut child, &problem.choices, cfg.mutate_prob, &mut run.rng);
+                    mutate(
+                        &mut child,
+                        problem.space,
+                        &problem.choices,
+                        cfg.mutate_prob,
+                        &mut run.rng,
+                    );
                 } else {
                     run.seen.insert(child.clone());
                     children.push(child);

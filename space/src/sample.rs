@@ -174,8 +174,17 @@ pub fn sample<R: Rng + ?Sized>(space: &SearchSpace, choices: &Choices, rng: &mut
 
 /// Mutate `arch` in place like the reference's evolution finder: each block's kernel and expand
 /// ratio are redrawn together with probability `prob`, then each stage's depth, then (ResNet)
-/// each width, then the resolution. `choices` must have been validated.
-pub fn mutate<R: Rng + ?Sized>(arch: &mut ArchConfig, choices: &Choices, prob: f64, rng: &mut R) {
+/// each width, then the resolution. A depth is redrawn as [`sample`] draws it: a stage of fixed
+/// block count keeps its count (the draw is made and dropped, so the random stream does not
+/// depend on it), and ResNet's stem entry is the smallest or the largest depth. `arch` must be of
+/// `space` and `choices` validated.
+pub fn mutate<R: Rng + ?Sized>(
+    arch: &mut ArchConfig,
+    space: &SearchSpace,
+    choices: &Choices,
+    prob: f64,
+    rng: &mut R,
+) {
     for i in 0..arch.e.len() {
         if rng.random::<f64>() < prob {
             if let Some(k) = arch.ks.get_mut(i) {
@@ -184,9 +193,17 @@ pub fn mutate<R: Rng + ?Sized>(arch: &mut ArchConfig, choices: &Choices, prob: f
             arch.e[i] = pick(&choices.e, rng);
         }
     }
+    let resnet = space.family == Family::ResNet;
     for i in 0..arch.d.len() {
         if rng.random::<f64>() < prob {
-            arch.d[i] = pick(&choices.d, rng);
+            arch.d[i] = if resnet && i == 0 {
+                let lo = choices.d.iter().copied().min().unwrap_or(0);
+                let hi = choices.d.iter().copied().max().unwrap_or(0);
+                pick(&[hi, lo], rng)
+            } else {
+                let v = pick(&choices.d, rng);
+                space.fixed_depth(i).unwrap_or(v)
+            };
         }
     }
     for i in 0..arch.w.len() {
@@ -241,7 +258,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut m = a.clone();
         for _ in 0..20 {
-            mutate(&mut m, &c, 0.5, &mut rng);
+            mutate(&mut m, &s, &c, 0.5, &mut rng);
             m.validate(&s).unwrap();
             assert!(m.e.iter().all(|e| *e == 4 || *e == 6));
         }
@@ -260,7 +277,7 @@ mod tests {
             assert!(x.ks[i] == a.ks[i] || x.ks[i] == m.ks[i]);
         }
         let mut same = a.clone();
-        mutate(&mut same, &c, 0.0, &mut rng);
+        mutate(&mut same, &s, &c, 0.0, &mut rng);
         assert_eq!(same, a);
         c.d = vec![5];
         assert!(c
@@ -268,5 +285,37 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`d` choice 5"));
+    }
+
+    /// Mutation redraws a depth as sampling draws it: ProxylessNAS's one-block last stage keeps
+    /// its block, and ResNet's stem entry stays the smallest or the largest depth (the middle one
+    /// would read as "skip", so a mutation would skip the stem's conv two times in three).
+    #[test]
+    fn mutation_draws_depths_as_sampling_does() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let s = SearchSpace::preset("ofa-proxyless-w1.3").unwrap();
+        let c = Choices::all(&s);
+        let mut a = sample(&s, &c, &mut rng);
+        let last = a.d.len() - 1;
+        assert_eq!((s.fixed_depth(last), a.d[last]), (Some(1), 1));
+        for _ in 0..50 {
+            mutate(&mut a, &s, &c, 1.0, &mut rng);
+            assert_eq!(a.d[last], 1);
+        }
+        let s = SearchSpace::preset("ofa-resnet50").unwrap();
+        let c = Choices::all(&s);
+        assert_eq!(c.d, [0, 1, 2]);
+        let mut a = sample(&s, &c, &mut rng);
+        let (mut runs, mut middle) = (0, 0);
+        for _ in 0..400 {
+            mutate(&mut a, &s, &c, 1.0, &mut rng);
+            assert!(a.d[0] == 0 || a.d[0] == 2, "stem entry {}", a.d[0]);
+            runs += usize::from(a.d[0] == 2);
+            middle += a.d[1..].iter().filter(|d| **d == 1).count();
+        }
+        // the stem runs about half the time (binomial: 400 draws, sd 10); the stages still
+        // draw the middle depth
+        assert!((160..=240).contains(&runs), "{runs}");
+        assert!(middle > 0);
     }
 }
