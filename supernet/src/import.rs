@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ofa_space::{make_divisible, Family, Ratio, SearchSpace, CHANNEL_DIVISIBLE};
+use ofa_space::{make_divisible, Ratio, SearchSpace, CHANNEL_DIVISIBLE};
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{read_pth, read_safetensors, SUPERNET_FORMAT};
@@ -129,11 +129,12 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
         return infer_resnet_space(map, opts);
     }
     // The family from its head: MobileNetV3 has a final expand layer, ProxylessNAS a feature mix
-    // with BN before pooling (and a last stage of one block after five of equal depth).
-    let family = if map.contains_key("final_expand_layer.conv.weight") {
-        Family::MobileNetV3
+    // with BN before pooling (and a last stage of one block after five of equal depth). (ResNet
+    // state_dicts, with their `input_stem`, went to their own inference above.)
+    let proxyless = if map.contains_key("final_expand_layer.conv.weight") {
+        false
     } else if map.contains_key("feature_mix_layer.bn.weight") {
-        Family::ProxylessNas
+        true
     } else {
         return Err(SupernetError::BadInput(
             "cannot infer the family: neither `final_expand_layer` (MobileNetV3) nor a \
@@ -141,7 +142,7 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
                 .into(),
         ));
     };
-    let fixed = usize::from(family == Family::ProxylessNas);
+    let fixed = usize::from(proxyless);
     let n_blocks = (1..)
         .take_while(|i| map.contains_key(&format!("blocks.{i}.conv.point_linear.conv.conv.weight")))
         .count();
@@ -166,10 +167,10 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
             0,
         )?);
     }
-    let final_expand = match family {
-        Family::MobileNetV3 => Some(dim(map, "final_expand_layer.conv.weight", 0)?),
-        // (ResNet checkpoints are not inferred above)
-        Family::ProxylessNas | Family::ResNet => None,
+    let final_expand = if proxyless {
+        None
+    } else {
+        Some(dim(map, "final_expand_layer.conv.weight", 0)?)
     };
     let last_channel = dim(map, "feature_mix_layer.conv.weight", 0)?;
     let n_classes = dim(map, "classifier.linear.weight", 0)?;
@@ -196,10 +197,10 @@ pub fn infer_space(map: &HashMap<String, Tensor>, opts: &ImportOptions) -> Resul
     }
     ks.sort_unstable();
     // Width multiplier: the smallest multiple of 0.05 (then 0.01) that reproduces every width.
-    let family_space = |name: &str, wm: f64, n_classes: u32, resolutions: Vec<u32>| match family {
-        Family::ProxylessNas => SearchSpace::proxyless(name, wm, n_classes, resolutions),
-        // (ResNet checkpoints are not inferred above)
-        Family::MobileNetV3 | Family::ResNet => {
+    let family_space = |name: &str, wm: f64, n_classes: u32, resolutions: Vec<u32>| {
+        if proxyless {
+            SearchSpace::proxyless(name, wm, n_classes, resolutions)
+        } else {
             SearchSpace::mobilenet_v3(name, wm, n_classes, resolutions)
         }
     };
