@@ -3,13 +3,15 @@
 # profile this CPU, measure the accuracy dataset, fit the predictor, score the search, draw the
 # curves, and train the progressive-shrinking ablation arm from the same full network. Each step
 # is skipped when its file exists, and training resumes where it stopped, so the script can be
-# run again after an interruption.
+# run again after an interruption. With RECIPE set, the same steps but the ablation make a package
+# of another recipe (the other families' `fmnist-proxyless-short` and `fmnist-resnet-short`).
 #
 #   bash scripts/package-fmnist.sh [STEP...]      steps: train profile dataset fit quality
 #                                                 curves ablation (default: all, in that order)
 #
 # Settings (environment):
 #   OFA       the binary                         [target/release/ofa]
+#   RECIPE    the recipe                         [fmnist-short; the ablation step needs it]
 #   RUN       the run folder (becomes the package) [runs/fashion-mnist]
 #   ABLATION  the no-progressive-shrinking arm   [runs/fashion-mnist-no-ps]
 #   THREADS   libtorch threads                    [2]
@@ -27,7 +29,7 @@ RUN="${RUN:-$root/runs/fashion-mnist}"
 ABLATION="${ABLATION:-$root/runs/fashion-mnist-no-ps}"
 THREADS="${THREADS:-2}"
 SAMPLES="${SAMPLES:-1000}"
-RECIPE=fmnist-short
+RECIPE="${RECIPE:-fmnist-short}"
 FULL_STEPS=1170 # fmnist-short's first phase (the full network) ends here
 if [ -z "${HARDWARE:-}" ]; then
   model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1 | tr 'A-Z' 'a-z' |
@@ -35,7 +37,14 @@ if [ -z "${HARDWARE:-}" ]; then
   HARDWARE="cpu-${model:-unknown}-${THREADS}t"
 fi
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(train profile dataset fit quality curves ablation)
+if [ "$RECIPE" = fmnist-short ]; then
+  [ ${#steps[@]} -gt 0 ] || steps=(train profile dataset fit quality curves ablation)
+else
+  [ ${#steps[@]} -gt 0 ] || steps=(train profile dataset fit quality curves)
+  for step in "${steps[@]}"; do
+    [ "$step" != ablation ] || { echo "the ablation arm is fmnist-short's (RECIPE=$RECIPE)" >&2; exit 2; }
+  done
+fi
 
 ofa() { printf '$ ofa %s\n' "$*" >&2; "$OFA" --threads "$THREADS" "$@"; }
 done_phase() { # done_phase RUN: the finished run's package exists
@@ -45,7 +54,11 @@ done_phase() { # done_phase RUN: the finished run's package exists
 for step in "${steps[@]}"; do
   case "$step" in
   train)
-    if ! done_phase "$RUN"; then
+    if [ "$RECIPE" != fmnist-short ]; then
+      if done_phase "$RUN"; then :
+      elif [ -f "$RUN/checkpoint.safetensors" ]; then ofa train --resume "$RUN"
+      else ofa train --recipe "$RECIPE" --out "$RUN"; fi
+    elif ! done_phase "$RUN"; then
       if [ ! -f "$RUN/full-network.safetensors" ]; then
         if [ -f "$RUN/checkpoint.safetensors" ]; then ofa train --resume "$RUN" --stop-after "$FULL_STEPS"
         else ofa train --recipe "$RECIPE" --out "$RUN" --stop-after "$FULL_STEPS"; fi
