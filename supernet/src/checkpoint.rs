@@ -523,6 +523,25 @@ pub fn open_model(path: &Path, device: Device) -> Result<Model> {
             _ if meta.contains_key("net_config") => {
                 return Ok(Model::Subnet(Box::new(Subnet::load(path, device)?)))
             }
+            // another of our files (a training run's checkpoint, a fine-tune's state, the
+            // calibration images): not a reference state_dict either, so say what it is (other
+            // writers' `format`, such as safetensors' own "pt", is left to the import)
+            Some(other) if other.starts_with("ofa-") => {
+                let hint = if other.starts_with("ofa-run/") {
+                    ": a training run's checkpoint (weights and optimiser state); `ofa train \
+                     --resume` takes its folder, and a finished run's model is the folder's \
+                     `supernet.safetensors`"
+                } else {
+                    ""
+                };
+                return Err(SupernetError::bad_file(
+                    path,
+                    format!(
+                        "an `{other}` file, not a model (a supernet `{SUPERNET_FORMAT}`, a \
+                         subnet `{SUBNET_FORMAT}` or a reference state_dict){hint}"
+                    ),
+                ));
+            }
             _ => {}
         }
     }
@@ -543,6 +562,34 @@ pub fn open_model(path: &Path, device: Device) -> Result<Model> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use tch::Kind;
+
+    /// Our other safetensors files are named for what they are, not imported as a reference
+    /// state_dict (whose family inference would fail on their names).
+    #[test]
+    fn another_of_our_files_is_not_taken_for_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.safetensors");
+        let open_with_format = |format: &str| {
+            let header = format!(
+                r#"{{"__metadata__":{{"format":"{format}"}},"x":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}"#
+            );
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&[0u8; 4]);
+            std::fs::write(&path, bytes).unwrap();
+            super::open_model(&path, tch::Device::Cpu)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = open_with_format("ofa-run/1");
+        assert!(e.contains("an `ofa-run/1` file, not a model"), "{e}");
+        assert!(e.contains("ofa train --resume"), "{e}");
+        // a state_dict saved by safetensors' torch helpers carries `format: pt`: still imported
+        // (and refused here by the family inference, as a file without metadata would be)
+        let e = open_with_format("pt");
+        assert!(e.contains("cannot infer the family"), "{e}");
+    }
 
     #[test]
     fn a_tensor_is_built_only_from_exactly_its_bytes() {
