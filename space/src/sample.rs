@@ -136,6 +136,14 @@ impl Choices {
     }
 }
 
+/// ResNet's stem entry `d[0]`: the largest or the smallest depth choice (the stem's residual conv
+/// runs or not), as the reference's `sample_active_subnet` draws it.
+fn resnet_stem_depth<R: Rng + ?Sized>(choices: &Choices, rng: &mut R) -> u32 {
+    let lo = choices.d.iter().copied().min().unwrap_or(0);
+    let hi = choices.d.iter().copied().max().unwrap_or(0);
+    pick(&[hi, lo], rng)
+}
+
 /// Draw one architecture uniformly: every kernel, expand ratio and depth independently (the
 /// entries of skipped blocks are drawn too, like the reference; a stage of fixed block count gets
 /// that count, as the reference's ProxylessNAS sets its last depth to 1), then (ResNet) the
@@ -153,9 +161,7 @@ pub fn sample<R: Rng + ?Sized>(space: &SearchSpace, choices: &Choices, rng: &mut
     let e = (0..n).map(|_| pick(&choices.e, rng)).collect();
     let mut d = Vec::with_capacity(space.n_stages());
     if resnet {
-        let lo = choices.d.iter().copied().min().unwrap_or(0);
-        let hi = choices.d.iter().copied().max().unwrap_or(0);
-        d.push(pick(&[hi, lo], rng));
+        d.push(resnet_stem_depth(choices, rng));
     }
     for s in space.elastic_stages() {
         let v = pick(&choices.d, rng);
@@ -197,9 +203,7 @@ pub fn mutate<R: Rng + ?Sized>(
     for i in 0..arch.d.len() {
         if rng.random::<f64>() < prob {
             arch.d[i] = if resnet && i == 0 {
-                let lo = choices.d.iter().copied().min().unwrap_or(0);
-                let hi = choices.d.iter().copied().max().unwrap_or(0);
-                pick(&[hi, lo], rng)
+                resnet_stem_depth(choices, rng)
             } else {
                 let v = pick(&choices.d, rng);
                 space.fixed_depth(i).unwrap_or(v)
