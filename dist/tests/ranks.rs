@@ -178,6 +178,8 @@ fn a_rank_that_dies_fails_the_other_on_the_closed_connection() {
 }
 
 /// A small model's gradient on rows `rows` of a fixed batch (the same on every rank).
+// each rank is a process of its own, drawing on one thread
+#[allow(clippy::disallowed_methods)]
 fn shard_gradients(rows: std::ops::Range<i64>) -> Vec<Tensor> {
     tch::manual_seed(0);
     let w1 = Tensor::randn([16, 8], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);

@@ -9,17 +9,18 @@ use ofa_space::{Choices, Encoding, SearchSpace};
 use tch::Tensor;
 
 fn random_predictor(space: &SearchSpace) -> AccuracyPredictor {
-    tch::manual_seed(3);
     let enc = Encoding::library(space);
     let dim = enc.dim() as i64;
-    let l = |o: i64, i: i64| {
-        (
-            Tensor::randn([o, i], tch::kind::FLOAT_CPU) * 0.1,
-            Tensor::randn([o], tch::kind::FLOAT_CPU) * 0.1,
-        )
-    };
-    let layers = [l(64, dim), l(64, 64), l(64, 64)];
-    let out = Tensor::randn([1, 64], tch::kind::FLOAT_CPU) * 0.1;
+    let (layers, out) = ofa_supernet::rng::with_seed(3, || {
+        let l = |o: i64, i: i64| {
+            (
+                Tensor::randn([o, i], tch::kind::FLOAT_CPU) * 0.1,
+                Tensor::randn([o], tch::kind::FLOAT_CPU) * 0.1,
+            )
+        };
+        let layers = [l(64, dim), l(64, 64), l(64, 64)];
+        (layers, Tensor::randn([1, 64], tch::kind::FLOAT_CPU) * 0.1)
+    });
     AccuracyPredictor::from_layers(enc, &layers, &out, None, 0.7).unwrap()
 }
 

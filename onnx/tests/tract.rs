@@ -20,25 +20,26 @@ fn ours(sub: &Subnet, x: &Tensor) -> Vec<f32> {
 }
 
 /// BN statistics and affine parameters made random, so folding and BN placement matter.
-fn randomise_bn(sub: &Subnet, seed: i64) {
-    tch::manual_seed(seed);
-    tch::no_grad(|| {
-        for bn in sub.bns() {
-            let n = bn.running_mean.size()[0];
-            let o = (Kind::Float, Device::Cpu);
-            bn.running_mean
-                .shallow_clone()
-                .copy_(&(Tensor::randn([n], o) * 0.2));
-            bn.running_var
-                .shallow_clone()
-                .copy_(&(Tensor::rand([n], o) + 0.5));
-            bn.weight
-                .shallow_clone()
-                .copy_(&(Tensor::rand([n], o) + 0.5));
-            bn.bias
-                .shallow_clone()
-                .copy_(&(Tensor::randn([n], o) * 0.1));
-        }
+fn randomise_bn(sub: &Subnet, seed: u64) {
+    ofa_supernet::rng::with_seed(seed, || {
+        tch::no_grad(|| {
+            for bn in sub.bns() {
+                let n = bn.running_mean.size()[0];
+                let o = (Kind::Float, Device::Cpu);
+                bn.running_mean
+                    .shallow_clone()
+                    .copy_(&(Tensor::randn([n], o) * 0.2));
+                bn.running_var
+                    .shallow_clone()
+                    .copy_(&(Tensor::rand([n], o) + 0.5));
+                bn.weight
+                    .shallow_clone()
+                    .copy_(&(Tensor::rand([n], o) + 0.5));
+                bn.bias
+                    .shallow_clone()
+                    .copy_(&(Tensor::randn([n], o) * 0.1));
+            }
+        })
     });
 }
 
@@ -54,7 +55,7 @@ fn tract_runs_exported_subnets_as_we_do() {
     }
     for (i, arch) in archs.iter().enumerate() {
         let sub = net.extract(arch).unwrap();
-        randomise_bn(&sub, i as i64);
+        randomise_bn(&sub, i as u64);
         for fold_bn in [false, true] {
             let o = ExportOptions {
                 fold_bn,
@@ -172,11 +173,11 @@ fn extremes_and_a_sample(space: &SearchSpace) -> Vec<ArchConfig> {
 
 /// Subnets of a fresh supernet of `space`, with random BN, give our logits under tract at batch
 /// 1 and 3.
-fn tract_runs_as_we_do(space: &SearchSpace, archs: &[ArchConfig], bn_seed: i64) {
+fn tract_runs_as_we_do(space: &SearchSpace, archs: &[ArchConfig], bn_seed: u64) {
     let net = Supernet::new(space, 5, Device::Cpu).unwrap();
     for (i, arch) in archs.iter().enumerate() {
         let sub = net.extract(arch).unwrap();
-        randomise_bn(&sub, bn_seed + i as i64);
+        randomise_bn(&sub, bn_seed + i as u64);
         let bytes = export(&sub, &ExportOptions::new(arch.r)).unwrap();
         for n in [1, 3] {
             let r = i64::from(arch.r);

@@ -116,38 +116,41 @@ pub fn fit(
     let x_train = dense(&encoding, &train)?;
     let y_train_t = Tensor::from_slice(&y_train);
 
-    tch::manual_seed(opts.seed as i64);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let root = vs.root();
-    let mut seq = nn::seq();
-    let mut n_in = encoding.dim() as i64;
-    for i in 0..opts.layers {
-        seq = seq
-            .add(nn::linear(
-                &root / "layers" / i / 0,
-                n_in,
-                opts.hidden as i64,
-                Default::default(),
-            ))
-            .add_fn(|x| x.relu());
-        n_in = opts.hidden as i64;
-    }
-    let out = nn::linear(
-        &root / "layers" / opts.layers,
-        n_in,
-        1,
-        nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        },
-    );
-    // The output layer starts at zero, so the untrained model predicts `base_acc` everywhere and
-    // training fits residuals: with the default init, the random initial output (±0.1, ten
-    // top-1 points) survives on archs unlike the training set and ruins small-data fits.
-    tch::no_grad(|| {
-        let _ = out.ws.shallow_clone().zero_();
+    // the layers' initial weights: libtorch's global generator, seeded
+    let (vs, model) = ofa_supernet::rng::with_seed(opts.seed, || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let mut seq = nn::seq();
+        let mut n_in = encoding.dim() as i64;
+        for i in 0..opts.layers {
+            seq = seq
+                .add(nn::linear(
+                    &root / "layers" / i / 0,
+                    n_in,
+                    opts.hidden as i64,
+                    Default::default(),
+                ))
+                .add_fn(|x| x.relu());
+            n_in = opts.hidden as i64;
+        }
+        let out = nn::linear(
+            &root / "layers" / opts.layers,
+            n_in,
+            1,
+            nn::LinearConfig {
+                bias: false,
+                ..Default::default()
+            },
+        );
+        // The output layer starts at zero, so the untrained model predicts `base_acc`
+        // everywhere and training fits residuals: with the default init, the random initial
+        // output (±0.1, ten top-1 points) survives on archs unlike the training set and ruins
+        // small-data fits.
+        tch::no_grad(|| {
+            let _ = out.ws.shallow_clone().zero_();
+        });
+        (vs, seq.add(out))
     });
-    let model = seq.add(out);
     let mut adam = nn::Adam {
         wd: opts.weight_decay,
         ..Default::default()

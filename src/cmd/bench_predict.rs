@@ -30,15 +30,16 @@ pub struct Args {
 }
 
 pub(crate) fn random_predictor() -> anyhow::Result<AccuracyPredictor> {
-    tch::manual_seed(0);
-    let layer = |o: i64, i: i64| {
-        (
-            Tensor::randn([o, i], tch::kind::FLOAT_CPU) * 0.05,
-            Tensor::randn([o], tch::kind::FLOAT_CPU) * 0.05,
-        )
-    };
-    let layers = [layer(400, 128), layer(400, 400), layer(400, 400)];
-    let out = Tensor::randn([1, 400], tch::kind::FLOAT_CPU) * 0.05;
+    let (layers, out) = ofa_supernet::rng::with_seed(0, || {
+        let layer = |o: i64, i: i64| {
+            (
+                Tensor::randn([o, i], tch::kind::FLOAT_CPU) * 0.05,
+                Tensor::randn([o], tch::kind::FLOAT_CPU) * 0.05,
+            )
+        };
+        let layers = [layer(400, 128), layer(400, 400), layer(400, 400)];
+        (layers, Tensor::randn([1, 400], tch::kind::FLOAT_CPU) * 0.05)
+    });
     let bias = Tensor::from_slice(&[0.7f32]);
     Ok(AccuracyPredictor::from_layers(
         Encoding::tutorial(),

@@ -7,6 +7,7 @@
 //! - [`recalibrate_bn`]: BN recalibration with the reference semantics.
 //! - [`checkpoint`]: safetensors checkpoints with metadata, `.pth` reading; [`import`]: reference
 //!   state_dicts in any naming, with the space inferred from shapes.
+//! - [`rng`]: libtorch's global generator, seeded and drawn from by one caller at a time.
 //! - [`device`]: loads the CUDA backend at start-up when present; [`timing`]: the one timing
 //!   helper (device-synchronised samples and their summary).
 
@@ -20,6 +21,7 @@ pub mod import;
 pub mod layers;
 mod pth_guard;
 mod resnet;
+pub mod rng;
 mod sort;
 mod subnet;
 mod supernet;

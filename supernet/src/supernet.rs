@@ -61,8 +61,9 @@ impl Supernet {
         device: Device,
         scheme: InitScheme,
     ) -> Result<Supernet> {
-        tch::manual_seed(seed as i64);
-        Supernet::build(space, &mut InitSource { device, scheme })
+        crate::rng::with_seed(seed, || {
+            Supernet::build(space, &mut InitSource { device, scheme })
+        })
     }
 
     /// Build from a name → tensor map in the reference supernet naming; every tensor must be

@@ -78,7 +78,7 @@ pub trait TensorSource {
 
 /// Fresh tensors with the reference's `he_fout` initialisation (conv N(0, √(2/(k·k·out))),
 /// BN γ = 1 and β = 0, linear U(±1/√in) with zero bias, identity transform matrices).
-/// Uses libtorch's global generator; seed it with `tch::manual_seed` first.
+/// Uses libtorch's global generator: build inside [`crate::rng::with_seed`].
 #[derive(Debug)]
 pub struct InitSource {
     /// Target device.

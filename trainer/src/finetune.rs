@@ -706,20 +706,21 @@ impl Run {
             if let Some(g) = group {
                 parts.push(g.rank() as u64);
             }
-            tch::manual_seed(mix(&parts) as i64);
             let lr = lr_at(step, total, s.warmup_steps, s.lr);
             let x = channels_last(&batch.x.to_device(self.opts.device));
             let y = batch.y.to_device(self.opts.device);
-            let stats = subnet_step(
-                &student,
-                teacher.as_ref(),
-                &mut opt,
-                &x,
-                &y,
-                &cfg,
-                lr,
-                group,
-            )?;
+            let stats = ofa_supernet::rng::with_seed(mix(&parts), || {
+                subnet_step(
+                    &student,
+                    teacher.as_ref(),
+                    &mut opt,
+                    &x,
+                    &y,
+                    &cfg,
+                    lr,
+                    group,
+                )
+            })?;
             let asked = self.opts.stop.load(Ordering::SeqCst);
             let (loss, top1, asked) = ranks::step_consensus(group, stats.loss, stats.top1, asked)?;
             state.step += 1;

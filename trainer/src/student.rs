@@ -79,12 +79,11 @@ impl Student {
         device: Device,
         layout: Layout,
     ) -> Result<Student> {
-        tch::manual_seed(seed as i64);
         let mut init = InitSource {
             device,
             scheme: InitScheme::HeFout,
         };
-        let fresh = Subnet::build(config, &mut init)?;
+        let fresh = ofa_supernet::rng::with_seed(seed, || Subnet::build(config, &mut init))?;
         Student::new(&fresh, layout, device)
     }
 

@@ -73,8 +73,9 @@ fn run(steps: usize) -> (Vec<f64>, Supernet) {
     let s = SearchSpace::preset("ofa-mbv3-tiny").unwrap();
     let net = Supernet::new(&s, 1, Device::Cpu).unwrap();
     let teacher = net.deep_clone().unwrap();
-    tch::manual_seed(5);
-    let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let x = ofa_supernet::rng::with_seed(5, || {
+        Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu))
+    });
     let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
     let mut opt = Sgd::new(&net, 0.9, 3e-5);
     let cfg = StepConfig {

@@ -442,7 +442,6 @@ impl Ctx {
                         g.rank() as u64,
                     ]),
                 };
-                tch::manual_seed(dropout_seed as i64);
                 let archs = step_archs(
                     &self.space,
                     &choices,
@@ -453,8 +452,9 @@ impl Ctx {
                 let lr = lr_at(step, total, warmup, phase.lr);
                 let x = channels_last(&batch.x.to_device(self.opts.device));
                 let y = batch.y.to_device(self.opts.device);
-                let stats =
-                    train_step(&net, use_teacher, &mut opt, &x, &y, &archs, &cfg, lr, group)?;
+                let stats = ofa_supernet::rng::with_seed(dropout_seed, || {
+                    train_step(&net, use_teacher, &mut opt, &x, &y, &archs, &cfg, lr, group)
+                })?;
                 let asked = self.opts.stop.load(Ordering::SeqCst);
                 let (loss, top1, asked) =
                     ranks::step_consensus(group, stats.loss, stats.top1, asked)?;
