@@ -195,15 +195,29 @@ struct Curves {
     epochs: Vec<(f64, f64)>,
 }
 
+impl Curves {
+    /// Forget every loss point and epoch at or after `step` (a resumed run logs them again).
+    fn rewind(&mut self, step: f64) {
+        for (_, pts) in &mut self.loss {
+            pts.retain(|p| p.0 < step);
+        }
+        self.loss.retain(|(_, pts)| !pts.is_empty());
+        self.epochs.retain(|e| e.0 < step);
+    }
+}
+
 fn read_curves(path: &Path) -> anyhow::Result<Curves> {
     // every line must parse; a torn last line (a run killed while appending it) is left out
     let log = read_metrics(path)?;
+    // A resumed run logs the steps after its last checkpoint again: a line for a step at or
+    // before one already drawn replaces what was drawn from there on.
     let mut c = Curves::default();
     let mut last_step = 0.0;
     for line in log.lines {
         match line {
             MetricsLine::Step(s) => {
                 last_step = s.global_step as f64;
+                c.rewind(last_step);
                 match c.loss.last_mut() {
                     Some((p, pts)) if *p == s.phase => pts.push((last_step, s.loss)),
                     _ => c.loss.push((s.phase, vec![(last_step, s.loss)])),
@@ -218,9 +232,14 @@ fn read_curves(path: &Path) -> anyhow::Result<Curves> {
                         .map(|x| x.val_top1)
                 };
                 let ends = [SubnetSize::Min, SubnetSize::Mid, SubnetSize::Max].map(pick);
+                c.ends.retain(|(p, _, _)| *p != t.phase);
                 c.ends.push((t.phase, last_step, ends));
             }
-            MetricsLine::Epoch(e) => c.epochs.push((e.global_step as f64, e.heldout_top1)),
+            MetricsLine::Epoch(e) => {
+                let step = e.global_step as f64;
+                c.epochs.retain(|x| x.0 < step);
+                c.epochs.push((step, e.heldout_top1));
+            }
             MetricsLine::Data(_) | MetricsLine::Ranks(_) | MetricsLine::Branch(_) => {}
         }
     }
@@ -323,4 +342,54 @@ pub fn curves(dir: &Path, out: &Path) -> anyhow::Result<bool> {
     .map_err(|r| anyhow::anyhow!("{}: {r}", tmp.display()))?;
     std::fs::rename(&tmp, out.join("curves.png"))?;
     Ok(true)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn step(n: u64, loss: f64) -> String {
+        format!(
+            r#"{{"kind":"step","phase":"finetune","step":{n},"global_step":{n},"loss":{loss},"top1":0.5,"lr":0.1,"images_per_s":100.0,"data_wait_s":0.0,"elapsed_s":1.0}}"#
+        )
+    }
+
+    fn epoch(n: u64, top1: f64) -> String {
+        format!(
+            r#"{{"kind":"epoch","epoch":{},"global_step":{n},"heldout_top1":{top1},"best":true,"elapsed_s":1.0}}"#,
+            n as f64 / 20.0
+        )
+    }
+
+    #[test]
+    fn a_resumed_runs_replayed_lines_replace_the_first_ones() {
+        // killed after step 30 with its last checkpoint at step 20: steps 30 and on run again
+        let lines = [
+            step(10, 2.0),
+            step(20, 1.9),
+            epoch(20, 50.0),
+            step(30, 1.8),
+            step(30, 1.7),
+            step(40, 1.6),
+            epoch(40, 60.0),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let c = read_curves(&path).unwrap();
+        assert_eq!(c.loss.len(), 1);
+        assert_eq!(
+            c.loss[0].1,
+            [(10.0, 2.0), (20.0, 1.9), (30.0, 1.7), (40.0, 1.6)]
+        );
+        assert_eq!(c.epochs, [(20.0, 50.0), (40.0, 60.0)]);
+
+        // a replay from before an epoch drops that epoch until it is logged again
+        let lines = [step(10, 2.0), step(20, 1.9), epoch(20, 50.0), step(20, 1.5)];
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let c = read_curves(&path).unwrap();
+        assert_eq!(c.loss[0].1, [(10.0, 2.0), (20.0, 1.5)]);
+        assert!(c.epochs.is_empty());
+    }
 }

@@ -166,4 +166,60 @@ fn bad_input_is_a_named_error() {
         ofa().args(["finetune", "--resume", s(tmp.path())]),
         "is not a fine-tuning run",
     );
+    // a resumed run keeps its settings: others are refused, not ignored
+    fails_with(
+        ofa().args(["finetune", "--resume", s(tmp.path()), "--epochs", "3"]),
+        "cannot be used with",
+    );
+    fails_with(
+        ofa().args(["finetune", "--resume", s(tmp.path()), "--seed", "1"]),
+        "cannot be used with",
+    );
+
+    // an --out that holds other files (here an `ofa extract` folder) is left as it is
+    let cut = tmp.path().join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    for f in ["subnet.safetensors", "net.config.json", "report.json"] {
+        std::fs::write(cut.join(f), f).unwrap();
+    }
+    fails_with(
+        ofa()
+            .args(["finetune", "--package", s(pkg), "--out", s(&cut)])
+            .args(["--arch", "smallest", "--steps", "1"]),
+        "is not empty (it holds report.json, subnet.safetensors)",
+    );
+    for f in ["subnet.safetensors", "net.config.json", "report.json"] {
+        assert_eq!(std::fs::read_to_string(cut.join(f)).unwrap(), f);
+    }
+
+    // what a start killed before it wrote finetune.json leaves is no run: a new start replaces it
+    let cut_short = tmp.path().join("cut-short");
+    std::fs::create_dir(&cut_short).unwrap();
+    for f in [".lock", "checkpoint.safetensors", "net.config.json"] {
+        std::fs::write(cut_short.join(f), "left by a killed start").unwrap();
+    }
+    // (the package given relative to the working directory: the run records where it is)
+    run_ok(ofa().current_dir(pkg.parent().unwrap()).args([
+        "finetune",
+        "--package",
+        pkg.file_name().unwrap().to_str().unwrap(),
+        "--arch",
+        "smallest",
+        "--steps",
+        "1",
+        "--calibration-images",
+        "32",
+        "--out",
+        s(&cut_short),
+    ]));
+    assert_eq!(step(&cut_short), Some(1));
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cut_short.join("finetune.json")).unwrap())
+            .unwrap();
+    let recorded = Path::new(spec["package"].as_str().unwrap());
+    assert!(recorded.is_absolute(), "{spec}");
+    assert_eq!(
+        std::fs::canonicalize(recorded).unwrap(),
+        std::fs::canonicalize(pkg).unwrap()
+    );
 }

@@ -1459,6 +1459,17 @@ fn a_finetuning_job_makes_a_new_subnet_that_is_served_kept_and_cancellable() {
         (del.status, del.json()["state"].clone()),
         (202, json!("cancelled"))
     );
+    // a cancelled job no longer waits: its place in the queue is free again
+    let next = post(&url, &json!({"epochs": 997}));
+    assert_eq!(
+        (next.status, next.json()["state"].clone()),
+        (202, json!("queued")),
+        "{}",
+        String::from_utf8_lossy(&next.body)
+    );
+    let nid = next.json()["id"].as_str().unwrap().to_string();
+    let del = send("DELETE", &server.url(&format!("/v1/jobs/{nid}")), &[], None);
+    assert_eq!(del.status, 202);
     let del = send(
         "DELETE",
         &server.url(&format!("/v1/jobs/{long_id}")),

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -230,7 +230,7 @@ pub struct Jobs {
     /// A temporary root, without `--cache-dir`: made by the first job, removed with the server.
     _temp: Option<RemoveOnDrop>,
     max_jobs: usize,
-    queues: HashMap<String, SyncSender<Arc<Job>>>,
+    queues: HashMap<String, Sender<Arc<Job>>>,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
 }
 
@@ -260,8 +260,9 @@ impl Jobs {
         };
         let mut queues = HashMap::new();
         for (name, cfg) in packages {
-            // the channel holds the waiting jobs; the running one has left it
-            let (tx, rx) = sync_channel::<Arc<Job>>(max_jobs);
+            // the channel holds the waiting jobs (and cancelled ones, skipped); the running one
+            // has left it. `submit` bounds the waiting ones by counting them.
+            let (tx, rx) = channel::<Arc<Job>>();
             let runs = root.clone();
             std::thread::Builder::new()
                 .name(format!("ofa-finetune-{name}"))
@@ -375,15 +376,18 @@ impl Jobs {
             base,
             started: Mutex::new(None),
         });
-        match queue.try_send(job.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                metrics::counter!("ofa_rejected_total", "reason" => "jobs_full").increment(1);
-                return Err(ApiError::Overloaded(self.max_jobs));
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(ApiError::Internal("the job thread has stopped".into()))
-            }
+        // waiting for this package's thread (a cancelled job no longer waits)
+        let waiting = jobs
+            .values()
+            .map(|j| j.status())
+            .filter(|st| st.state == JobState::Queued && st.supernet == job.base.supernet)
+            .count();
+        if waiting >= self.max_jobs {
+            metrics::counter!("ofa_rejected_total", "reason" => "jobs_full").increment(1);
+            return Err(ApiError::Overloaded(self.max_jobs));
+        }
+        if queue.send(job.clone()).is_err() {
+            return Err(ApiError::Internal("the job thread has stopped".into()));
         }
         metrics::counter!("ofa_finetune_jobs_total").increment(1);
         let st = job.status();
@@ -529,17 +533,13 @@ fn run(job: &Arc<Job>, cfg: &JobConfig, runs: &Path) -> Result<Option<SubnetReco
     fn err(e: &(dyn std::error::Error + 'static)) -> String {
         ofa_space::chain(e)
     }
-    // a cancelled run continues from its checkpoint; one that stopped before its first
-    // checkpoint (a restart, a failure) starts again
-    let outcome = if dir.join(FINETUNE_FILE).is_file() && dir.join(CHECKPOINT_FILE).is_file() {
+    // A cancelled or interrupted run continues from its checkpoint (a folder with finetune.json
+    // always has one). One killed before it wrote finetune.json starts again: the trainer
+    // takes the folder's lock first, so a replica on the same --cache-dir that is running the
+    // job makes this one fail with a named error instead of losing its folder.
+    let outcome = if dir.join(FINETUNE_FILE).is_file() {
         resume(&dir, opts).map_err(|e| err(&e))?
     } else {
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("cannot clear {}: {e}", dir.display()))
-            }
-            _ => {}
-        }
         let settings = st.request.settings().map_err(|e| e.to_string())?;
         let pkg = Package::open(&cfg.dir, cfg.device).map_err(|e| err(&e))?;
         let subnet = cut(&pkg, &job.base.arch, &cfg.recalibration).map_err(|e| err(&e))?;

@@ -24,6 +24,17 @@ const RANK_GRACE: Duration = Duration::from_secs(30);
 
 /// Arguments of `ofa finetune`.
 #[derive(Debug, clap::Args)]
+// a resumed run keeps the settings it was started with: giving others is an error, not ignored
+#[command(group(
+    clap::ArgGroup::new("new_run_settings")
+        .multiple(true)
+        .args([
+            "subnet", "arch", "epochs", "steps", "teacher", "from_scratch", "lr", "batch",
+            "warmup_epochs", "calibration_images", "hardware", "max_latency_ms", "max_macs_m",
+            "max_params_m", "population", "generations", "seed", "strategy", "budget",
+        ])
+        .conflicts_with("resume")
+))]
 pub struct Args {
     /// The supernet package the subnet comes from (its training data, recipe and teacher).
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]

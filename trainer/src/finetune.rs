@@ -32,8 +32,8 @@ use crate::data::Split;
 use crate::loader::{mix, BatchPlan, Loader, Stream, TrainData};
 use crate::recipe::Recipe;
 use crate::run::{
-    append_metrics, is_lead, lock_run, ranks, run_err, EvalSet, LogWindow, Observer, Silent,
-    TrainError, TrainOptions,
+    append_metrics, is_lead, lock_run, ranks, repair_metrics, run_err, EvalSet, LogWindow,
+    Observer, Silent, TrainError, TrainOptions, LOCK_FILE,
 };
 use crate::step::{lr_at, subnet_step, Params, Sgd, StepConfig};
 use crate::student::Student;
@@ -130,6 +130,7 @@ pub fn finetune(
         ),
     };
     let student = ranks::all_ok(group.as_deref(), SETUP, student.map_err(TrainError::from))?;
+    ranks::all_ok(group.as_deref(), SETUP, run.start(&student))?;
     run.go(student, FinetuneState::default(), None)
 }
 
@@ -300,7 +301,7 @@ impl Run {
         .batches_per_epoch(o.train.len());
         let steps = match (settings.steps, settings.epochs) {
             (Some(s), _) => s,
-            (None, Some(e)) => ((e * nb as f64).ceil() as u64).max(1),
+            (None, Some(e)) => steps_of(e, nb),
             (None, None) => unreachable!("checked above"),
         };
         let Some(first) = o.recipe.phases.first() else {
@@ -321,9 +322,10 @@ impl Run {
             Teacher::None => 0.0,
         };
         let spec = FinetuneSpec {
-            package: package.display().to_string(),
+            // absolute, so that a resume from another working directory finds them
+            package: absolute(package).display().to_string(),
             package_sha256: o.pkg.supernet_sha256().to_string(),
-            data: o.data.display().to_string(),
+            data: absolute(&o.data).display().to_string(),
             arch: base.arch.clone(),
             base_sha256: sha256_hex(&base.subnet.to_safetensors(&BTreeMap::new())?),
             init: settings.init,
@@ -344,18 +346,28 @@ impl Run {
             device: format!("{:?}", opts.device),
             world_size: world,
         };
-        if lead {
-            write_atomic(
-                &dir.join(NET_CONFIG_FILE),
-                ofa_schema::to_json_pretty(&config.to_net_config()).as_bytes(),
-            )?;
-            // written last: a folder with finetune.json holds a run
-            write_atomic(
-                &dir.join(FINETUNE_FILE),
-                ofa_schema::to_json_pretty(&spec).as_bytes(),
-            )?;
-        }
         Ok(Run::assemble(lock, spec, dir, o, opts))
+    }
+
+    /// Write the run's first files (lead only): `net.config.json`, a checkpoint of the starting
+    /// weights at step 0 and, last, `finetune.json`. A folder with `finetune.json` then always
+    /// has a checkpoint to resume from; one killed before it holds only files a new start
+    /// overwrites (see [`refuse_existing`]).
+    fn start(&self, student: &Student) -> Result<(), TrainError> {
+        if !self.lead() {
+            return Ok(());
+        }
+        let config = student.net().config();
+        write_atomic(
+            &self.dir.join(NET_CONFIG_FILE),
+            ofa_schema::to_json_pretty(&config.to_net_config()).as_bytes(),
+        )?;
+        self.save_checkpoint(student, Vec::new(), &FinetuneState::default())?;
+        write_atomic(
+            &self.dir.join(FINETUNE_FILE),
+            ofa_schema::to_json_pretty(&self.spec).as_bytes(),
+        )?;
+        Ok(())
     }
 
     fn open(dir: &Path, opts: TrainOptions) -> Result<(Run, Loaded), TrainError> {
@@ -369,7 +381,9 @@ impl Run {
             return Err(run_err(dir, why));
         }
         let lock = if is_lead(opts.group.as_deref()) {
-            Some(lock_run(dir)?)
+            let lock = lock_run(dir)?;
+            repair_metrics(&dir.join(METRICS_FILE))?;
+            Some(lock)
         } else {
             None
         };
@@ -595,10 +609,11 @@ impl Run {
         Ok(record)
     }
 
+    /// Save the weights, the optimiser's `momentum` buffers and `state` (lead only).
     fn save_checkpoint(
         &self,
         student: &Student,
-        opt: &Sgd,
+        momentum: Vec<(String, Tensor)>,
         state: &FinetuneState,
     ) -> Result<(), TrainError> {
         if !self.lead() {
@@ -609,7 +624,7 @@ impl Run {
             .iter()
             .map(|(s, t)| (format!("net.{}", s.name), t.shallow_clone()))
             .collect();
-        tensors.extend(opt.state(student));
+        tensors.extend(momentum);
         let mut meta = BTreeMap::new();
         meta.insert("format".to_string(), FINETUNE_FORMAT.to_string());
         meta.insert("state".to_string(), ofa_schema::to_json(state));
@@ -674,7 +689,7 @@ impl Run {
         if state.epochs.is_empty() {
             // the starting point is the first candidate: a run that never beats it deploys it
             self.evaluate(&student, &mut state, obs, started, before)?;
-            let saved = self.save_checkpoint(&student, &opt, &state);
+            let saved = self.save_checkpoint(&student, opt.state(&student), &state);
             ranks::all_ok(group, "saving the first checkpoint", saved)?;
         }
         let total = s.steps;
@@ -756,7 +771,7 @@ impl Run {
                 || (state.step < total && (state.step % t.checkpoint_every.max(1) == 0 || stop_now))
             {
                 state.elapsed_s = before + started.elapsed().as_secs_f64();
-                self.save_checkpoint(&student, &opt, &state)
+                self.save_checkpoint(&student, opt.state(&student), &state)
             } else {
                 Ok(())
             };
@@ -834,7 +849,9 @@ impl Run {
     }
 }
 
-/// Refuse a folder that already holds a run.
+/// Refuse a folder that already holds a run, or anything a new run would overwrite. Allowed:
+/// what a start killed before it wrote `finetune.json` leaves (the lock, `net.config.json` and
+/// the step-0 checkpoint), which is no run and is written again.
 fn refuse_existing(dir: &Path) -> Result<(), TrainError> {
     if dir.join(FINETUNE_FILE).exists() {
         return Err(run_err(
@@ -848,7 +865,45 @@ fn refuse_existing(dir: &Path) -> Result<(), TrainError> {
             "holds a training run: choose another --out for the fine-tuning run",
         ));
     }
+    let entries = std::fs::read_dir(dir).map_err(|e| run_err(dir, e.to_string()))?;
+    let mut others = Vec::new();
+    for e in entries {
+        let name = e.map_err(|e| run_err(dir, e.to_string()))?.file_name();
+        let name = name.to_string_lossy();
+        if ![LOCK_FILE, NET_CONFIG_FILE, CHECKPOINT_FILE].contains(&name.as_ref()) {
+            others.push(name.into_owned());
+        }
+    }
+    if !others.is_empty() {
+        others.sort();
+        return Err(run_err(
+            dir,
+            format!(
+                "is not empty (it holds {}): fine-tune into a new or empty --out, nothing here is overwritten",
+                others.join(", ")
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Optimiser steps of `epochs` epochs of `nb` batches: whole batches, at least one. A product
+/// within rounding error of a whole number is that number (1.1 × 390 is 429.00000000000006 in
+/// floating point: 429 steps, not 430).
+fn steps_of(epochs: f64, nb: u64) -> u64 {
+    let x = epochs * nb as f64;
+    let whole = x.round();
+    let steps = if (x - whole).abs() <= 1e-9 * whole.max(1.0) {
+        whole
+    } else {
+        x.ceil()
+    };
+    (steps as u64).max(1)
+}
+
+/// `path` made absolute against the working directory (as given where that fails).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The batches of a fine-tuning run: the recipe's augmentation at the subnet's one resolution.
@@ -868,5 +923,41 @@ fn plan_for(
         channels: i64::from(pkg.space().in_channels),
         augment: recipe.augment.clone(),
         shard,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_whole_batches_without_a_rounding_step_more() {
+        assert_eq!(
+            1.1 * 390.0,
+            429.00000000000006,
+            "the float product this guards against"
+        );
+        assert_eq!(steps_of(1.1, 390), 429);
+        assert_eq!(steps_of(0.3, 10), 3);
+        assert_eq!(steps_of(10.0, 195), 1950);
+        // a fraction of a batch is a whole batch more, and every run has a step
+        assert_eq!(steps_of(1.01, 10), 11);
+        assert_eq!(steps_of(1e-6, 10), 1);
+    }
+
+    #[test]
+    fn only_what_a_cut_short_start_leaves_may_be_in_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [LOCK_FILE, NET_CONFIG_FILE, CHECKPOINT_FILE] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        assert!(refuse_existing(dir.path()).is_ok());
+        std::fs::write(dir.path().join("model.onnx"), "x").unwrap();
+        let e = refuse_existing(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is not empty (it holds model.onnx)"), "{e}");
+        std::fs::write(dir.path().join(FINETUNE_FILE), "{}").unwrap();
+        let e = refuse_existing(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("continue it with --resume"), "{e}");
     }
 }

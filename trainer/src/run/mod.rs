@@ -142,7 +142,9 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
             .map_err(|_| run_err(dir, "not a run directory (no recipe.toml)"))?;
         // the lead holds the folder for the run; the other ranks of its job share it
         let lock = if is_lead(opts.group.as_deref()) {
-            Some(lock_run(dir)?)
+            let lock = lock_run(dir)?;
+            repair_metrics(&dir.join(METRICS_FILE))?;
+            Some(lock)
         } else {
             None
         };
@@ -181,7 +183,7 @@ pub fn resume(dir: &Path, opts: TrainOptions) -> Result<Outcome, TrainError> {
 }
 
 /// The lock file of a run folder.
-const LOCK_FILE: &str = ".lock";
+pub(crate) const LOCK_FILE: &str = ".lock";
 
 /// Take the run folder `dir` for this process: an exclusive `flock` on `dir/.lock`, released when
 /// the process ends however it ends. A second launch into the folder (a new run or a resume)
@@ -585,6 +587,32 @@ pub(crate) fn append_metrics(path: &Path, line: &MetricsLine) -> Result<(), Trai
         .map_err(|e| run_err(path, e.to_string()))
 }
 
+/// Cut a torn last line (a run killed while appending it) off the metrics file at `path`, so
+/// that what a resumed run appends follows whole lines. A missing file stays missing. (The
+/// steps after the last checkpoint are logged again by the resumed run: readers let the later
+/// lines replace the earlier ones.)
+pub(crate) fn repair_metrics(path: &Path) -> Result<(), TrainError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(run_err(path, e.to_string())),
+    };
+    if bytes.last().is_none_or(|b| *b == b'\n') {
+        return Ok(());
+    }
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    tracing::warn!(
+        path = %path.display(),
+        bytes = bytes.len() - whole,
+        "the metrics file ends in a torn line (the run was killed while writing it): cut off"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(whole as u64))
+        .map_err(|e| run_err(path, e.to_string()))
+}
+
 /// The steps since the last metrics line: sums of their loss and top-1, their count, when the
 /// window opened and the images trained (over all ranks).
 pub(crate) struct LogWindow {
@@ -654,6 +682,27 @@ fn step_archs(
 mod tests {
     use super::branch::branch_mismatch;
     use super::*;
+
+    #[test]
+    fn a_torn_last_metrics_line_is_cut_off_before_a_resume_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METRICS_FILE);
+        repair_metrics(&path).unwrap();
+        assert!(!path.exists(), "a missing file stays missing");
+        let whole = "{\"a\":1}\n{\"b\":2}\n";
+        std::fs::write(&path, format!("{whole}{{\"c\":")).unwrap();
+        repair_metrics(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        repair_metrics(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            whole,
+            "whole lines stay"
+        );
+        std::fs::write(&path, "{\"torn\"").unwrap();
+        repair_metrics(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
 
     #[test]
     fn the_no_ps_ablation_branches_from_an_fmnist_full_network() {
