@@ -686,6 +686,8 @@ impl Run {
         };
         let started = Instant::now();
         let before = state.elapsed_s;
+        // a resumed run's last evaluation, shown again once the observer knows the phase
+        let resumed = state.epochs.last().cloned();
         if state.epochs.is_empty() {
             // the starting point is the first candidate: a run that never beats it deploys it
             self.evaluate(&student, &mut state, obs, started, before)?;
@@ -697,6 +699,10 @@ impl Run {
             return Ok(Outcome::Interrupted { step: state.step });
         }
         obs.phase_start(0, 1, "finetune", state.step, total);
+        if let Some(last) = &resumed {
+            let best = state.best().is_some_and(|b| b.step == last.step);
+            obs.epoch(last, best);
+        }
         let t = &self.recipe.train;
         let plan = plan_for(
             s.batch_size,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ofa_package::measure::Recalibration;
 use ofa_package::Package;
-use ofa_schema::finetune::{FinetuneRecord, Init, Teacher};
+use ofa_schema::finetune::{EpochRecord, FinetuneRecord, Init, Teacher};
 use ofa_schema::metrics::{read_metrics, MetricsLine};
 use ofa_space::ArchConfig;
 use ofa_supernet::checkpoint::read_safetensors;
@@ -17,11 +17,10 @@ use ofa_supernet::{Role, Subnet};
 use ofa_trainer::data::write_synthetic_idx;
 use ofa_trainer::finetune::{finetune, resume, Base, Outcome, Settings};
 use ofa_trainer::recipe::Recipe;
-use ofa_trainer::run::{train, Silent, TrainOptions};
+use ofa_trainer::run::{train, Observer, Silent, TrainOptions};
 use tch::{Device, Kind};
 
-/// Runs seed libtorch's one global generator (dropout, the scratch initialisation) per step: two
-/// runs in one process must not interleave.
+/// Runs take turns: they share the package, and libtorch's thread count that it is trained at.
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn opts(data: &Path, stop_after: Option<u64>) -> TrainOptions {
@@ -66,6 +65,16 @@ fn base(pkg: &Path) -> Base {
     Base {
         subnet: p.recalibrated(&arch, &r).unwrap(),
         arch,
+    }
+}
+
+/// The evaluations an observer is shown: (step, best so far).
+#[derive(Default)]
+struct Epochs(Mutex<Vec<(u64, bool)>>);
+
+impl Observer for Epochs {
+    fn epoch(&self, record: &EpochRecord, best: bool) {
+        self.0.lock().unwrap().push((record.step, best));
     }
 }
 
@@ -161,9 +170,25 @@ fn an_interrupted_and_resumed_finetune_equals_an_uninterrupted_one_bit_for_bit()
         finetune(pkg, base(pkg), &steps(8), &b, opts(data, Some(3))).unwrap(),
         Outcome::Interrupted { step: 3 }
     );
+    // the resumed run first shows where it stands (its last evaluation), then goes on
+    let seen = Arc::new(Epochs::default());
+    let observed = TrainOptions {
+        observer: seen.clone(),
+        ..opts(data, Some(7))
+    };
     assert_eq!(
-        resume(&b, opts(data, Some(7))).unwrap(),
+        resume(&b, observed).unwrap(),
         Outcome::Interrupted { step: 7 }
+    );
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [0, 6],
+        "{seen:?}"
+    );
+    assert!(
+        seen[0].1,
+        "step 0 is the only evaluation, so the best: {seen:?}"
     );
     let resumed = resume(&b, opts(data, None)).unwrap();
     for f in [
