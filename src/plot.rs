@@ -216,8 +216,11 @@ fn read_curves(path: &Path) -> anyhow::Result<Curves> {
     for line in log.lines {
         match line {
             MetricsLine::Step(s) => {
-                last_step = s.global_step as f64;
-                c.rewind(last_step);
+                let step = s.global_step as f64;
+                if step <= last_step {
+                    c.rewind(step);
+                }
+                last_step = step;
                 match c.loss.last_mut() {
                     Some((p, pts)) if *p == s.phase => pts.push((last_step, s.loss)),
                     _ => c.loss.push((s.phase, vec![(last_step, s.loss)])),
